@@ -1,0 +1,66 @@
+/**
+ * Entry point: argument parsing and wiring only.
+ *
+ *   main.ts [--config PATH]                      run the service
+ *   main.ts discover <name> [--watch] [--json]   list (and follow) instances
+ *   main.ts send --to R --title T --body B       send a notification through etcd:///<name>
+ *
+ * Exit codes: 0 done, 1 runtime failure (etcd, bind, conflict), 2 bad configuration or usage.
+ */
+import { parseArgs } from "node:util";
+import { runServer } from "./src/app.ts";
+import { runCommand, UsageError } from "./src/cli.ts";
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "./src/config.ts";
+import { consoleLogger } from "./src/logger.ts";
+
+const USAGE = `usage: notification-server [--config PATH]
+       notification-server discover <name> [--watch] [--json] [--config PATH]
+       notification-server send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--config PATH]`;
+
+async function main(args: string[]): Promise<number> {
+  const log = consoleLogger();
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", default: DEFAULT_CONFIG_PATH },
+        watch: { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
+        to: { type: "string" },
+        title: { type: "string", default: "" },
+        body: { type: "string", default: "" },
+        data: { type: "string", multiple: true, default: [] },
+        name: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (parsed.values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const [command, ...rest] = parsed.positionals;
+  try {
+    const config = await loadConfig(parsed.values.config);
+    if (command === undefined) return await runServer(config, log);
+    return await runCommand(command, rest, parsed.values, config);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      log.error(error.message);
+      return 2;
+    }
+    if (error instanceof UsageError) {
+      console.error(`${error.message}\n${USAGE}`);
+      return 2;
+    }
+    log.error((error as Error).message ?? String(error));
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

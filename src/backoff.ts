@@ -1,0 +1,45 @@
+/** Capped exponential backoff with jitter, and a sleep that an AbortSignal cuts short. */
+
+/** Options for {@link Backoff}. */
+export interface BackoffOptions {
+  /** @default 250 */
+  initialMs?: number;
+  /** @default 5000 */
+  maxMs?: number;
+}
+
+/** Yields 250 ms, 500 ms, 1 s, ... up to 5 s, each scaled by a random 0.5–1.0 so peers spread out. */
+export class Backoff {
+  readonly #initial: number;
+  readonly #max: number;
+  #attempt = 0;
+
+  constructor(options: BackoffOptions = {}) {
+    this.#initial = options.initialMs ?? 250;
+    this.#max = options.maxMs ?? 5_000;
+  }
+
+  next(): number {
+    const base = Math.min(this.#max, this.#initial * 2 ** this.#attempt);
+    this.#attempt++;
+    return Math.round(base * (0.5 + Math.random() * 0.5));
+  }
+
+  reset(): void {
+    this.#attempt = 0;
+  }
+}
+
+/** Resolves after `ms`, or early (without throwing) when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,454 @@
+/**
+ * Loads `config/platform/config.yaml` (plus environment overrides) into one frozen, validated
+ * {@link Config}. Every problem becomes a {@link ConfigError} whose message is one line naming the
+ * file, the field and what is wrong, e.g.
+ * `config/platform/config.yaml: etcd.dial-timeout: "soon" is not a duration like 5s`.
+ */
+import { parseDocument } from "yaml";
+import { parseDuration } from "./duration.ts";
+import { type HostPort, parseHostPort } from "./host_port.ts";
+
+/** The default config path, relative to the working directory. */
+export const DEFAULT_CONFIG_PATH = "config/platform/config.yaml";
+
+/** Which key layout the registration uses in etcd. */
+export type Layout = "instance" | "service";
+
+/** TLS for the gRPC server. */
+export interface ServerTlsConfig {
+  certFile: string;
+  keyFile: string;
+  /** When set, clients must present a certificate signed by this CA. */
+  clientCaFile?: string;
+}
+
+/** `notification-server:` section. */
+export interface ServerConfig {
+  addr: HostPort;
+  name: string;
+  /** Address clients dial; derived from `addr` and the machine's interfaces when unset. */
+  advertiseAddr?: HostPort;
+  /** Defaults to the advertised host:port. */
+  instanceId?: string;
+  metadata: Readonly<Record<string, string>>;
+  /** In-flight calls get this long after shutdown begins before they are cancelled. @default 10 s */
+  shutdownTimeoutMs: number;
+  /** Time between deregistration and refusing new calls, so watchers drop us first. @default 1 s */
+  drainDelayMs: number;
+  /** Bound on concurrent Subscribe streams. @default 10000 */
+  maxSubscribers: number;
+  tls?: ServerTlsConfig;
+}
+
+/** TLS towards etcd. */
+export interface EtcdTlsConfig {
+  caFile: string;
+  certFile?: string;
+  keyFile?: string;
+  /** Name expected in etcd's certificate when it differs from the endpoint host. */
+  serverName?: string;
+}
+
+/** `etcd:` section. */
+export interface EtcdConfig {
+  endpoints: readonly string[];
+  /** Bound on connecting and on every unary etcd call. @default 5 s */
+  dialTimeoutMs: number;
+  username?: string;
+  password?: string;
+  /** @default 10 */
+  leaseTtlSeconds: number;
+  /** @default "/services" */
+  prefix: string;
+  /** @default "instance" */
+  layout: Layout;
+  /** How long start-up keeps retrying an unreachable etcd; 0 waits forever. @default 30 s */
+  startupTimeoutMs: number;
+  tls?: EtcdTlsConfig;
+}
+
+/** The whole validated configuration. */
+export interface Config {
+  /** The file it came from, as given. */
+  path: string;
+  server: ServerConfig;
+  etcd: EtcdConfig;
+}
+
+/** A configuration problem; `message` is the one line shown to the user. */
+export class ConfigError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConfigError";
+  }
+}
+
+/** Environment variables that override the file, and the field each one replaces. */
+export const ENV_OVERRIDES = {
+  ETCD_ENDPOINTS: "etcd.endpoints",
+  ETCD_USERNAME: "etcd.username",
+  ETCD_PASSWORD: "etcd.password",
+  NOTIFICATION_ADDR: "notification-server.addr",
+  NOTIFICATION_ADVERTISE_ADDR: "notification-server.advertise-addr",
+  NOTIFICATION_INSTANCE_ID: "notification-server.instance-id",
+} as const;
+
+type EnvName = keyof typeof ENV_OVERRIDES;
+
+/** Options for {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** Environment lookup; defaults to `Deno.env.get`. Tests pass a map. */
+  env?: (name: EnvName) => string | undefined;
+}
+
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const INSTANCE_ID = /^[A-Za-z0-9._:\[\]-]{1,253}$/;
+const SERVER_KEYS = [
+  "addr",
+  "name",
+  "advertise-addr",
+  "instance-id",
+  "metadata",
+  "shutdown-timeout",
+  "drain-delay",
+  "max-subscribers",
+  "tls",
+];
+const ETCD_KEYS = [
+  "endpoints",
+  "dial-timeout",
+  "username",
+  "password",
+  "password-file",
+  "lease-ttl",
+  "prefix",
+  "layout",
+  "startup-timeout",
+  "tls",
+];
+
+/** Reads, parses and validates the config file at `path`. Throws {@link ConfigError}. */
+export async function loadConfig(
+  path: string,
+  options: LoadConfigOptions = {},
+): Promise<Config> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound
+      ? "file not found (pass --config PATH or run from the repository root)"
+      : `cannot read file: ${(error as Error).message}`;
+    throw new ConfigError(`${path}: ${reason}`, { cause: error });
+  }
+  return parseConfig(text, path, options);
+}
+
+/** Validates YAML text as a config; `path` names the source in messages. Throws {@link ConfigError}. */
+export function parseConfig(
+  text: string,
+  path: string,
+  options: LoadConfigOptions = {},
+): Config {
+  const env = options.env ?? ((name: EnvName) => Deno.env.get(name));
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0];
+    const where = first.linePos ? `line ${first.linePos[0].line}` : "YAML";
+    const reason = first.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    throw new ConfigError(`${path}: ${where}: invalid YAML: ${reason}`);
+  }
+  const r = new Reader(path);
+  const root = r.map(doc.toJS() ?? {}, "", true);
+  r.noUnknownKeys(root, "", ["notification-server", "etcd"]);
+  const server = readServer(r, r.map(root["notification-server"], "notification-server", true), env);
+  const etcd = readEtcd(r, r.map(root["etcd"], "etcd", true), env);
+  return deepFreeze({ path, server, etcd });
+}
+
+function readServer(
+  r: Reader,
+  raw: Record<string, unknown>,
+  env: (name: EnvName) => string | undefined,
+): ServerConfig {
+  const s = "notification-server";
+  r.noUnknownKeys(raw, s, SERVER_KEYS);
+  const addrText = r.fromEnv(env, "NOTIFICATION_ADDR") ?? r.string(raw, s, "addr", true);
+  const addr = r.hostPort(addrText, r.field(s, "addr", "NOTIFICATION_ADDR", env), false);
+  const name = r.string(raw, s, "name", true)!;
+  if (!SERVICE_NAME.test(name)) {
+    r.fail(
+      `${s}.name`,
+      `${quote(name)} is not a service name (letters, digits, '.', '_', '-'; at most 128)`,
+    );
+  }
+  const advertiseText = r.fromEnv(env, "NOTIFICATION_ADVERTISE_ADDR") ??
+    r.string(raw, s, "advertise-addr");
+  const advertiseAddr = advertiseText
+    ? r.hostPort(
+      advertiseText,
+      r.field(s, "advertise-addr", "NOTIFICATION_ADVERTISE_ADDR", env),
+      true,
+    )
+    : undefined;
+  const instanceId = r.fromEnv(env, "NOTIFICATION_INSTANCE_ID") ??
+    r.string(raw, s, "instance-id");
+  if (instanceId && !INSTANCE_ID.test(instanceId)) {
+    r.fail(
+      r.field(s, "instance-id", "NOTIFICATION_INSTANCE_ID", env),
+      `${quote(instanceId)} is not an instance id (letters, digits, '.', '_', ':', '-', '[', ']')`,
+    );
+  }
+  const tlsRaw = raw["tls"];
+  let tls: ServerTlsConfig | undefined;
+  if (tlsRaw !== undefined && tlsRaw !== null) {
+    const t = r.map(tlsRaw, `${s}.tls`, true);
+    r.noUnknownKeys(t, `${s}.tls`, ["cert-file", "key-file", "client-ca-file"]);
+    tls = {
+      certFile: r.file(t, `${s}.tls`, "cert-file", true)!,
+      keyFile: r.file(t, `${s}.tls`, "key-file", true)!,
+      clientCaFile: r.file(t, `${s}.tls`, "client-ca-file"),
+    };
+  }
+  return {
+    addr,
+    name,
+    advertiseAddr,
+    instanceId: instanceId || undefined,
+    metadata: r.stringMap(raw["metadata"], `${s}.metadata`),
+    shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", 10_000),
+    drainDelayMs: r.duration(raw, s, "drain-delay", 1_000),
+    maxSubscribers: r.positiveInt(raw, s, "max-subscribers", 10_000),
+    tls,
+  };
+}
+
+function readEtcd(
+  r: Reader,
+  raw: Record<string, unknown>,
+  env: (name: EnvName) => string | undefined,
+): EtcdConfig {
+  const s = "etcd";
+  r.noUnknownKeys(raw, s, ETCD_KEYS);
+  const envEndpoints = r.fromEnv(env, "ETCD_ENDPOINTS");
+  const endpointsField = r.field(s, "endpoints", "ETCD_ENDPOINTS", env);
+  const endpoints = envEndpoints !== undefined
+    ? envEndpoints.split(",").map((e) => e.trim()).filter((e) => e !== "")
+    : r.stringList(raw["endpoints"], endpointsField);
+  if (endpoints.length === 0) r.fail(endpointsField, "expected at least one endpoint like localhost:2379");
+  for (const endpoint of endpoints) {
+    const bare = endpoint.replace(/^https?:\/\//, "");
+    const hp = parseHostPort(bare);
+    if (typeof hp === "string" || hp.host === "" || hp.port === 0) {
+      r.fail(endpointsField, `${quote(endpoint)} is not an endpoint like localhost:2379`);
+    }
+  }
+  const username = r.fromEnv(env, "ETCD_USERNAME") ?? r.string(raw, s, "username");
+  let password = r.fromEnv(env, "ETCD_PASSWORD") ?? r.string(raw, s, "password");
+  const passwordFile = r.file(raw, s, "password-file");
+  if (!password && passwordFile) password = Deno.readTextFileSync(passwordFile).replace(/\r?\n$/, "");
+  if (username && !password) {
+    r.fail(`${s}.password`, "expected a password (or password-file, or ETCD_PASSWORD) with etcd.username");
+  }
+  const ttlMs = r.duration(raw, s, "lease-ttl", 10_000);
+  if (ttlMs < 1000 || ttlMs % 1000 !== 0) {
+    r.fail(`${s}.lease-ttl`, `${quote(String(raw["lease-ttl"]))} is not a whole number of seconds >= 1s`);
+  }
+  const prefix = r.string(raw, s, "prefix") ?? "/services";
+  if (!prefix.startsWith("/") || (prefix.length > 1 && prefix.endsWith("/"))) {
+    r.fail(`${s}.prefix`, `${quote(prefix)} must start with '/' and not end with '/'`);
+  }
+  const layout = r.string(raw, s, "layout") ?? "instance";
+  if (layout !== "instance" && layout !== "service") {
+    r.fail(`${s}.layout`, `${quote(layout)} is not one of "instance", "service"`);
+  }
+  const tlsRaw = raw["tls"];
+  let tls: EtcdTlsConfig | undefined;
+  if (tlsRaw !== undefined && tlsRaw !== null) {
+    const t = r.map(tlsRaw, `${s}.tls`, true);
+    r.noUnknownKeys(t, `${s}.tls`, ["ca-file", "cert-file", "key-file", "server-name"]);
+    tls = {
+      caFile: r.file(t, `${s}.tls`, "ca-file", true)!,
+      certFile: r.file(t, `${s}.tls`, "cert-file"),
+      keyFile: r.file(t, `${s}.tls`, "key-file"),
+      serverName: r.string(t, `${s}.tls`, "server-name") || undefined,
+    };
+    if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) {
+      r.fail(`${s}.tls`, "cert-file and key-file go together: set both or neither");
+    }
+  }
+  return {
+    endpoints,
+    dialTimeoutMs: r.duration(raw, s, "dial-timeout", 5_000, true),
+    username: username || undefined,
+    password: password || undefined,
+    leaseTtlSeconds: ttlMs / 1000,
+    prefix: prefix === "/" ? "" : prefix,
+    layout,
+    startupTimeoutMs: r.duration(raw, s, "startup-timeout", 30_000),
+    tls,
+  };
+}
+
+/** Reads typed fields out of parsed YAML, failing with the file and the dotted field name. */
+class Reader {
+  readonly #path: string;
+  constructor(path: string) {
+    this.#path = path;
+  }
+
+  fail(field: string, problem: string): never {
+    throw new ConfigError(`${this.#path}: ${field ? `${field}: ` : ""}${problem}`);
+  }
+
+  field(section: string, key: string, envName: EnvName, env: (n: EnvName) => string | undefined) {
+    return env(envName) !== undefined && env(envName) !== ""
+      ? `${section}.${key} (from ${envName})`
+      : `${section}.${key}`;
+  }
+
+  fromEnv(env: (n: EnvName) => string | undefined, name: EnvName): string | undefined {
+    const value = env(name);
+    return value === undefined || value === "" ? undefined : value;
+  }
+
+  map(value: unknown, field: string, required = false): Record<string, unknown> {
+    if (value === undefined || value === null) {
+      if (required) this.fail(field, "missing section");
+      return {};
+    }
+    if (typeof value !== "object" || Array.isArray(value)) {
+      this.fail(field, `expected a mapping, found ${describe(value)}`);
+    }
+    return value as Record<string, unknown>;
+  }
+
+  noUnknownKeys(raw: Record<string, unknown>, section: string, known: readonly string[]) {
+    for (const key of Object.keys(raw)) {
+      if (!known.includes(key)) {
+        const field = section ? `${section}.${key}` : key;
+        this.fail(field, `unknown key (expected one of: ${known.join(", ")})`);
+      }
+    }
+  }
+
+  string(
+    raw: Record<string, unknown>,
+    section: string,
+    key: string,
+    required = false,
+  ): string | undefined {
+    const value = raw[key];
+    if (value === undefined || value === null || value === "") {
+      if (required) this.fail(`${section}.${key}`, "missing (required)");
+      return undefined;
+    }
+    if (typeof value !== "string") {
+      this.fail(`${section}.${key}`, `expected a string, found ${describe(value)}`);
+    }
+    return value;
+  }
+
+  file(
+    raw: Record<string, unknown>,
+    section: string,
+    key: string,
+    required = false,
+  ): string | undefined {
+    const path = this.string(raw, section, key, required);
+    if (path === undefined) return undefined;
+    try {
+      if (!Deno.statSync(path).isFile) this.fail(`${section}.${key}`, `${quote(path)} is not a file`);
+      Deno.readFileSync(path);
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      this.fail(`${section}.${key}`, `${quote(path)} cannot be read: ${(error as Error).message}`);
+    }
+    return path;
+  }
+
+  stringList(value: unknown, field: string): string[] {
+    if (value === undefined || value === null) this.fail(field, "missing (required)");
+    if (!Array.isArray(value)) {
+      this.fail(field, `expected a list like ["localhost:2379"], found ${describe(value)}`);
+    }
+    return value.map((item, i) => {
+      if (typeof item !== "string") this.fail(`${field}[${i}]`, `expected a string, found ${describe(item)}`);
+      return item;
+    });
+  }
+
+  stringMap(value: unknown, field: string): Record<string, string> {
+    const raw = this.map(value, field);
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(raw)) {
+      if (typeof v !== "string" && typeof v !== "number" && typeof v !== "boolean") {
+        this.fail(`${field}.${k}`, `expected a string value, found ${describe(v)}`);
+      }
+      out[k] = String(v);
+    }
+    return out;
+  }
+
+  duration(
+    raw: Record<string, unknown>,
+    section: string,
+    key: string,
+    fallback: number,
+    positive = false,
+  ): number {
+    const value = raw[key];
+    if (value === undefined || value === null || value === "") return fallback;
+    const ms = typeof value === "string" ? parseDuration(value) : value === 0 ? 0 : undefined;
+    if (ms === undefined) {
+      this.fail(`${section}.${key}`, `${quote(String(value))} is not a duration like 5s`);
+    }
+    if (positive && ms === 0) this.fail(`${section}.${key}`, `${quote(String(value))} must be more than 0`);
+    return ms;
+  }
+
+  positiveInt(raw: Record<string, unknown>, section: string, key: string, fallback: number): number {
+    const value = raw[key];
+    if (value === undefined || value === null) return fallback;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+      this.fail(`${section}.${key}`, `${quote(String(value))} is not a whole number >= 1`);
+    }
+    return value;
+  }
+
+  hostPort(text: string | undefined, field: string, needConcrete: boolean): HostPort {
+    const parsed = parseHostPort(text ?? "");
+    if (typeof parsed === "string") this.fail(field, parsed);
+    if (needConcrete && (parsed.host === "" || parsed.port === 0 || isWildcard(parsed.host))) {
+      this.fail(
+        field,
+        `${quote(text ?? "")} is not an address clients can dial (need a concrete host and port)`,
+      );
+    }
+    return parsed;
+  }
+}
+
+/** True for the any-address hosts that must never be advertised. */
+export function isWildcard(host: string): boolean {
+  return host === "" || host === "0.0.0.0" || host === "::" || host === "[::]";
+}
+
+function quote(value: string): string {
+  return JSON.stringify(value);
+}
+
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return "a list";
+  if (value === null) return "nothing";
+  if (typeof value === "object") return "a mapping";
+  return `${typeof value} ${quote(String(value))}`;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,21 @@
+/** `host:port` strings, with IPv6 hosts in brackets ("[::1]:8080"). */
+
+/** A parsed address; `host` is without brackets and may be "" (all interfaces). */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Parses "host:port", ":port" or "[v6]:port"; returns a one-line problem string when it is not one. */
+export function parseHostPort(text: string): HostPort | string {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]*)):(\d{1,5})$/.exec(text.trim());
+  if (!match) return `${JSON.stringify(text)} is not an address like 0.0.0.0:8080`;
+  const port = Number(match[3]);
+  if (port > 65535) return `${JSON.stringify(text)} has port ${port}, above 65535`;
+  return { host: match[1] ?? match[2], port };
+}
+
+/** Formats back to "host:port", bracketing IPv6 hosts. */
+export function formatHostPort({ host, port }: HostPort): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

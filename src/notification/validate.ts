@@ -1,0 +1,63 @@
+/** Input limits for Send and Subscribe (documented in the README). */
+
+/** The limits, in UTF-8 bytes where the field is text. */
+export const LIMITS = {
+  recipientBytes: 256,
+  titleBytes: 1024,
+  bodyBytes: 64 * 1024,
+  dataEntries: 64,
+  dataKeyBytes: 128,
+  dataValueBytes: 4096,
+} as const;
+
+/** A Send request as proto-loader hands it over. */
+export interface SendInput {
+  recipient: string;
+  title: string;
+  body: string;
+  data: Record<string, string>;
+}
+
+const encoder = new TextEncoder();
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+function bytes(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/** Returns the problem with a recipient, or undefined when it is valid. */
+export function recipientProblem(recipient: string): string | undefined {
+  if (recipient === "") return "recipient is required";
+  if (bytes(recipient) > LIMITS.recipientBytes) {
+    return `recipient is ${bytes(recipient)} bytes; the limit is ${LIMITS.recipientBytes}`;
+  }
+  if (CONTROL.test(recipient)) return "recipient must not contain control characters";
+  return undefined;
+}
+
+/** Returns the first problem with a Send request, or undefined when it is valid. */
+export function sendProblem(req: SendInput): string | undefined {
+  const recipient = recipientProblem(req.recipient);
+  if (recipient) return recipient;
+  if (req.title === "" && req.body === "") return "title or body is required";
+  if (bytes(req.title) > LIMITS.titleBytes) {
+    return `title is ${bytes(req.title)} bytes; the limit is ${LIMITS.titleBytes}`;
+  }
+  if (bytes(req.body) > LIMITS.bodyBytes) {
+    return `body is ${bytes(req.body)} bytes; the limit is ${LIMITS.bodyBytes}`;
+  }
+  const entries = Object.entries(req.data);
+  if (entries.length > LIMITS.dataEntries) {
+    return `data has ${entries.length} entries; the limit is ${LIMITS.dataEntries}`;
+  }
+  for (const [key, value] of entries) {
+    if (key === "" || bytes(key) > LIMITS.dataKeyBytes) {
+      return `data key ${JSON.stringify(key.slice(0, 40))} must be 1 to ${LIMITS.dataKeyBytes} bytes`;
+    }
+    if (bytes(value) > LIMITS.dataValueBytes) {
+      return `data[${JSON.stringify(key)}] is ${bytes(value)} bytes; the limit is ${LIMITS.dataValueBytes}`;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,90 @@
+/**
+ * The one definition of what lands in etcd, for both layouts.
+ *
+ * - `instance` (default): `<prefix>/<name>/<id>` -> `{"Op":0,"Addr":"host:port","Metadata":{...}}`,
+ *   the JSON etcd's Go naming package (`client/v3/naming/endpoints`) writes and reads, so Go
+ *   clients resolve `etcd:///<prefix>/<name>` to our instances.
+ * - `service` (the original design): `<prefix>/<name>` -> `host:port` as plain text.
+ */
+import type { Layout } from "../config.ts";
+import type { ServiceInstance } from "./types.ts";
+
+/** The key this instance is stored under. */
+export function instanceKey(prefix: string, layout: Layout, instance: ServiceInstance): string {
+  return layout === "service"
+    ? serviceKey(prefix, instance.name)
+    : `${serviceKey(prefix, instance.name)}/${instance.id}`;
+}
+
+/** `<prefix>/<name>`: the service-layout key and the parent of instance-layout keys. */
+export function serviceKey(prefix: string, name: string): string {
+  return `${prefix}/${name}`;
+}
+
+/** The value stored for this instance. */
+export function encodeInstance(layout: Layout, instance: ServiceInstance): string {
+  if (layout === "service") return instance.addr;
+  // Field names and Op=0 (Add) are etcd naming's `endpoints.Update`; Metadata is opaque to it.
+  return JSON.stringify({ Op: 0, Addr: instance.addr, Metadata: instance.metadata });
+}
+
+/** A stored record that could not be read; discovery skips it with a warning. */
+export class MalformedRecordError extends Error {
+  constructor(key: string, problem: string) {
+    super(`Skipping malformed record at ${JSON.stringify(key)}: ${problem}`);
+    this.name = "MalformedRecordError";
+  }
+}
+
+/**
+ * Reads a stored record under `<prefix>/<name>` back into an instance, or returns undefined for
+ * keys that belong to another service (`<prefix>/<name>-other/...`) or are nested deeper.
+ * Throws {@link MalformedRecordError} for a value it cannot read.
+ */
+export function decodeRecord(
+  prefix: string,
+  name: string,
+  key: string,
+  value: string,
+): ServiceInstance | undefined {
+  const base = serviceKey(prefix, name);
+  if (key === base) {
+    const addr = value.trim();
+    if (!isDialable(addr)) throw new MalformedRecordError(key, `${JSON.stringify(value)} is not host:port`);
+    return { id: addr, name, addr, metadata: {} };
+  }
+  if (!key.startsWith(`${base}/`)) return undefined;
+  const id = key.slice(base.length + 1);
+  if (id === "" || id.includes("/")) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    // A plain host:port under an instance key is what hand-written and older records look like.
+    if (isDialable(value.trim())) return { id, name, addr: value.trim(), metadata: {} };
+    throw new MalformedRecordError(
+      key,
+      `${JSON.stringify(value.slice(0, 80))} is neither JSON nor host:port`,
+    );
+  }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new MalformedRecordError(key, "expected a JSON object with Addr");
+  }
+  const record = parsed as Record<string, unknown>;
+  if (record.Op !== undefined && record.Op !== 0) return undefined; // Op=1 is a Delete marker
+  if (typeof record.Addr !== "string" || !isDialable(record.Addr)) {
+    throw new MalformedRecordError(key, `Addr ${JSON.stringify(record.Addr)} is not host:port`);
+  }
+  return { id, name, addr: record.Addr, metadata: toStringMap(record.Metadata) };
+}
+
+function toStringMap(value: unknown): Record<string, string> {
+  if (!value || typeof value !== "object" || Array.isArray(value)) return {};
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = typeof v === "string" ? v : JSON.stringify(v);
+  return out;
+}
+
+function isDialable(addr: string): boolean {
+  return /^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$/.test(addr);
+}

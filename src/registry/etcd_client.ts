@@ -1,0 +1,120 @@
+/**
+ * Builds the etcd3 client with the guard rails the library lacks (see
+ * shared/design/stack-findings.md): every unary call gets a deadline, the per-host circuit breaker
+ * reopens quickly, and watches reconnect within about two seconds.
+ */
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
+import { Etcd3, type IOptions, isRecoverableError } from "etcd3";
+import { Buffer } from "node:buffer";
+import { Backoff, sleep } from "../backoff.ts";
+import type { EtcdConfig } from "../config.ts";
+import { formatDuration } from "../duration.ts";
+
+/** The subset of the etcd config a client needs (the server's and the CLI's are the same). */
+export type EtcdClientOptions = Pick<
+  EtcdConfig,
+  "endpoints" | "dialTimeoutMs" | "username" | "password" | "tls"
+>;
+
+/** Creates a client; it connects lazily, so pair it with {@link waitForEtcd}. */
+export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
+  const secure = options.tls !== undefined;
+  const hosts = options.endpoints.map((e) =>
+    /^https?:\/\//.test(e) ? e : `${secure ? "https" : "http"}://${e}`
+  );
+  const opts: IOptions = {
+    hosts,
+    // etcd3 ignores its own dialTimeout and sets no deadline on unary calls; a stalled etcd would
+    // otherwise hang a grant or a get for minutes.
+    defaultCallOptions: (ctx) => ctx.isStream ? {} : { deadline: Date.now() + options.dialTimeoutMs },
+    faultHandling: {
+      // Skip a failing member for half a second, not five: with one endpoint, the default breaker
+      // turns a one-second etcd restart into five seconds of BrokenCircuitError.
+      host: () =>
+        circuitBreaker(handleWhen(isRecoverableError), {
+          halfOpenAfter: 500,
+          breaker: new ConsecutiveBreaker(3),
+        }),
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: Math.max(2, options.endpoints.length) }),
+      // etcd3's default grows to 30 s and resets only when etcd answers: watches came back up to
+      // 10 s after an etcd restart. etcd3 wants a backoff state, not a factory: take the first step.
+      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }).next(),
+    },
+    grpcOptions: {
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 2_000,
+      ...(options.tls?.serverName ? { "grpc.ssl_target_name_override": options.tls.serverName } : {}),
+    },
+  };
+  if (options.username) {
+    opts.auth = { username: options.username, password: options.password ?? "" };
+  }
+  if (options.tls) {
+    opts.credentials = {
+      rootCertificate: Buffer.from(Deno.readFileSync(options.tls.caFile)),
+      privateKey: options.tls.keyFile ? Buffer.from(Deno.readFileSync(options.tls.keyFile)) : undefined,
+      certChain: options.tls.certFile ? Buffer.from(Deno.readFileSync(options.tls.certFile)) : undefined,
+    };
+  }
+  return new Etcd3(opts);
+}
+
+/** etcd could not be reached (or refused us) within the allowed time. */
+export class EtcdUnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "EtcdUnavailableError";
+  }
+}
+
+/** Errors that retrying will not fix: bad credentials, permission, TLS trust. */
+export function isPermanentEtcdError(error: unknown): boolean {
+  const text = String((error as Error)?.message ?? error);
+  return /authentication failed|invalid auth|permission denied|user name is empty|certificate|self[- ]signed|SSL|handshake/i
+    .test(text);
+}
+
+/** A one-line description of an etcd error without a stack or secrets. */
+export function describeEtcdError(error: unknown): string {
+  const e = error as Error;
+  const text = `${e?.name ?? "Error"}: ${e?.message ?? String(error)}`;
+  return text.split("\n")[0];
+}
+
+/**
+ * Waits until etcd answers, retrying with backoff for up to `startupTimeoutMs` (0: forever).
+ * Fails at once on errors retrying cannot fix (wrong password, untrusted certificate).
+ */
+export async function waitForEtcd(
+  client: Etcd3,
+  options: { endpoints: readonly string[]; startupTimeoutMs: number; signal?: AbortSignal },
+): Promise<void> {
+  const started = Date.now();
+  const backoff = new Backoff();
+  for (;;) {
+    try {
+      await client.maintenance.status();
+      return;
+    } catch (error) {
+      const where = options.endpoints.join(",");
+      if (isPermanentEtcdError(error)) {
+        throw new EtcdUnavailableError(`etcd at ${where} refused us: ${describeEtcdError(error)}`, {
+          cause: error,
+        });
+      }
+      const elapsed = Date.now() - started;
+      const wait = backoff.next();
+      if (
+        options.signal?.aborted || (options.startupTimeoutMs > 0 && elapsed + wait > options.startupTimeoutMs)
+      ) {
+        throw new EtcdUnavailableError(
+          `Cannot reach etcd at ${where} after ${formatDuration(elapsed)}: ${describeEtcdError(error)}`,
+          { cause: error },
+        );
+      }
+      await sleep(wait, options.signal);
+    }
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * The seams between the service and any registry backend. The etcd implementation lives in
+ * `etcd_registrar.ts` and `etcd_discovery.ts`; the stored format in `codec.ts`.
+ */
+
+/** One running instance of a service, as clients see it. */
+export interface ServiceInstance {
+  /** Unique within the service; with the `instance` layout, the last key segment. */
+  readonly id: string;
+  /** The service name, e.g. "notification-server". */
+  readonly name: string;
+  /** The host:port clients dial. */
+  readonly addr: string;
+  /** Free-form string data published with the instance (version, zone, ...). */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** Publishes this process's instance and withdraws it. */
+export interface Registrar {
+  /** Publishes `instance` and keeps it published (re-registering after faults) until `deregister`. */
+  register(instance: ServiceInstance, options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Withdraws the instance (only the record this registrar wrote) and stops keeping it alive.
+   * Resolves true if it deleted a record, false if there was none of ours to delete.
+   */
+  deregister(): Promise<boolean>;
+}
+
+/** Finds instances of a service. */
+export interface Discovery {
+  /** The instances registered right now. */
+  list(name: string): Promise<ServiceInstance[]>;
+  /**
+   * Full, consistent snapshots of the instance list: the current one first, then one after each
+   * change, until `signal` aborts or the iterator is returned.
+   */
+  watch(name: string, options?: { signal?: AbortSignal }): AsyncIterable<ServiceInstance[]>;
+}
+
+/** Registration state as the supervisor sees it. */
+export type RegistrationState = "registered" | "unregistered";

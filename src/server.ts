@@ -1,0 +1,89 @@
+/** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { ReflectionService } from "@grpc/reflection";
+import type { ServerTlsConfig } from "./config.ts";
+import { formatHostPort, type HostPort } from "./host_port.ts";
+import { packageDefinition, services } from "./protos.ts";
+
+/** Handlers for the services this server hosts. */
+export interface ServerServices {
+  notification: grpc.UntypedServiceImplementation;
+  health: grpc.UntypedServiceImplementation;
+}
+
+/** A bound, serving server and the port it got (useful with port 0). */
+export interface BoundServer {
+  server: grpc.Server;
+  port: number;
+}
+
+/** The server could not bind its address. */
+export class BindError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BindError";
+  }
+}
+
+/** Largest request accepted; larger ones get RESOURCE_EXHAUSTED from grpc-js itself. */
+export const MAX_REQUEST_BYTES = 256 * 1024;
+
+function credentials(tls: ServerTlsConfig | undefined): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const ca = tls.clientCaFile ? Deno.readFileSync(tls.clientCaFile) : null;
+  return grpc.ServerCredentials.createSsl(
+    ca ? Buffer.from(ca) : null,
+    [{
+      cert_chain: Buffer.from(Deno.readFileSync(tls.certFile)),
+      private_key: Buffer.from(Deno.readFileSync(tls.keyFile)),
+    }],
+    ca !== null,
+  );
+}
+
+/** Creates the server, adds the services and reflection, and binds `addr`. */
+export async function startGrpcServer(
+  addr: HostPort,
+  handlers: ServerServices,
+  tls?: ServerTlsConfig,
+): Promise<BoundServer> {
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  const { Notification, Health } = services();
+  server.addService(Notification.service, handlers.notification);
+  server.addService(Health.service, handlers.health);
+  new ReflectionService(packageDefinition()).addToServer(server);
+  const target = formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(target, credentials(tls), (error, boundPort) => {
+      if (error) {
+        reject(new BindError(`Cannot bind gRPC server to ${target}: ${error.message}`, { cause: error }));
+      } else resolve(boundPort);
+    });
+  });
+  return { server, port };
+}
+
+/**
+ * Refuses new calls, ends open streams via `endStreams`, lets in-flight unary calls finish, and
+ * cancels whatever is left after `timeoutMs`. Returns whether it had to force.
+ */
+export async function stopGrpcServer(
+  server: grpc.Server,
+  timeoutMs: number,
+  endStreams: () => void,
+): Promise<"graceful" | "forced"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const graceful = new Promise<"graceful">((resolve) => server.tryShutdown(() => resolve("graceful")));
+  endStreams();
+  const deadline = new Promise<"forced">((resolve) => {
+    timer = setTimeout(() => resolve("forced"), timeoutMs);
+  });
+  const outcome = await Promise.race([graceful, deadline]);
+  clearTimeout(timer);
+  if (outcome === "forced") server.forceShutdown();
+  return outcome;
+}
