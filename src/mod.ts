@@ -1,0 +1,25 @@
+/**
+ * The library surface for other TypeScript programs: register an instance, discover instances,
+ * and dial `etcd:///<name>` with round-robin.
+ *
+ * @example
+ * ```ts
+ * import { createEtcdClient, EtcdDiscovery } from "./src/mod.ts";
+ * const discovery = new EtcdDiscovery(createEtcdClient({ endpoints: ["localhost:2379"], dialTimeoutMs: 5000 }));
+ * for await (const instances of discovery.watch("notification-server")) console.log(instances);
+ * ```
+ */
+export type { Discovery, Registrar, RegistrationState, ServiceInstance } from "./registry/types.ts";
+export { decodeRecord, encodeInstance, instanceKey, serviceKey } from "./registry/codec.ts";
+export {
+  createEtcdClient,
+  type EtcdClientOptions,
+  EtcdUnavailableError,
+  waitForEtcd,
+} from "./registry/etcd_client.ts";
+export { EtcdRegistrar, type EtcdRegistrarOptions, RegistrationConflictError } from "./registry/etcd_registrar.ts";
+export { EtcdDiscovery, type EtcdDiscoveryOptions } from "./registry/etcd_discovery.ts";
+export { type EtcdResolverOptions, registerEtcdResolver } from "./registry/grpc_resolver.ts";
+export { ROUND_ROBIN_SERVICE_CONFIG } from "./cli.ts";
+export { type Config, ConfigError, loadConfig, parseConfig } from "./config.ts";
+export { services } from "./protos.ts";

@@ -1,0 +1,226 @@
+/**
+ * A real etcd for tests. `ETCD_ENDPOINTS` wins when set (shared, never stopped by us); otherwise a
+ * private `etcd` process on free loopback ports with a temporary data dir, stopped by its PID; as a
+ * last resort, Docker's etcd image where a Docker engine answers.
+ */
+
+/** A running etcd the test may stop, kill, freeze and restart (private ones only). */
+export interface EtcdHandle extends AsyncDisposable {
+  readonly endpoints: string[];
+  /** False for ETCD_ENDPOINTS: fault tests skip themselves then. */
+  readonly controllable: boolean;
+  readonly pid?: number;
+  /** Stops etcd (SIGTERM, then SIGKILL after 5 s). */
+  stop(): Promise<void>;
+  /** Sends a signal to the etcd process (SIGKILL, SIGSTOP, SIGCONT). */
+  signal(signal: Deno.Signal): void;
+  /** Starts it again on the same ports, optionally with an empty data dir. */
+  restart(options?: { wipe?: boolean }): Promise<void>;
+}
+
+/** Options for a private etcd. */
+export interface StartEtcdOptions {
+  /** Extra flags (auth, TLS). */
+  args?: string[];
+  /** Use https on the client URL. */
+  tls?: boolean;
+}
+
+/** Returns a free loopback TCP port. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+function etcdBinary(): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/etcd`).isFile) return `${dir}/etcd`;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+async function dockerAnswers(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("docker", { args: ["info"], stdout: "null", stderr: "null" }).output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+/** ETCD_ENDPOINTS when set, else a private etcd. */
+export async function useEtcd(options: StartEtcdOptions = {}): Promise<EtcdHandle> {
+  const shared = Deno.env.get("ETCD_ENDPOINTS");
+  if (shared && !options.args && !options.tls) {
+    const endpoints = shared.split(",").map((e) => e.trim());
+    const unsupported = () => Promise.reject(new Error("ETCD_ENDPOINTS etcd is not ours to control"));
+    return {
+      endpoints,
+      controllable: false,
+      stop: () => Promise.resolve(),
+      signal: () => {
+        throw new Error("ETCD_ENDPOINTS etcd is not ours to control");
+      },
+      restart: unsupported,
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    };
+  }
+  return await startEtcd(options);
+}
+
+/** Starts a private single-member etcd. */
+export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHandle> {
+  const binary = etcdBinary();
+  if (!binary) {
+    if (await dockerAnswers()) return await startDockerEtcd();
+    throw new Error(
+      "No etcd binary on PATH and no Docker engine: install it with `apt-get install -y etcd-server` or set ETCD_ENDPOINTS",
+    );
+  }
+  const clientPort = freePort();
+  const peerPort = freePort();
+  let dataDir = await Deno.makeTempDir({ prefix: "etcd-test-" });
+  const scheme = options.tls ? "https" : "http";
+  const client = `${scheme}://127.0.0.1:${clientPort}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
+  let child: Deno.ChildProcess | undefined;
+  let logFile = "";
+
+  const launch = async () => {
+    logFile = `${dataDir}.log`;
+    const log = await Deno.open(logFile, { write: true, create: true, append: true });
+    child = new Deno.Command(binary, {
+      args: [
+        "--name=test",
+        `--data-dir=${dataDir}`,
+        `--listen-client-urls=${client}`,
+        `--advertise-client-urls=${client}`,
+        `--listen-peer-urls=${peer}`,
+        `--initial-advertise-peer-urls=${peer}`,
+        `--initial-cluster=test=${peer}`,
+        "--log-level=error",
+        ...(options.args ?? []),
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    void child.stderr.pipeTo(log.writable).catch(() => {});
+    await waitForPort(clientPort, 10_000, () => Deno.readTextFileSync(logFile));
+    if (!options.tls) await waitForHealthy(`${client}/health`, 10_000);
+  };
+
+  const stop = async () => {
+    const running = child;
+    child = undefined;
+    if (!running) return;
+    try {
+      running.kill("SIGCONT");
+      running.kill("SIGTERM");
+    } catch { /* already gone */ }
+    const timer = setTimeout(() => {
+      try {
+        running.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 5_000);
+    await running.status;
+    clearTimeout(timer);
+  };
+
+  await launch();
+  return {
+    endpoints: [`127.0.0.1:${clientPort}`],
+    controllable: true,
+    get pid() {
+      return child?.pid;
+    },
+    stop,
+    signal: (signal) => child?.kill(signal),
+    restart: async ({ wipe = false } = {}) => {
+      await stop();
+      if (wipe) {
+        await Deno.remove(dataDir, { recursive: true });
+        dataDir = await Deno.makeTempDir({ prefix: "etcd-test-" });
+      }
+      await launch();
+    },
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+      await Deno.remove(logFile).catch(() => {});
+    },
+  };
+}
+
+/** Waits until something accepts TCP on 127.0.0.1:port. */
+export async function waitForPort(port: number, timeoutMs: number, diagnostics?: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`Nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms. ${diagnostics?.() ?? ""}`);
+}
+
+async function waitForHealthy(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(url);
+      const body = await res.text();
+      if (body.includes('"true"')) return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`etcd at ${url} did not report healthy within ${timeoutMs} ms`);
+}
+
+async function startDockerEtcd(): Promise<EtcdHandle> {
+  const port = freePort();
+  const name = `etcd-test-${port}`;
+  const image = "quay.io/coreos/etcd:v3.5.17";
+  const run = () =>
+    new Deno.Command("docker", {
+      args: [
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        name,
+        "-p",
+        `127.0.0.1:${port}:2379`,
+        image,
+        "etcd",
+        "--listen-client-urls=http://0.0.0.0:2379",
+        `--advertise-client-urls=http://127.0.0.1:${port}`,
+      ],
+    }).output();
+  const docker = (...args: string[]) => new Deno.Command("docker", { args, stdout: "null", stderr: "null" }).output();
+  await run();
+  await waitForPort(port, 30_000);
+  const stop = async () => {
+    await docker("rm", "-f", name);
+  };
+  return {
+    endpoints: [`127.0.0.1:${port}`],
+    controllable: true,
+    stop,
+    signal: (signal) => {
+      void docker("kill", `--signal=${signal}`, name);
+    },
+    restart: async () => {
+      await stop();
+      await run();
+      await waitForPort(port, 30_000);
+    },
+    [Symbol.asyncDispose]: stop,
+  };
+}

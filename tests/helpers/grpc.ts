@@ -1,0 +1,71 @@
+/** Real grpc-js clients for the tests, with promise wrappers. */
+import * as grpc from "@grpc/grpc-js";
+import { services } from "../../src/protos.ts";
+
+/** A NotificationService client. */
+export type NotificationClient = grpc.Client & Record<string, CallableFunction>;
+
+export function notificationClient(target: string, options: grpc.ChannelOptions = {}): NotificationClient {
+  const { Notification } = services();
+  return new Notification(target, grpc.credentials.createInsecure(), options) as unknown as NotificationClient;
+}
+
+/** What Send answers. */
+export interface SendResult {
+  id: string;
+  createdAtMs: number;
+  delivered: number;
+  instanceId: string;
+  peer: string;
+}
+
+/** Calls Send; resolves with the response and the peer that answered, rejects with the ServiceError. */
+export function send(
+  client: NotificationClient,
+  request: { recipient: string; title?: string; body?: string; data?: Record<string, string> },
+  options: grpc.CallOptions = { deadline: Date.now() + 5_000 },
+): Promise<SendResult> {
+  return new Promise((resolve, reject) => {
+    const call: grpc.ClientUnaryCall = client.send(
+      { title: "", body: "", data: {}, ...request },
+      options,
+      (error: grpc.ServiceError | null, value: Omit<SendResult, "peer">) => {
+        if (error) reject(error);
+        else resolve({ ...value, peer: call.getPeer() });
+      },
+    );
+  });
+}
+
+/** Health/Check; resolves with the status string or rejects with the ServiceError. */
+export function healthCheck(addr: string, service = ""): Promise<string> {
+  const { Health } = services();
+  const client = new Health(addr, grpc.credentials.createInsecure());
+  return new Promise<string>((resolve, reject) => {
+    client.check({ service }, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, value: { status: string }) => {
+      client.close();
+      if (error) reject(error);
+      else resolve(value.status);
+    });
+  });
+}
+
+/** Waits until `condition` holds, polling every 25 ms; throws with `what` after `timeoutMs`. */
+export async function eventually<T>(
+  condition: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await condition();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+}

@@ -1,0 +1,25 @@
+/** Direct etcd reads for assertions (a second, independent client). */
+import { Etcd3 } from "etcd3";
+
+/** An etcd3 client on `endpoints` for test assertions. */
+export function rawClient(endpoints: string[]): Etcd3 {
+  return new Etcd3({ hosts: endpoints.map((e) => `http://${e}`) });
+}
+
+/** The record at `key` with its lease and the lease's TTLs, or undefined. */
+export async function readRecord(
+  client: Etcd3,
+  key: string,
+): Promise<{ value: string; lease: string; ttl: number; grantedTtl: number } | undefined> {
+  const res = await client.get(key).exec();
+  const kv = res.kvs[0];
+  if (!kv) return undefined;
+  let ttl = -1;
+  let grantedTtl = 0;
+  if (kv.lease !== "0") {
+    const lease = await client.leaseClient.leaseTimeToLive({ ID: kv.lease });
+    ttl = Number(lease.TTL);
+    grantedTtl = Number(lease.grantedTTL);
+  }
+  return { value: kv.value.toString(), lease: kv.lease, ttl, grantedTtl };
+}

@@ -1,0 +1,179 @@
+/**
+ * Runs the real service as a child process (`deno run` with exactly the permission flags of
+ * `deno task start`, read from deno.json) with a config written to a temp file.
+ */
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** The `deno run ...` flags of `deno task start`, so tests run the service the way users do. */
+export function startTaskArgs(): string[] {
+  const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks as Record<string, string>;
+  const words = tasks.start.split(/\s+/);
+  return words.slice(1); // drop "deno"
+}
+
+/** Config knobs the tests vary. */
+export interface ServiceOptions {
+  endpoints: string[];
+  name?: string;
+  instanceId?: string;
+  addr?: string;
+  leaseTtl?: string;
+  layout?: "instance" | "service";
+  prefix?: string;
+  drainDelay?: string;
+  shutdownTimeout?: string;
+  startupTimeout?: string;
+  maxSubscribers?: number;
+  /** Raw YAML appended under `etcd:` (indented by the caller). */
+  etcdExtra?: string;
+  env?: Record<string, string>;
+  /** Run this executable with `args` instead of `deno run main.ts` (the compiled binary). */
+  executable?: string;
+}
+
+/** Writes a config file for `options`; returns its path. */
+export async function writeConfig(options: ServiceOptions): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "svc-config-" });
+  const path = `${dir}/config.yaml`;
+  const yaml = `notification-server:
+  addr: "${options.addr ?? "127.0.0.1:0"}"
+  name: "${options.name ?? "notification-server"}"
+  instance-id: "${options.instanceId ?? ""}"
+  metadata: { version: "test" }
+  drain-delay: ${options.drainDelay ?? "0s"}
+  shutdown-timeout: ${options.shutdownTimeout ?? "5s"}
+  max-subscribers: ${options.maxSubscribers ?? 100}
+etcd:
+  endpoints: ${JSON.stringify(options.endpoints)}
+  dial-timeout: 2s
+  lease-ttl: ${options.leaseTtl ?? "10s"}
+  prefix: "${options.prefix ?? "/services"}"
+  layout: "${options.layout ?? "instance"}"
+  startup-timeout: ${options.startupTimeout ?? "10s"}
+${options.etcdExtra ?? ""}`;
+  await Deno.writeTextFile(path, yaml);
+  return path;
+}
+
+/** A running service process with its stderr lines collected. */
+export class ServiceProcess implements AsyncDisposable {
+  readonly lines: string[] = [];
+  readonly status: Promise<Deno.CommandStatus>;
+  readonly startedAt: number;
+  readonly #child: Deno.ChildProcess;
+  readonly #waiters = new Set<() => void>();
+  #done = false;
+
+  private constructor(child: Deno.ChildProcess, startedAt: number) {
+    this.#child = child;
+    this.startedAt = startedAt;
+    this.status = child.status;
+    void this.#collect(child.stderr);
+    void child.stdout.pipeTo(new WritableStream({ write: (c) => this.#push(new TextDecoder().decode(c)) }))
+      .catch(() => {});
+  }
+
+  /** Spawns the service with a config for `options` (or `configPath`); does not wait for it. */
+  static async spawn(options: ServiceOptions, configPath?: string): Promise<ServiceProcess> {
+    const path = configPath ?? await writeConfig(options);
+    const exe = options.executable ?? Deno.execPath();
+    const args = options.executable ? ["--config", path] : [...startTaskArgs(), "--config", path];
+    const started = Date.now();
+    const child = new Deno.Command(exe, {
+      args,
+      cwd: ROOT,
+      env: options.env ?? {},
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    return new ServiceProcess(child, started);
+  }
+
+  /** Spawns and waits for "gRPC server listening on". */
+  static async start(options: ServiceOptions): Promise<ServiceProcess> {
+    const service = await ServiceProcess.spawn(options);
+    await service.waitForLine(/gRPC server listening on/, 20_000);
+    return service;
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** The bound port, from the "listening" line. */
+  get port(): number {
+    const line = this.lines.find((l) => l.includes("gRPC server listening on"));
+    const match = line?.match(/:(\d+)\s*$/);
+    if (!match) throw new Error(`No listening line yet:\n${this.lines.join("\n")}`);
+    return Number(match[1]);
+  }
+
+  get addr(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** The key from "Service registered to etcd: <key> -> ...". */
+  get key(): string {
+    const line = this.lines.find((l) => l.includes("Service registered to etcd:"));
+    const match = line?.match(/Service registered to etcd: (\S+) ->/);
+    if (!match) throw new Error(`Not registered:\n${this.lines.join("\n")}`);
+    return match[1];
+  }
+
+  signal(signal: Deno.Signal): void {
+    this.#child.kill(signal);
+  }
+
+  /** Resolves with the first line matching `pattern`; rejects on timeout or exit. */
+  waitForLine(pattern: RegExp, timeoutMs: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const hit = this.lines.find((l) => pattern.test(l));
+        if (hit) {
+          finish();
+          resolve(hit);
+        } else if (this.#done) {
+          finish();
+          reject(new Error(`Exited before ${pattern}:\n${this.lines.join("\n")}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        finish();
+        reject(new Error(`No line matching ${pattern} within ${timeoutMs} ms:\n${this.lines.join("\n")}`));
+      }, timeoutMs);
+      const finish = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+      };
+      this.#waiters.add(check);
+      check();
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await this.status;
+  }
+
+  #push(text: string): void {
+    for (const line of text.split("\n")) if (line.trim() !== "") this.lines.push(line);
+    for (const waiter of [...this.#waiters]) waiter();
+  }
+
+  async #collect(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let pending = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      pending += chunk;
+      const cut = pending.lastIndexOf("\n");
+      if (cut < 0) continue;
+      this.#push(pending.slice(0, cut));
+      pending = pending.slice(cut + 1);
+    }
+    if (pending) this.#push(pending);
+    this.#done = true;
+    for (const waiter of [...this.#waiters]) waiter();
+  }
+}
