@@ -1,0 +1,179 @@
+/** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { HealthService } from "../src/health.ts";
+import { NotificationService } from "../src/notification/service.ts";
+import { startGrpcServer, stopGrpcServer } from "../src/server.ts";
+import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
+import { services } from "../src/protos.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function withServer(
+  fn: (addr: string, parts: { server: grpc.Server; notifications: NotificationService; health: HealthService }) => Promise<void>,
+  maxSubscribers = 100,
+): Promise<void> {
+  const notifications = new NotificationService({ instanceId: "test-1", maxSubscribers });
+  const health = new HealthService({ "": "SERVING", "notification.v1.NotificationService": "SERVING" });
+  const { server, port } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
+    notification: notifications.handlers(),
+    health: health.handlers(),
+  });
+  try {
+    await fn(`127.0.0.1:${port}`, { server, notifications, health });
+  } finally {
+    await stopGrpcServer(server, 2_000, () => {
+      notifications.endSubscriptions();
+      health.endWatches();
+    });
+  }
+}
+
+function collect(stream: grpc.ClientReadableStream<unknown>) {
+  const items: Record<string, unknown>[] = [];
+  stream.on("data", (item: Record<string, unknown>) => items.push(item));
+  const status = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+  stream.on("error", () => {});
+  return { items, status };
+}
+
+Deno.test("Send delivers to every live subscriber of the recipient and only to them", opts, async () => {
+  await withServer(async (addr, { notifications }) => {
+    const client = notificationClient(addr);
+    try {
+      const a1 = collect(client.subscribe({ recipient: "alice" }));
+      const a2 = collect(client.subscribe({ recipient: "alice" }));
+      const b = collect(client.subscribe({ recipient: "bob" }));
+      await eventually(() => notifications.hub.size === 3, 2_000, "three subscribers");
+      const before = Date.now();
+      const res = await send(client, { recipient: "alice", title: "Hello", body: "World", data: { k: "v" } });
+      assert.equal(res.delivered, 2);
+      assert.equal(res.instanceId, "test-1");
+      assert.match(res.id, /^[0-9a-f-]{36}$/);
+      assert.ok(res.createdAtMs >= before - 1000 && res.createdAtMs <= Date.now() + 1000);
+      await eventually(() => a1.items.length === 1 && a2.items.length === 1, 2_000, "delivery");
+      assert.deepEqual(a1.items[0], {
+        id: res.id,
+        recipient: "alice",
+        title: "Hello",
+        body: "World",
+        data: { k: "v" },
+        createdAtMs: res.createdAtMs,
+      });
+      assert.equal(b.items.length, 0);
+      assert.equal((await send(client, { recipient: "carol", title: "nobody" })).delivered, 0);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("invalid input gets INVALID_ARGUMENT with the reason, and the server keeps serving", opts, async () => {
+  await withServer(async (addr) => {
+    const client = notificationClient(addr);
+    try {
+      await assert.rejects(send(client, { recipient: "", title: "x" }), (e: grpc.ServiceError) =>
+        e.code === grpc.status.INVALID_ARGUMENT && e.details === "recipient is required");
+      await assert.rejects(send(client, { recipient: "a", body: "x".repeat(70_000) }), (e: grpc.ServiceError) =>
+        e.code === grpc.status.INVALID_ARGUMENT && /body is 70000 bytes/.test(e.details));
+      await assert.rejects(send(client, { recipient: "a", body: "x".repeat(300_000) }), (e: grpc.ServiceError) =>
+        e.code === grpc.status.RESOURCE_EXHAUSTED);
+      const sub = collect(client.subscribe({ recipient: "" }));
+      const status = await sub.status;
+      assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(status.details, "recipient is required");
+      assert.equal((await send(client, { recipient: "a", title: "still up" })).delivered, 0);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", opts, async () => {
+  await withServer(async (addr, { notifications }) => {
+    const client = notificationClient(addr);
+    try {
+      collect(client.subscribe({ recipient: "a" }));
+      collect(client.subscribe({ recipient: "b" }));
+      await eventually(() => notifications.hub.size === 2, 2_000, "two subscribers");
+      const third = collect(client.subscribe({ recipient: "c" }));
+      const status = await third.status;
+      assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
+      assert.match(status.details, /max-subscribers/);
+    } finally {
+      client.close();
+    }
+  }, 2);
+});
+
+Deno.test("Health Check answers per service and Watch streams changes", opts, async () => {
+  await withServer(async (addr, { health }) => {
+    assert.equal(await healthCheck(addr), "SERVING");
+    await assert.rejects(healthCheck(addr, "nope"), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
+    const { Health } = services();
+    const client = new Health(addr, grpc.credentials.createInsecure());
+    try {
+      const watch = collect(client.watch({ service: "" }));
+      await eventually(() => watch.items.length === 1, 2_000, "initial status");
+      health.setAllNotServing();
+      await eventually(() => watch.items.length === 2, 2_000, "changed status");
+      assert.deepEqual(watch.items.map((i) => i.status), ["SERVING", "NOT_SERVING"]);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("stop ends open Subscribe and Watch streams with OK instead of waiting for the deadline", opts, async () => {
+  const notifications = new NotificationService({ instanceId: "x" });
+  const health = new HealthService({ "": "SERVING" });
+  const { server, port } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
+    notification: notifications.handlers(),
+    health: health.handlers(),
+  });
+  const client = notificationClient(`127.0.0.1:${port}`);
+  const { Health } = services();
+  const hc = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    const sub = collect(client.subscribe({ recipient: "a" }));
+    const watch = collect(hc.watch({ service: "" }));
+    await eventually(() => notifications.hub.size === 1 && watch.items.length === 1, 2_000, "streams open");
+    const t0 = Date.now();
+    const outcome = await stopGrpcServer(server, 5_000, () => {
+      notifications.endSubscriptions();
+      health.endWatches();
+    });
+    assert.equal(outcome, "graceful");
+    assert.ok(Date.now() - t0 < 1_000, `stopped in ${Date.now() - t0} ms`);
+    assert.equal((await sub.status).code, grpc.status.OK);
+    assert.equal((await watch.status).code, grpc.status.OK);
+  } finally {
+    client.close();
+    hc.close();
+  }
+});
+
+Deno.test("server reflection lists the notification and health services", opts, async () => {
+  await withServer(async (addr) => {
+    const dir = new URL("../node_modules/@grpc/reflection/build/proto/", import.meta.url).pathname;
+    const def = loadSync("grpc/reflection/v1alpha/reflection.proto", { includeDirs: [dir] });
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      grpc: { reflection: { v1alpha: { ServerReflection: grpc.ServiceClientConstructor } } };
+    };
+    const client = new pkg.grpc.reflection.v1alpha.ServerReflection(addr, grpc.credentials.createInsecure());
+    try {
+      const call = client.serverReflectionInfo();
+      const answer = new Promise<{ listServicesResponse: { service: { name: string }[] } }>((resolve, reject) => {
+        call.on("data", resolve);
+        call.on("error", reject);
+      });
+      call.write({ listServices: "*" });
+      const names = (await answer).listServicesResponse.service.map((s) => s.name).sort();
+      call.end();
+      assert.deepEqual(names, ["grpc.health.v1.Health", "notification.v1.NotificationService"]);
+    } finally {
+      client.close();
+    }
+  });
+});
