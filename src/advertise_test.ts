@@ -7,8 +7,14 @@ const ifaces = () => [
 ];
 
 Deno.test("advertisedAddress() prefers advertise-addr, then a concrete bind host", () => {
-  assert.equal(advertisedAddress({ host: "0.0.0.0", port: 8080 }, 8080, { host: "svc.local", port: 9 }, ifaces).addr, "svc.local:9");
-  assert.equal(advertisedAddress({ host: "127.0.0.1", port: 0 }, 4321, undefined, ifaces).addr, "127.0.0.1:4321");
+  assert.equal(
+    advertisedAddress({ host: "0.0.0.0", port: 8080 }, 8080, { host: "svc.local", port: 9 }, ifaces).addr,
+    "svc.local:9",
+  );
+  assert.equal(
+    advertisedAddress({ host: "127.0.0.1", port: 0 }, 4321, undefined, ifaces).addr,
+    "127.0.0.1:4321",
+  );
   assert.equal(advertisedAddress({ host: "::1", port: 0 }, 4321, undefined, ifaces).addr, "[::1]:4321");
 });
 

@@ -84,40 +84,59 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
 
   log.info("Shutting down server...");
   health.setAllNotServing();
-  const deregistered = await registrar.deregister();
-  log.info(
-    `Service deregistered from etcd: ${registrar.key}${
-      deregistered ? "" : " (record was already gone or not ours)"
-    }`,
-  );
+  const outcome = await registrar.deregister();
+  if (outcome === "unreachable") {
+    log.warn(
+      `Service not deregistered (etcd unreachable): ${registrar.key} expires within ${config.etcd.leaseTtlSeconds}s`,
+    );
+  } else {
+    log.info(
+      `Service deregistered from etcd: ${registrar.key}${
+        outcome === "absent" ? " (no record of ours was left)" : ""
+      }`,
+    );
+  }
   await sleep(config.server.drainDelayMs);
   const started = Date.now();
-  const outcome = await stopGrpcServer(bound.server, config.server.shutdownTimeoutMs, () => {
+  const stopped = await stopGrpcServer(bound.server, config.server.shutdownTimeoutMs, () => {
     notifications.endSubscriptions();
     health.endWatches();
   });
   etcd.close();
   stop.dispose();
-  if (outcome === "forced") {
+  if (stopped === "forced") {
     log.warn(
-      `In-flight calls still running after ${formatDuration(config.server.shutdownTimeoutMs)} were cancelled`,
+      `Server stopped: calls still running after ${
+        formatDuration(config.server.shutdownTimeoutMs)
+      } were cancelled`,
     );
+  } else {
+    log.info(`Server stopped gracefully (drained in ${formatDuration(Date.now() - started)})`);
   }
-  log.info(`Server stopped gracefully (drained in ${formatDuration(Date.now() - started)})`);
   return 0;
 }
 
-/** First SIGINT/SIGTERM aborts `signal` and resolves `stopped`; a second one exits at once. */
+/**
+ * Ctrl+C signals the whole process group, and `deno task` (and scripts/dev.ts) forward it to the
+ * service too, so one keypress arrives twice within milliseconds. A repeat inside this window is
+ * the same event, not a request to force.
+ */
+const DUPLICATE_SIGNAL_MS = 300;
+
+/** First SIGINT/SIGTERM aborts `signal` and resolves `stopped`; a later one exits at once. */
 function listenForStopSignals(log: Logger) {
   const controller = new AbortController();
+  let firstAt = 0;
   let resolveStopped: () => void = () => {};
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   const handlers = (["SIGINT", "SIGTERM"] as const).map((name) => {
     const handler = () => {
       if (controller.signal.aborted) {
+        if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
         log.error(`Received ${name} again during shutdown; exiting now`);
         Deno.exit(SIGNAL_EXIT[name]);
       }
+      firstAt = Date.now();
       controller.abort();
       resolveStopped();
     };

@@ -38,13 +38,20 @@ export const ROUND_ROBIN_SERVICE_CONFIG = JSON.stringify({
 });
 
 /** Runs `discover` or `send`; resolves with the exit code. */
-export function runCommand(command: string, args: string[], flags: CommandFlags, config: Config): Promise<number> {
+export function runCommand(
+  command: string,
+  args: string[],
+  flags: CommandFlags,
+  config: Config,
+): Promise<number> {
   switch (command) {
     case "discover":
       if (args.length !== 1) throw new UsageError("discover takes exactly one service name");
       return discover(args[0], flags, config);
     case "send":
-      if (args.length !== 0) throw new UsageError(`send takes no positional arguments, found ${JSON.stringify(args)}`);
+      if (args.length !== 0) {
+        throw new UsageError(`send takes no positional arguments, found ${JSON.stringify(args)}`);
+      }
       return send(flags, config);
     default:
       throw new UsageError(`Unknown command ${JSON.stringify(command)}`);
@@ -55,7 +62,10 @@ async function discover(name: string, flags: CommandFlags, config: Config): Prom
   const client = createEtcdClient(config.etcd);
   const discovery = new EtcdDiscovery(client, { prefix: config.etcd.prefix, logger: consoleLogger() });
   try {
-    await waitForEtcd(client, { endpoints: config.etcd.endpoints, startupTimeoutMs: config.etcd.dialTimeoutMs });
+    await waitForEtcd(client, {
+      endpoints: config.etcd.endpoints,
+      startupTimeoutMs: config.etcd.dialTimeoutMs,
+    });
     if (!flags.watch) {
       printInstances(await discovery.list(name), flags.json ?? false);
       return 0;
@@ -105,7 +115,10 @@ function printInstances(instances: ServiceInstance[], json: boolean): void {
     for (const i of instances) console.log(JSON.stringify({ id: i.id, addr: i.addr, metadata: i.metadata }));
     return;
   }
-  const rows = [["ID", "ADDRESS", "METADATA"], ...instances.map((i) => [i.id, i.addr, formatMetadata(i.metadata)])];
+  const rows = [
+    ["ID", "ADDRESS", "METADATA"],
+    ...instances.map((i) => [i.id, i.addr, formatMetadata(i.metadata)]),
+  ];
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   for (const row of rows) console.log(row.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd());
   if (instances.length === 0) console.log("(no instances)");
@@ -113,7 +126,9 @@ function printInstances(instances: ServiceInstance[], json: boolean): void {
 
 function printChange({ event, instance: i }: Change, json: boolean): void {
   if (json) console.log(JSON.stringify({ event, id: i.id, addr: i.addr, metadata: i.metadata }));
-  else console.log(`${new Date().toISOString()} ${event.padEnd(7)} ${i.id} ${i.addr} ${formatMetadata(i.metadata)}`);
+  else {console.log(
+      `${new Date().toISOString()} ${event.padEnd(7)} ${i.id} ${i.addr} ${formatMetadata(i.metadata)}`,
+    );}
 }
 
 function formatMetadata(metadata: Readonly<Record<string, string>>): string {
@@ -135,14 +150,18 @@ async function send(flags: CommandFlags, config: Config): Promise<number> {
     "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
   });
   try {
-    const response = await new Promise<{ id: string; delivered: number; instanceId: string }>((resolve, reject) => {
-      client.send(
-        { recipient: flags.to, title: flags.title ?? "", body: flags.body ?? "", data },
-        { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
-        (error: grpc.ServiceError | null, value: { id: string; delivered: number; instanceId: string }) =>
-          error ? reject(new Error(`Send to etcd:///${name} failed: ${error.details || error.message}`)) : resolve(value),
-      );
-    });
+    const response = await new Promise<{ id: string; delivered: number; instanceId: string }>(
+      (resolve, reject) => {
+        client.send(
+          { recipient: flags.to, title: flags.title ?? "", body: flags.body ?? "", data },
+          { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
+          (error: grpc.ServiceError | null, value: { id: string; delivered: number; instanceId: string }) =>
+            error
+              ? reject(new Error(`Send to etcd:///${name} failed: ${error.details || error.message}`))
+              : resolve(value),
+        );
+      },
+    );
     console.log(`${response.id} delivered=${response.delivered} instance=${response.instanceId}`);
     return 0;
   } finally {

@@ -17,7 +17,11 @@ export {
   EtcdUnavailableError,
   waitForEtcd,
 } from "./registry/etcd_client.ts";
-export { EtcdRegistrar, type EtcdRegistrarOptions, RegistrationConflictError } from "./registry/etcd_registrar.ts";
+export {
+  EtcdRegistrar,
+  type EtcdRegistrarOptions,
+  RegistrationConflictError,
+} from "./registry/etcd_registrar.ts";
 export { EtcdDiscovery, type EtcdDiscoveryOptions } from "./registry/etcd_discovery.ts";
 export { type EtcdResolverOptions, registerEtcdResolver } from "./registry/grpc_resolver.ts";
 export { ROUND_ROBIN_SERVICE_CONFIG } from "./cli.ts";

@@ -11,7 +11,10 @@ import { services } from "../src/protos.ts";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 async function withServer(
-  fn: (addr: string, parts: { server: grpc.Server; notifications: NotificationService; health: HealthService }) => Promise<void>,
+  fn: (
+    addr: string,
+    parts: { server: grpc.Server; notifications: NotificationService; health: HealthService },
+  ) => Promise<void>,
   maxSubscribers = 100,
 ): Promise<void> {
   const notifications = new NotificationService({ instanceId: "test-1", maxSubscribers });
@@ -69,26 +72,38 @@ Deno.test("Send delivers to every live subscriber of the recipient and only to t
   });
 });
 
-Deno.test("invalid input gets INVALID_ARGUMENT with the reason, and the server keeps serving", opts, async () => {
-  await withServer(async (addr) => {
-    const client = notificationClient(addr);
-    try {
-      await assert.rejects(send(client, { recipient: "", title: "x" }), (e: grpc.ServiceError) =>
-        e.code === grpc.status.INVALID_ARGUMENT && e.details === "recipient is required");
-      await assert.rejects(send(client, { recipient: "a", body: "x".repeat(70_000) }), (e: grpc.ServiceError) =>
-        e.code === grpc.status.INVALID_ARGUMENT && /body is 70000 bytes/.test(e.details));
-      await assert.rejects(send(client, { recipient: "a", body: "x".repeat(300_000) }), (e: grpc.ServiceError) =>
-        e.code === grpc.status.RESOURCE_EXHAUSTED);
-      const sub = collect(client.subscribe({ recipient: "" }));
-      const status = await sub.status;
-      assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
-      assert.equal(status.details, "recipient is required");
-      assert.equal((await send(client, { recipient: "a", title: "still up" })).delivered, 0);
-    } finally {
-      client.close();
-    }
-  });
-});
+Deno.test(
+  "invalid input gets INVALID_ARGUMENT with the reason, and the server keeps serving",
+  opts,
+  async () => {
+    await withServer(async (addr) => {
+      const client = notificationClient(addr);
+      try {
+        await assert.rejects(
+          send(client, { recipient: "", title: "x" }),
+          (e: grpc.ServiceError) =>
+            e.code === grpc.status.INVALID_ARGUMENT && e.details === "recipient is required",
+        );
+        await assert.rejects(
+          send(client, { recipient: "a", body: "x".repeat(70_000) }),
+          (e: grpc.ServiceError) =>
+            e.code === grpc.status.INVALID_ARGUMENT && /body is 70000 bytes/.test(e.details),
+        );
+        await assert.rejects(
+          send(client, { recipient: "a", body: "x".repeat(300_000) }),
+          (e: grpc.ServiceError) => e.code === grpc.status.RESOURCE_EXHAUSTED,
+        );
+        const sub = collect(client.subscribe({ recipient: "" }));
+        const status = await sub.status;
+        assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
+        assert.equal(status.details, "recipient is required");
+        assert.equal((await send(client, { recipient: "a", title: "still up" })).delivered, 0);
+      } finally {
+        client.close();
+      }
+    });
+  },
+);
 
 Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", opts, async () => {
   await withServer(async (addr, { notifications }) => {
@@ -110,7 +125,10 @@ Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", opts, async 
 Deno.test("Health Check answers per service and Watch streams changes", opts, async () => {
   await withServer(async (addr, { health }) => {
     assert.equal(await healthCheck(addr), "SERVING");
-    await assert.rejects(healthCheck(addr, "nope"), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
+    await assert.rejects(
+      healthCheck(addr, "nope"),
+      (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND,
+    );
     const { Health } = services();
     const client = new Health(addr, grpc.credentials.createInsecure());
     try {
@@ -125,34 +143,38 @@ Deno.test("Health Check answers per service and Watch streams changes", opts, as
   });
 });
 
-Deno.test("stop ends open Subscribe and Watch streams with OK instead of waiting for the deadline", opts, async () => {
-  const notifications = new NotificationService({ instanceId: "x" });
-  const health = new HealthService({ "": "SERVING" });
-  const { server, port } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
-    notification: notifications.handlers(),
-    health: health.handlers(),
-  });
-  const client = notificationClient(`127.0.0.1:${port}`);
-  const { Health } = services();
-  const hc = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  try {
-    const sub = collect(client.subscribe({ recipient: "a" }));
-    const watch = collect(hc.watch({ service: "" }));
-    await eventually(() => notifications.hub.size === 1 && watch.items.length === 1, 2_000, "streams open");
-    const t0 = Date.now();
-    const outcome = await stopGrpcServer(server, 5_000, () => {
-      notifications.endSubscriptions();
-      health.endWatches();
+Deno.test(
+  "stop ends open Subscribe and Watch streams with OK instead of waiting for the deadline",
+  opts,
+  async () => {
+    const notifications = new NotificationService({ instanceId: "x" });
+    const health = new HealthService({ "": "SERVING" });
+    const { server, port } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
+      notification: notifications.handlers(),
+      health: health.handlers(),
     });
-    assert.equal(outcome, "graceful");
-    assert.ok(Date.now() - t0 < 1_000, `stopped in ${Date.now() - t0} ms`);
-    assert.equal((await sub.status).code, grpc.status.OK);
-    assert.equal((await watch.status).code, grpc.status.OK);
-  } finally {
-    client.close();
-    hc.close();
-  }
-});
+    const client = notificationClient(`127.0.0.1:${port}`);
+    const { Health } = services();
+    const hc = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const sub = collect(client.subscribe({ recipient: "a" }));
+      const watch = collect(hc.watch({ service: "" }));
+      await eventually(() => notifications.hub.size === 1 && watch.items.length === 1, 2_000, "streams open");
+      const t0 = Date.now();
+      const outcome = await stopGrpcServer(server, 5_000, () => {
+        notifications.endSubscriptions();
+        health.endWatches();
+      });
+      assert.equal(outcome, "graceful");
+      assert.ok(Date.now() - t0 < 1_000, `stopped in ${Date.now() - t0} ms`);
+      assert.equal((await sub.status).code, grpc.status.OK);
+      assert.equal((await watch.status).code, grpc.status.OK);
+    } finally {
+      client.close();
+      hc.close();
+    }
+  },
+);
 
 Deno.test("server reflection lists the notification and health services", opts, async () => {
   await withServer(async (addr) => {
@@ -164,10 +186,12 @@ Deno.test("server reflection lists the notification and health services", opts, 
     const client = new pkg.grpc.reflection.v1alpha.ServerReflection(addr, grpc.credentials.createInsecure());
     try {
       const call = client.serverReflectionInfo();
-      const answer = new Promise<{ listServicesResponse: { service: { name: string }[] } }>((resolve, reject) => {
-        call.on("data", resolve);
-        call.on("error", reject);
-      });
+      const answer = new Promise<{ listServicesResponse: { service: { name: string }[] } }>(
+        (resolve, reject) => {
+          call.on("data", resolve);
+          call.on("error", reject);
+        },
+      );
       call.write({ listServices: "*" });
       const names = (await answer).listServicesResponse.service.map((s) => s.name).sort();
       call.end();

@@ -10,65 +10,78 @@ import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test("the service registers, reports SERVING, and on SIGTERM deregisters before exiting 0", opts, async () => {
-  await using etcd = await useEtcd();
-  const kv = rawClient(etcd.endpoints);
-  try {
-    await using svc = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      instanceId: `life-${crypto.randomUUID()}`,
-    });
-    const key = svc.key;
-    assert.match(key, /^\/services\/notification-server\/life-/);
-    const record = await readRecord(kv, key);
-    assert.ok(record, "record is in etcd");
-    assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: { version: "test" } });
-    assert.equal(record.grantedTtl, 10);
-    assert.ok(record.ttl > 0 && record.ttl <= 10, `lease ttl ${record.ttl}`);
-    assert.equal(await healthCheck(svc.addr), "SERVING");
-    assert.equal(await healthCheck(svc.addr, "notification.v1.NotificationService"), "SERVING");
-    assert.equal(await healthCheck(svc.addr, "registration"), "SERVING");
+Deno.test(
+  "the service registers, reports SERVING, and on SIGTERM deregisters before exiting 0",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const kv = rawClient(etcd.endpoints);
+    try {
+      await using svc = await ServiceProcess.start({
+        endpoints: etcd.endpoints,
+        instanceId: `life-${crypto.randomUUID()}`,
+      });
+      const key = svc.key;
+      assert.match(key, /^\/services\/notification-server\/life-/);
+      const record = await readRecord(kv, key);
+      assert.ok(record, "record is in etcd");
+      assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: { version: "test" } });
+      assert.equal(record.grantedTtl, 10);
+      assert.ok(record.ttl > 0 && record.ttl <= 10, `lease ttl ${record.ttl}`);
+      assert.equal(await healthCheck(svc.addr), "SERVING");
+      assert.equal(await healthCheck(svc.addr, "notification.v1.NotificationService"), "SERVING");
+      assert.equal(await healthCheck(svc.addr, "registration"), "SERVING");
 
-    svc.signal("SIGTERM");
-    const status = await svc.status;
-    assert.equal(status.code, 0, svc.lines.join("\n"));
-    assert.equal(await readRecord(kv, key), undefined, "record deleted");
-    const text = svc.lines.join("\n");
-    for (
-      const line of [
-        "Using config file: ",
-        `Service registered to etcd: ${key} -> ${svc.addr}`,
-        `gRPC server listening on 127.0.0.1:${svc.port}`,
-        "Shutting down server...",
-        `Service deregistered from etcd: ${key}`,
-        "Server stopped gracefully",
-      ]
-    ) assert.ok(text.includes(line), `log has ${JSON.stringify(line)}:\n${text}`);
-    const order = ["Shutting down server...", "Service deregistered from etcd", "Server stopped gracefully"]
-      .map((l) => text.indexOf(l));
-    assert.deepEqual([...order].sort((a, b) => a - b), order, "shutdown log lines in order");
-  } finally {
-    kv.close();
-  }
-});
+      svc.signal("SIGTERM");
+      const status = await svc.status;
+      assert.equal(status.code, 0, svc.lines.join("\n"));
+      assert.equal(await readRecord(kv, key), undefined, "record deleted");
+      const text = svc.lines.join("\n");
+      for (
+        const line of [
+          "Using config file: ",
+          `Service registered to etcd: ${key} -> ${svc.addr}`,
+          `gRPC server listening on 127.0.0.1:${svc.port}`,
+          "Shutting down server...",
+          `Service deregistered from etcd: ${key}`,
+          "Server stopped gracefully",
+        ]
+      ) assert.ok(text.includes(line), `log has ${JSON.stringify(line)}:\n${text}`);
+      const order = ["Shutting down server...", "Service deregistered from etcd", "Server stopped gracefully"]
+        .map((l) => text.indexOf(l));
+      assert.deepEqual([...order].sort((a, b) => a - b), order, "shutdown log lines in order");
+    } finally {
+      kv.close();
+    }
+  },
+);
 
-Deno.test("the service layout writes the original single key with a plain host:port value", opts, async () => {
-  await using etcd = await useEtcd();
-  const kv = rawClient(etcd.endpoints);
-  const name = `svc-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, name, layout: "service", leaseTtl: "7s" });
-    assert.equal(svc.key, `/services/${name}`);
-    const record = await readRecord(kv, `/services/${name}`);
-    assert.equal(record?.value, svc.addr);
-    assert.equal(record?.grantedTtl, 7);
-    svc.signal("SIGINT");
-    assert.equal((await svc.status).code, 0);
-    assert.equal(await readRecord(kv, `/services/${name}`), undefined);
-  } finally {
-    kv.close();
-  }
-});
+Deno.test(
+  "the service layout writes the original single key with a plain host:port value",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const kv = rawClient(etcd.endpoints);
+    const name = `svc-${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      await using svc = await ServiceProcess.start({
+        endpoints: etcd.endpoints,
+        name,
+        layout: "service",
+        leaseTtl: "7s",
+      });
+      assert.equal(svc.key, `/services/${name}`);
+      const record = await readRecord(kv, `/services/${name}`);
+      assert.equal(record?.value, svc.addr);
+      assert.equal(record?.grantedTtl, 7);
+      svc.signal("SIGINT");
+      assert.equal((await svc.status).code, 0);
+      assert.equal(await readRecord(kv, `/services/${name}`), undefined);
+    } finally {
+      kv.close();
+    }
+  },
+);
 
 Deno.test("after SIGKILL the record disappears within the lease TTL", opts, async () => {
   await using etcd = await useEtcd();
@@ -92,36 +105,48 @@ Deno.test("after SIGKILL the record disappears within the lease TTL", opts, asyn
   }
 });
 
-Deno.test("a Send in flight during shutdown completes, and open Subscribe streams end with OK", opts, async () => {
-  await using etcd = await useEtcd();
-  await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, drainDelay: "1500ms" });
-  const client = notificationClient(svc.addr);
-  try {
-    const received: string[] = [];
-    const stream = client.subscribe({ recipient: "alice" });
-    stream.on("data", (n: { title: string }) => received.push(n.title));
-    const ended = new Promise<number>((resolve) => stream.on("status", (s: { code: number }) => resolve(s.code)));
-    stream.on("error", () => {});
-    await eventually(async () => (await send(client, { recipient: "alice", title: "before" })).delivered === 1, 5_000, "subscriber");
+Deno.test(
+  "a Send in flight during shutdown completes, and open Subscribe streams end with OK",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, drainDelay: "1500ms" });
+    const client = notificationClient(svc.addr);
+    try {
+      const received: string[] = [];
+      const stream = client.subscribe({ recipient: "alice" });
+      stream.on("data", (n: { title: string }) => received.push(n.title));
+      const ended = new Promise<number>((resolve) =>
+        stream.on("status", (s: { code: number }) => resolve(s.code))
+      );
+      stream.on("error", () => {});
+      await eventually(
+        async () => (await send(client, { recipient: "alice", title: "before" })).delivered === 1,
+        5_000,
+        "subscriber",
+      );
 
-    svc.signal("SIGTERM");
-    await svc.waitForLine(/Service deregistered from etcd/, 5_000);
-    // Deregistered but still draining: calls already routed here must succeed.
-    const during = await send(client, { recipient: "alice", title: "during shutdown" });
-    assert.equal(during.delivered, 1);
-    assert.equal(await ended, 0, "stream ends with OK");
-    assert.deepEqual(received.slice(-1), ["during shutdown"]);
-    assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
-  } finally {
-    client.close();
-  }
-});
+      svc.signal("SIGTERM");
+      await svc.waitForLine(/Service deregistered from etcd/, 5_000);
+      // Deregistered but still draining: calls already routed here must succeed.
+      const during = await send(client, { recipient: "alice", title: "during shutdown" });
+      assert.equal(during.delivered, 1);
+      assert.equal(await ended, 0, "stream ends with OK");
+      assert.deepEqual(received.slice(-1), ["during shutdown"]);
+      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
+    } finally {
+      client.close();
+    }
+  },
+);
 
 Deno.test("a second signal during shutdown exits at once with a non-zero code", opts, async () => {
   await using etcd = await useEtcd();
   await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, drainDelay: "20s" });
   svc.signal("SIGTERM");
   await svc.waitForLine(/Service deregistered from etcd/, 5_000);
+  // A repeat within 300 ms is taken as the same Ctrl+C (see app.ts); a person's second press is later.
+  await new Promise((r) => setTimeout(r, 400));
   const t0 = Date.now();
   svc.signal("SIGTERM");
   const status = await svc.status;
@@ -129,24 +154,28 @@ Deno.test("a second signal during shutdown exits at once with a non-zero code", 
   assert.ok(Date.now() - t0 < 3_000);
 });
 
-Deno.test("a bad config file exits 2 with one line naming file and field, and registers nothing", opts, async () => {
-  await using etcd = await useEtcd();
-  const path = await writeConfig({ endpoints: etcd.endpoints });
-  const text = (await Deno.readTextFile(path)).replace("dial-timeout: 2s", 'dial-timeout: "soon"');
-  await Deno.writeTextFile(path, text);
-  const kv = rawClient(etcd.endpoints);
-  try {
-    const before = (await kv.getAll().prefix("/services/").keys()).length;
-    await using svc = await ServiceProcess.spawn({ endpoints: etcd.endpoints }, path);
-    const status = await svc.status;
-    assert.equal(status.code, 2);
-    assert.equal(svc.lines.length, 1, svc.lines.join("\n"));
-    assert.match(svc.lines[0], new RegExp(`${path}: etcd.dial-timeout: "soon" is not a duration like 5s$`));
-    assert.equal((await kv.getAll().prefix("/services/").keys()).length, before);
-  } finally {
-    kv.close();
-  }
-});
+Deno.test(
+  "a bad config file exits 2 with one line naming file and field, and registers nothing",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const path = await writeConfig({ endpoints: etcd.endpoints });
+    const text = (await Deno.readTextFile(path)).replace("dial-timeout: 2s", 'dial-timeout: "soon"');
+    await Deno.writeTextFile(path, text);
+    const kv = rawClient(etcd.endpoints);
+    try {
+      const before = (await kv.getAll().prefix("/services/").keys()).length;
+      await using svc = await ServiceProcess.spawn({ endpoints: etcd.endpoints }, path);
+      const status = await svc.status;
+      assert.equal(status.code, 2);
+      assert.equal(svc.lines.length, 1, svc.lines.join("\n"));
+      assert.match(svc.lines[0], new RegExp(`${path}: etcd.dial-timeout: "soon" is not a duration like 5s$`));
+      assert.equal((await kv.getAll().prefix("/services/").keys()).length, before);
+    } finally {
+      kv.close();
+    }
+  },
+);
 
 Deno.test("an unreachable etcd fails start-up with one line naming the endpoint, exit 1", opts, async () => {
   const port = (() => {
@@ -155,7 +184,10 @@ Deno.test("an unreachable etcd fails start-up with one line naming the endpoint,
     l.close();
     return p;
   })();
-  await using svc = await ServiceProcess.spawn({ endpoints: [`127.0.0.1:${port}`], startupTimeout: "1500ms" });
+  await using svc = await ServiceProcess.spawn({
+    endpoints: [`127.0.0.1:${port}`],
+    startupTimeout: "1500ms",
+  });
   const status = await svc.status;
   assert.equal(status.code, 1);
   const errors = svc.lines.filter((l) => l.includes("ERROR"));
@@ -175,3 +207,49 @@ Deno.test("ETCD_ENDPOINTS and NOTIFICATION_ADDR override the file", opts, async 
   svc.signal("SIGTERM");
   assert.equal((await svc.status).code, 0);
 });
+
+Deno.test(
+  "Ctrl+C on `deno task start` (SIGINT to the whole process group) still deregisters and exits 0",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const kv = rawClient(etcd.endpoints);
+    const path = await writeConfig({ endpoints: etcd.endpoints, instanceId: `ctrlc-${crypto.randomUUID()}` });
+    // setsid makes the task its own process group, as a terminal's foreground job is.
+    const child = new Deno.Command("setsid", {
+      args: [Deno.execPath(), "task", "start", "--config", path],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const lines: string[] = [];
+      const reader = (async () => {
+        for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+          lines.push(
+            ...chunk.split("\n"),
+          );
+        }
+      })();
+      const registered = await eventually(
+        () => lines.find((l) => l.includes("Service registered to etcd:")),
+        15_000,
+        "registration",
+      );
+      const key = registered.match(/etcd: (\S+) ->/)![1];
+      Deno.kill(-child.pid, "SIGINT");
+      const status = await child.status;
+      await reader;
+      const text = lines.join("\n");
+      assert.equal(status.code, 0, text);
+      assert.ok(text.includes(`Service deregistered from etcd: ${key}`), text);
+      assert.ok(!text.includes("exiting now"), text);
+      assert.equal(await readRecord(kv, key), undefined);
+    } finally {
+      kv.close();
+      try {
+        Deno.kill(-child.pid, "SIGKILL");
+      } catch { /* already gone */ }
+    }
+  },
+);

@@ -17,10 +17,17 @@ function instance(id = crypto.randomUUID()): ServiceInstance {
 
 function memoryLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
-  return { lines, info: (m) => lines.push(m), warn: (m) => lines.push(`WARN ${m}`), error: (m) => lines.push(`ERROR ${m}`) };
+  return {
+    lines,
+    info: (m) => lines.push(m),
+    warn: (m) => lines.push(`WARN ${m}`),
+    error: (m) => lines.push(`ERROR ${m}`),
+  };
 }
 
-async function withSetup(fn: (endpoints: string[], raw: Etcd3, clients: Etcd3[]) => Promise<void>): Promise<void> {
+async function withSetup(
+  fn: (endpoints: string[], raw: Etcd3, clients: Etcd3[]) => Promise<void>,
+): Promise<void> {
   await using etcd = await useEtcd();
   const raw = rawClient(etcd.endpoints);
   const clients: Etcd3[] = [];
@@ -38,45 +45,56 @@ function client(endpoints: string[], clients: Etcd3[]): Etcd3 {
   return c;
 }
 
-Deno.test("register() writes the record under a lease of the configured TTL and deregister() removes it", opts, async () => {
-  await withSetup(async (endpoints, raw, clients) => {
-    const states: RegistrationState[] = [];
-    const reg = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 4, onStateChange: (s) => states.push(s) });
-    const inst = instance();
-    await reg.register(inst);
-    const record = await readRecord(raw, `/services/reg-test/${inst.id}`);
-    assert.equal(record?.lease, reg.leaseId);
-    assert.equal(record?.grantedTtl, 4);
-    assert.deepEqual(JSON.parse(record!.value), { Op: 0, Addr: "127.0.0.1:7000", Metadata: { zone: "a" } });
-    assert.equal(await reg.deregister(), true);
-    assert.equal(await readRecord(raw, `/services/reg-test/${inst.id}`), undefined);
-    const lease = await raw.leaseClient.leaseTimeToLive({ ID: record!.lease });
-    assert.equal(Number(lease.TTL), -1, "lease revoked");
-    assert.deepEqual(states, ["registered", "unregistered"]);
-  });
-});
+Deno.test(
+  "register() writes the record under a lease of the configured TTL and deregister() removes it",
+  opts,
+  async () => {
+    await withSetup(async (endpoints, raw, clients) => {
+      const states: RegistrationState[] = [];
+      const reg = new EtcdRegistrar(client(endpoints, clients), {
+        leaseTtlSeconds: 4,
+        onStateChange: (s) => states.push(s),
+      });
+      const inst = instance();
+      await reg.register(inst);
+      const record = await readRecord(raw, `/services/reg-test/${inst.id}`);
+      assert.equal(record?.lease, reg.leaseId);
+      assert.equal(record?.grantedTtl, 4);
+      assert.deepEqual(JSON.parse(record!.value), { Op: 0, Addr: "127.0.0.1:7000", Metadata: { zone: "a" } });
+      assert.equal(await reg.deregister(), "deleted");
+      assert.equal(await readRecord(raw, `/services/reg-test/${inst.id}`), undefined);
+      const lease = await raw.leaseClient.leaseTimeToLive({ ID: record!.lease });
+      assert.equal(Number(lease.TTL), -1, "lease revoked");
+      assert.deepEqual(states, ["registered", "unregistered"]);
+    });
+  },
+);
 
-Deno.test("register() refuses a key held by another live instance and leaves its record alone", opts, async () => {
-  await withSetup(async (endpoints, raw, clients) => {
-    const inst = instance();
-    const first = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 2 });
-    await first.register(inst);
-    const log = memoryLogger();
-    const second = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 2, logger: log });
-    const t0 = Date.now();
-    await assert.rejects(
-      second.register({ ...inst, addr: "127.0.0.1:7001" }),
-      (e: Error) =>
-        e instanceof RegistrationConflictError && e.message.includes(`/services/reg-test/${inst.id}`) &&
-        e.message.includes(`lease ${first.leaseId}`),
-    );
-    assert.ok(Date.now() - t0 >= 2_500, "waited for the owner's TTL before refusing");
-    const record = await readRecord(raw, `/services/reg-test/${inst.id}`);
-    assert.equal(record?.lease, first.leaseId);
-    assert.equal(JSON.parse(record!.value).Addr, "127.0.0.1:7000");
-    await first.deregister();
-  });
-});
+Deno.test(
+  "register() refuses a key held by another live instance and leaves its record alone",
+  opts,
+  async () => {
+    await withSetup(async (endpoints, raw, clients) => {
+      const inst = instance();
+      const first = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 2 });
+      await first.register(inst);
+      const log = memoryLogger();
+      const second = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 2, logger: log });
+      const t0 = Date.now();
+      await assert.rejects(
+        second.register({ ...inst, addr: "127.0.0.1:7001" }),
+        (e: Error) =>
+          e instanceof RegistrationConflictError && e.message.includes(`/services/reg-test/${inst.id}`) &&
+          e.message.includes(`lease ${first.leaseId}`),
+      );
+      assert.ok(Date.now() - t0 >= 2_500, "waited for the owner's TTL before refusing");
+      const record = await readRecord(raw, `/services/reg-test/${inst.id}`);
+      assert.equal(record?.lease, first.leaseId);
+      assert.equal(JSON.parse(record!.value).Addr, "127.0.0.1:7000");
+      await first.deregister();
+    });
+  },
+);
 
 Deno.test("register() takes over a key once the crashed owner's lease expires", opts, async () => {
   await withSetup(async (endpoints, raw, clients) => {
@@ -101,7 +119,7 @@ Deno.test("deregister() never deletes a record that another lease now owns", opt
     await reg.register(inst);
     const replacement = await raw.leaseClient.leaseGrant({ TTL: 30 });
     await raw.put(key).value('{"Op":0,"Addr":"127.0.0.1:7002"}').lease(replacement.ID).exec();
-    assert.equal(await reg.deregister(), false);
+    assert.equal(await reg.deregister(), "absent");
     const record = await readRecord(raw, key);
     assert.equal(record?.lease, replacement.ID);
     await raw.leaseClient.leaseRevoke({ ID: replacement.ID });
@@ -117,41 +135,57 @@ Deno.test("a record deleted from outside is written back within a second", opts,
     await reg.register(inst);
     const t0 = Date.now();
     await raw.delete().key(key).exec();
-    await eventually(async () => (await readRecord(raw, key))?.lease === reg.leaseId, 1_000, "record written back");
+    await eventually(
+      async () => (await readRecord(raw, key))?.lease === reg.leaseId,
+      1_000,
+      "record written back",
+    );
     console.log(`external delete -> restored in ${Date.now() - t0} ms`);
     assert.ok(log.lines.some((l) => l.includes("was changed from outside")), log.lines.join("\n"));
     // Overwritten by hand without a lease: also put back.
     await raw.put(key).value("garbage").exec();
-    await eventually(async () => (await readRecord(raw, key))?.value.startsWith('{"Op":0'), 1_000, "overwrite repaired");
+    await eventually(
+      async () => (await readRecord(raw, key))?.value.startsWith('{"Op":0'),
+      1_000,
+      "overwrite repaired",
+    );
     await reg.deregister();
   });
 });
 
-Deno.test("a lease revoked from outside is replaced by a new lease and the record re-written", opts, async () => {
-  await withSetup(async (endpoints, raw, clients) => {
-    const inst = instance();
-    const key = `/services/reg-test/${inst.id}`;
-    const log = memoryLogger();
-    const states: RegistrationState[] = [];
-    const reg = new EtcdRegistrar(client(endpoints, clients), {
-      leaseTtlSeconds: 10,
-      logger: log,
-      onStateChange: (s) => states.push(s),
+Deno.test(
+  "a lease revoked from outside is replaced by a new lease and the record re-written",
+  opts,
+  async () => {
+    await withSetup(async (endpoints, raw, clients) => {
+      const inst = instance();
+      const key = `/services/reg-test/${inst.id}`;
+      const log = memoryLogger();
+      const states: RegistrationState[] = [];
+      const reg = new EtcdRegistrar(client(endpoints, clients), {
+        leaseTtlSeconds: 10,
+        logger: log,
+        onStateChange: (s) => states.push(s),
+      });
+      await reg.register(inst);
+      const oldLease = reg.leaseId!;
+      const t0 = Date.now();
+      await raw.leaseClient.leaseRevoke({ ID: oldLease });
+      const record = await eventually(
+        async () => {
+          const r = await readRecord(raw, key);
+          return r && r.lease !== oldLease ? r : undefined;
+        },
+        3_000,
+        "record under a new lease",
+      );
+      console.log(`lease revoked -> restored in ${Date.now() - t0} ms`);
+      assert.equal(record.lease, reg.leaseId);
+      assert.equal(record.grantedTtl, 10);
+      assert.deepEqual(states, ["registered", "unregistered", "registered"]);
+      assert.equal(log.lines.filter((l) => l.includes("Registration lost")).length, 1, log.lines.join("\n"));
+      assert.ok(log.lines.some((l) => /Registration restored after \d/.test(l)), log.lines.join("\n"));
+      await reg.deregister();
     });
-    await reg.register(inst);
-    const oldLease = reg.leaseId!;
-    const t0 = Date.now();
-    await raw.leaseClient.leaseRevoke({ ID: oldLease });
-    const record = await eventually(async () => {
-      const r = await readRecord(raw, key);
-      return r && r.lease !== oldLease ? r : undefined;
-    }, 3_000, "record under a new lease");
-    console.log(`lease revoked -> restored in ${Date.now() - t0} ms`);
-    assert.equal(record.lease, reg.leaseId);
-    assert.equal(record.grantedTtl, 10);
-    assert.deepEqual(states, ["registered", "unregistered", "registered"]);
-    assert.equal(log.lines.filter((l) => l.includes("Registration lost")).length, 1, log.lines.join("\n"));
-    assert.ok(log.lines.some((l) => /Registration restored after \d/.test(l)), log.lines.join("\n"));
-    await reg.deregister();
-  });
-});
+  },
+);

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { decodeRecord, encodeInstance, instanceKey, MalformedRecordError } from "./codec.ts";
 
-const instance = { id: "10.0.0.5:8080", name: "notification-server", addr: "10.0.0.5:8080", metadata: { version: "1" } };
+const instance = {
+  id: "10.0.0.5:8080",
+  name: "notification-server",
+  addr: "10.0.0.5:8080",
+  metadata: { version: "1" },
+};
 
 Deno.test("instance layout: <prefix>/<name>/<id> with etcd naming's JSON, round-tripped", () => {
   const key = instanceKey("/services", "instance", instance);
@@ -24,8 +29,14 @@ Deno.test("service layout: the original <prefix>/<name> -> plain host:port", () 
 });
 
 Deno.test("decodeRecord() ignores other services sharing the prefix and deeper keys", () => {
-  assert.equal(decodeRecord("/services", "notification-server", "/services/notification-server-v2/a", "{}"), undefined);
-  assert.equal(decodeRecord("/services", "notification-server", "/services/notification-server/a/b", "{}"), undefined);
+  assert.equal(
+    decodeRecord("/services", "notification-server", "/services/notification-server-v2/a", "{}"),
+    undefined,
+  );
+  assert.equal(
+    decodeRecord("/services", "notification-server", "/services/notification-server/a/b", "{}"),
+    undefined,
+  );
   assert.equal(decodeRecord("/services", "n", "/services/n/x", '{"Op":1,"Addr":"1.2.3.4:5"}'), undefined);
 });
 

@@ -14,7 +14,7 @@ import { type Logger, silentLogger } from "../logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
 import { describeEtcdError, EtcdUnavailableError, isPermanentEtcdError } from "./etcd_client.ts";
 import { LeaseSession } from "./lease_session.ts";
-import type { Registrar, RegistrationState, ServiceInstance } from "./types.ts";
+import type { DeregisterOutcome, Registrar, RegistrationState, ServiceInstance } from "./types.ts";
 
 /** Options for {@link EtcdRegistrar}. */
 export interface EtcdRegistrarOptions {
@@ -142,16 +142,16 @@ export class EtcdRegistrar implements Registrar {
       await sleep(500, options.signal);
     }
     this.#setState("registered");
-    await this.#watchOwnKey();
+    this.#watchOwnKey();
     this.#loop = this.#supervise();
   }
 
   /**
    * Stops keeping the record, deletes it only if our lease still holds it, and revokes the lease
-   * (bounded by one TTL). Safe to call more than once. Returns true if a record was deleted.
+   * (bounded by one TTL). Safe to call more than once.
    */
-  async deregister(): Promise<boolean> {
-    if (this.#stop.signal.aborted) return false;
+  async deregister(): Promise<DeregisterOutcome> {
+    if (this.#stop.signal.aborted) return "absent";
     this.#stop.abort();
     this.#wake();
     this.#watcher?.removeAllListeners();
@@ -160,20 +160,20 @@ export class EtcdRegistrar implements Registrar {
     await this.#loop;
     const session = this.#session;
     this.#session = undefined;
-    let deleted = false;
+    let outcome: DeregisterOutcome = "absent";
     if (session?.alive) {
       try {
         const res = await this.#client
           .if(this.#key, "Lease", "==", session.id)
           .then(this.#client.delete().key(this.#key))
           .commit();
-        deleted = res.succeeded;
+        if (res.succeeded) outcome = "deleted";
       } catch (error) {
-        this.#log.warn(
-          `Deleting ${this.#key} failed: ${describeEtcdError(error)}; revoking the lease removes it`,
-        );
+        outcome = "unreachable";
+        this.#log.warn(`Deleting ${this.#key} failed: ${describeEtcdError(error)}`);
       }
-      const revokeError = await session.close();
+      // With etcd unreachable a revoke would only wait out its deadline: let the lease expire.
+      const revokeError = outcome === "unreachable" ? (session.abandon(), undefined) : await session.close();
       if (revokeError) {
         this.#log.warn(
           `Revoking lease ${session.id} failed: ${
@@ -184,7 +184,7 @@ export class EtcdRegistrar implements Registrar {
     }
     await watcher?.cancel().catch(() => {});
     this.#setState("unregistered");
-    return deleted;
+    return outcome;
   }
 
   /**
@@ -256,7 +256,7 @@ export class EtcdRegistrar implements Registrar {
             }: ${this.#key} -> ${this.#value} (lease ${this.#session?.id})`,
           );
           this.#setState("registered");
-          await this.#watchOwnKey();
+          this.#watchOwnKey();
         }
         backoff.reset();
       } catch (error) {
@@ -299,7 +299,7 @@ export class EtcdRegistrar implements Registrar {
   }
 
   /** Watches our own key so deletes and overwrites from outside are repaired within moments. */
-  async #watchOwnKey(): Promise<void> {
+  #watchOwnKey(): void {
     const old = this.#watcher;
     this.#watcher = undefined;
     old?.removeAllListeners();
@@ -314,7 +314,7 @@ export class EtcdRegistrar implements Registrar {
     watcher.on("error", () => {
       // A cancelled watch (e.g. compaction) is dropped by etcd3: make a new one next round.
       this.#dirty = true;
-      void this.#watchOwnKey();
+      this.#watchOwnKey();
     });
     this.#watcher = watcher;
   }

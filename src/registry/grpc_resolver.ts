@@ -47,7 +47,10 @@ function toEndpoint(instance: ServiceInstance): Endpoint {
  */
 export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
   const client = options.client ?? createEtcdClient({ dialTimeoutMs: 5_000, ...options });
-  const discovery = new EtcdDiscovery(client, { prefix: options.prefix, logger: options.logger ?? silentLogger });
+  const discovery = new EtcdDiscovery(client, {
+    prefix: options.prefix,
+    logger: options.logger ?? silentLogger,
+  });
 
   class EtcdResolver implements grpc.experimental.Resolver {
     readonly #name: string;

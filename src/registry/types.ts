@@ -21,9 +21,9 @@ export interface Registrar {
   register(instance: ServiceInstance, options?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Withdraws the instance (only the record this registrar wrote) and stops keeping it alive.
-   * Resolves true if it deleted a record, false if there was none of ours to delete.
+   * Never throws; says what happened.
    */
-  deregister(): Promise<boolean>;
+  deregister(): Promise<DeregisterOutcome>;
 }
 
 /** Finds instances of a service. */
@@ -36,6 +36,12 @@ export interface Discovery {
    */
   watch(name: string, options?: { signal?: AbortSignal }): AsyncIterable<ServiceInstance[]>;
 }
+
+/**
+ * What deregistration did: deleted our record; found none of ours (gone, or held by another
+ * instance); or could not reach the registry (the record expires with its lease).
+ */
+export type DeregisterOutcome = "deleted" | "absent" | "unreachable";
 
 /** Registration state as the supervisor sees it. */
 export type RegistrationState = "registered" | "unregistered";

@@ -156,7 +156,11 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHan
 }
 
 /** Waits until something accepts TCP on 127.0.0.1:port. */
-export async function waitForPort(port: number, timeoutMs: number, diagnostics?: () => string): Promise<void> {
+export async function waitForPort(
+  port: number,
+  timeoutMs: number,
+  diagnostics?: () => string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
@@ -203,7 +207,8 @@ async function startDockerEtcd(): Promise<EtcdHandle> {
         `--advertise-client-urls=http://127.0.0.1:${port}`,
       ],
     }).output();
-  const docker = (...args: string[]) => new Deno.Command("docker", { args, stdout: "null", stderr: "null" }).output();
+  const docker = (...args: string[]) =>
+    new Deno.Command("docker", { args, stdout: "null", stderr: "null" }).output();
   await run();
   await waitForPort(port, 30_000);
   const stop = async () => {

@@ -7,7 +7,11 @@ export type NotificationClient = grpc.Client & Record<string, CallableFunction>;
 
 export function notificationClient(target: string, options: grpc.ChannelOptions = {}): NotificationClient {
   const { Notification } = services();
-  return new Notification(target, grpc.credentials.createInsecure(), options) as unknown as NotificationClient;
+  return new Notification(
+    target,
+    grpc.credentials.createInsecure(),
+    options,
+  ) as unknown as NotificationClient;
 }
 
 /** What Send answers. */
@@ -42,11 +46,15 @@ export function healthCheck(addr: string, service = ""): Promise<string> {
   const { Health } = services();
   const client = new Health(addr, grpc.credentials.createInsecure());
   return new Promise<string>((resolve, reject) => {
-    client.check({ service }, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, value: { status: string }) => {
-      client.close();
-      if (error) reject(error);
-      else resolve(value.status);
-    });
+    client.check(
+      { service },
+      { deadline: Date.now() + 5_000 },
+      (error: grpc.ServiceError | null, value: { status: string }) => {
+        client.close();
+        if (error) reject(error);
+        else resolve(value.status);
+      },
+    );
   });
 }
 

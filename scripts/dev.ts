@@ -1,0 +1,119 @@
+/**
+ * `deno task dev`: make sure an etcd answers on localhost:2379 (reuse one that does; else
+ * `docker compose up -d` where a Docker engine answers; else the `etcd` binary with data under
+ * `.etcd/`), then run the service exactly as `deno task start` does. Ctrl+C stops the service
+ * (which deregisters) and then the etcd this script started, by its PID.
+ */
+const ROOT = new URL("../", import.meta.url).pathname;
+const CLIENT_PORT = 2379;
+
+async function answers(port: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1_000) });
+    return (await res.text()).includes('"true"');
+  } catch {
+    return false;
+  }
+}
+
+async function waitHealthy(port: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await answers(port)) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+async function succeeds(cmd: string, args: string[]): Promise<boolean> {
+  try {
+    return (await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output()).success;
+  } catch {
+    return false;
+  }
+}
+
+async function startEtcd(): Promise<Deno.ChildProcess | undefined> {
+  if (await answers(CLIENT_PORT)) {
+    console.error(`dev: using the etcd already answering on localhost:${CLIENT_PORT}`);
+    return undefined;
+  }
+  if (await succeeds("docker", ["info"])) {
+    console.error("dev: starting etcd with docker compose");
+    if (!(await succeeds("docker", ["compose", "-f", `${ROOT}docker-compose.yml`, "up", "-d"]))) {
+      throw new Error("docker compose up -d failed (run it yourself to see why)");
+    }
+    if (!(await waitHealthy(CLIENT_PORT, 30_000))) {
+      throw new Error("etcd from docker compose did not become healthy");
+    }
+    return undefined;
+  }
+  if (!(await succeeds("etcd", ["--version"]))) {
+    throw new Error(
+      "No etcd on PATH and no Docker engine: run scripts/setup.sh (or apt-get install etcd-server)",
+    );
+  }
+  const dataDir = `${ROOT}.etcd/dev`;
+  await Deno.mkdir(dataDir, { recursive: true });
+  const log = await Deno.open(`${ROOT}.etcd/etcd.log`, { write: true, create: true, append: true });
+  console.error(`dev: starting etcd on localhost:${CLIENT_PORT} (data in .etcd/dev, log in .etcd/etcd.log)`);
+  // Own session (setsid): Ctrl+C must reach the service first, so it can deregister while etcd is up.
+  const child = new Deno.Command("setsid", {
+    args: [
+      "etcd",
+      "--name=dev",
+      `--data-dir=${dataDir}`,
+      `--listen-client-urls=http://127.0.0.1:${CLIENT_PORT}`,
+      `--advertise-client-urls=http://127.0.0.1:${CLIENT_PORT}`,
+      "--listen-peer-urls=http://127.0.0.1:2380",
+      "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+      "--initial-cluster=dev=http://127.0.0.1:2380",
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  void child.stderr.pipeTo(log.writable).catch(() => {});
+  if (!(await waitHealthy(CLIENT_PORT, 15_000))) {
+    child.kill("SIGTERM");
+    throw new Error("etcd did not become healthy within 15 s; see .etcd/etcd.log");
+  }
+  return child;
+}
+
+async function main(): Promise<number> {
+  let etcd: Deno.ChildProcess | undefined;
+  try {
+    etcd = await startEtcd();
+  } catch (error) {
+    console.error(`dev: ${(error as Error).message}`);
+    return 1;
+  }
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<string, string>;
+  const service = new Deno.Command(Deno.execPath(), {
+    args: [...tasks.start.split(/\s+/).slice(1), ...Deno.args],
+    cwd: ROOT,
+  }).spawn();
+  // Ctrl+C already reaches the service through the process group: forwarding SIGINT too would
+  // deliver it twice. SIGTERM sent to this script alone is passed on.
+  const ignoreInt = () => {};
+  const onTerm = () => {
+    try {
+      service.kill("SIGTERM");
+    } catch { /* already gone */ }
+  };
+  Deno.addSignalListener("SIGINT", ignoreInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  const { code } = await service.status;
+  Deno.removeSignalListener("SIGINT", ignoreInt);
+  Deno.removeSignalListener("SIGTERM", onTerm);
+  if (etcd) {
+    console.error("dev: stopping etcd");
+    try {
+      etcd.kill("SIGTERM");
+    } catch { /* gone */ }
+    await etcd.status;
+  }
+  return code;
+}
+
+Deno.exit(await main());

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the project needs when it is missing: Deno 2.9.6 (the native binary, from npm) and
+# etcd (Debian's etcd-server and etcd-client). Safe to run again; it changes nothing when all is there.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+      echo "setup: '$*' needs root (or sudo)" >&2; exit 1
+    fi
+  else "$@"; fi
+}
+
+deno_ok() {
+  command -v deno >/dev/null 2>&1 || return 1
+  # The npm wrapper (bin.cjs) runs deno under node and does not pass SIGTERM on: we need the real one.
+  local real
+  real=$(readlink -f "$(command -v deno)")
+  head -c 4 "$real" | grep -q "ELF" || return 1
+  deno --version | head -1 | grep -q '^deno 2\.'
+}
+
+if ! deno_ok; then
+  echo "setup: installing deno@2.9.6 (npm install -g)"
+  need_root npm install -g deno@2.9.6 >/dev/null
+  hash -r
+  deno_ok || { echo "setup: 'deno' on PATH is not the native Deno 2 binary ($(command -v deno))" >&2; exit 1; }
+fi
+
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  echo "setup: installing etcd-server and etcd-client (apt-get)"
+  need_root apt-get update -qq >/dev/null
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+
+# Debian's package starts a system etcd on :2379; we start our own where we need one.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  echo "setup: note: a system etcd service is running on this machine (systemctl status etcd)"
+fi
+
+echo "setup: $(deno --version | head -1), $(etcd --version | head -1)"
