@@ -4,7 +4,7 @@ import type { Config } from "./config.ts";
 import { services } from "./protos.ts";
 import { createEtcdClient, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdDiscovery } from "./registry/etcd_discovery.ts";
-import { registerEtcdResolver } from "./registry/grpc_resolver.ts";
+import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
 import type { ServiceInstance } from "./registry/types.ts";
 import { consoleLogger } from "./logger.ts";
 
@@ -21,21 +21,6 @@ export interface CommandFlags {
   data?: string[];
   name?: string;
 }
-
-/** Round-robin over every resolved address, retrying UNAVAILABLE on another instance. */
-export const ROUND_ROBIN_SERVICE_CONFIG = JSON.stringify({
-  loadBalancingConfig: [{ round_robin: {} }],
-  methodConfig: [{
-    name: [{ service: "notification.v1.NotificationService" }, { service: "grpc.health.v1.Health" }],
-    retryPolicy: {
-      maxAttempts: 4,
-      initialBackoff: "0.05s",
-      maxBackoff: "0.5s",
-      backoffMultiplier: 2,
-      retryableStatusCodes: ["UNAVAILABLE"],
-    },
-  }],
-});
 
 /** Runs `discover` or `send`; resolves with the exit code. */
 export function runCommand(

@@ -32,7 +32,27 @@ export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
   logger?: Logger;
   /** Use this client instead of creating one (it is not closed by the returned function). */
   client?: Etcd3;
+  /** Called with the addresses each time a channel's list changes (for logs and metrics). */
+  onUpdate?: (name: string, addrs: string[]) => void;
 }
+
+/**
+ * Service config for `etcd:///` channels: round-robin over every address, and UNAVAILABLE retried
+ * on another instance (a killed instance's calls fail over instead of failing).
+ */
+export const ROUND_ROBIN_SERVICE_CONFIG = JSON.stringify({
+  loadBalancingConfig: [{ round_robin: {} }],
+  methodConfig: [{
+    name: [{ service: "notification.v1.NotificationService" }, { service: "grpc.health.v1.Health" }],
+    retryPolicy: {
+      maxAttempts: 4,
+      initialBackoff: "0.05s",
+      maxBackoff: "0.5s",
+      backoffMultiplier: 2,
+      retryableStatusCodes: ["UNAVAILABLE"],
+    },
+  }],
+});
 
 /** Splits "host:port" / "[v6]:port" into a grpc-js subchannel address. */
 function toEndpoint(instance: ServiceInstance): Endpoint {
@@ -88,6 +108,7 @@ export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
           this.#last = key;
           // An empty OK list really removes the last address; an error would keep the old ones.
           this.#listener(grpc.experimental.statusOrFromValue(endpoints), {}, null, "");
+          options.onUpdate?.(this.#name, instances.map((i) => i.addr));
         }
       } catch (error) {
         if (signal.aborted) return;

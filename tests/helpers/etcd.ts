@@ -229,3 +229,13 @@ async function startDockerEtcd(): Promise<EtcdHandle> {
     [Symbol.asyncDispose]: stop,
   };
 }
+
+/**
+ * Test options for tests that stop, freeze or restart etcd: they need a private one, so they are
+ * reported as ignored when ETCD_ENDPOINTS points at a shared etcd.
+ */
+export const PRIVATE_ETCD_ONLY: Pick<Deno.TestDefinition, "ignore" | "sanitizeOps" | "sanitizeResources"> = {
+  ignore: Deno.env.get("ETCD_ENDPOINTS") !== undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+};

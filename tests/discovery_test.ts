@@ -1,0 +1,173 @@
+/** EtcdDiscovery on a real etcd: list, watch snapshots, continuity through an etcd restart. */
+import assert from "node:assert/strict";
+import type { Logger } from "../src/logger.ts";
+import { createEtcdClient } from "../src/registry/etcd_client.ts";
+import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
+import type { ServiceInstance } from "../src/registry/types.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
+import { eventually } from "./helpers/grpc.ts";
+import { rawClient } from "./helpers/kv.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+function uniqueName(): string {
+  return `disc-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+function value(addr: string, metadata: Record<string, string> = {}): string {
+  return JSON.stringify({ Op: 0, Addr: addr, Metadata: metadata });
+}
+
+/** Pulls snapshots from a watch into an array in the background. */
+function follow(discovery: EtcdDiscovery, name: string) {
+  const abort = new AbortController();
+  const snapshots: { at: number; instances: ServiceInstance[] }[] = [];
+  const done = (async () => {
+    for await (const instances of discovery.watch(name, { signal: abort.signal })) {
+      snapshots.push({ at: performance.now(), instances });
+    }
+  })();
+  return {
+    snapshots,
+    latest: () => snapshots.at(-1)?.instances ?? [],
+    stop: async () => {
+      abort.abort();
+      await done;
+    },
+  };
+}
+
+Deno.test("list() reads both layouts, skips malformed records with a warning, and ignores other services", opts, async () => {
+  await using etcd = await useEtcd();
+  const raw = rawClient(etcd.endpoints);
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  const warnings: string[] = [];
+  const logger: Logger = { info() {}, warn: (m) => warnings.push(m), error() {} };
+  const name = uniqueName();
+  try {
+    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "1" })).exec();
+    await raw.put(`/services/${name}/b`).value("10.0.0.2:2").exec(); // hand-written plain value
+    await raw.put(`/services/${name}`).value("10.0.0.3:3").exec(); // the original service layout
+    await raw.put(`/services/${name}/bad`).value("{not json").exec();
+    await raw.put(`/services/${name}-other/x`).value(value("10.9.9.9:9")).exec();
+    const list = await new EtcdDiscovery(client, { logger }).list(name);
+    assert.deepEqual(list.map((i) => [i.id, i.addr]), [["10.0.0.3:3", "10.0.0.3:3"], ["a", "10.0.0.1:1"], [
+      "b",
+      "10.0.0.2:2",
+    ]]);
+    assert.deepEqual(list.find((i) => i.id === "a")?.metadata, { v: "1" });
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], new RegExp(`Skipping malformed record at "/services/${name}/bad"`));
+  } finally {
+    client.close();
+    raw.close();
+  }
+});
+
+Deno.test("watch() yields the current list, then a full snapshot after each change", opts, async () => {
+  await using etcd = await useEtcd();
+  const raw = rawClient(etcd.endpoints);
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  const name = uniqueName();
+  try {
+    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
+    const w = follow(new EtcdDiscovery(client), name);
+    await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
+    assert.deepEqual(w.latest().map((i) => i.id), ["a"]);
+    await raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec();
+    await eventually(() => w.latest().length === 2, 3_000, "b added");
+    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "2" })).exec();
+    await eventually(() => w.latest()[0].metadata.v === "2", 3_000, "a updated");
+    await raw.delete().key(`/services/${name}/b`).exec();
+    await eventually(() => w.latest().length === 1, 3_000, "b removed");
+    // A write to another service sharing the prefix is not a change of ours.
+    const count = w.snapshots.length;
+    await raw.put(`/services/${name}-x/z`).value(value("10.0.0.9:9")).exec();
+    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "2" })).exec(); // same value
+    await raw.put(`/services/${name}/c`).value(value("10.0.0.3:3")).exec();
+    await eventually(() => w.latest().length === 2, 3_000, "c added");
+    assert.equal(w.snapshots.length, count + 1, "no snapshot for unrelated or unchanged writes");
+    await w.stop();
+  } finally {
+    client.close();
+    raw.close();
+  }
+});
+
+Deno.test("watch() propagation latency over 200 changes (printed, not asserted)", opts, async () => {
+  await using etcd = await useEtcd();
+  const raw = rawClient(etcd.endpoints);
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  const name = uniqueName();
+  try {
+    const w = follow(new EtcdDiscovery(client), name);
+    await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
+    const latencies: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const before = w.snapshots.length;
+      const t0 = performance.now();
+      await raw.put(`/services/${name}/i`).value(value(`10.0.0.1:${1000 + i}`)).exec();
+      await eventually(() => w.snapshots.length > before, 3_000, `change ${i}`);
+      latencies.push(w.snapshots.at(-1)!.at - t0);
+    }
+    latencies.sort((a, b) => a - b);
+    const p = (q: number) => latencies[Math.floor(q * (latencies.length - 1))].toFixed(2);
+    console.log(`watch propagation (put sent -> snapshot): p50=${p(0.5)} ms p99=${p(0.99)} ms over 200`);
+    assert.equal(latencies.length, 200);
+    await w.stop();
+  } finally {
+    client.close();
+    raw.close();
+  }
+});
+
+Deno.test("watch() sees every change made around an etcd restart (data kept) once, in order", PRIVATE_ETCD_ONLY, async () => {
+  await using etcd = await startEtcd();
+  const raw = rawClient(etcd.endpoints);
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  const name = uniqueName();
+  try {
+    const w = follow(new EtcdDiscovery(client), name);
+    await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
+    const put = (i: number) => raw.put(`/services/${name}/n${String(i).padStart(2, "0")}`).value(value(`10.0.0.1:${i + 1}`)).exec();
+    for (let i = 0; i < 5; i++) await put(i);
+    await etcd.restart();
+    for (let i = 5; i < 10; i++) await eventually(() => put(i).then(() => true), 5_000, `put ${i}`);
+    await raw.delete().key(`/services/${name}/n00`).exec();
+    await eventually(() => w.latest().length === 9 && w.latest()[0].id === "n01", 10_000, "all changes seen");
+    // Snapshots only ever grow by the next instance, then lose n00: each change once, in order.
+    const ids = w.snapshots.map((s) => s.instances.map((i) => i.id).join(","));
+    for (let k = 1; k < ids.length; k++) assert.notEqual(ids[k], ids[k - 1], "no repeated snapshot");
+    const sizes = w.snapshots.map((s) => s.instances.length);
+    const peak = sizes.indexOf(10);
+    assert.ok(peak > 0, `reached all ten: ${sizes}`);
+    for (let k = 1; k <= peak; k++) assert.ok(sizes[k] > sizes[k - 1], `grows monotonically: ${sizes}`);
+    assert.deepEqual(sizes.slice(peak + 1), [9]);
+    await w.stop();
+  } finally {
+    client.close();
+    raw.close();
+  }
+});
+
+Deno.test("watch() reconciles when etcd comes back empty (deletions a watch cannot deliver)", PRIVATE_ETCD_ONLY, async () => {
+  await using etcd = await startEtcd();
+  const raw = rawClient(etcd.endpoints);
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  const name = uniqueName();
+  try {
+    for (let i = 0; i < 20; i++) await raw.put(`/services/${name}/pad`).value(value(`10.0.0.1:${i + 1}`)).exec();
+    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
+    const w = follow(new EtcdDiscovery(client), name);
+    await eventually(() => w.latest().length === 2, 3_000, "initial snapshot");
+    await etcd.restart({ wipe: true });
+    await eventually(() => w.latest().length === 0, 10_000, "wiped store reflected");
+    // The revision went backwards; new writes must still arrive.
+    await eventually(() => raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec().then(() => true), 5_000, "put b");
+    await eventually(() => w.latest().map((i) => i.id).join() === "b", 5_000, "write after wipe seen");
+    await w.stop();
+  } finally {
+    client.close();
+    raw.close();
+  }
+});
