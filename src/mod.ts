@@ -23,6 +23,10 @@ export {
   RegistrationConflictError,
 } from "./registry/etcd_registrar.ts";
 export { EtcdDiscovery, type EtcdDiscoveryOptions } from "./registry/etcd_discovery.ts";
-export { type EtcdResolverOptions, registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
+export {
+  type EtcdResolverOptions,
+  registerEtcdResolver,
+  ROUND_ROBIN_SERVICE_CONFIG,
+} from "./registry/grpc_resolver.ts";
 export { type Config, ConfigError, loadConfig, parseConfig } from "./config.ts";
 export { services } from "./protos.ts";

@@ -37,32 +37,36 @@ function follow(discovery: EtcdDiscovery, name: string) {
   };
 }
 
-Deno.test("list() reads both layouts, skips malformed records with a warning, and ignores other services", opts, async () => {
-  await using etcd = await useEtcd();
-  const raw = rawClient(etcd.endpoints);
-  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-  const warnings: string[] = [];
-  const logger: Logger = { info() {}, warn: (m) => warnings.push(m), error() {} };
-  const name = uniqueName();
-  try {
-    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "1" })).exec();
-    await raw.put(`/services/${name}/b`).value("10.0.0.2:2").exec(); // hand-written plain value
-    await raw.put(`/services/${name}`).value("10.0.0.3:3").exec(); // the original service layout
-    await raw.put(`/services/${name}/bad`).value("{not json").exec();
-    await raw.put(`/services/${name}-other/x`).value(value("10.9.9.9:9")).exec();
-    const list = await new EtcdDiscovery(client, { logger }).list(name);
-    assert.deepEqual(list.map((i) => [i.id, i.addr]), [["10.0.0.3:3", "10.0.0.3:3"], ["a", "10.0.0.1:1"], [
-      "b",
-      "10.0.0.2:2",
-    ]]);
-    assert.deepEqual(list.find((i) => i.id === "a")?.metadata, { v: "1" });
-    assert.equal(warnings.length, 1);
-    assert.match(warnings[0], new RegExp(`Skipping malformed record at "/services/${name}/bad"`));
-  } finally {
-    client.close();
-    raw.close();
-  }
-});
+Deno.test(
+  "list() reads both layouts, skips malformed records with a warning, and ignores other services",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const raw = rawClient(etcd.endpoints);
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+    const warnings: string[] = [];
+    const logger: Logger = { info() {}, warn: (m) => warnings.push(m), error() {} };
+    const name = uniqueName();
+    try {
+      await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "1" })).exec();
+      await raw.put(`/services/${name}/b`).value("10.0.0.2:2").exec(); // hand-written plain value
+      await raw.put(`/services/${name}`).value("10.0.0.3:3").exec(); // the original service layout
+      await raw.put(`/services/${name}/bad`).value("{not json").exec();
+      await raw.put(`/services/${name}-other/x`).value(value("10.9.9.9:9")).exec();
+      const list = await new EtcdDiscovery(client, { logger }).list(name);
+      assert.deepEqual(list.map((i) => [i.id, i.addr]), [["10.0.0.3:3", "10.0.0.3:3"], ["a", "10.0.0.1:1"], [
+        "b",
+        "10.0.0.2:2",
+      ]]);
+      assert.deepEqual(list.find((i) => i.id === "a")?.metadata, { v: "1" });
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0], new RegExp(`Skipping malformed record at "/services/${name}/bad"`));
+    } finally {
+      client.close();
+      raw.close();
+    }
+  },
+);
 
 Deno.test("watch() yields the current list, then a full snapshot after each change", opts, async () => {
   await using etcd = await useEtcd();
@@ -121,53 +125,73 @@ Deno.test("watch() propagation latency over 200 changes (printed, not asserted)"
   }
 });
 
-Deno.test("watch() sees every change made around an etcd restart (data kept) once, in order", PRIVATE_ETCD_ONLY, async () => {
-  await using etcd = await startEtcd();
-  const raw = rawClient(etcd.endpoints);
-  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-  const name = uniqueName();
-  try {
-    const w = follow(new EtcdDiscovery(client), name);
-    await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
-    const put = (i: number) => raw.put(`/services/${name}/n${String(i).padStart(2, "0")}`).value(value(`10.0.0.1:${i + 1}`)).exec();
-    for (let i = 0; i < 5; i++) await put(i);
-    await etcd.restart();
-    for (let i = 5; i < 10; i++) await eventually(() => put(i).then(() => true), 5_000, `put ${i}`);
-    await raw.delete().key(`/services/${name}/n00`).exec();
-    await eventually(() => w.latest().length === 9 && w.latest()[0].id === "n01", 10_000, "all changes seen");
-    // Snapshots only ever grow by the next instance, then lose n00: each change once, in order.
-    const ids = w.snapshots.map((s) => s.instances.map((i) => i.id).join(","));
-    for (let k = 1; k < ids.length; k++) assert.notEqual(ids[k], ids[k - 1], "no repeated snapshot");
-    const sizes = w.snapshots.map((s) => s.instances.length);
-    const peak = sizes.indexOf(10);
-    assert.ok(peak > 0, `reached all ten: ${sizes}`);
-    for (let k = 1; k <= peak; k++) assert.ok(sizes[k] > sizes[k - 1], `grows monotonically: ${sizes}`);
-    assert.deepEqual(sizes.slice(peak + 1), [9]);
-    await w.stop();
-  } finally {
-    client.close();
-    raw.close();
-  }
-});
+Deno.test(
+  "watch() sees every change made around an etcd restart (data kept) once, in order",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    await using etcd = await startEtcd();
+    const raw = rawClient(etcd.endpoints);
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+    const name = uniqueName();
+    try {
+      const w = follow(new EtcdDiscovery(client), name);
+      await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
+      const put = (i: number) =>
+        raw.put(`/services/${name}/n${String(i).padStart(2, "0")}`).value(value(`10.0.0.1:${i + 1}`)).exec();
+      for (let i = 0; i < 5; i++) await put(i);
+      await etcd.restart();
+      for (let i = 5; i < 10; i++) await eventually(() => put(i).then(() => true), 5_000, `put ${i}`);
+      await raw.delete().key(`/services/${name}/n00`).exec();
+      await eventually(
+        () => w.latest().length === 9 && w.latest()[0].id === "n01",
+        10_000,
+        "all changes seen",
+      );
+      // Snapshots only ever grow by the next instance, then lose n00: each change once, in order.
+      const ids = w.snapshots.map((s) => s.instances.map((i) => i.id).join(","));
+      for (let k = 1; k < ids.length; k++) assert.notEqual(ids[k], ids[k - 1], "no repeated snapshot");
+      const sizes = w.snapshots.map((s) => s.instances.length);
+      const peak = sizes.indexOf(10);
+      assert.ok(peak > 0, `reached all ten: ${sizes}`);
+      for (let k = 1; k <= peak; k++) assert.ok(sizes[k] > sizes[k - 1], `grows monotonically: ${sizes}`);
+      assert.deepEqual(sizes.slice(peak + 1), [9]);
+      await w.stop();
+    } finally {
+      client.close();
+      raw.close();
+    }
+  },
+);
 
-Deno.test("watch() reconciles when etcd comes back empty (deletions a watch cannot deliver)", PRIVATE_ETCD_ONLY, async () => {
-  await using etcd = await startEtcd();
-  const raw = rawClient(etcd.endpoints);
-  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-  const name = uniqueName();
-  try {
-    for (let i = 0; i < 20; i++) await raw.put(`/services/${name}/pad`).value(value(`10.0.0.1:${i + 1}`)).exec();
-    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
-    const w = follow(new EtcdDiscovery(client), name);
-    await eventually(() => w.latest().length === 2, 3_000, "initial snapshot");
-    await etcd.restart({ wipe: true });
-    await eventually(() => w.latest().length === 0, 10_000, "wiped store reflected");
-    // The revision went backwards; new writes must still arrive.
-    await eventually(() => raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec().then(() => true), 5_000, "put b");
-    await eventually(() => w.latest().map((i) => i.id).join() === "b", 5_000, "write after wipe seen");
-    await w.stop();
-  } finally {
-    client.close();
-    raw.close();
-  }
-});
+Deno.test(
+  "watch() reconciles when etcd comes back empty (deletions a watch cannot deliver)",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    await using etcd = await startEtcd();
+    const raw = rawClient(etcd.endpoints);
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+    const name = uniqueName();
+    try {
+      for (let i = 0; i < 20; i++) {
+        await raw.put(`/services/${name}/pad`).value(value(`10.0.0.1:${i + 1}`))
+          .exec();
+      }
+      await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
+      const w = follow(new EtcdDiscovery(client), name);
+      await eventually(() => w.latest().length === 2, 3_000, "initial snapshot");
+      await etcd.restart({ wipe: true });
+      await eventually(() => w.latest().length === 0, 10_000, "wiped store reflected");
+      // The revision went backwards; new writes must still arrive.
+      await eventually(
+        () => raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec().then(() => true),
+        5_000,
+        "put b",
+      );
+      await eventually(() => w.latest().map((i) => i.id).join() === "b", 5_000, "write after wipe seen");
+      await w.stop();
+    } finally {
+      client.close();
+      raw.close();
+    }
+  },
+);

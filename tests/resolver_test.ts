@@ -8,7 +8,7 @@ import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registr
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";
-import { ServiceProcess, type ServiceOptions } from "./helpers/service.ts";
+import { type ServiceOptions, ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -17,7 +17,8 @@ function resolverLog() {
   const updates: { at: number; addrs: string[] }[] = [];
   return {
     updates,
-    onUpdate: (_name: string, addrs: string[]) => updates.push({ at: performance.now(), addrs: [...addrs].sort() }),
+    onUpdate: (_name: string, addrs: string[]) =>
+      updates.push({ at: performance.now(), addrs: [...addrs].sort() }),
     current: () => updates.at(-1)?.addrs ?? [],
   };
 }
@@ -132,32 +133,40 @@ Deno.test("rolling stop under steady load: zero failed calls", opts, async () =>
   }
 });
 
-Deno.test("SIGKILL of one instance: calls fail over and it leaves the list within the TTL", opts, async () => {
-  await using etcd = await useEtcd();
-  const name = `kill-${crypto.randomUUID().slice(0, 8)}`;
-  const services = await startMany(3, { endpoints: etcd.endpoints, name, leaseTtl: "2s" });
-  const log = resolverLog();
-  const close = registerEtcdResolver({ endpoints: etcd.endpoints, onUpdate: log.onUpdate });
-  const client = dial(name);
-  try {
-    await eventually(() => log.current().length === 3, 5_000, "three addresses");
-    const load = steadyLoad(client, 4);
-    await eventually(() => load.stats.ok > 50, 5_000, "load running");
-    const victim = services[0];
-    const killedAt = performance.now();
-    victim.signal("SIGKILL");
-    await victim.status;
-    await eventually(() => !log.current().includes(victim.addr), 4_000, "killed instance dropped");
-    const gone = performance.now() - killedAt;
-    const okAfterDrop = load.stats.ok;
-    await eventually(() => load.stats.ok > okAfterDrop + 50, 5_000, "calls keep flowing");
-    await load.stop();
-    console.log(`SIGKILL: dropped from the resolver after ${gone.toFixed(0)} ms (ttl 2s); ${load.stats.ok} ok, ${load.stats.failed} failed`);
-    assert.equal(load.stats.failed, 0, load.stats.errors.slice(0, 5).join("\n"));
-    assert.ok(![...load.stats.byPeer.keys()].every((p) => p === victim.addr));
-  } finally {
-    client.close();
-    close();
-    for (const s of services) await s[Symbol.asyncDispose]();
-  }
-});
+Deno.test(
+  "SIGKILL of one instance: calls fail over and it leaves the list within the TTL",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `kill-${crypto.randomUUID().slice(0, 8)}`;
+    const services = await startMany(3, { endpoints: etcd.endpoints, name, leaseTtl: "2s" });
+    const log = resolverLog();
+    const close = registerEtcdResolver({ endpoints: etcd.endpoints, onUpdate: log.onUpdate });
+    const client = dial(name);
+    try {
+      await eventually(() => log.current().length === 3, 5_000, "three addresses");
+      const load = steadyLoad(client, 4);
+      await eventually(() => load.stats.ok > 50, 5_000, "load running");
+      const victim = services[0];
+      const killedAt = performance.now();
+      victim.signal("SIGKILL");
+      await victim.status;
+      await eventually(() => !log.current().includes(victim.addr), 4_000, "killed instance dropped");
+      const gone = performance.now() - killedAt;
+      const okAfterDrop = load.stats.ok;
+      await eventually(() => load.stats.ok > okAfterDrop + 50, 5_000, "calls keep flowing");
+      await load.stop();
+      console.log(
+        `SIGKILL: dropped from the resolver after ${
+          gone.toFixed(0)
+        } ms (ttl 2s); ${load.stats.ok} ok, ${load.stats.failed} failed`,
+      );
+      assert.equal(load.stats.failed, 0, load.stats.errors.slice(0, 5).join("\n"));
+      assert.ok(![...load.stats.byPeer.keys()].every((p) => p === victim.addr));
+    } finally {
+      client.close();
+      close();
+      for (const s of services) await s[Symbol.asyncDispose]();
+    }
+  },
+);
