@@ -11,6 +11,7 @@ import { rawClient } from "./helpers/kv.ts";
 import { type ServiceOptions, ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
+const CALLERS = 4;
 
 /** The resolver's view: every list it pushed, with a timestamp. */
 function resolverLog() {
@@ -100,7 +101,7 @@ Deno.test("rolling stop under steady load: zero failed calls", opts, async () =>
   watcher.on("delete", (kv) => deletedAt.set(kv.key.toString().split("/").pop()!, performance.now()));
   try {
     await eventually(() => log.current().length === 3, 5_000, "three addresses");
-    const load = steadyLoad(client, 4);
+    const load = steadyLoad(client, CALLERS);
     await eventually(() => load.stats.ok > 50, 5_000, "load running");
     const dropLatencies: number[] = [];
     for (const victim of all.slice(0, 3)) {
@@ -145,7 +146,7 @@ Deno.test(
     const client = dial(name);
     try {
       await eventually(() => log.current().length === 3, 5_000, "three addresses");
-      const load = steadyLoad(client, 4);
+      const load = steadyLoad(client, CALLERS);
       await eventually(() => load.stats.ok > 50, 5_000, "load running");
       const victim = services[0];
       const killedAt = performance.now();
@@ -161,8 +162,15 @@ Deno.test(
           gone.toFixed(0)
         } ms (ttl 2s); ${load.stats.ok} ok, ${load.stats.failed} failed`,
       );
-      assert.equal(load.stats.failed, 0, load.stats.errors.slice(0, 5).join("\n"));
-      assert.ok(![...load.stats.byPeer.keys()].every((p) => p === victim.addr));
+      // Calls that never reached the killed server are retried elsewhere (UNAVAILABLE retry policy).
+      // A call the server had already sent headers for is committed, not retried: it may have been
+      // delivered, and Send is not idempotent. So at most the calls in flight there can fail.
+      assert.ok(
+        load.stats.failed <= CALLERS,
+        `${load.stats.failed} failed:\n${load.stats.errors.join("\n")}`,
+      );
+      assert.ok(load.stats.errors.every((e) => e.startsWith("14 ")), load.stats.errors.join("\n"));
+      assert.ok([...load.stats.byPeer.keys()].some((p) => p !== victim.addr));
     } finally {
       client.close();
       close();
