@@ -239,3 +239,68 @@ export const PRIVATE_ETCD_ONLY: Pick<Deno.TestDefinition, "ignore" | "sanitizeOp
   sanitizeOps: false,
   sanitizeResources: false,
 };
+
+/** A private multi-member etcd cluster on loopback. */
+export interface EtcdCluster extends AsyncDisposable {
+  readonly endpoints: string[];
+  /** SIGKILLs member `i` (its data dir is kept). */
+  kill(i: number): Promise<void>;
+  /** Starts member `i` again with its data. */
+  start(i: number): Promise<void>;
+}
+
+/** Starts `size` etcd members on free loopback ports (needs the `etcd` binary). */
+export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
+  const binary = etcdBinary();
+  if (!binary) throw new Error("The cluster tests need the etcd binary: apt-get install -y etcd-server");
+  const members = await Promise.all(Array.from({ length: size }, async (_, i) => ({
+    name: `m${i}`,
+    client: freePort(),
+    peer: freePort(),
+    dataDir: await Deno.makeTempDir({ prefix: `etcd-cluster-m${i}-` }),
+    child: undefined as Deno.ChildProcess | undefined,
+    started: false,
+  })));
+  const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(",");
+  const launch = (i: number) => {
+    const m = members[i];
+    m.child = new Deno.Command(binary, {
+      args: [
+        `--name=${m.name}`,
+        `--data-dir=${m.dataDir}`,
+        `--listen-client-urls=http://127.0.0.1:${m.client}`,
+        `--advertise-client-urls=http://127.0.0.1:${m.client}`,
+        `--listen-peer-urls=http://127.0.0.1:${m.peer}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${m.peer}`,
+        `--initial-cluster=${initialCluster}`,
+        `--initial-cluster-state=${m.started ? "existing" : "new"}`,
+        "--initial-cluster-token=test-cluster",
+        "--log-level=error",
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    m.started = true;
+  };
+  for (let i = 0; i < size; i++) launch(i);
+  for (const m of members) await waitForHealthy(`http://127.0.0.1:${m.client}/health`, 20_000);
+  const kill = async (i: number) => {
+    const child = members[i].child;
+    members[i].child = undefined;
+    if (!child) return;
+    child.kill("SIGKILL");
+    await child.status;
+  };
+  return {
+    endpoints: members.map((m) => `127.0.0.1:${m.client}`),
+    kill,
+    start: async (i) => {
+      launch(i);
+      await waitForHealthy(`http://127.0.0.1:${members[i].client}/health`, 20_000);
+    },
+    [Symbol.asyncDispose]: async () => {
+      for (let i = 0; i < size; i++) await kill(i);
+      for (const m of members) await Deno.remove(m.dataDir, { recursive: true }).catch(() => {});
+    },
+  };
+}
