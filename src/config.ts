@@ -276,6 +276,16 @@ function readEtcd(
     if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) {
       r.fail(`${s}.tls`, "cert-file and key-file go together: set both or neither");
     }
+    // Deno's TLS refuses an IP address as the server name, which grpc-js would send for an IP endpoint.
+    const ipEndpoint = endpoints.find((e) =>
+      /^(\[[0-9A-Fa-f:.]+\]|\d+\.\d+\.\d+\.\d+):/.test(e.replace(/^https?:\/\//, ""))
+    );
+    if (ipEndpoint && !tls.serverName) {
+      r.fail(
+        `${s}.tls.server-name`,
+        `required with an IP endpoint (${quote(ipEndpoint)}): set it to a DNS name in etcd's certificate`,
+      );
+    }
   }
   return {
     endpoints,

@@ -31,14 +31,15 @@ export const MAX_REQUEST_BYTES = 256 * 1024;
 
 function credentials(tls: ServerTlsConfig | undefined): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
-  const ca = tls.clientCaFile ? Deno.readFileSync(tls.clientCaFile) : null;
+  const certChain = Buffer.from(Deno.readFileSync(tls.certFile));
+  const clientCa = tls.clientCaFile ? Buffer.from(Deno.readFileSync(tls.clientCaFile)) : null;
+  // Without a client CA, grpc-js fills the server's `ca` with the whole system root bundle
+  // (~220 KB) and Deno's TLS server then breaks the handshake ("excessive message size"). When
+  // client certificates are not checked the list is unused, so give it our own certificate.
   return grpc.ServerCredentials.createSsl(
-    ca ? Buffer.from(ca) : null,
-    [{
-      cert_chain: Buffer.from(Deno.readFileSync(tls.certFile)),
-      private_key: Buffer.from(Deno.readFileSync(tls.keyFile)),
-    }],
-    ca !== null,
+    clientCa ?? certChain,
+    [{ cert_chain: certChain, private_key: Buffer.from(Deno.readFileSync(tls.keyFile)) }],
+    clientCa !== null,
   );
 }
 

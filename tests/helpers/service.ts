@@ -26,6 +26,8 @@ export interface ServiceOptions {
   maxSubscribers?: number;
   /** Raw YAML appended under `etcd:` (indented by the caller). */
   etcdExtra?: string;
+  /** Raw YAML appended under `notification-server:` (indented by the caller). */
+  serverExtra?: string;
   env?: Record<string, string>;
   /** Run this executable with `args` instead of `deno run main.ts` (the compiled binary). */
   executable?: string;
@@ -43,6 +45,7 @@ export async function writeConfig(options: ServiceOptions): Promise<string> {
   drain-delay: ${options.drainDelay ?? "0s"}
   shutdown-timeout: ${options.shutdownTimeout ?? "5s"}
   max-subscribers: ${options.maxSubscribers ?? 100}
+${options.serverExtra ?? ""}
 etcd:
   endpoints: ${JSON.stringify(options.endpoints)}
   dial-timeout: 2s

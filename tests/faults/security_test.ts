@@ -1,0 +1,185 @@
+/**
+ * Security against real processes: etcd with auth (a role limited to the prefix), etcd with TLS and
+ * client-certificate auth from a CA made here with openssl, and TLS on the gRPC server.
+ */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { createEtcdClient } from "../../src/registry/etcd_client.ts";
+import { services } from "../../src/protos.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
+import { readRecord } from "../helpers/kv.ts";
+import { ServiceProcess } from "../helpers/service.ts";
+
+async function sh(cmd: string, args: string[], cwd?: string): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!out.success) throw new Error(`${cmd} ${args.join(" ")} failed: ${text}`);
+  return text;
+}
+
+/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all in `dir`. */
+async function makeCertificates(dir: string): Promise<void> {
+  const o = (...args: string[]) => sh("openssl", args, dir);
+  await o(
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=test-ca",
+  );
+  for (const [name, usage] of [["server", "serverAuth,clientAuth"], ["client", "clientAuth"]]) {
+    await o(
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.csr`,
+      "-subj",
+      `/CN=${name}`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/${name}.ext`,
+      `subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=${usage}\n`,
+    );
+    await o(
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      `${name}.pem`,
+      "-days",
+      "2",
+      "-extfile",
+      `${name}.ext`,
+    );
+  }
+}
+
+Deno.test(
+  "etcd auth: a user limited to the prefix registers; a wrong password fails fast in one line",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    await using etcd = await startEtcd();
+    const ctl = (...args: string[]) => sh("etcdctl", [`--endpoints=${etcd.endpoints[0]}`, ...args]);
+    await ctl("user", "add", "root", "--new-user-password=rootpw");
+    await ctl("user", "add", "svc", "--new-user-password=s3cret-pw");
+    await ctl("role", "add", "svc-role");
+    await ctl("role", "grant-permission", "svc-role", "readwrite", "/services/", "--prefix=true");
+    await ctl("user", "grant-role", "svc", "svc-role");
+    await ctl("auth", "enable");
+
+    const passwordFile = await Deno.makeTempFile();
+    await Deno.writeTextFile(passwordFile, "s3cret-pw\n");
+    const svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      etcdExtra: `  username: "svc"\n  password-file: "${passwordFile}"\n`,
+    });
+    const kv = createEtcdClient({
+      endpoints: etcd.endpoints,
+      dialTimeoutMs: 2_000,
+      username: "root",
+      password: "rootpw",
+    });
+    try {
+      assert.ok(await readRecord(kv, svc.key), "registered with auth");
+      svc.signal("SIGTERM");
+      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
+      assert.equal(await readRecord(kv, svc.key), undefined, "deregistered (delete and revoke allowed)");
+      assert.ok(!svc.lines.join("\n").includes("s3cret-pw"), "password never logged");
+
+      await using wrong = await ServiceProcess.spawn({
+        endpoints: etcd.endpoints,
+        etcdExtra: `  username: "svc"\n`,
+        env: { ETCD_PASSWORD: "wrong-pw" },
+      });
+      const t0 = Date.now();
+      const status = await wrong.status;
+      assert.equal(status.code, 1);
+      assert.ok(Date.now() - t0 < 5_000, "not retried for the whole startup-timeout");
+      const errors = wrong.lines.filter((l) => l.includes("ERROR"));
+      assert.equal(errors.length, 1, wrong.lines.join("\n"));
+      assert.match(errors[0], /refused us: .*authentication failed/i);
+      assert.ok(!wrong.lines.join("\n").includes("wrong-pw"), "password never logged");
+    } finally {
+      kv.close();
+      await svc[Symbol.asyncDispose]();
+    }
+  },
+);
+
+Deno.test(
+  "etcd over TLS with client certificates, and TLS on the gRPC server",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "certs-" });
+    await makeCertificates(dir);
+    await using etcd = await startEtcd({
+      tls: true,
+      args: [
+        `--cert-file=${dir}/server.pem`,
+        `--key-file=${dir}/server.key`,
+        "--client-cert-auth",
+        `--trusted-ca-file=${dir}/ca.pem`,
+      ],
+    });
+    const tls = {
+      caFile: `${dir}/ca.pem`,
+      certFile: `${dir}/client.pem`,
+      keyFile: `${dir}/client.key`,
+      serverName: "localhost",
+    };
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      // 127.0.0.1 endpoint: server-name is required under Deno (see config.ts); the cert has DNS:localhost.
+      etcdExtra:
+        `  tls:\n    ca-file: "${tls.caFile}"\n    cert-file: "${tls.certFile}"\n    key-file: "${tls.keyFile}"\n    server-name: "localhost"\n`,
+      serverExtra: `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n`,
+    });
+    const kv = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000, tls });
+    try {
+      assert.ok(await readRecord(kv, svc.key), "registered over TLS");
+      const { Health } = services();
+      const check = (creds: grpc.ChannelCredentials) =>
+        new Promise<string>((resolve, reject) => {
+          // Dialing an IP with TLS under Deno needs a DNS name for SNI (the cert has DNS:localhost).
+          const client = new Health(svc.addr, creds, { "grpc.ssl_target_name_override": "localhost" });
+          client.check(
+            { service: "" },
+            { deadline: Date.now() + 3_000 },
+            (e: grpc.ServiceError | null, v: { status: string }) => {
+              client.close();
+              if (e) reject(e);
+              else resolve(v.status);
+            },
+          );
+        });
+      const ca = Buffer.from(await Deno.readFile(`${dir}/ca.pem`));
+      assert.equal(await check(grpc.credentials.createSsl(ca)), "SERVING");
+      await assert.rejects(check(grpc.credentials.createInsecure()));
+      svc.signal("SIGTERM");
+      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
+      assert.equal(await readRecord(kv, svc.key), undefined);
+    } finally {
+      kv.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
