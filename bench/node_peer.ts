@@ -1,0 +1,21 @@
+/**
+ * The benchmark's Node peer: the same grpc-js server code as the service (src/server.ts, health,
+ * notification handlers), bundled by `deno bundle --platform node` and run on Node. It serves on
+ * 127.0.0.1:<port> (argv[2], 0 for any) without etcd, prints the port, and stops on SIGTERM.
+ */
+import { HealthService } from "../src/health.ts";
+import { NotificationService } from "../src/notification/service.ts";
+import { startGrpcServer } from "../src/server.ts";
+import process from "node:process";
+
+const notifications = new NotificationService({ instanceId: "node-peer" });
+const health = new HealthService({ "": "SERVING", "notification.v1.NotificationService": "SERVING" });
+const { server, port } = await startGrpcServer({ host: "127.0.0.1", port: Number(process.argv[2] ?? 0) }, {
+  notification: notifications.handlers(),
+  health: health.handlers(),
+});
+console.log(`listening ${port}`);
+process.on("SIGTERM", () => {
+  server.forceShutdown();
+  process.exit(0);
+});

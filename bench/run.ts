@@ -1,0 +1,468 @@
+/**
+ * `deno task bench`: starts its own etcd and servers on loopback, runs bounded loads, and prints one
+ * table of medians over interleaved rounds. Peers: the Go original (../shared/peers/go-original)
+ * and the same grpc-js server code on Node; Health/Check load comes from the Go load generator
+ * (../shared/tools/loadgen) so the client is not the bottleneck. Nothing here asserts timings.
+ *
+ * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s).
+ */
+import * as grpc from "@grpc/grpc-js";
+import { parseArgs } from "node:util";
+import { createEtcdClient } from "../src/registry/etcd_client.ts";
+import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
+import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
+import { startEtcd } from "../tests/helpers/etcd.ts";
+import { notificationClient, send } from "../tests/helpers/grpc.ts";
+import { rawClient } from "../tests/helpers/kv.ts";
+import { ServiceProcess } from "../tests/helpers/service.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const SHARED = `${ROOT}../shared`;
+const BUILD = `${ROOT}.bench`;
+const args = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "5" },
+    quick: { type: "boolean" },
+  },
+});
+const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
+const SECONDS = args.values.quick ? 2 : Number(args.values.seconds);
+const CALLERS = 32;
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0
+    ? NaN
+    : s.length % 2
+    ? s[(s.length - 1) / 2]
+    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const pct = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const note = (msg: string) => console.error(`bench: ${msg}`);
+
+async function run(cmd: string, argv: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
+  const out = await new Deno.Command(cmd, { args: argv, ...opts, stdout: "piped", stderr: "piped" }).output();
+  return {
+    ok: out.success,
+    text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+  };
+}
+
+function rssMiB(pid: number): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    return Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? NaN) / 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Builds the Go peer and load generator from Debian's Go packages (GOPATH mode, no downloads). */
+async function buildGo(): Promise<{ loadgen?: string; peer?: string; reason?: string }> {
+  await Deno.mkdir(BUILD, { recursive: true });
+  if (!(await run("go", ["version"]).catch(() => ({ ok: false })) as { ok: boolean }).ok) {
+    return {
+      reason: "no Go toolchain: apt-get install -y golang-go golang-google-grpc-dev golang-etcd-server-dev",
+    };
+  }
+  const env = {
+    GOPATH: "/usr/share/gocode",
+    GO111MODULE: "off",
+    GOFLAGS: "",
+    HOME: Deno.env.get("HOME") ?? "/root",
+    PATH: Deno.env.get("PATH") ?? "",
+  };
+  const out: { loadgen?: string; peer?: string; reason?: string } = {};
+  for (const [key, dir] of [["loadgen", "tools/loadgen"], ["peer", "peers/go-original"]] as const) {
+    const bin = `${BUILD}/${key}`;
+    const built = await run("go", ["build", "-o", bin, "."], { cwd: `${SHARED}/${dir}`, env });
+    if (built.ok) out[key] = bin;
+    else out.reason = `go build ${dir} failed: ${built.text.split("\n")[0]}`;
+  }
+  return out;
+}
+
+/** A server under test: a name, its address, its PID, and how to stop it. */
+interface Target {
+  name: string;
+  addr: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startGoPeer(bin: string, endpoints: string[]): Promise<Target> {
+  const dir = await Deno.makeTempDir({ prefix: "go-peer-" });
+  await Deno.mkdir(`${dir}/config/platform`, { recursive: true });
+  const port = freePort();
+  await Deno.writeTextFile(
+    `${dir}/config/platform/config.yaml`,
+    `notification-server:\n  addr: "127.0.0.1:${port}"\n  name: "go-peer"\netcd:\n  endpoints: ${
+      JSON.stringify(endpoints)
+    }\n  dial-timeout: 5s\n`,
+  );
+  const child = new Deno.Command(bin, { cwd: dir, stdout: "null", stderr: "null" }).spawn();
+  await waitPort(port);
+  return {
+    name: "go",
+    addr: `127.0.0.1:${port}`,
+    pid: child.pid,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+async function startDeno(endpoints: string[]): Promise<Target> {
+  const svc = await ServiceProcess.start({ endpoints, name: "bench-deno", maxSubscribers: 5000 });
+  return {
+    name: "deno",
+    addr: svc.addr,
+    pid: svc.pid,
+    stop: async () => {
+      svc.signal("SIGTERM");
+      await svc.status;
+    },
+  };
+}
+
+async function startNode(): Promise<Target | undefined> {
+  await Deno.mkdir(BUILD, { recursive: true });
+  // Under .bench/ so `../proto` and node_modules resolve from the bundle as from src/.
+  const bundled = await run(Deno.execPath(), [
+    "bundle",
+    "--platform",
+    "node",
+    "--external",
+    "@grpc/*",
+    "-o",
+    `${BUILD}/node_peer.mjs`,
+    `${ROOT}bench/node_peer.ts`,
+  ]);
+  if (!bundled.ok) {
+    note(`node peer not bundled: ${bundled.text.split("\n")[0]}`);
+    return undefined;
+  }
+  const child = new Deno.Command("node", {
+    args: [`${BUILD}/node_peer.mjs`, "0"],
+    stdout: "piped",
+    stderr: "inherit",
+  })
+    .spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening (\d+)/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`node peer exited: ${text}`);
+    text += value;
+  }
+  void reader.cancel();
+  const port = Number(text.match(/listening (\d+)/)![1]);
+  return {
+    name: "node",
+    addr: `127.0.0.1:${port}`,
+    pid: child.pid,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return p;
+}
+
+async function waitPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+  throw new Error(`nothing listened on ${port}`);
+}
+
+interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  rss: number;
+}
+
+/** Health/Check through the Go load generator, sampling the server's RSS meanwhile. */
+async function loadgenRun(loadgen: string, target: Target): Promise<LoadResult> {
+  let peak = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, rssMiB(target.pid) || 0);
+      await sleep(250);
+    }
+  })();
+  const out = await run(loadgen, [
+    "-addr",
+    target.addr,
+    "-c",
+    String(CALLERS),
+    "-conns",
+    "1",
+    "-d",
+    `${SECONDS}s`,
+    "-w",
+    "1s",
+  ]);
+  sampling = false;
+  await sampler;
+  const m = out.text.match(/rps=(\S+) ok=\S+ errors=(\S+) p50_ms=(\S+) p99_ms=(\S+)/);
+  if (!m) throw new Error(`loadgen said: ${out.text}`);
+  return { rps: Number(m[1]), errors: Number(m[2]), p50: Number(m[3]), p99: Number(m[4]), rss: peak };
+}
+
+/** Send through a grpc-js client in this process (32 callers on one channel). */
+async function sendRun(target: Target): Promise<LoadResult> {
+  const client = notificationClient(target.addr);
+  const lat: number[] = [];
+  let errors = 0;
+  let peak = 0;
+  const warmEnd = performance.now() + 1000;
+  const end = warmEnd + SECONDS * 1000;
+  await Promise.all(Array.from({ length: CALLERS }, async () => {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      try {
+        await send(client, { recipient: "bench", title: "t", body: "b" });
+        if (t0 >= warmEnd) lat.push(performance.now() - t0);
+      } catch {
+        errors++;
+      }
+      if (lat.length % 500 === 0) peak = Math.max(peak, rssMiB(target.pid) || 0);
+    }
+  }));
+  client.close();
+  return { rps: lat.length / SECONDS, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors, rss: peak };
+}
+
+/** Process start → record visible; SIGTERM → record deleted; SIGTERM → exit. */
+async function lifecycleTimes(endpoints: string[], runs: number) {
+  const raw = rawClient(endpoints);
+  const events = new Map<string, { put?: number; del?: number }>();
+  const watcher = await raw.watch().prefix("/services/bench-life/").create();
+  watcher.on(
+    "put",
+    (kv) => events.set(kv.key.toString(), { ...events.get(kv.key.toString()), put: performance.now() }),
+  );
+  watcher.on(
+    "delete",
+    (kv) => events.set(kv.key.toString(), { ...events.get(kv.key.toString()), del: performance.now() }),
+  );
+  const reg: number[] = [];
+  const dereg: number[] = [];
+  const exit: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const svc = await ServiceProcess.start({
+      endpoints,
+      name: "bench-life",
+      instanceId: `r${i}`,
+      drainDelay: "1s",
+    });
+    const key = svc.key;
+    while (!events.get(key)?.put) await sleep(5);
+    reg.push(events.get(key)!.put! - t0);
+    const t1 = performance.now();
+    svc.signal("SIGTERM");
+    await svc.status;
+    exit.push(performance.now() - t1);
+    while (!events.get(key)?.del) await sleep(5);
+    dereg.push(events.get(key)!.del! - t1);
+  }
+  await watcher.cancel();
+  raw.close();
+  return { reg: median(reg), dereg: median(dereg), exit: median(exit) };
+}
+
+/** Record written → watch snapshot, over 200 changes; list() and resolver time with 1000 instances. */
+async function discoveryTimes(endpoints: string[]) {
+  const raw = rawClient(endpoints);
+  const client = createEtcdClient({ endpoints, dialTimeoutMs: 5_000 });
+  const discovery = new EtcdDiscovery(client);
+  const abort = new AbortController();
+  let last = 0;
+  let count = 0;
+  const watching = (async () => {
+    for await (const _ of discovery.watch("bench-watch", { signal: abort.signal })) {
+      last = performance.now();
+      count++;
+    }
+  })();
+  while (count === 0) await sleep(5);
+  const lat: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const before = count;
+    const t0 = performance.now();
+    await raw.put("/services/bench-watch/a").value(JSON.stringify({ Op: 0, Addr: `10.0.0.1:${1000 + i}` }))
+      .exec();
+    while (count === before) await sleep(0);
+    lat.push(last - t0);
+  }
+  abort.abort();
+  await watching;
+
+  for (let i = 0; i < 1000; i += 100) {
+    await Promise.all(
+      Array.from({ length: 100 }, (_, j) =>
+        raw.put(`/services/bench-many/i${i + j}`).value(
+          JSON.stringify({ Op: 0, Addr: `10.1.${(i + j) >> 8}.${(i + j) & 255}:80` }),
+        ).exec()),
+    );
+  }
+  const listTimes: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    const list = await discovery.list("bench-many");
+    listTimes.push(performance.now() - t0);
+    if (list.length !== 1000) throw new Error(`list() returned ${list.length}`);
+  }
+  let firstList = 0;
+  const t0 = performance.now();
+  const close = registerEtcdResolver({
+    client,
+    endpoints,
+    onUpdate: (_n, addrs) => {
+      if (!firstList && addrs.length === 1000) firstList = performance.now() - t0;
+    },
+  });
+  const channel = notificationClient("etcd:///bench-many", {
+    "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
+  });
+  channel.getChannel().getConnectivityState(true);
+  while (!firstList) await sleep(2);
+  channel.close();
+  close();
+  client.close();
+  raw.close();
+  return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), list: median(listTimes), resolver: firstList };
+}
+
+/** One Send to a recipient with 1000 live Subscribe streams: time until all have it. */
+async function fanOut(target: Target): Promise<number> {
+  const client = notificationClient(target.addr);
+  let received = 0;
+  let allAt = 0;
+  let armed = false;
+  const streams: grpc.ClientReadableStream<unknown>[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const s = client.subscribe({ recipient: "fan" }) as grpc.ClientReadableStream<unknown>;
+    s.on("data", () => {
+      if (++received === 1000 && armed) allAt = performance.now();
+    });
+    s.on("error", () => {});
+    streams.push(s);
+  }
+  // Probe until the server holds all 1000, then let every probe's copies arrive before timing.
+  let delivered = 0;
+  for (;;) {
+    const probe = await send(client, { recipient: "fan", title: "count" });
+    delivered += probe.delivered;
+    if (probe.delivered === 1000) break;
+    await sleep(20);
+  }
+  while (received < delivered) await sleep(5);
+  received = 0;
+  armed = true;
+  const t0 = performance.now();
+  await send(client, { recipient: "fan", title: "go" });
+  while (!allAt) await sleep(1);
+  for (const s of streams) s.cancel();
+  client.close();
+  return allAt - t0;
+}
+
+function fmt(n: number, digits = 1): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : "n/a";
+}
+
+async function main(): Promise<void> {
+  note(`rounds=${ROUNDS}, ${SECONDS}s per load run, ${CALLERS} callers, ${Deno.env.get("HOSTNAME") ?? ""}`);
+  const go = await buildGo();
+  if (go.reason) note(go.reason);
+  await using etcd = await startEtcd();
+  const targets: Target[] = [];
+  if (go.peer) targets.push(await startGoPeer(go.peer, etcd.endpoints));
+  targets.push(await startDeno(etcd.endpoints));
+  const node = await startNode();
+  if (node) targets.push(node);
+  await sleep(2_000);
+  const idle = new Map(targets.map((t) => [t.name, rssMiB(t.pid)]));
+
+  const health = new Map<string, LoadResult[]>();
+  const sendResults = new Map<string, LoadResult[]>();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const t of targets) {
+      if (go.loadgen) {
+        note(`round ${round + 1}: Health/Check on ${t.name}`);
+        health.set(t.name, [...health.get(t.name) ?? [], await loadgenRun(go.loadgen, t)]);
+      }
+      if (t.name !== "go") {
+        note(`round ${round + 1}: Send on ${t.name}`);
+        sendResults.set(t.name, [...sendResults.get(t.name) ?? [], await sendRun(t)]);
+      }
+    }
+  }
+  const deno = targets.find((t) => t.name === "deno")!;
+  note("fan-out to 1000 subscribers");
+  const fan = await fanOut(deno);
+  for (const t of targets) await t.stop();
+  note("lifecycle timings (5 runs)");
+  const life = await lifecycleTimes(etcd.endpoints, 5);
+  note("discovery timings");
+  const disc = await discoveryTimes(etcd.endpoints);
+
+  const med = (m: Map<string, LoadResult[]>, name: string, f: (r: LoadResult) => number) =>
+    median((m.get(name) ?? []).map(f));
+  const rows: string[][] = [["metric", "go", "deno", "node", "deno/go", "deno/node"]];
+  const row = (label: string, m: Map<string, LoadResult[]>, f: (r: LoadResult) => number, digits = 1) => {
+    const [g, d, n] = ["go", "deno", "node"].map((name) => med(m, name, f));
+    rows.push([label, fmt(g, digits), fmt(d, digits), fmt(n, digits), fmt(d / g, 2), fmt(d / n, 2)]);
+  };
+  row("Health/Check rps (loadgen, c=32)", health, (r) => r.rps, 0);
+  row("Health/Check p50 ms", health, (r) => r.p50, 2);
+  row("Health/Check p99 ms", health, (r) => r.p99, 2);
+  row("Health/Check errors", health, (r) => r.errors, 0);
+  row("Send rps (grpc-js client, c=32)", sendResults, (r) => r.rps, 0);
+  row("Send p50 ms", sendResults, (r) => r.p50, 2);
+  row("Send p99 ms", sendResults, (r) => r.p99, 2);
+  row("RSS under Health load MiB", health, (r) => r.rss, 0);
+  const [gi, di, ni] = ["go", "deno", "node"].map((n) => idle.get(n) ?? NaN);
+  rows.push(["idle RSS MiB", fmt(gi, 0), fmt(di, 0), fmt(ni, 0), fmt(di / gi, 2), fmt(di / ni, 2)]);
+  const single = (label: string, v: number, digits = 1) => rows.push([label, "", fmt(v, digits), "", "", ""]);
+  single("start -> record visible ms", life.reg, 0);
+  single("SIGTERM -> record deleted ms", life.dereg, 1);
+  single("SIGTERM -> exit ms (drain-delay 1s)", life.exit, 0);
+  single("watch propagation p50 ms (200)", disc.p50, 2);
+  single("watch propagation p99 ms (200)", disc.p99, 2);
+  single("list() with 1000 instances ms", disc.list, 1);
+  single("resolver first list, 1000 instances ms", disc.resolver, 1);
+  single("fan-out 1 Send -> 1000 subscribers ms", fan, 1);
+
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  console.log(
+    `\n${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, ${
+      fmt(Deno.systemMemoryInfo().total / 2 ** 30, 0)
+    } GiB, medians of ${ROUNDS} interleaved round(s), ${SECONDS}s each\n`,
+  );
+  for (const r of rows) console.log(`| ${r.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`);
+}
+
+await main();
+Deno.exit(0);
