@@ -169,7 +169,8 @@ Deno.test(
         load.stats.failed <= CALLERS,
         `${load.stats.failed} failed:\n${load.stats.errors.join("\n")}`,
       );
-      assert.ok(load.stats.errors.every((e) => e.startsWith("14 ")), load.stats.errors.join("\n"));
+      // UNAVAILABLE, or INTERNAL "write EPIPE" when Deno's client writes into the dead socket.
+      assert.ok(load.stats.errors.every((e) => /^1[34] /.test(e)), load.stats.errors.join("\n"));
       assert.ok([...load.stats.byPeer.keys()].some((p) => p !== victim.addr));
     } finally {
       client.close();
