@@ -67,6 +67,7 @@ export async function startGrpcServer(
       } else resolve(boundPort);
     });
   });
+  coalesceWrites(server);
   return { server, port };
 }
 
