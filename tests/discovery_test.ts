@@ -1,10 +1,11 @@
 /** EtcdDiscovery on a real etcd: list, watch snapshots, continuity through an etcd restart. */
 import assert from "node:assert/strict";
+import type { Etcd3 } from "etcd3";
 import type { Logger } from "../src/logger.ts";
 import { createEtcdClient } from "../src/registry/etcd_client.ts";
 import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
 import type { ServiceInstance } from "../src/registry/types.ts";
-import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
+import { type EtcdHandle, PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";
 
@@ -16,6 +17,22 @@ function uniqueName(): string {
 
 function value(addr: string, metadata: Record<string, string> = {}): string {
   return JSON.stringify({ Op: 0, Addr: addr, Metadata: metadata });
+}
+
+/** An etcd (from `start`), a raw client for writes, a discovery client, and a fresh service name. */
+async function withEtcd(
+  start: () => Promise<EtcdHandle>,
+  fn: (ctx: { etcd: EtcdHandle; raw: Etcd3; client: Etcd3; name: string }) => Promise<void>,
+): Promise<void> {
+  await using etcd = await start();
+  const raw = rawClient(etcd.endpoints);
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  try {
+    await fn({ etcd, raw, client, name: uniqueName() });
+  } finally {
+    client.close();
+    raw.close();
+  }
 }
 
 /** Pulls snapshots from a watch into an array in the background. */
@@ -41,13 +58,9 @@ Deno.test(
   "list() reads both layouts, skips malformed records with a warning, and ignores other services",
   opts,
   async () => {
-    await using etcd = await useEtcd();
-    const raw = rawClient(etcd.endpoints);
-    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
     const warnings: string[] = [];
     const logger: Logger = { info() {}, warn: (m) => warnings.push(m), error() {} };
-    const name = uniqueName();
-    try {
+    await withEtcd(useEtcd, async ({ raw, client, name }) => {
       await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "1" })).exec();
       await raw.put(`/services/${name}/b`).value("10.0.0.2:2").exec(); // hand-written plain value
       await raw.put(`/services/${name}`).value("10.0.0.3:3").exec(); // the original service layout
@@ -61,19 +74,12 @@ Deno.test(
       assert.deepEqual(list.find((i) => i.id === "a")?.metadata, { v: "1" });
       assert.equal(warnings.length, 1);
       assert.match(warnings[0], new RegExp(`Skipping malformed record at "/services/${name}/bad"`));
-    } finally {
-      client.close();
-      raw.close();
-    }
+    });
   },
 );
 
 Deno.test("watch() yields the current list, then a full snapshot after each change", opts, async () => {
-  await using etcd = await useEtcd();
-  const raw = rawClient(etcd.endpoints);
-  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-  const name = uniqueName();
-  try {
+  await withEtcd(useEtcd, async ({ raw, client, name }) => {
     await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
     const w = follow(new EtcdDiscovery(client), name);
     await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
@@ -92,18 +98,11 @@ Deno.test("watch() yields the current list, then a full snapshot after each chan
     await eventually(() => w.latest().length === 2, 3_000, "c added");
     assert.equal(w.snapshots.length, count + 1, "no snapshot for unrelated or unchanged writes");
     await w.stop();
-  } finally {
-    client.close();
-    raw.close();
-  }
+  });
 });
 
 Deno.test("watch() propagation latency over 200 changes (printed, not asserted)", opts, async () => {
-  await using etcd = await useEtcd();
-  const raw = rawClient(etcd.endpoints);
-  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-  const name = uniqueName();
-  try {
+  await withEtcd(useEtcd, async ({ raw, client, name }) => {
     const w = follow(new EtcdDiscovery(client), name);
     await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
     const latencies: number[] = [];
@@ -119,21 +118,14 @@ Deno.test("watch() propagation latency over 200 changes (printed, not asserted)"
     console.log(`watch propagation (put sent -> snapshot): p50=${p(0.5)} ms p99=${p(0.99)} ms over 200`);
     assert.equal(latencies.length, 200);
     await w.stop();
-  } finally {
-    client.close();
-    raw.close();
-  }
+  });
 });
 
 Deno.test(
   "watch() sees every change made around an etcd restart (data kept) once, in order",
   PRIVATE_ETCD_ONLY,
   async () => {
-    await using etcd = await startEtcd();
-    const raw = rawClient(etcd.endpoints);
-    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-    const name = uniqueName();
-    try {
+    await withEtcd(startEtcd, async ({ etcd, raw, client, name }) => {
       const w = follow(new EtcdDiscovery(client), name);
       await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
       const put = (i: number) =>
@@ -156,10 +148,7 @@ Deno.test(
       for (let k = 1; k <= peak; k++) assert.ok(sizes[k] > sizes[k - 1], `grows monotonically: ${sizes}`);
       assert.deepEqual(sizes.slice(peak + 1), [9]);
       await w.stop();
-    } finally {
-      client.close();
-      raw.close();
-    }
+    });
   },
 );
 
@@ -167,11 +156,7 @@ Deno.test(
   "watch() reconciles when etcd comes back empty (deletions a watch cannot deliver)",
   PRIVATE_ETCD_ONLY,
   async () => {
-    await using etcd = await startEtcd();
-    const raw = rawClient(etcd.endpoints);
-    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-    const name = uniqueName();
-    try {
+    await withEtcd(startEtcd, async ({ etcd, raw, client, name }) => {
       for (let i = 0; i < 20; i++) {
         await raw.put(`/services/${name}/pad`).value(value(`10.0.0.1:${i + 1}`))
           .exec();
@@ -189,9 +174,6 @@ Deno.test(
       );
       await eventually(() => w.latest().map((i) => i.id).join() === "b", 5_000, "write after wipe seen");
       await w.stop();
-    } finally {
-      client.close();
-      raw.close();
-    }
+    });
   },
 );
