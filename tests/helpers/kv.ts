@@ -1,9 +1,14 @@
 /** Direct etcd reads for assertions (a second, independent client). */
-import { Etcd3 } from "etcd3";
+import type { Etcd3 } from "etcd3";
+import { createEtcdClient } from "../../src/registry/etcd_client.ts";
 
-/** An etcd3 client on `endpoints` for test assertions. */
+/**
+ * An etcd3 client on `endpoints` for test assertions. Built like the library's clients so grpc-js
+ * shares one connection per etcd member: a Deno process holding two connections to an etcd that
+ * shuts down gracefully can abort in nghttp2 (denoland/deno#36788), which the restart tests do.
+ */
 export function rawClient(endpoints: string[]): Etcd3 {
-  return new Etcd3({ hosts: endpoints.map((e) => `http://${e}`) });
+  return createEtcdClient({ endpoints, dialTimeoutMs: 2_000 });
 }
 
 /** The record at `key` with its lease and the lease's TTLs, or undefined. */
