@@ -126,7 +126,7 @@ Deno.test(
 );
 
 Deno.test(
-  "etcd over TLS with client certificates, and TLS on the gRPC server",
+  "etcd over TLS with client certificates, and mutual TLS on the gRPC server",
   PRIVATE_ETCD_ONLY,
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "certs-" });
@@ -151,7 +151,8 @@ Deno.test(
       // 127.0.0.1 endpoint: server-name is required under Deno (see config.ts); the cert has DNS:localhost.
       etcdExtra:
         `  tls:\n    ca-file: "${tls.caFile}"\n    cert-file: "${tls.certFile}"\n    key-file: "${tls.keyFile}"\n    server-name: "localhost"\n`,
-      serverExtra: `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n`,
+      serverExtra:
+        `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n    client-ca-file: "${dir}/ca.pem"\n`,
     });
     const kv = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000, tls });
     try {
@@ -172,7 +173,10 @@ Deno.test(
           );
         });
       const ca = Buffer.from(await Deno.readFile(`${dir}/ca.pem`));
-      assert.equal(await check(grpc.credentials.createSsl(ca)), "SERVING");
+      const clientKey = Buffer.from(await Deno.readFile(`${dir}/client.key`));
+      const clientCert = Buffer.from(await Deno.readFile(`${dir}/client.pem`));
+      assert.equal(await check(grpc.credentials.createSsl(ca, clientKey, clientCert)), "SERVING");
+      await assert.rejects(check(grpc.credentials.createSsl(ca)), "no client certificate: refused");
       await assert.rejects(check(grpc.credentials.createInsecure()));
       svc.signal("SIGTERM");
       assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
