@@ -60,6 +60,8 @@ export class EtcdRegistrar implements Registrar {
   #key = "";
   #value = "";
   #session?: LeaseSession;
+  /** Leases this registrar granted, so a record left under an earlier one is ours to take back. */
+  readonly #ownLeases = new Set<string>();
   #watcher?: Watcher;
   #state: RegistrationState = "unregistered";
   #lostAt = 0;
@@ -197,6 +199,7 @@ export class EtcdRegistrar implements Registrar {
       const previous = this.#session;
       const fresh = await LeaseSession.grant(this.#client, this.#ttl, this.#log);
       fresh.lost.then(() => this.#poke());
+      this.#ownLeases.add(fresh.id);
       this.#session = fresh;
       void previous?.close();
     }
@@ -212,9 +215,13 @@ export class EtcdRegistrar implements Registrar {
     if (current.lease === session.id && current.value.toString() === this.#value) {
       return { kind: "ok", wrote: false };
     }
-    if (current.lease !== session.id && current.lease !== "0") return { kind: "conflict", owner: current };
-    // Ours with a wrong value, or overwritten by hand without a lease: put ours back, unless it
-    // changed again meanwhile (then the next round looks afresh).
+    // etcd3 can give up on a lease that etcd still holds (etcd back after more than 2 TTLs with
+    // its data): the record under that earlier lease of ours is still ours.
+    if (current.lease !== "0" && !this.#ownLeases.has(current.lease)) {
+      return { kind: "conflict", owner: current };
+    }
+    // Ours with a wrong value or an old lease, or overwritten by hand without a lease: put ours
+    // back, unless it changed again meanwhile (then the next round looks afresh).
     try {
       const res = await kv.if(this.#key, "Mod", "==", Number(current.mod_revision))
         .then(kv.put(this.#key).value(this.#value).lease(session.id))
