@@ -165,7 +165,11 @@ Deno.test(
           const lease = (await eventually(() => readRecord(kv, key), 5_000, "record readable"))!.lease;
           await new Promise((r) => setTimeout(r, 6_000));
           // Present now, possibly re-registered if the keep-alive stream sat on the killed member.
-          const r = await eventually(() => readRecord(kv, key), 10_000, "record present");
+          const r = await eventually(
+            () => readRecord(kv, key),
+            10_000,
+            `record present\n${svc.lines.join("\n")}`,
+          );
           assert.ok(r.ttl > 0, `member ${i} down: record alive (ttl ${r.ttl})`);
           if (r.lease !== lease) console.log(`member ${i} down: re-registered under a new lease`);
           // Writes go through the live members: an outside delete is repaired.
@@ -175,6 +179,18 @@ Deno.test(
           kv.close();
         }
         await cluster.start(i);
+        // Before the next kill, the restarted member must take part in writes again; otherwise the
+        // next kill leaves no quorum, which no client can survive.
+        const rejoined = rawClient([cluster.endpoints[i]]);
+        try {
+          await eventually(
+            () => rejoined.put("/probe").value(String(i)).exec().then(() => true),
+            10_000,
+            `member ${i} rejoined`,
+          );
+        } finally {
+          rejoined.close();
+        }
       }
       await health.stop();
       assert.deepEqual(health.problems, []);
