@@ -131,7 +131,7 @@ Deno.test(
       const put = (i: number) =>
         raw.put(`/services/${name}/n${String(i).padStart(2, "0")}`).value(value(`10.0.0.1:${i + 1}`)).exec();
       for (let i = 0; i < 5; i++) await put(i);
-      await etcd.restart();
+      await etcd.restart({ crash: true }); // this process keeps its watch open: no GOAWAY (see helper)
       for (let i = 5; i < 10; i++) await eventually(() => put(i).then(() => true), 5_000, `put ${i}`);
       await raw.delete().key(`/services/${name}/n00`).exec();
       await eventually(
@@ -164,7 +164,7 @@ Deno.test(
       await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
       const w = follow(new EtcdDiscovery(client), name);
       await eventually(() => w.latest().length === 2, 3_000, "initial snapshot");
-      await etcd.restart({ wipe: true });
+      await etcd.restart({ wipe: true, crash: true });
       await eventually(() => w.latest().length === 0, 10_000, "wiped store reflected");
       // The revision went backwards; new writes must still arrive.
       await eventually(

@@ -14,8 +14,12 @@ export interface EtcdHandle extends AsyncDisposable {
   stop(): Promise<void>;
   /** Sends a signal to the etcd process (SIGKILL, SIGSTOP, SIGCONT). */
   signal(signal: Deno.Signal): void;
-  /** Starts it again on the same ports, optionally with an empty data dir. */
-  restart(options?: { wipe?: boolean }): Promise<void>;
+  /**
+   * Starts it again on the same ports, optionally with an empty data dir. `crash` stops it with
+   * SIGKILL instead of SIGTERM: no HTTP/2 GOAWAY, which can abort a Deno process holding a
+   * connection (denoland/deno#36788) — for tests whose own process must stay connected.
+   */
+  restart(options?: { wipe?: boolean; crash?: boolean }): Promise<void>;
 }
 
 /** Options for a private etcd. */
@@ -113,13 +117,13 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHan
     if (!options.tls) await waitForHealthy(`${client}/health`, 10_000);
   };
 
-  const stop = async () => {
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
     const running = child;
     child = undefined;
     if (!running) return;
     try {
       running.kill("SIGCONT");
-      running.kill("SIGTERM");
+      running.kill(signal);
     } catch { /* already gone */ }
     const timer = setTimeout(() => {
       try {
@@ -137,10 +141,10 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHan
     get pid() {
       return child?.pid;
     },
-    stop,
+    stop: () => stop(),
     signal: (signal) => child?.kill(signal),
-    restart: async ({ wipe = false } = {}) => {
-      await stop();
+    restart: async ({ wipe = false, crash = false } = {}) => {
+      await stop(crash ? "SIGKILL" : "SIGTERM");
       if (wipe) {
         await Deno.remove(dataDir, { recursive: true });
         dataDir = await Deno.makeTempDir({ prefix: "etcd-test-" });
