@@ -13,7 +13,7 @@ import { formatDuration } from "./duration.ts";
 import { HealthService } from "./health.ts";
 import type { Logger } from "./logger.ts";
 import { NotificationService } from "./notification/service.ts";
-import { createEtcdClient, waitForEtcd } from "./registry/etcd_client.ts";
+import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
 import type { ServiceInstance } from "./registry/types.ts";
 import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
@@ -49,7 +49,9 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   });
   let bound: BoundServer | undefined;
   try {
-    await waitForEtcd(etcd, { ...config.etcd, signal: stop.signal });
+    // One start-up budget for reaching etcd and registering, not one each.
+    const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
+    await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
     if (stop.signal.aborted) return 0;
     bound = await startGrpcServer(config.server.addr, {
       notification: notifications.handlers(),
@@ -64,7 +66,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       metadata: config.server.metadata,
     };
     notifications.instanceId = instance.id;
-    await registrar.register(instance, { signal: stop.signal, timeoutMs: config.etcd.startupTimeoutMs });
+    await registrar.register(instance, { signal: stop.signal, deadline });
     if (!stop.signal.aborted) {
       log.info(
         `Service registered to etcd: ${registrar.key} -> ${instance.addr} (lease ${registrar.leaseId}, ttl ${config.etcd.leaseTtlSeconds}s)`,

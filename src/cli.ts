@@ -2,7 +2,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Config } from "./config.ts";
 import { services } from "./protos.ts";
-import { createEtcdClient, waitForEtcd } from "./registry/etcd_client.ts";
+import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdDiscovery } from "./registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
 import type { ServiceInstance } from "./registry/types.ts";
@@ -49,7 +49,7 @@ async function discover(name: string, flags: CommandFlags, config: Config): Prom
   try {
     await waitForEtcd(client, {
       endpoints: config.etcd.endpoints,
-      startupTimeoutMs: config.etcd.dialTimeoutMs,
+      deadline: deadlineAfter(config.etcd.dialTimeoutMs),
     });
     if (!flags.watch) {
       printInstances(await discovery.list(name), flags.json ?? false);

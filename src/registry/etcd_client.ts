@@ -83,38 +83,58 @@ export function describeEtcdError(error: unknown): string {
   return text.split("\n")[0];
 }
 
+/** Options for {@link retryTransient}. */
+export interface RetryOptions {
+  /** Give up once the next wait would end after this time (epoch ms); undefined retries forever. */
+  deadline?: number;
+  signal?: AbortSignal;
+  /** The error to throw when giving up; `permanent` when retrying could not help (auth, TLS trust). */
+  giveUp: (error: unknown, elapsedMs: number, permanent: boolean) => Error;
+}
+
+/** Epoch-ms deadline `ms` from now, or undefined (forever) for 0. */
+export function deadlineAfter(ms: number): number | undefined {
+  return ms > 0 ? Date.now() + ms : undefined;
+}
+
 /**
- * Waits until etcd answers, retrying with backoff for up to `startupTimeoutMs` (0: forever).
- * Fails at once on errors retrying cannot fix (wrong password, untrusted certificate).
+ * Runs `attempt` until it succeeds, backing off (250 ms doubling to 5 s, jittered) after errors
+ * retrying can fix, until `deadline` or `signal`; fails at once on errors it cannot fix.
  */
-export async function waitForEtcd(
-  client: Etcd3,
-  options: { endpoints: readonly string[]; startupTimeoutMs: number; signal?: AbortSignal },
-): Promise<void> {
+export async function retryTransient<T>(attempt: () => Promise<T>, options: RetryOptions): Promise<T> {
   const started = Date.now();
   const backoff = new Backoff();
   for (;;) {
     try {
-      await client.maintenance.status();
-      return;
+      return await attempt();
     } catch (error) {
-      const where = options.endpoints.join(",");
-      if (isPermanentEtcdError(error)) {
-        throw new EtcdUnavailableError(`etcd at ${where} refused us: ${describeEtcdError(error)}`, {
-          cause: error,
-        });
-      }
       const elapsed = Date.now() - started;
+      if (isPermanentEtcdError(error)) throw options.giveUp(error, elapsed, true);
       const wait = backoff.next();
       if (
-        options.signal?.aborted || (options.startupTimeoutMs > 0 && elapsed + wait > options.startupTimeoutMs)
+        options.signal?.aborted || (options.deadline !== undefined && Date.now() + wait > options.deadline)
       ) {
-        throw new EtcdUnavailableError(
-          `Cannot reach etcd at ${where} after ${formatDuration(elapsed)}: ${describeEtcdError(error)}`,
-          { cause: error },
-        );
+        throw options.giveUp(error, elapsed, false);
       }
       await sleep(wait, options.signal);
     }
   }
+}
+
+/** Waits until etcd answers, retrying until `deadline` (see {@link retryTransient}). */
+export async function waitForEtcd(
+  client: Etcd3,
+  options: { endpoints: readonly string[]; deadline?: number; signal?: AbortSignal },
+): Promise<void> {
+  const where = options.endpoints.join(",");
+  await retryTransient(() => client.maintenance.status(), {
+    ...options,
+    giveUp: (error, elapsed, permanent) =>
+      new EtcdUnavailableError(
+        permanent
+          ? `etcd at ${where} refused us: ${describeEtcdError(error)}`
+          : `Cannot reach etcd at ${where} after ${formatDuration(elapsed)}: ${describeEtcdError(error)}`,
+        { cause: error },
+      ),
+  });
 }

@@ -12,7 +12,13 @@ import type { Layout } from "../config.ts";
 import { formatDuration } from "../duration.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
-import { describeEtcdError, EtcdUnavailableError, isPermanentEtcdError } from "./etcd_client.ts";
+import {
+  deadlineAfter,
+  describeEtcdError,
+  EtcdUnavailableError,
+  type RetryOptions,
+  retryTransient,
+} from "./etcd_client.ts";
 import { LeaseSession } from "./lease_session.ts";
 import type { DeregisterOutcome, Registrar, RegistrationState, ServiceInstance } from "./types.ts";
 
@@ -32,8 +38,11 @@ export interface EtcdRegistrarOptions {
 /** Options for one {@link EtcdRegistrar.register} call. */
 export interface RegisterOptions {
   signal?: AbortSignal;
-  /** How long the first registration keeps retrying an unreachable etcd; 0 = forever. @default 30 s */
-  timeoutMs?: number;
+  /**
+   * Until when (epoch ms) the first registration retries an unreachable etcd; undefined retries
+   * forever. @default 30 s from the call
+   */
+  deadline?: number;
 }
 
 /** Another live instance holds the key we would write. */
@@ -93,35 +102,28 @@ export class EtcdRegistrar implements Registrar {
   }
 
   /**
-   * Writes the record and starts keeping it. Retries an unreachable etcd for `timeoutMs`. If the key
-   * is held by another lease, waits up to that lease's TTL for it to expire (a crashed previous run
-   * of this instance), then throws {@link RegistrationConflictError}.
+   * Writes the record and starts keeping it. Retries an unreachable etcd until `deadline`. If the
+   * key is held by another lease, waits up to that lease's TTL for it to expire (a crashed previous
+   * run of this instance), then throws {@link RegistrationConflictError}.
    */
   async register(instance: ServiceInstance, options: RegisterOptions = {}): Promise<void> {
     if (this.#loop) throw new Error("register() was already called on this registrar");
     this.#key = instanceKey(this.#prefix, this.#layout, instance);
     this.#value = encodeInstance(this.#layout, instance);
-    const timeoutMs = options.timeoutMs ?? 30_000;
-    const started = Date.now();
-    const backoff = new Backoff();
+    const retry: RetryOptions = {
+      deadline: "deadline" in options ? options.deadline : deadlineAfter(30_000),
+      signal: options.signal,
+      giveUp: (error, elapsed, permanent) =>
+        new EtcdUnavailableError(
+          permanent
+            ? `etcd refused to register ${this.#key}: ${describeEtcdError(error)}`
+            : `Cannot register ${this.#key} after ${formatDuration(elapsed)}: ${describeEtcdError(error)}`,
+          { cause: error },
+        ),
+    };
     let conflictUntil = 0;
     for (;;) {
-      let result: EnsureResult;
-      try {
-        result = await this.#ensure();
-      } catch (error) {
-        if (isPermanentEtcdError(error)) throw error;
-        const elapsed = Date.now() - started;
-        const wait = backoff.next();
-        if (options.signal?.aborted || (timeoutMs > 0 && elapsed + wait > timeoutMs)) {
-          throw new EtcdUnavailableError(
-            `Cannot register ${this.#key} after ${formatDuration(elapsed)}: ${describeEtcdError(error)}`,
-            { cause: error },
-          );
-        }
-        await sleep(wait, options.signal);
-        continue;
-      }
+      const result = await retryTransient(() => this.#ensure(), retry);
       if (result.kind === "ok") break;
       const owner = result.owner;
       if (conflictUntil === 0) {
