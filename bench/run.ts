@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { createEtcdClient } from "../src/registry/etcd_client.ts";
 import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
-import { startEtcd } from "../tests/helpers/etcd.ts";
+import { freePort, startEtcd, waitForPort } from "../tests/helpers/etcd.ts";
 import { notificationClient, send } from "../tests/helpers/grpc.ts";
 import { rawClient } from "../tests/helpers/kv.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
@@ -104,7 +104,7 @@ async function startGoPeer(bin: string, endpoints: string[]): Promise<Target> {
     }\n  dial-timeout: 5s\n`,
   );
   const child = new Deno.Command(bin, { cwd: dir, stdout: "null", stderr: "null" }).spawn();
-  await waitPort(port);
+  await waitForPort(port, 10_000);
   return {
     name: "go",
     addr: `127.0.0.1:${port}`,
@@ -170,25 +170,6 @@ async function startNode(): Promise<Target | undefined> {
       await child.status;
     },
   };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return p;
-}
-
-async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await sleep(50);
-    }
-  }
-  throw new Error(`nothing listened on ${port}`);
 }
 
 interface LoadResult {

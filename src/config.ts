@@ -369,7 +369,7 @@ class Reader {
     if (path === undefined) return undefined;
     try {
       if (!Deno.statSync(path).isFile) this.fail(`${section}.${key}`, `${quote(path)} is not a file`);
-      Deno.readFileSync(path);
+      Deno.openSync(path).close(); // readable; the consumer reads it once, later
     } catch (error) {
       if (error instanceof ConfigError) throw error;
       this.fail(`${section}.${key}`, `${quote(path)} cannot be read: ${(error as Error).message}`);

@@ -27,10 +27,6 @@ export class HealthService {
     for (const call of this.#watchers.get(service) ?? []) call.write({ status });
   }
 
-  get(service: string): ServingStatus | undefined {
-    return this.#status.get(service);
-  }
-
   /** Marks every entry NOT_SERVING (shutdown has begun). */
   setAllNotServing(): void {
     for (const service of this.#status.keys()) this.set(service, "NOT_SERVING");

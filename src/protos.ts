@@ -26,14 +26,17 @@ type Loaded = {
   grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
 };
 
-/** Service constructors (clients) and definitions (servers). */
-export function services(): {
-  Notification: grpc.ServiceClientConstructor;
-  Health: grpc.ServiceClientConstructor;
-} {
-  const loaded = grpc.loadPackageDefinition(packageDefinition()) as unknown as Loaded;
-  return {
-    Notification: loaded.notification.v1.NotificationService,
-    Health: loaded.grpc.health.v1.Health,
-  };
+type Services = { Notification: grpc.ServiceClientConstructor; Health: grpc.ServiceClientConstructor };
+let constructors: Services | undefined;
+
+/** Service constructors (clients) and definitions (servers), built once. */
+export function services(): Services {
+  if (!constructors) {
+    const loaded = grpc.loadPackageDefinition(packageDefinition()) as unknown as Loaded;
+    constructors = {
+      Notification: loaded.notification.v1.NotificationService,
+      Health: loaded.grpc.health.v1.Health,
+    };
+  }
+  return constructors;
 }

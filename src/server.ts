@@ -18,6 +18,8 @@ export interface ServerServices {
 export interface BoundServer {
   server: grpc.Server;
   port: number;
+  /** Whether frame writes are coalesced (false only if grpc-js's internals changed; see below). */
+  coalescing: boolean;
 }
 
 /** The server could not bind its address. */
@@ -67,8 +69,7 @@ export async function startGrpcServer(
       } else resolve(boundPort);
     });
   });
-  coalesceWrites(server);
-  return { server, port };
+  return { server, port, coalescing: coalesceWrites(server) };
 }
 
 /** The part of grpc-js's private state used by {@link coalesceWrites} (grpc-js is pinned). */
@@ -81,11 +82,11 @@ interface WithHttp2Servers {
  * (headers, data, trailers), and that write path was 36% of the server's CPU under load. Corking
  * each connection until the end of the tick sends them together: 1.8x the Health/Check throughput
  * and half the p99 (bench/README.md). Without grpc-js's `http2Servers` (another version) this
- * does nothing.
+ * does nothing and returns false; a test pins it to true.
  */
-function coalesceWrites(server: grpc.Server): void {
+function coalesceWrites(server: grpc.Server): boolean {
   const servers = (server as unknown as WithHttp2Servers).http2Servers;
-  if (!(servers instanceof Map)) return;
+  if (!(servers instanceof Map) || servers.size === 0) return false;
   const patched = new WeakSet<Socket>();
   const cork = (socket: Socket) => {
     if (patched.has(socket)) return;
@@ -108,6 +109,7 @@ function coalesceWrites(server: grpc.Server): void {
     http2Server.on("connection", cork);
     http2Server.on("secureConnection", cork);
   }
+  return true;
 }
 
 /**

@@ -19,10 +19,12 @@ async function withServer(
 ): Promise<void> {
   const notifications = new NotificationService({ instanceId: "test-1", maxSubscribers });
   const health = new HealthService({ "": "SERVING", "notification.v1.NotificationService": "SERVING" });
-  const { server, port } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
+  const { server, port, coalescing } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
     notification: notifications.handlers(),
     health: health.handlers(),
   });
+  // The 1.8x throughput fix depends on grpc-js internals: fail loudly if an upgrade disables it.
+  assert.equal(coalescing, true, "HTTP/2 frame writes are coalesced");
   try {
     await fn(`127.0.0.1:${port}`, { server, notifications, health });
   } finally {

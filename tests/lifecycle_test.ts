@@ -3,7 +3,7 @@
  * register → serve → SIGTERM → deregister → exit 0; SIGKILL → record expires; bad input → one line.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { freePort, useEtcd } from "./helpers/etcd.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient, readRecord } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
@@ -178,12 +178,7 @@ Deno.test(
 );
 
 Deno.test("an unreachable etcd fails start-up with one line naming the endpoint, exit 1", opts, async () => {
-  const port = (() => {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const p = (l.addr as Deno.NetAddr).port;
-    l.close();
-    return p;
-  })();
+  const port = freePort(); // nothing listens there
   await using svc = await ServiceProcess.spawn({
     endpoints: [`127.0.0.1:${port}`],
     startupTimeout: "1500ms",
