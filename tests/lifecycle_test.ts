@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { freePort, useEtcd } from "./helpers/etcd.ts";
-import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
+import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient, readRecord } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
@@ -28,9 +28,14 @@ Deno.test(
       assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: { version: "test" } });
       assert.equal(record.grantedTtl, 10);
       assert.ok(record.ttl > 0 && record.ttl <= 10, `lease ttl ${record.ttl}`);
-      assert.equal(await healthCheck(svc.addr), "SERVING");
-      assert.equal(await healthCheck(svc.addr, "notification.v1.NotificationService"), "SERVING");
-      assert.equal(await healthCheck(svc.addr, "registration"), "SERVING");
+      const health = healthClient(svc.addr);
+      try {
+        assert.equal(await health.check(), "SERVING");
+        assert.equal(await health.check("notification.v1.NotificationService"), "SERVING");
+        assert.equal(await health.check("registration"), "SERVING");
+      } finally {
+        health.close();
+      }
 
       svc.signal("SIGTERM");
       const status = await svc.status;

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { PRIVATE_ETCD_ONLY, startEtcd, startEtcdCluster } from "../helpers/etcd.ts";
-import { eventually, healthCheck } from "../helpers/grpc.ts";
+import { eventually, healthCheck, healthClient } from "../helpers/grpc.ts";
 import { rawClient, readRecord } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
 
@@ -26,10 +26,11 @@ function restoredRecord(kv: Etcd3, key: string, oldLease: string, timeoutMs: num
 function watchHealth(addr: string) {
   const problems: string[] = [];
   let running = true;
+  const client = healthClient(addr); // one connection, as a real health checker keeps
   const loop = (async () => {
     while (running) {
       try {
-        const status = await healthCheck(addr);
+        const status = await client.check();
         if (status !== "SERVING") problems.push(status);
       } catch (error) {
         problems.push(String(error));
@@ -42,6 +43,7 @@ function watchHealth(addr: string) {
     stop: async () => {
       running = false;
       await loop;
+      client.close();
     },
   };
 }

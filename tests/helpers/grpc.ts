@@ -41,21 +41,35 @@ export function send(
   });
 }
 
-/** Health/Check; resolves with the status string or rejects with the ServiceError. */
-export function healthCheck(addr: string, service = ""): Promise<string> {
+/** A Health client on one connection: `check(service)` resolves with the status or rejects. */
+export function healthClient(addr: string): { check(service?: string): Promise<string>; close(): void } {
   const { Health } = services();
   const client = new Health(addr, grpc.credentials.createInsecure());
-  return new Promise<string>((resolve, reject) => {
-    client.check(
-      { service },
-      { deadline: Date.now() + 5_000 },
-      (error: grpc.ServiceError | null, value: { status: string }) => {
-        client.close();
-        if (error) reject(error);
-        else resolve(value.status);
-      },
-    );
-  });
+  return {
+    check: (service = "") =>
+      new Promise<string>((resolve, reject) => {
+        client.check(
+          { service },
+          { deadline: Date.now() + 5_000 },
+          (error: grpc.ServiceError | null, value: { status: string }) =>
+            error ? reject(error) : resolve(value.status),
+        );
+      }),
+    close: () => client.close(),
+  };
+}
+
+/**
+ * One Health/Check on its own connection. Prefer {@link healthClient} for several: opening and
+ * closing connections in a loop is what provokes Deno's HTTP/2 aborts (denoland/deno#36788).
+ */
+export async function healthCheck(addr: string, service = ""): Promise<string> {
+  const client = healthClient(addr);
+  try {
+    return await client.check(service);
+  } finally {
+    client.close();
+  }
 }
 
 /** Waits until `condition` holds, polling every 25 ms; throws with `what` after `timeoutMs`. */
