@@ -2,7 +2,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
-import process from "node:process";
+import { setImmediate } from "node:timers";
 import { ReflectionService } from "@grpc/reflection";
 import type { ServerTlsConfig } from "./config.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
@@ -80,9 +80,12 @@ interface WithHttp2Servers {
 /**
  * Deno's `node:http2` writes every HTTP/2 frame with its own syscall: a unary response is three
  * (headers, data, trailers), and that write path was 36% of the server's CPU under load. Corking
- * each connection until the end of the tick sends them together: 1.8x the Health/Check throughput
- * and half the p99 (bench/README.md). Without grpc-js's `http2Servers` (another version) this
- * does nothing and returns false; a test pins it to true.
+ * each connection until the immediate phase of the event loop sends everything written in one
+ * turn in one write: all the responses to a batch of requests read together, not only the frames
+ * of one response (uncorking on the next tick did only that: one write per response, 8x the
+ * syscalls and 20% more CPU per call). Numbers in bench/README.md.
+ * Without grpc-js's `http2Servers` (another version) this does nothing and returns false; a test
+ * pins it to true.
  */
 function coalesceWrites(server: grpc.Server): boolean {
   const servers = (server as unknown as WithHttp2Servers).http2Servers;
@@ -97,7 +100,7 @@ function coalesceWrites(server: grpc.Server): boolean {
       if (!corked) {
         corked = true;
         socket.cork();
-        process.nextTick(() => {
+        setImmediate(() => {
           corked = false;
           socket.uncork();
         });
