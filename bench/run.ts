@@ -1,8 +1,10 @@
 /**
  * `deno task bench`: starts its own etcd and servers on loopback, runs bounded loads, and prints one
  * table of medians over interleaved rounds. Peers: the Go original (../shared/peers/go-original)
- * and the same grpc-js server code on Node; Health/Check load comes from the Go load generator
- * (../shared/tools/loadgen) so the client is not the bottleneck. Nothing here asserts timings.
+ * and the same grpc-js server code on Node. Load comes from Go clients so the client is not the
+ * bottleneck: Health/Check from ../shared/tools/loadgen, Send from bench/sendload (same flags and
+ * output). Server CPU per call is reported beside rps: it moves far less with noisy neighbours.
+ * Nothing here asserts timings.
  *
  * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s).
  */
@@ -51,6 +53,16 @@ async function run(cmd: string, argv: string[], opts: { cwd?: string; env?: Reco
   };
 }
 
+/** CPU seconds (user + system, all threads) a process has used so far; NaN once it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
+  } catch {
+    return NaN;
+  }
+}
+
 function rssMiB(pid: number): number {
   try {
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
@@ -60,8 +72,15 @@ function rssMiB(pid: number): number {
   }
 }
 
-/** Builds the Go peer and load generator from Debian's Go packages (GOPATH mode, no downloads). */
-async function buildGo(): Promise<{ loadgen?: string; peer?: string; reason?: string }> {
+interface GoTools {
+  loadgen?: string;
+  sendload?: string;
+  peer?: string;
+  reason?: string;
+}
+
+/** Builds the Go peer and both load generators from Debian's Go packages (GOPATH mode, no downloads). */
+async function buildGo(): Promise<GoTools> {
   await Deno.mkdir(BUILD, { recursive: true });
   if (!(await run("go", ["version"]).catch(() => ({ ok: false })) as { ok: boolean }).ok) {
     return {
@@ -75,10 +94,15 @@ async function buildGo(): Promise<{ loadgen?: string; peer?: string; reason?: st
     HOME: Deno.env.get("HOME") ?? "/root",
     PATH: Deno.env.get("PATH") ?? "",
   };
-  const out: { loadgen?: string; peer?: string; reason?: string } = {};
-  for (const [key, dir] of [["loadgen", "tools/loadgen"], ["peer", "peers/go-original"]] as const) {
+  const out: GoTools = {};
+  const sources = [
+    ["loadgen", `${SHARED}/tools/loadgen`],
+    ["sendload", `${ROOT}bench/sendload`],
+    ["peer", `${SHARED}/peers/go-original`],
+  ] as const;
+  for (const [key, dir] of sources) {
     const bin = `${BUILD}/${key}`;
-    const built = await run("go", ["build", "-o", bin, "."], { cwd: `${SHARED}/${dir}`, env });
+    const built = await run("go", ["build", "-o", bin, "."], { cwd: dir, env });
     if (built.ok) out[key] = bin;
     else out.reason = `go build ${dir} failed: ${built.text.split("\n")[0]}`;
   }
@@ -178,10 +202,15 @@ interface LoadResult {
   p99: number;
   errors: number;
   rss: number;
+  /** Server CPU time per call, µs: noisy neighbours move rps far more than this. */
+  cpuUs: number;
 }
 
-/** Health/Check through the Go load generator, sampling the server's RSS meanwhile. */
-async function loadgenRun(loadgen: string, target: Target): Promise<LoadResult> {
+/**
+ * One closed-loop run of a Go load generator (`loadgen`: Health/Check, `sendload`: Send; same flags
+ * and output), sampling the server's RSS and CPU meanwhile.
+ */
+async function goLoadRun(bin: string, target: Target): Promise<LoadResult> {
   let peak = 0;
   let sampling = true;
   const sampler = (async () => {
@@ -190,7 +219,8 @@ async function loadgenRun(loadgen: string, target: Target): Promise<LoadResult> 
       await sleep(250);
     }
   })();
-  const out = await run(loadgen, [
+  const cpuBefore = cpuSeconds(target.pid);
+  const out = await run(bin, [
     "-addr",
     target.addr,
     "-c",
@@ -202,19 +232,25 @@ async function loadgenRun(loadgen: string, target: Target): Promise<LoadResult> 
     "-w",
     "1s",
   ]);
+  const cpu = cpuSeconds(target.pid) - cpuBefore;
   sampling = false;
   await sampler;
   const m = out.text.match(/rps=(\S+) ok=\S+ errors=(\S+) p50_ms=(\S+) p99_ms=(\S+)/);
-  if (!m) throw new Error(`loadgen said: ${out.text}`);
-  return { rps: Number(m[1]), errors: Number(m[2]), p50: Number(m[3]), p99: Number(m[4]), rss: peak };
+  if (!m) throw new Error(`${bin} said: ${out.text}`);
+  const rps = Number(m[1]);
+  // The CPU covers the 1 s warm-up too; assume it ran at the measured rate.
+  const cpuUs = cpu * 1e6 / (rps * (SECONDS + 1));
+  return { rps, errors: Number(m[2]), p50: Number(m[3]), p99: Number(m[4]), rss: peak, cpuUs };
 }
 
-/** Send through a grpc-js client in this process (32 callers on one channel). */
+/** Send through a grpc-js client in this process (32 callers on one channel): without Go only. */
 async function sendRun(target: Target): Promise<LoadResult> {
   const client = notificationClient(target.addr);
   const lat: number[] = [];
   let errors = 0;
+  let calls = 0;
   let peak = 0;
+  const cpuBefore = cpuSeconds(target.pid);
   const warmEnd = performance.now() + 1000;
   const end = warmEnd + SECONDS * 1000;
   await Promise.all(Array.from({ length: CALLERS }, async () => {
@@ -222,6 +258,7 @@ async function sendRun(target: Target): Promise<LoadResult> {
       const t0 = performance.now();
       try {
         await send(client, { recipient: "bench", title: "t", body: "b" });
+        calls++;
         if (t0 >= warmEnd) lat.push(performance.now() - t0);
       } catch {
         errors++;
@@ -229,8 +266,9 @@ async function sendRun(target: Target): Promise<LoadResult> {
       if (lat.length % 500 === 0) peak = Math.max(peak, rssMiB(target.pid) || 0);
     }
   }));
+  const cpuUs = (cpuSeconds(target.pid) - cpuBefore) * 1e6 / calls;
   client.close();
-  return { rps: lat.length / SECONDS, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors, rss: peak };
+  return { rps: lat.length / SECONDS, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors, rss: peak, cpuUs };
 }
 
 /** Process start → record visible; SIGTERM → record deleted; SIGTERM → exit. */
@@ -369,6 +407,11 @@ async function fanOut(target: Target): Promise<number> {
   return allAt - t0;
 }
 
+const describe = (r: LoadResult) =>
+  `rps=${fmt(r.rps, 0)} p50=${fmt(r.p50, 2)} p99=${fmt(r.p99, 2)} cpu_us/call=${
+    fmt(r.cpuUs)
+  } errors=${r.errors}`;
+
 function fmt(n: number, digits = 1): string {
   return Number.isFinite(n) ? n.toFixed(digits) : "n/a";
 }
@@ -392,11 +435,15 @@ async function main(): Promise<void> {
     for (const t of targets) {
       if (go.loadgen) {
         note(`round ${round + 1}: Health/Check on ${t.name}`);
-        health.set(t.name, [...health.get(t.name) ?? [], await loadgenRun(go.loadgen, t)]);
+        const result = await goLoadRun(go.loadgen, t);
+        note(`  ${describe(result)}`);
+        health.set(t.name, [...health.get(t.name) ?? [], result]);
       }
       if (t.name !== "go") {
         note(`round ${round + 1}: Send on ${t.name}`);
-        sendResults.set(t.name, [...sendResults.get(t.name) ?? [], await sendRun(t)]);
+        const result = go.sendload ? await goLoadRun(go.sendload, t) : await sendRun(t);
+        note(`  ${describe(result)}`);
+        sendResults.set(t.name, [...sendResults.get(t.name) ?? [], result]);
       }
     }
   }
@@ -420,9 +467,11 @@ async function main(): Promise<void> {
   row("Health/Check p50 ms", health, (r) => r.p50, 2);
   row("Health/Check p99 ms", health, (r) => r.p99, 2);
   row("Health/Check errors", health, (r) => r.errors, 0);
-  row("Send rps (grpc-js client, c=32)", sendResults, (r) => r.rps, 0);
+  row("Health/Check server CPU µs per call", health, (r) => r.cpuUs, 1);
+  row(`Send rps (${go.sendload ? "sendload" : "grpc-js client"}, c=32)`, sendResults, (r) => r.rps, 0);
   row("Send p50 ms", sendResults, (r) => r.p50, 2);
   row("Send p99 ms", sendResults, (r) => r.p99, 2);
+  row("Send server CPU µs per call", sendResults, (r) => r.cpuUs, 1);
   row("RSS under Health load MiB", health, (r) => r.rss, 0);
   const [gi, di, ni] = ["go", "deno", "node"].map((n) => idle.get(n) ?? NaN);
   rows.push(["idle RSS MiB", fmt(gi, 0), fmt(di, 0), fmt(ni, 0), fmt(di / gi, 2), fmt(di / ni, 2)]);
