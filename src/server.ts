@@ -82,7 +82,7 @@ interface WithHttp2Servers {
  * (headers, data, trailers), and that write path was 36% of the server's CPU under load. Corking
  * each connection until the immediate phase of the event loop sends everything written in one
  * turn in one write: all the responses to a batch of requests read together, not only the frames
- * of one response (uncorking on the next tick did only that: one write per response, 8x the
+ * of one response (uncorking on the next tick did only that: one write per response, 16x the
  * syscalls and 20% more CPU per call). Numbers in bench/README.md.
  * Without grpc-js's `http2Servers` (another version) this does nothing and returns false; a test
  * pins it to true.
