@@ -90,29 +90,35 @@ interface WithHttp2Servers {
 function coalesceWrites(server: grpc.Server): boolean {
   const servers = (server as unknown as WithHttp2Servers).http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) return false;
-  const patched = new WeakSet<Socket>();
-  const cork = (socket: Socket) => {
-    if (patched.has(socket)) return;
-    patched.add(socket);
-    const write = socket.write.bind(socket);
-    let corked = false;
-    socket.write = ((...args: Parameters<Socket["write"]>) => {
-      if (!corked) {
-        corked = true;
-        socket.cork();
-        setImmediate(() => {
-          corked = false;
-          socket.uncork();
-        });
-      }
-      return write(...args);
-    }) as Socket["write"];
-  };
   for (const http2Server of servers.keys()) {
-    http2Server.on("connection", cork);
-    http2Server.on("secureConnection", cork);
+    http2Server.on("connection", batchWritesPerTurn);
+    http2Server.on("secureConnection", batchWritesPerTurn);
   }
   return true;
+}
+
+const batched = new WeakSet<Socket>();
+
+/**
+ * Holds everything written to `socket` during one turn of the event loop and sends it in one
+ * write in the immediate phase (see {@link coalesceWrites}). Applying it twice is harmless.
+ */
+export function batchWritesPerTurn(socket: Socket): void {
+  if (batched.has(socket)) return;
+  batched.add(socket);
+  const write = socket.write.bind(socket);
+  let corked = false;
+  socket.write = ((...args: Parameters<Socket["write"]>) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      setImmediate(() => {
+        corked = false;
+        socket.uncork();
+      });
+    }
+    return write(...args);
+  }) as Socket["write"];
 }
 
 /**

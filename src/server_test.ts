@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import type { Buffer } from "node:buffer";
+import net from "node:net";
+import process from "node:process";
+import { batchWritesPerTurn } from "./server.ts";
+
+/** A connected loopback pair: `server` is the accepted side. */
+async function socketPair(): Promise<{ server: net.Socket; client: net.Socket; close: () => void }> {
+  const listener = net.createServer();
+  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+  const port = (listener.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((resolve) => listener.once("connection", resolve));
+  const client = net.connect(port, "127.0.0.1");
+  const server = await accepted;
+  return {
+    server,
+    client,
+    close: () => {
+      client.destroy();
+      server.destroy();
+      listener.close();
+    },
+  };
+}
+
+/** Counts the writes that reach the socket's handle (one syscall each), as opposed to socket.write calls. */
+function countFlushes(socket: net.Socket): () => number {
+  let flushes = 0;
+  const inner = socket as unknown as Record<"_write" | "_writev", (...args: unknown[]) => unknown>;
+  for (const name of ["_write", "_writev"] as const) {
+    const original = inner[name].bind(socket);
+    inner[name] = (...args: unknown[]) => {
+      flushes++;
+      return original(...args);
+    };
+  }
+  return () => flushes;
+}
+
+Deno.test("writes from separate callbacks of one event-loop turn leave in one write, in order", async () => {
+  const { server, client, close } = await socketPair();
+  try {
+    batchWritesPerTurn(server);
+    batchWritesPerTurn(server); // applying it twice must not nest the wrapper
+    const flushes = countFlushes(server);
+    let received = "";
+    const receivedUpTo = (length: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => received.length >= length && (client.off("data", onData), resolve());
+        const onData = (chunk: Buffer) => {
+          received += chunk;
+          check();
+        };
+        client.on("data", onData);
+        check();
+      });
+    // Like the responses to one batch of requests: produced in different callbacks of one turn.
+    server.write("a");
+    queueMicrotask(() => server.write("b"));
+    process.nextTick(() => server.write("c"));
+    await receivedUpTo(3);
+    assert.equal(received, "abc");
+    assert.equal(flushes(), 1, "one write to the handle for the whole turn");
+    // A later turn is flushed too (nothing stays corked).
+    setTimeout(() => server.write("d"), 0);
+    await receivedUpTo(4);
+    assert.equal(received, "abcd");
+    assert.equal(flushes(), 2);
+  } finally {
+    close();
+  }
+});
