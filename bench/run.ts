@@ -117,6 +117,19 @@ interface Target {
   stop(): Promise<void>;
 }
 
+/** A peer process listening on 127.0.0.1:`port`, stopped with SIGTERM. */
+function childTarget(name: string, port: number, child: Deno.ChildProcess): Target {
+  return {
+    name,
+    addr: `127.0.0.1:${port}`,
+    pid: child.pid,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
 async function startGoPeer(bin: string, endpoints: string[]): Promise<Target> {
   const dir = await Deno.makeTempDir({ prefix: "go-peer-" });
   await Deno.mkdir(`${dir}/config/platform`, { recursive: true });
@@ -129,15 +142,7 @@ async function startGoPeer(bin: string, endpoints: string[]): Promise<Target> {
   );
   const child = new Deno.Command(bin, { cwd: dir, stdout: "null", stderr: "null" }).spawn();
   await waitForPort(port, 10_000);
-  return {
-    name: "go",
-    addr: `127.0.0.1:${port}`,
-    pid: child.pid,
-    stop: async () => {
-      child.kill("SIGTERM");
-      await child.status;
-    },
-  };
+  return childTarget("go", port, child);
 }
 
 async function startDeno(endpoints: string[]): Promise<Target> {
@@ -184,16 +189,7 @@ async function startNode(): Promise<Target | undefined> {
     text += value;
   }
   void reader.cancel();
-  const port = Number(text.match(/listening (\d+)/)![1]);
-  return {
-    name: "node",
-    addr: `127.0.0.1:${port}`,
-    pid: child.pid,
-    stop: async () => {
-      child.kill("SIGTERM");
-      await child.status;
-    },
-  };
+  return childTarget("node", Number(text.match(/listening (\d+)/)![1]), child);
 }
 
 interface LoadResult {
