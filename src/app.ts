@@ -4,7 +4,7 @@
  * keep-alive and self-healing in the background. Stop (first SIGINT/SIGTERM) runs in reverse:
  * health NOT_SERVING → deregister (delete our record, revoke the lease) → drain delay so watchers
  * drop us → refuse new calls, end streams, finish in-flight calls within `shutdown-timeout` →
- * close etcd. A second signal exits at once.
+ * close etcd. A second signal exits at once. An unexpected error takes the same stop path, exit 1.
  */
 import { advertisedAddress } from "./advertise.ts";
 import { sleep } from "./backoff.ts";
@@ -23,12 +23,21 @@ export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
 /** Health entry that is SERVING only while our record is in etcd. */
 export const REGISTRATION_HEALTH = "registration";
 
-const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+/** Signals that stop the service gracefully (SIGHUP: an SSH hang-up must not leave us registered). */
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+const SIGNAL_EXIT: Record<(typeof STOP_SIGNALS)[number], number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 
 /** Runs the service until a signal stops it; resolves with the exit code. Startup errors throw. */
 export async function runServer(config: Config, log: Logger): Promise<number> {
   log.info(`Using config file: ${config.path}`);
   const stop = listenForStopSignals(log);
+  // A bug or a library fault (etcd3 throwing inside its stream handlers) must not end the process
+  // registered: it is logged, and the service stops the normal way, then exits 1.
+  let exitCode = 0;
+  const unexpected = stop.guard((reason) => {
+    exitCode = 1;
+    log.error(`Unexpected error: ${describeUnexpected(reason)}; deregistering and exiting`);
+  });
   const etcd = createEtcdClient(config.etcd);
   const health = new HealthService({
     "": "SERVING",
@@ -43,6 +52,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     prefix: config.etcd.prefix,
     layout: config.etcd.layout,
     leaseTtlSeconds: config.etcd.leaseTtlSeconds,
+    callTimeoutMs: config.etcd.dialTimeoutMs,
     logger: log,
     onStateChange: (state) =>
       health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING"),
@@ -52,7 +62,6 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     // One start-up budget for reaching etcd and registering, not one each.
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
-    if (stop.signal.aborted) return 0;
     bound = await startGrpcServer(config.server.addr, {
       notification: notifications.handlers(),
       health: health.handlers(),
@@ -76,11 +85,19 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     }
   } catch (error) {
     // Undo a partial start in reverse; nothing stays registered.
-    await registrar.deregister();
+    const undone = await registrar.deregister();
     bound?.server.forceShutdown();
     etcd.close();
     stop.dispose();
-    if (stop.signal.aborted) return 0;
+    unexpected.dispose();
+    if (stop.signal.aborted) {
+      log.info(
+        undone === "unreachable"
+          ? `Stopped during start-up; etcd unreachable, a record written meanwhile expires within ${config.etcd.leaseTtlSeconds}s`
+          : "Stopped during start-up; nothing is registered",
+      );
+      return exitCode;
+    }
     throw error;
   }
 
@@ -106,6 +123,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   });
   etcd.close();
   stop.dispose();
+  unexpected.dispose();
   if (stopped === "forced") {
     log.warn(
       `Server stopped: calls still running after ${
@@ -115,7 +133,12 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   } else {
     log.info(`Server stopped gracefully (drained in ${formatDuration(Date.now() - started)})`);
   }
-  return 0;
+  return exitCode;
+}
+
+function describeUnexpected(reason: unknown): string {
+  const text = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
+  return text.split("\n")[0];
 }
 
 /**
@@ -125,22 +148,29 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
  */
 const DUPLICATE_SIGNAL_MS = 300;
 
-/** First SIGINT/SIGTERM aborts `signal` and resolves `stopped`; a later one exits at once. */
+/**
+ * First SIGINT/SIGTERM/SIGHUP aborts `signal` and resolves `stopped`; a later one exits at once.
+ * `guard` turns uncaught errors and unhandled rejections into the same stop.
+ */
 function listenForStopSignals(log: Logger) {
   const controller = new AbortController();
   let firstAt = 0;
   let resolveStopped: () => void = () => {};
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((name) => {
+  const requestStop = () => {
+    if (controller.signal.aborted) return;
+    firstAt = Date.now();
+    controller.abort();
+    resolveStopped();
+  };
+  const handlers = STOP_SIGNALS.map((name) => {
     const handler = () => {
       if (controller.signal.aborted) {
         if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
         log.error(`Received ${name} again during shutdown; exiting now`);
         Deno.exit(SIGNAL_EXIT[name]);
       }
-      firstAt = Date.now();
-      controller.abort();
-      resolveStopped();
+      requestStop();
     };
     Deno.addSignalListener(name, handler);
     return { name, handler };
@@ -148,6 +178,26 @@ function listenForStopSignals(log: Logger) {
   return {
     signal: controller.signal,
     stopped,
+    guard(onUnexpected: (reason: unknown) => void) {
+      const onError = (event: ErrorEvent) => {
+        event.preventDefault();
+        onUnexpected(event.error ?? event.message);
+        requestStop();
+      };
+      const onRejection = (event: PromiseRejectionEvent) => {
+        event.preventDefault();
+        onUnexpected(event.reason);
+        requestStop();
+      };
+      globalThis.addEventListener("error", onError);
+      globalThis.addEventListener("unhandledrejection", onRejection);
+      return {
+        dispose: () => {
+          globalThis.removeEventListener("error", onError);
+          globalThis.removeEventListener("unhandledrejection", onRejection);
+        },
+      };
+    },
     dispose: () => {
       for (const { name, handler } of handlers) Deno.removeSignalListener(name, handler);
     },

@@ -20,7 +20,14 @@ const encoder = new TextEncoder();
 
 /** Logs to stderr with a Go-style timestamp; warnings and errors carry a level word. */
 export function consoleLogger(): Logger {
-  const write = (line: string) => Deno.stderr.writeSync(encoder.encode(`${stamp()} ${line}\n`));
+  const write = (line: string) => {
+    try {
+      Deno.stderr.writeSync(encoder.encode(`${stamp()} ${line}\n`));
+    } catch {
+      // stderr closed (`... 2>&1 | head` whose reader is gone): a log line is never worth dying for,
+      // least of all before we deregister.
+    }
+  };
   return {
     info: (message) => write(message),
     warn: (message) => write(`WARN ${message}`),

@@ -3,10 +3,11 @@
  * shared/design/stack-findings.md): every unary call gets a deadline, the per-host circuit breaker
  * reopens quickly, and watches reconnect within about two seconds.
  */
+import * as grpc from "@grpc/grpc-js";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
-import { Etcd3, type IOptions, isRecoverableError } from "etcd3";
+import { Etcd3, GRPCResourceExhastedError, type IOptions, isRecoverableError } from "etcd3";
 import { Buffer } from "node:buffer";
-import { Backoff, sleep } from "../backoff.ts";
+import { Backoff, sleep, untilAborted } from "../backoff.ts";
 import type { EtcdConfig } from "../config.ts";
 import { formatDuration } from "../duration.ts";
 
@@ -15,6 +16,28 @@ export type EtcdClientOptions = Pick<
   EtcdConfig,
   "endpoints" | "dialTimeoutMs" | "username" | "password" | "tls"
 >;
+
+/**
+ * Watch streams carry etcd's require-leader flag (Go's `clientv3.WithRequireLeader`): a member cut
+ * off from its leader then ends the stream with "no leader" instead of keeping it open and silent,
+ * so watchers reconnect to a member that still hears the cluster.
+ */
+const requireLeader: grpc.Interceptor = (options, nextCall) =>
+  new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set("hasleader", "true");
+      next(metadata, listener);
+    },
+  });
+
+/**
+ * etcd3 counts RESOURCE_EXHAUSTED (a response over the message limit) as a failing host: three
+ * large reads opened the breaker and locked everyone out. It says nothing about the host; readers
+ * page smaller instead (see etcd_discovery.ts).
+ */
+function isHostFault(error: Error): boolean {
+  return isRecoverableError(error) && !(error instanceof GRPCResourceExhastedError);
+}
 
 /** Creates a client; it connects lazily, so pair it with {@link waitForEtcd}. */
 export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
@@ -26,16 +49,19 @@ export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
     hosts,
     // etcd3 ignores its own dialTimeout and sets no deadline on unary calls; a stalled etcd would
     // otherwise hang a grant or a get for minutes.
-    defaultCallOptions: (ctx) => ctx.isStream ? {} : { deadline: Date.now() + options.dialTimeoutMs },
+    defaultCallOptions: (ctx) =>
+      ctx.isStream
+        ? (ctx.service === "Watch" ? { interceptors: [requireLeader] } : {})
+        : { deadline: Date.now() + options.dialTimeoutMs },
     faultHandling: {
       // Skip a failing member for half a second, not five: with one endpoint, the default breaker
       // turns a one-second etcd restart into five seconds of BrokenCircuitError.
       host: () =>
-        circuitBreaker(handleWhen(isRecoverableError), {
+        circuitBreaker(handleWhen(isHostFault), {
           halfOpenAfter: 500,
           breaker: new ConsecutiveBreaker(3),
         }),
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: Math.max(2, options.endpoints.length) }),
+      global: retry(handleWhen(isHostFault), { maxAttempts: Math.max(2, options.endpoints.length) }),
       // etcd3's default grows to 30 s and resets only when etcd answers: watches came back up to
       // 10 s after an etcd restart. etcd3 wants a backoff state, not a factory: take the first step.
       watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }).next(),
@@ -99,21 +125,22 @@ export function deadlineAfter(ms: number): number | undefined {
 
 /**
  * Runs `attempt` until it succeeds, backing off (250 ms doubling to 5 s, jittered) after errors
- * retrying can fix, until `deadline` or `signal`; fails at once on errors it cannot fix.
+ * retrying can fix, until `deadline`; fails at once on errors it cannot fix. When `signal` aborts,
+ * rejects at once with its reason, even with an attempt still waiting on etcd.
  */
 export async function retryTransient<T>(attempt: () => Promise<T>, options: RetryOptions): Promise<T> {
   const started = Date.now();
   const backoff = new Backoff();
   for (;;) {
+    options.signal?.throwIfAborted();
     try {
-      return await attempt();
+      return await untilAborted(attempt(), options.signal);
     } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
       const elapsed = Date.now() - started;
       if (isPermanentEtcdError(error)) throw options.giveUp(error, elapsed, true);
       const wait = backoff.next();
-      if (
-        options.signal?.aborted || (options.deadline !== undefined && Date.now() + wait > options.deadline)
-      ) {
+      if (options.deadline !== undefined && Date.now() + wait > options.deadline) {
         throw options.giveUp(error, elapsed, false);
       }
       await sleep(wait, options.signal);

@@ -1,16 +1,27 @@
 /**
- * The etcd {@link Discovery}: `list` is one prefix read; `watch` yields full snapshots, starting
- * from the initial read's revision + 1 so nothing falls between read and watch.
+ * The etcd {@link Discovery}: `list` is one consistent read; `watch` yields full snapshots.
  *
- * After every watch reconnect it re-reads the prefix and reconciles: etcd3 resumes from the last
- * revision + 1, which covers a restart with data kept, but an etcd restored empty has a lower
- * revision and would never deliver its deletions. If the revision went backwards (or the watch
- * was cancelled, e.g. compacted), the watch is restarted from the fresh read.
+ * A watch is a read at revision R and watchers from R + 1, so nothing falls between the two.
+ * After a dropped stream etcd3 resumes the watchers from their last revision + 1, which replays
+ * every change; a read once they are back (retried with capped, jittered backoff until it
+ * succeeds) checks that etcd did not go back in time. When it did (restored empty), or etcd
+ * cancelled the watchers (their resume revision was compacted), the watch resyncs: it lets them
+ * go, and watches again from a fresh read's revision + 1.
+ *
+ * Exactly our keys are read and watched: `<prefix>/<name>` (the service layout) and everything
+ * under `<prefix>/<name>/` (the instance layout), never `<prefix>/<name>2/...`; large ranges are
+ * read in pages at one revision, so many instances never hit the 4 MiB message limit.
  */
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import { Buffer } from "node:buffer";
+import { Backoff, sleep } from "../backoff.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { decodeRecord, MalformedRecordError, serviceKey } from "./codec.ts";
 import type { Discovery, ServiceInstance } from "./types.ts";
+import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
+
+/** Why a watch re-read the registry. */
+export type ResyncReason = "disconnected" | "cancelled";
 
 /** Options for {@link EtcdDiscovery}. */
 export interface EtcdDiscoveryOptions {
@@ -18,6 +29,10 @@ export interface EtcdDiscoveryOptions {
   prefix?: string;
   /** Where malformed-record warnings go. */
   logger?: Logger;
+  /** Keys per page when reading; a page etcd finds too large is read again in halves. @default 500 */
+  pageSize?: number;
+  /** Told each time a watch starts a resync, and how many reads it took once it is back in step. */
+  onResync?: (event: { reason: ResyncReason; attempts?: number }) => void;
 }
 
 interface Read {
@@ -30,11 +45,15 @@ export class EtcdDiscovery implements Discovery {
   readonly #client: Etcd3;
   readonly #prefix: string;
   readonly #log: Logger;
+  readonly #pageSize: number;
+  readonly #onResync: NonNullable<EtcdDiscoveryOptions["onResync"]>;
 
   constructor(client: Etcd3, options: EtcdDiscoveryOptions = {}) {
     this.#client = client;
     this.#prefix = options.prefix ?? "/services";
     this.#log = options.logger ?? silentLogger;
+    this.#pageSize = options.pageSize ?? 500;
+    this.#onResync = options.onResync ?? (() => {});
   }
 
   async list(name: string): Promise<ServiceInstance[]> {
@@ -45,110 +64,180 @@ export class EtcdDiscovery implements Discovery {
     const signal = options.signal;
     if (signal?.aborted) return;
     let state = await this.#read(name);
-    let applied = state.revision; // highest revision reflected in `state`
     let last = snapshotKey(state.instances);
     yield sorted(state.instances);
 
-    let dirty = false;
-    let resync = false;
-    let restart = false;
     let wake = () => {};
-    const poke = () => {
-      dirty = true;
-      wake();
-    };
-    const onAbort = () => wake();
-    signal?.addEventListener("abort", onAbort);
+    let changed = false;
+    /** Events not applied yet, in revision order; applied one revision at a time. */
+    let pending: { revision: bigint; key: string; instance?: ServiceInstance }[] = [];
+    let head = 0;
+    /** Highest revision reflected in `state`: its read, then every event applied since. */
+    let seen = state.revision;
+    let away = false;
+    let verify = false;
+    let resync: ResyncReason | undefined;
+    const poke = () => wake();
+    signal?.addEventListener("abort", poke);
 
-    const onEvent = (kv: IKeyValue, deleted: boolean) => {
-      const rev = BigInt(kv.mod_revision);
-      if (rev <= applied) return; // already in a fresher full read
-      applied = rev;
-      const key = kv.key.toString();
-      if (deleted) {
-        state.instances.delete(key);
-      } else {
-        const instance = this.#decode(name, key, kv.value.toString());
-        if (instance) state.instances.set(key, instance);
-        else state.instances.delete(key);
-      }
-      poke();
-    };
-    let everDisconnected = false;
-    const start = (from: bigint): Watcher => {
-      const watcher = this.#client.watch().prefix(serviceKey(this.#prefix, name)).startRevision(String(from))
-        .watcher();
-      watcher.on("put", (kv) => onEvent(kv, false));
-      watcher.on("delete", (kv) => onEvent(kv, true));
-      watcher.on("disconnected", () => (everDisconnected = true));
-      watcher.on("connected", () => {
-        if (everDisconnected) {
-          resync = true;
-          poke();
-        }
-      });
-      // Without an 'error' listener etcd3 throws; a cancelled (compacted) watch is dropped for good.
-      watcher.on("error", () => {
-        resync = true;
-        restart = true;
+    let watchers: Watcher[] = [];
+    /** Watchers from `from`; `generation` makes events of watchers already let go harmless. */
+    let generation = 0;
+    const start = (from: bigint) => {
+      const mine = ++generation;
+      const current = () => mine === generation;
+      const onEvent = (kv: IKeyValue, deleted: boolean) => {
+        // Events at or below the last full read are in it already; every later one is applied,
+        // including several of one revision (a transaction, a prefix delete, one lease expiring).
+        const revision = BigInt(kv.mod_revision);
+        if (!current() || revision <= state.revision) return;
+        if (revision > seen) seen = revision;
+        const key = kv.key.toString();
+        const instance = deleted ? undefined : this.#decode(name, key, kv.value.toString());
+        pending.push({ revision, key, instance });
         poke();
+      };
+      const base = serviceKey(this.#prefix, name);
+      watchers = [
+        this.#client.watch().key(base),
+        this.#client.watch().prefix(`${base}/`),
+      ].map((builder) => {
+        const watcher = builder.startRevision(String(from)).watcher();
+        watcher.on("put", (kv) => onEvent(kv, false));
+        watcher.on("delete", (kv) => onEvent(kv, true));
+        // etcd3 resumes a dropped watch from its last revision + 1, which replays every change
+        // unless etcd itself went back in time (restored empty): a read after reconnecting checks.
+        watcher.on("disconnected", () => {
+          if (current()) away = true;
+        });
+        watcher.on("connected", () => {
+          if (!current() || !away) return;
+          away = false;
+          verify = true;
+          poke();
+        });
+        watcher.on("error", () => {
+          // Cancelled by etcd (resume revision compacted): the changes since are lost to it.
+          forgetCancelledWatcher(watcher);
+          if (!current()) return;
+          resync = "cancelled";
+          poke();
+        });
+        return watcher;
       });
-      return watcher;
     };
-    let watcher = start(applied + 1n);
+    const letGo = async () => {
+      generation++;
+      const old = watchers;
+      watchers = [];
+      await Promise.all(old.map(releaseWatcher));
+    };
+    start(state.revision + 1n);
 
     try {
       while (!signal?.aborted) {
-        if (!dirty) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = () => {};
+        if (resync || verify) {
+          const reason: ResyncReason = resync ?? "disconnected";
+          const full = resync !== undefined;
+          verify = false;
+          this.#onResync({ reason });
+          if (full) await letGo();
+          const fresh = await this.#readUntilDone(name, signal);
+          if (!fresh) break; // aborted
+          this.#onResync({ reason, attempts: fresh.attempts });
+          if (resync === undefined && fresh.read.revision >= seen) continue; // the resumed watch holds
+          resync = undefined;
+          if (!full) await letGo();
+          state = fresh.read;
+          seen = state.revision;
+          pending = [];
+          head = 0;
+          start(state.revision + 1n);
+          changed = true;
+        }
+        if (!changed && head < pending.length) {
+          // One snapshot per revision: a transaction's changes together, a replayed backlog in steps.
+          const revision = pending[head].revision;
+          for (; head < pending.length && pending[head].revision === revision; head++) {
+            const { key, instance } = pending[head];
+            if (instance) state.instances.set(key, instance);
+            else state.instances.delete(key);
+          }
+          if (head === pending.length) {
+            pending = [];
+            head = 0;
+          }
+          changed = true;
+        }
+        if (changed) {
+          changed = false;
+          const key = snapshotKey(state.instances);
+          if (key !== last) {
+            last = key;
+            yield sorted(state.instances);
+          }
           continue;
         }
-        dirty = false;
-        if (resync) {
-          resync = false;
-          let fresh: Read;
-          try {
-            fresh = await this.#read(name);
-          } catch {
-            // etcd is still away; the next reconnect (or error) tries again.
-            continue;
-          }
-          if (restart || fresh.revision < applied) {
-            restart = false;
-            watcher.removeAllListeners();
-            void watcher.cancel().catch(() => {});
-            watcher = start(fresh.revision + 1n);
-            applied = fresh.revision;
-            state = fresh;
-          } else if (fresh.revision >= applied) {
-            applied = fresh.revision;
-            state = fresh;
-          }
-        }
-        const key = snapshotKey(state.instances);
-        if (key !== last) {
-          last = key;
-          yield sorted(state.instances);
-        }
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = () => {};
       }
     } finally {
-      signal?.removeEventListener("abort", onAbort);
-      watcher.removeAllListeners();
-      watcher.on("error", () => {});
-      await watcher.cancel().catch(() => {});
+      signal?.removeEventListener("abort", poke);
+      await letGo();
     }
   }
 
-  async #read(name: string): Promise<Read> {
-    const res = await this.#client.getAll().prefix(serviceKey(this.#prefix, name)).exec();
-    const instances = new Map<string, ServiceInstance>();
-    for (const kv of res.kvs) {
-      const key = kv.key.toString();
-      const instance = this.#decode(name, key, kv.value.toString());
-      if (instance) instances.set(key, instance);
+  /** Reads until a read succeeds (capped, jittered backoff) or `signal` aborts (undefined). */
+  async #readUntilDone(
+    name: string,
+    signal?: AbortSignal,
+  ): Promise<{ read: Read; attempts: number } | undefined> {
+    const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+    for (let attempts = 1; !signal?.aborted; attempts++) {
+      try {
+        return { read: await this.#read(name), attempts };
+      } catch {
+        await sleep(backoff.next(), signal);
+      }
     }
-    return { instances, revision: BigInt(res.header.revision) };
+    return undefined;
+  }
+
+  /** The service-layout key, then every key under `<key>/` in pages, all at one revision. */
+  async #read(name: string): Promise<Read> {
+    const base = serviceKey(this.#prefix, name);
+    const instances = new Map<string, ServiceInstance>();
+    const add = (kvs: IKeyValue[]) => {
+      for (const kv of kvs) {
+        const key = kv.key.toString();
+        const instance = this.#decode(name, key, kv.value.toString());
+        if (instance) instances.set(key, instance);
+      }
+    };
+    const exact = await this.#client.kv.range({ key: Buffer.from(base) });
+    const revision = exact.header.revision;
+    add(exact.kvs);
+    const under = `${base}/`;
+    const end = prefixEnd(under);
+    let from = Buffer.from(under);
+    let limit = this.#pageSize;
+    for (;;) {
+      let page;
+      try {
+        page = await this.#client.kv.range({ key: from, range_end: end, limit, revision });
+      } catch (error) {
+        // One page over gRPC's message limit (large values): halve it and read the page again.
+        if (limit > 1 && /RESOURCE_EXHAUSTED|larger than max/i.test(String(error))) {
+          limit = Math.max(1, Math.floor(limit / 2));
+          continue;
+        }
+        throw error;
+      }
+      add(page.kvs);
+      if (!page.more || page.kvs.length === 0) break;
+      from = Buffer.concat([page.kvs[page.kvs.length - 1].key, Buffer.from([0])]);
+    }
+    return { instances, revision: BigInt(revision) };
   }
 
   #decode(name: string, key: string, value: string): ServiceInstance | undefined {
@@ -160,6 +249,13 @@ export class EtcdDiscovery implements Discovery {
       return undefined;
     }
   }
+}
+
+/** The end of etcd's range for every key starting with `prefix` (prefix + 1 in its last byte). */
+function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  end[end.length - 1]++; // prefixes here end in "/", never 0xff
+  return end;
 }
 
 function sorted(instances: Map<string, ServiceInstance>): ServiceInstance[] {

@@ -7,11 +7,12 @@
  * reconnected, or a periodic check came due. Failures back off (250 ms doubling to 5 s, jittered).
  */
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
-import { Backoff, sleep } from "../backoff.ts";
+import { Backoff, sleep, untilAborted } from "../backoff.ts";
 import type { Layout } from "../config.ts";
 import { formatDuration } from "../duration.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
+import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
 import {
   deadlineAfter,
   describeEtcdError,
@@ -33,6 +34,16 @@ export interface EtcdRegistrarOptions {
   logger?: Logger;
   /** Called on every change between registered and unregistered. */
   onStateChange?: (state: RegistrationState) => void;
+  /** Bound on the whole of `deregister()` (give it the client's dial timeout). @default 5000 */
+  callTimeoutMs?: number;
+}
+
+/** Options for one {@link EtcdRegistrar.deregister} call. */
+export interface DeregisterOptions {
+  /** Ends the attempt early; the record then expires with its lease. */
+  signal?: AbortSignal;
+  /** Overrides the registrar's `callTimeoutMs` for this call. */
+  timeoutMs?: number;
 }
 
 /** Options for one {@link EtcdRegistrar.register} call. */
@@ -76,7 +87,12 @@ export class EtcdRegistrar implements Registrar {
   #lostAt = 0;
   #wake: () => void = () => {};
   #dirty = false;
+  readonly #callTimeoutMs: number;
+  #registering?: Promise<void>;
   #loop?: Promise<void>;
+  /** The reconcile step running now, if any (settles, never rejects). */
+  #inFlight?: Promise<unknown>;
+  #deregistering?: Promise<DeregisterOutcome>;
 
   constructor(client: Etcd3, options: EtcdRegistrarOptions = {}) {
     this.#client = client;
@@ -85,6 +101,7 @@ export class EtcdRegistrar implements Registrar {
     this.#ttl = options.leaseTtlSeconds ?? 10;
     this.#log = options.logger ?? silentLogger;
     this.#onStateChange = options.onStateChange ?? (() => {});
+    this.#callTimeoutMs = options.callTimeoutMs ?? 5_000;
   }
 
   /** The key this registrar writes (empty before `register`). */
@@ -104,15 +121,25 @@ export class EtcdRegistrar implements Registrar {
   /**
    * Writes the record and starts keeping it. Retries an unreachable etcd until `deadline`. If the
    * key is held by another lease, waits up to that lease's TTL for it to expire (a crashed previous
-   * run of this instance), then throws {@link RegistrationConflictError}.
+   * run of this instance), then throws {@link RegistrationConflictError}. `signal`, or a
+   * `deregister()` meanwhile, ends it early with the abort reason; `deregister()` then removes
+   * whatever it wrote.
    */
   async register(instance: ServiceInstance, options: RegisterOptions = {}): Promise<void> {
-    if (this.#loop) throw new Error("register() was already called on this registrar");
+    if (this.#registering) throw new Error("register() was already called on this registrar");
+    if (this.#stop.signal.aborted) throw new Error("register() after deregister(): make a new EtcdRegistrar");
+    const registering = this.#registerFirst(instance, options);
+    this.#registering = registering.catch(() => {});
+    await registering;
+  }
+
+  async #registerFirst(instance: ServiceInstance, options: RegisterOptions): Promise<void> {
     this.#key = instanceKey(this.#prefix, this.#layout, instance);
     this.#value = encodeInstance(this.#layout, instance);
+    const signal = options.signal ? AbortSignal.any([options.signal, this.#stop.signal]) : this.#stop.signal;
     const retry: RetryOptions = {
       deadline: "deadline" in options ? options.deadline : deadlineAfter(30_000),
-      signal: options.signal,
+      signal,
       giveUp: (error, elapsed, permanent) =>
         new EtcdUnavailableError(
           permanent
@@ -127,13 +154,13 @@ export class EtcdRegistrar implements Registrar {
       if (result.kind === "ok") break;
       const owner = result.owner;
       if (conflictUntil === 0) {
-        const ownerTtl = await this.#grantedTtl(owner.lease);
+        const ownerTtl = await untilAborted(this.#grantedTtl(owner.lease), signal);
         conflictUntil = Date.now() + ownerTtl * 1000 + 1000;
         this.#log.warn(
           `Key ${this.#key} is held by lease ${owner.lease}; waiting up to ${ownerTtl + 1}s for it to expire`,
         );
       }
-      if (Date.now() > conflictUntil || options.signal?.aborted) {
+      if (Date.now() > conflictUntil) {
         await this.#session?.close();
         this.#session = undefined;
         throw new RegistrationConflictError(
@@ -143,41 +170,60 @@ export class EtcdRegistrar implements Registrar {
             }); give each instance a unique notification-server.instance-id`,
         );
       }
-      await sleep(500, options.signal);
+      await sleep(500, signal);
+      signal.throwIfAborted();
     }
+    signal.throwIfAborted();
     this.#setState("registered");
     this.#watchOwnKey();
     this.#loop = this.#supervise();
   }
 
   /**
-   * Stops keeping the record, deletes it only if our lease still holds it, and revokes the lease
-   * (bounded by one TTL). Safe to call more than once.
+   * Stops keeping the record, deletes it only if our lease still holds it, and revokes the lease.
+   * Bounded as a whole by `timeoutMs` (default: the registrar's `callTimeoutMs`) or `signal`: past
+   * that it reports "unreachable" and the record expires with its lease. Safe at any time, also
+   * while `register()` is still running, and more than once (later calls get the same outcome).
    */
-  async deregister(): Promise<DeregisterOutcome> {
-    if (this.#stop.signal.aborted) return "absent";
-    this.#stop.abort();
-    this.#wake();
-    this.#watcher?.removeAllListeners();
+  deregister(options: DeregisterOptions = {}): Promise<DeregisterOutcome> {
+    if (!this.#deregistering) {
+      this.#stop.abort(new Error("deregister() was called"));
+      this.#wake();
+      this.#deregistering = this.#withdraw(options);
+    }
+    return this.#deregistering;
+  }
+
+  async #withdraw(options: DeregisterOptions): Promise<DeregisterOutcome> {
+    const timeout = AbortSignal.timeout(options.timeoutMs ?? this.#callTimeoutMs);
+    const bound = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     const watcher = this.#watcher;
     this.#watcher = undefined;
-    await this.#loop;
+    watcher?.removeAllListeners();
+    // A reconcile step still in flight may be granting a lease or writing the record: let it land
+    // (within the bound) so what it wrote is ours to remove.
+    await untilAborted(Promise.all([this.#registering, this.#loop, this.#inFlight]), bound).catch(() => {});
     const session = this.#session;
     this.#session = undefined;
     let outcome: DeregisterOutcome = "absent";
     if (session?.alive) {
       try {
-        const res = await this.#client
-          .if(this.#key, "Lease", "==", session.id)
-          .then(this.#client.delete().key(this.#key))
-          .commit();
+        const res = await untilAborted(
+          this.#client.if(this.#key, "Lease", "==", session.id).then(this.#client.delete().key(this.#key))
+            .commit(),
+          bound,
+        );
         if (res.succeeded) outcome = "deleted";
       } catch (error) {
         outcome = "unreachable";
-        this.#log.warn(`Deleting ${this.#key} failed: ${describeEtcdError(error)}`);
+        this.#log.warn(
+          `Deleting ${this.#key} failed: ${describeEtcdError(bound.aborted ? bound.reason : error)}`,
+        );
       }
       // With etcd unreachable a revoke would only wait out its deadline: let the lease expire.
-      const revokeError = outcome === "unreachable" ? (session.abandon(), undefined) : await session.close();
+      const revokeError = outcome === "unreachable"
+        ? (session.abandon(), undefined)
+        : await untilAborted(session.close(), bound).catch((error) => (session.abandon(), error as Error));
       if (revokeError) {
         this.#log.warn(
           `Revoking lease ${session.id} failed: ${
@@ -186,7 +232,7 @@ export class EtcdRegistrar implements Registrar {
         );
       }
     }
-    await watcher?.cancel().catch(() => {});
+    if (watcher) void releaseWatcher(watcher);
     this.#setState("unregistered");
     return outcome;
   }
@@ -196,10 +242,21 @@ export class EtcdRegistrar implements Registrar {
    * Writes only when the key is absent, already ours (this or an earlier lease of ours), or was
    * overwritten without a lease; reports a conflict when another lease holds it.
    */
-  async #ensure(): Promise<EnsureResult> {
+  #ensure(): Promise<EnsureResult> {
+    const step = this.#reconcile();
+    this.#inFlight = step.catch(() => {});
+    return step;
+  }
+
+  async #reconcile(): Promise<EnsureResult> {
     if (!this.#session?.alive) {
       const previous = this.#session;
       const fresh = await LeaseSession.grant(this.#client, this.#ttl, this.#log);
+      if (this.#stop.signal.aborted) {
+        // Granted after deregister() took stock: nothing may keep this lease alive.
+        void fresh.close();
+        throw this.#stop.signal.reason;
+      }
       fresh.lost.then(() => this.#poke());
       this.#ownLeases.add(fresh.id);
       this.#session = fresh;
@@ -213,7 +270,7 @@ export class EtcdRegistrar implements Registrar {
       .commit();
     if (created.succeeded) return { kind: "ok", wrote: true };
     const current = created.responses[0]?.response_range?.kvs[0];
-    if (!current) return await this.#ensure(); // deleted between compare and read: go again
+    if (!current) return await this.#reconcile(); // deleted between compare and read: go again
     if (current.lease === session.id && current.value.toString() === this.#value) {
       return { kind: "ok", wrote: false };
     }
@@ -228,7 +285,7 @@ export class EtcdRegistrar implements Registrar {
       const res = await kv.if(this.#key, "Mod", "==", Number(current.mod_revision))
         .then(kv.put(this.#key).value(this.#value).lease(session.id))
         .commit();
-      return res.succeeded ? { kind: "ok", wrote: true } : await this.#ensure();
+      return res.succeeded ? { kind: "ok", wrote: true } : await this.#reconcile();
     } catch (error) {
       if (/requested lease not found/i.test(String(error))) session.abandon();
       throw error;
@@ -245,7 +302,7 @@ export class EtcdRegistrar implements Registrar {
       const session = this.#session;
       if (session && !session.alive) this.#markLost(`lease ${session.id} lost`);
       try {
-        const result = await this.#ensure();
+        const result = await untilAborted(this.#ensure(), signal);
         if (signal.aborted) break;
         if (result.kind === "conflict") {
           this.#markLost(
@@ -311,8 +368,7 @@ export class EtcdRegistrar implements Registrar {
   #watchOwnKey(): void {
     const old = this.#watcher;
     this.#watcher = undefined;
-    old?.removeAllListeners();
-    void old?.cancel().catch(() => {});
+    if (old) void releaseWatcher(old);
     const poke = () => this.#poke();
     const watcher = this.#client.watch().key(this.#key).watcher();
     watcher.on("put", (kv) => {
@@ -321,9 +377,13 @@ export class EtcdRegistrar implements Registrar {
     watcher.on("delete", poke);
     watcher.on("connected", poke); // after a reconnect we may have missed events
     watcher.on("error", () => {
-      // A cancelled watch (e.g. compaction) is dropped by etcd3: make a new one next round.
-      this.#dirty = true;
+      // etcd cancelled the watch (its resume revision was compacted) and etcd3 has forgotten it:
+      // it must not be cancelled again (see releaseWatcher). Start afresh and re-check the key.
+      if (this.#watcher === watcher) this.#watcher = undefined;
+      forgetCancelledWatcher(watcher);
+      if (this.#stop.signal.aborted) return;
       this.#watchOwnKey();
+      this.#poke();
     });
     this.#watcher = watcher;
   }

@@ -21,9 +21,9 @@ export interface Registrar {
   register(instance: ServiceInstance, options?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Withdraws the instance (only the record this registrar wrote) and stops keeping it alive.
-   * Never throws; says what happened.
+   * Never throws; says what happened. Safe while `register` is still running; `signal` bounds it.
    */
-  deregister(): Promise<DeregisterOutcome>;
+  deregister(options?: { signal?: AbortSignal }): Promise<DeregisterOutcome>;
 }
 
 /** Finds instances of a service. */

@@ -31,6 +31,8 @@ export interface ServiceOptions {
   env?: Record<string, string>;
   /** Run this executable with `args` instead of `deno run main.ts` (the compiled binary). */
   executable?: string;
+  /** Run `deno run -A <script...> --config PATH` instead of main.ts (tests/fixtures). */
+  script?: string[];
 }
 
 /** Writes a config file for `options`; returns its path. */
@@ -66,11 +68,13 @@ export class ServiceProcess implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;
   readonly #waiters = new Set<() => void>();
   #done = false;
+  #exited = false;
 
   private constructor(child: Deno.ChildProcess, startedAt: number) {
     this.#child = child;
     this.startedAt = startedAt;
     this.status = child.status;
+    void child.status.then(() => (this.#exited = true));
     void this.#collect(child.stderr);
     void child.stdout.pipeTo(new WritableStream({ write: (c) => this.#push(new TextDecoder().decode(c)) }))
       .catch(() => {});
@@ -80,7 +84,11 @@ export class ServiceProcess implements AsyncDisposable {
   static async spawn(options: ServiceOptions, configPath?: string): Promise<ServiceProcess> {
     const path = configPath ?? await writeConfig(options);
     const exe = options.executable ?? Deno.execPath();
-    const args = options.executable ? ["--config", path] : [...startTaskArgs(), "--config", path];
+    const args = options.executable
+      ? ["--config", path]
+      : options.script
+      ? ["run", "-A", ...options.script, "--config", path]
+      : [...startTaskArgs(), "--config", path];
     const started = Date.now();
     const child = new Deno.Command(exe, {
       args,
@@ -98,6 +106,11 @@ export class ServiceProcess implements AsyncDisposable {
     const service = await ServiceProcess.spawn(options);
     await service.waitForLine(/gRPC server listening on/, 20_000);
     return service;
+  }
+
+  /** True once the process has exited. */
+  get exited(): boolean {
+    return this.#exited;
   }
 
   get pid(): number {
