@@ -3,9 +3,10 @@
  * faults inside the process, closed output pipes, hang-ups, absurd config values, odd input files.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
+import { eventually } from "./helpers/grpc.ts";
 import { rawClient, readRecord } from "./helpers/kv.ts";
-import { ServiceProcess } from "./helpers/service.ts";
+import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -35,3 +36,109 @@ for (const fault of ["throw", "reject"] as const) {
     }
   });
 }
+
+Deno.test(
+  "a closed output pipe does not kill the service: it repairs, then deregisters on SIGTERM",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const kv = rawClient(etcd.endpoints);
+    const id = `pipe-${crypto.randomUUID()}`;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        ...startTaskArgs(),
+        "--config",
+        await writeConfig({ endpoints: etcd.endpoints, instanceId: id }),
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      let seen = "";
+      while (!seen.includes("gRPC server listening on")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`exited early:\n${seen}`);
+        seen += value;
+      }
+      await reader.cancel(); // like `| head -3` exiting: every later write to stderr fails with EPIPE
+      const key = `/services/notification-server/${id}`;
+      // An outside delete makes the service log a warning while it repairs the record.
+      await kv.delete().key(key).exec();
+      await eventually(() => readRecord(kv, key), 5_000, "record written back with stderr closed");
+      child.kill("SIGTERM");
+      assert.equal((await child.status).code, 0);
+      assert.equal(await readRecord(kv, key), undefined, "deregistered");
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      kv.close();
+    }
+  },
+);
+
+Deno.test(
+  "SIGHUP (a closed SSH session) stops the service gracefully: deregistered, exit 0",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const kv = rawClient(etcd.endpoints);
+    try {
+      await using svc = await ServiceProcess.start({
+        endpoints: etcd.endpoints,
+        instanceId: `hup-${crypto.randomUUID()}`,
+      });
+      const key = svc.key;
+      svc.signal("SIGHUP");
+      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
+      assert.ok(svc.lines.some((l) => l.includes("Service deregistered from etcd")), svc.lines.join("\n"));
+      assert.equal(await readRecord(kv, key), undefined);
+    } finally {
+      kv.close();
+    }
+  },
+);
+
+Deno.test(
+  "etcd frozen: SIGTERM during start-up ends at once, and SIGTERM when registered is bounded by dial-timeout",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    await using etcd = await startEtcd();
+    // Start-up: etcd answers nothing (frozen, connections accepted); the stop must not wait on it.
+    etcd.signal("SIGSTOP");
+    {
+      await using starting = await ServiceProcess.spawn({ endpoints: etcd.endpoints, startupTimeout: "30s" });
+      await new Promise((r) => setTimeout(r, 1_000));
+      const t0 = Date.now();
+      starting.signal("SIGTERM");
+      const status = await starting.status;
+      const took = Date.now() - t0;
+      console.log(`SIGTERM during start-up, etcd frozen -> exit in ${took} ms (dial-timeout 2s)`);
+      assert.equal(status.code, 0, starting.lines.join("\n"));
+      assert.ok(starting.lines.some((l) => l.includes("Stopped during start-up")), starting.lines.join("\n"));
+      assert.ok(took < 2_000, `exited in ${took} ms, within one dial-timeout`);
+    }
+    etcd.signal("SIGCONT");
+    // Registered, then etcd freezes: deregistration gets one dial-timeout (2 s) in all.
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      drainDelay: "0s",
+      shutdownTimeout: "1s",
+    });
+    etcd.signal("SIGSTOP");
+    const t0 = Date.now();
+    svc.signal("SIGTERM");
+    const status = await svc.status;
+    const took = Date.now() - t0;
+    etcd.signal("SIGCONT");
+    console.log(`SIGTERM with etcd frozen -> exit in ${took} ms (drain 0s + shutdown 1s + dial 2s bound)`);
+    assert.equal(status.code, 0, svc.lines.join("\n"));
+    assert.ok(
+      svc.lines.some((l) => l.includes("Service not deregistered (etcd unreachable)")),
+      svc.lines.join("\n"),
+    );
+    assert.ok(took < 2_000 + 1_000 + 500, `exit in ${took} ms is within drain + shutdown + dial-timeout`);
+  },
+);

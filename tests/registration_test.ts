@@ -189,3 +189,38 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "register() and deregister() overlapping, in every order: nothing stays registered or kept alive",
+  opts,
+  async () => {
+    await withSetup(async (endpoints, raw, clients) => {
+      // deregister() while register() is still running (same turn: the grant is in flight).
+      const reg = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 3 });
+      const inst = instance();
+      const registering = reg.register(inst).then(() => undefined, (error: Error) => error);
+      const outcome = await reg.deregister();
+      assert.match(String(await registering), /deregister\(\) was called/);
+      assert.ok(outcome === "deleted" || outcome === "absent", outcome);
+      assert.equal(await reg.deregister(), outcome, "a second deregister() says the same");
+      const key = `/services/reg-test/${inst.id}`;
+      assert.equal(await readRecord(raw, key), undefined, "no record after deregister()");
+      const leases = await raw.leaseClient.leaseLeases({});
+      assert.equal(leases.leases.length, 0, `no lease kept alive: ${JSON.stringify(leases.leases)}`);
+      assert.equal(reg.state, "unregistered");
+
+      // deregister() a little later: the record was written meanwhile and is removed.
+      const later = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 3 });
+      const second = instance();
+      const writing = later.register(second);
+      await new Promise((r) => setTimeout(r, 5));
+      await later.deregister();
+      await writing.catch(() => {});
+      assert.equal(await readRecord(raw, `/services/reg-test/${second.id}`), undefined);
+
+      // register() after deregister() is refused, not half-done.
+      await assert.rejects(reg.register(instance()), /after deregister\(\)/);
+      assert.equal((await raw.leaseClient.leaseLeases({})).leases.length, 0);
+    });
+  },
+);

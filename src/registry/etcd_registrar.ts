@@ -126,8 +126,8 @@ export class EtcdRegistrar implements Registrar {
    * whatever it wrote.
    */
   async register(instance: ServiceInstance, options: RegisterOptions = {}): Promise<void> {
-    if (this.#registering) throw new Error("register() was already called on this registrar");
     if (this.#stop.signal.aborted) throw new Error("register() after deregister(): make a new EtcdRegistrar");
+    if (this.#registering) throw new Error("register() was already called on this registrar");
     const registering = this.#registerFirst(instance, options);
     this.#registering = registering.catch(() => {});
     await registering;
