@@ -4,9 +4,9 @@
  * file, the field and what is wrong, e.g.
  * `config/platform/config.yaml: etcd.dial-timeout: "soon" is not a duration like 5s`.
  */
-import { parseDocument } from "yaml";
+import { isMap, isScalar, parseDocument } from "yaml";
 import { parseDuration } from "./duration.ts";
-import { type HostPort, parseHostPort } from "./host_port.ts";
+import { type HostPort, isWildcard, parseHostPort } from "./host_port.ts";
 
 /** The default config path, relative to the working directory. */
 export const DEFAULT_CONFIG_PATH = "config/platform/config.yaml";
@@ -102,6 +102,14 @@ export interface LoadConfigOptions {
 }
 
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/**
+ * Longest duration any field takes. JavaScript timers overflow past 2^31-1 ms (24.8 days) and fire
+ * at once, which spun a core and left a 41-day lease behind; nothing here needs more than a day.
+ */
+const MAX_DURATION_MS = 24 * 3_600_000;
+const MAX_METADATA_KEYS = 64;
+const MAX_METADATA_KEY = 128;
+const MAX_METADATA_VALUE = 512;
 const INSTANCE_ID = /^[A-Za-z0-9._:\[\]-]{1,253}$/;
 const SERVER_KEYS = [
   "addr",
@@ -134,14 +142,38 @@ export async function loadConfig(
 ): Promise<Config> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readBounded(path);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     const reason = error instanceof Deno.errors.NotFound
       ? "file not found (pass --config PATH or run from the repository root)"
       : `cannot read file: ${(error as Error).message}`;
     throw new ConfigError(`${path}: ${reason}`, { cause: error });
   }
   return parseConfig(text, path, options);
+}
+
+/** Larger config files are refused: nobody writes one, and /dev/zero would be read for ever. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** Reads a regular file of at most {@link MAX_CONFIG_BYTES} (a FIFO would block start-up). */
+async function readBounded(path: string): Promise<string> {
+  const info = await Deno.stat(path);
+  if (!info.isFile) {
+    throw new ConfigError(`${path}: not a regular file (a config file must be a plain YAML file)`);
+  }
+  using file = await Deno.open(path);
+  const buffer = new Uint8Array(MAX_CONFIG_BYTES + 1);
+  let length = 0;
+  for (;;) {
+    const n = await file.read(buffer.subarray(length));
+    if (n === null) break;
+    length += n;
+    if (length > MAX_CONFIG_BYTES) {
+      throw new ConfigError(`${path}: larger than ${MAX_CONFIG_BYTES / 1024} KiB; is this the config file?`);
+    }
+  }
+  return new TextDecoder().decode(buffer.subarray(0, length));
 }
 
 /** Validates YAML text as a config; `path` names the source in messages. Throws {@link ConfigError}. */
@@ -159,17 +191,44 @@ export function parseConfig(
     throw new ConfigError(`${path}: ${where}: invalid YAML: ${reason}`);
   }
   const r = new Reader(path);
-  const root = r.map(doc.toJS() ?? {}, "", true);
+  let js: unknown;
+  try {
+    js = doc.toJS(); // throws on alias bombs ("Excessive alias count"), among others
+  } catch (error) {
+    throw new ConfigError(`${path}: invalid YAML: ${(error as Error).message.split("\n")[0]}`);
+  }
+  const root = r.map(js ?? {}, "", true);
   r.noUnknownKeys(root, "", ["notification-server", "etcd"]);
-  const server = readServer(r, r.map(root["notification-server"], "notification-server", true), env);
+  const server = readServer(
+    r,
+    r.map(root["notification-server"], "notification-server", true),
+    env,
+    metadataAsWritten(doc.getIn(["notification-server", "metadata"], true)),
+  );
   const etcd = readEtcd(r, r.map(root["etcd"], "etcd", true), env);
   return deepFreeze({ path, server, etcd });
+}
+
+/**
+ * Metadata values as the user typed them: YAML would read `version: 1.10` as the number 1.1 and
+ * `0x1F` as 31. Values that are not plain scalars are left for the reader to reject.
+ */
+function metadataAsWritten(node: unknown): Map<string, string> {
+  const written = new Map<string, string>();
+  if (!isMap(node)) return written;
+  for (const pair of node.items) {
+    if (isScalar(pair.key) && isScalar(pair.value) && typeof pair.value.source === "string") {
+      written.set(String(pair.key.value), pair.value.source);
+    }
+  }
+  return written;
 }
 
 function readServer(
   r: Reader,
   raw: Record<string, unknown>,
   env: (name: EnvName) => string | undefined,
+  metadataSource: Map<string, string>,
 ): ServerConfig {
   const s = "notification-server";
   r.noUnknownKeys(raw, s, SERVER_KEYS);
@@ -215,7 +274,7 @@ function readServer(
     name,
     advertiseAddr,
     instanceId: instanceId || undefined,
-    metadata: r.stringMap(raw["metadata"], `${s}.metadata`),
+    metadata: r.metadata(raw["metadata"], `${s}.metadata`, metadataSource),
     shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", 10_000),
     drainDelayMs: r.duration(raw, s, "drain-delay", 1_000),
     maxSubscribers: r.positiveInt(raw, s, "max-subscribers", 10_000),
@@ -230,6 +289,10 @@ function readEtcd(
 ): EtcdConfig {
   const s = "etcd";
   r.noUnknownKeys(raw, s, ETCD_KEYS);
+  if (env("ETCD_ENDPOINTS") === "") {
+    // Set but empty is a broken deployment variable, not a request for the file's endpoints.
+    r.fail(`${s}.endpoints (from ETCD_ENDPOINTS)`, "set but empty: unset it or give host:port[,host:port]");
+  }
   const envEndpoints = r.fromEnv(env, "ETCD_ENDPOINTS");
   const endpointsField = r.field(s, "endpoints", "ETCD_ENDPOINTS", env);
   const endpoints = envEndpoints !== undefined
@@ -388,14 +451,26 @@ class Reader {
     });
   }
 
-  stringMap(value: unknown, field: string): Record<string, string> {
+  /** Instance metadata: strings as written, within Consul's limits (64 keys, 128/512 chars). */
+  metadata(value: unknown, field: string, written: Map<string, string>): Record<string, string> {
     const raw = this.map(value, field);
+    const entries = Object.entries(raw);
+    if (entries.length > MAX_METADATA_KEYS) {
+      this.fail(field, `${entries.length} keys; at most ${MAX_METADATA_KEYS}`);
+    }
     const out: Record<string, string> = {};
-    for (const [k, v] of Object.entries(raw)) {
+    for (const [k, v] of entries) {
       if (typeof v !== "string" && typeof v !== "number" && typeof v !== "boolean") {
-        this.fail(`${field}.${k}`, `expected a string value, found ${describe(v)}`);
+        this.fail(`${field}.${clip(k)}`, `expected a string value, found ${describe(v)}`);
       }
-      out[k] = String(v);
+      if (k.length > MAX_METADATA_KEY) {
+        this.fail(`${field}.${clip(k)}`, `key longer than ${MAX_METADATA_KEY}`);
+      }
+      const text = typeof v === "string" ? v : written.get(k) ?? String(v);
+      if (text.length > MAX_METADATA_VALUE) {
+        this.fail(`${field}.${k}`, `value of ${text.length} characters; at most ${MAX_METADATA_VALUE}`);
+      }
+      out[k] = text;
     }
     return out;
   }
@@ -414,6 +489,9 @@ class Reader {
       this.fail(`${section}.${key}`, `${quote(String(value))} is not a duration like 5s`);
     }
     if (positive && ms === 0) this.fail(`${section}.${key}`, `${quote(String(value))} must be more than 0`);
+    if (ms > MAX_DURATION_MS) {
+      this.fail(`${section}.${key}`, `${quote(String(value))} is above the maximum of 24h`);
+    }
     return ms;
   }
 
@@ -439,13 +517,13 @@ class Reader {
   }
 }
 
-/** True for the any-address hosts that must never be advertised. */
-export function isWildcard(host: string): boolean {
-  return host === "" || host === "0.0.0.0" || host === "::" || host === "[::]";
-}
-
 function quote(value: string): string {
   return JSON.stringify(value);
+}
+
+/** A user's value in an error line, cut to a readable length. */
+function clip(value: string): string {
+  return value.length > 40 ? `${value.slice(0, 40)}...` : value;
 }
 
 function describe(value: unknown): string {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseConfig } from "./config.ts";
+import { ConfigError, loadConfig, parseConfig } from "./config.ts";
 
 const FILE = "config/platform/config.yaml";
 const noEnv = () => undefined;
@@ -164,4 +164,110 @@ Deno.test("parseConfig() reads the password from password-file without its trail
   );
   assert.equal(config.etcd.password, "s3cret");
   await Deno.remove(file);
+});
+
+Deno.test("parseConfig() refuses durations past 24h: timers would overflow and leases outlive anyone", () => {
+  for (
+    const [field, line] of [
+      ["etcd.lease-ttl", "  lease-ttl: 1000h"],
+      ["etcd.dial-timeout", "  dial-timeout: 25h"],
+      ["etcd.startup-timeout", "  startup-timeout: 1000h"],
+    ] as const
+  ) {
+    const yaml = BASE.replace("  dial-timeout: 5s\n", "") + `${line}\n`;
+    assert.match(errorOf(yaml), new RegExp(`^${FILE}: ${field}: ".*" is above the maximum of 24h$`));
+  }
+  for (const key of ["shutdown-timeout", "drain-delay"]) {
+    const yaml = BASE.replace(
+      `  name: "notification-server"\n`,
+      `  name: "notification-server"\n  ${key}: 1000h\n`,
+    );
+    assert.match(
+      errorOf(yaml),
+      new RegExp(`notification-server.${key}: "1000h" is above the maximum of 24h`),
+    );
+  }
+  assert.equal(parseConfig(BASE + "  lease-ttl: 24h\n", FILE, { env: noEnv }).etcd.leaseTtlSeconds, 86_400);
+});
+
+Deno.test("parseConfig() keeps metadata as written and bounds it", () => {
+  const yaml = BASE.replace(
+    `  name: "notification-server"\n`,
+    `  name: "notification-server"\n  metadata: { version: 1.10, mask: 0x1F, big: 12345678901234567890, on: true, s: "x" }\n`,
+  );
+  assert.deepEqual(parseConfig(yaml, FILE, { env: noEnv }).server.metadata, {
+    version: "1.10",
+    mask: "0x1F",
+    big: "12345678901234567890",
+    on: "true",
+    s: "x",
+  });
+  const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"]));
+  const tooMany = BASE.replace(
+    `  name: "notification-server"\n`,
+    `  name: "notification-server"\n  metadata: ${JSON.stringify(many)}\n`,
+  );
+  assert.equal(errorOf(tooMany), `${FILE}: notification-server.metadata: 65 keys; at most 64`);
+  const long = BASE.replace(
+    `  name: "notification-server"\n`,
+    `  name: "notification-server"\n  metadata: { v: "${"x".repeat(513)}" }\n`,
+  );
+  assert.equal(
+    errorOf(long),
+    `${FILE}: notification-server.metadata.v: value of 513 characters; at most 512`,
+  );
+});
+
+Deno.test("parseConfig() turns a YAML alias bomb into a one-line config error", () => {
+  const bomb = `a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+`;
+  assert.match(errorOf(BASE + bomb), new RegExp(`^${FILE}: invalid YAML: .*alias`, "i"));
+});
+
+Deno.test("parseConfig() never takes a wildcard for an address to advertise, in any spelling", () => {
+  for (
+    const addr of ["0.0.0.0:80", "0:80", "[::]:80", "[0:0:0:0:0:0:0:0]:80", "[::ffff:0.0.0.0]:80", ":80"]
+  ) {
+    const yaml = BASE.replace(
+      `  name: "notification-server"\n`,
+      `  name: "notification-server"\n  advertise-addr: "${addr}"\n`,
+    );
+    assert.match(errorOf(yaml), /advertise-addr: .* is not an address clients can dial/, addr);
+  }
+  const ok = BASE.replace(
+    `  name: "notification-server"\n`,
+    `  name: "notification-server"\n  advertise-addr: "[::1]:80"\n`,
+  );
+  assert.deepEqual(parseConfig(ok, FILE, { env: noEnv }).server.advertiseAddr, { host: "::1", port: 80 });
+});
+
+Deno.test("parseConfig() refuses ETCD_ENDPOINTS set but empty", () => {
+  assert.equal(
+    errorOf(BASE, (n) => n === "ETCD_ENDPOINTS" ? "" : undefined),
+    `${FILE}: etcd.endpoints (from ETCD_ENDPOINTS): set but empty: unset it or give host:port[,host:port]`,
+  );
+});
+
+Deno.test("loadConfig() refuses a FIFO and an endless file with one line, without hanging", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const fifo = `${dir}/config.yaml`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.ok(made.success);
+    await assert.rejects(loadConfig(fifo), (e: Error) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.message, `${fifo}: not a regular file (a config file must be a plain YAML file)`);
+      return true;
+    });
+    const huge = `${dir}/huge.yaml`;
+    await Deno.writeFile(huge, new Uint8Array(2 * 1024 * 1024).fill(0x61));
+    await assert.rejects(loadConfig(huge), /huge.yaml: larger than 1024 KiB; is this the config file\?/);
+    await assert.rejects(loadConfig("/dev/zero"), /\/dev\/zero: not a regular file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -19,3 +19,17 @@ export function parseHostPort(text: string): HostPort | string {
 export function formatHostPort({ host, port }: HostPort): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/**
+ * True for hosts that mean "any address" to a listener and must never be advertised, in every
+ * spelling: "", 0.0.0.0, 0 (inet_aton's short form), ::, [0:0:0:0:0:0:0:0], ::ffff:0.0.0.0.
+ */
+export function isWildcard(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  if (/^[0.]*$/.test(h)) return true;
+  if (!h.includes(":")) return false;
+  const v4 = h.lastIndexOf(":") >= 0 && h.includes(".") ? h.slice(h.lastIndexOf(":") + 1) : "";
+  if (v4 && !/^[0.]+$/.test(v4)) return false;
+  const v6 = v4 ? h.slice(0, h.lastIndexOf(":") + 1) : h;
+  return /^[0:]*$/.test(v6.replace(/^(0*:){0,5}ffff:$/, "::"));
+}
