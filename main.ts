@@ -7,6 +7,7 @@
  *
  * Exit codes: 0 done, 1 runtime failure (etcd, bind, conflict), 2 bad configuration or usage.
  */
+import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { runServer } from "./src/app.ts";
 import { runCommand, UsageError } from "./src/cli.ts";
@@ -63,4 +64,11 @@ async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  // grpc-js logs its own copy of errors we report in one line (a bind failure printed twice);
+  // GRPC_VERBOSITY / GRPC_NODE_VERBOSITY still turn its log on for debugging.
+  if (Deno.env.get("GRPC_VERBOSITY") === undefined && Deno.env.get("GRPC_NODE_VERBOSITY") === undefined) {
+    grpc.setLogVerbosity(grpc.logVerbosity.NONE);
+  }
+  Deno.exit(await main(Deno.args));
+}

@@ -11,6 +11,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { createEtcdClient } from "../src/registry/etcd_client.ts";
+import { fanOutStall } from "./fanout.ts";
 import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
 import { freePort, startEtcd, waitForPort } from "../tests/helpers/etcd.ts";
@@ -446,6 +447,8 @@ async function main(): Promise<void> {
   const deno = targets.find((t) => t.name === "deno")!;
   note("fan-out to 1000 subscribers");
   const fan = await fanOut(deno);
+  note("Health/Check during 4 Sends of 60 KB to 1000 subscribers");
+  const stall = await fanOutStall(deno.addr, { subscribers: 1000, bodyBytes: 60 * 1024, sends: 4 });
   for (const t of targets) await t.stop();
   note("lifecycle timings (5 runs)");
   const life = await lifecycleTimes(etcd.endpoints, 5);
@@ -480,6 +483,9 @@ async function main(): Promise<void> {
   single("list() with 1000 instances ms", disc.list, 1);
   single("resolver first list, 1000 instances ms", disc.resolver, 1);
   single("fan-out 1 Send -> 1000 subscribers ms", fan, 1);
+  single("fan-out 4 x 60 KB -> 1000 subscribers ms", stall.allDeliveredMs, 0);
+  single("  Health/Check meanwhile p99 ms", stall.probeP99Ms, 1);
+  single("  Health/Check meanwhile max ms", stall.probeMaxMs, 1);
 
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   console.log(

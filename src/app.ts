@@ -16,7 +16,7 @@ import { NotificationService } from "./notification/service.ts";
 import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
 import type { ServiceInstance } from "./registry/types.ts";
-import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { type BoundServer, connectionBudget, startGrpcServer, stopGrpcServer } from "./server.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -43,7 +43,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     "": "SERVING",
     [NOTIFICATION_SERVICE]: "SERVING",
     [REGISTRATION_HEALTH]: "NOT_SERVING",
-  });
+  }, { maxWatches: config.server.maxHealthWatches });
   const notifications = new NotificationService({
     instanceId: "",
     maxSubscribers: config.server.maxSubscribers,
@@ -62,10 +62,20 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     // One start-up budget for reaching etcd and registering, not one each.
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
-    bound = await startGrpcServer(config.server.addr, {
-      notification: notifications.handlers(),
-      health: health.handlers(),
-    }, config.server.tls);
+    const connections = connectionBudget(config.server.maxConnections);
+    if (connections.warning) log.warn(connections.warning);
+    bound = await startGrpcServer(
+      config.server.addr,
+      {
+        notification: notifications.handlers(),
+        health: health.handlers(),
+      },
+      config.server.tls,
+      {
+        maxConnections: connections.max,
+        handshakeTimeoutMs: config.server.handshakeTimeoutMs,
+      },
+    );
     const advertised = advertisedAddress(config.server.addr, bound.port, config.server.advertiseAddr);
     if (advertised.derivedFrom) log.info(`Advertising ${advertised.addr} (from ${advertised.derivedFrom})`);
     const instance: ServiceInstance = {

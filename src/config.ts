@@ -37,6 +37,12 @@ export interface ServerConfig {
   drainDelayMs: number;
   /** Bound on concurrent Subscribe streams. @default 10000 */
   maxSubscribers: number;
+  /** Bound on concurrent client connections. @default the open-file limit less a reserve for etcd */
+  maxConnections?: number;
+  /** A client connection that sends nothing for this long is closed. @default 10 s */
+  handshakeTimeoutMs: number;
+  /** Bound on concurrent Health/Watch streams. @default 1000 */
+  maxHealthWatches: number;
   tls?: ServerTlsConfig;
 }
 
@@ -120,6 +126,9 @@ const SERVER_KEYS = [
   "shutdown-timeout",
   "drain-delay",
   "max-subscribers",
+  "max-connections",
+  "handshake-timeout",
+  "max-health-watches",
   "tls",
 ];
 const ETCD_KEYS = [
@@ -278,6 +287,11 @@ function readServer(
     shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", 10_000),
     drainDelayMs: r.duration(raw, s, "drain-delay", 1_000),
     maxSubscribers: r.positiveInt(raw, s, "max-subscribers", 10_000),
+    maxConnections: raw["max-connections"] === undefined
+      ? undefined
+      : r.positiveInt(raw, s, "max-connections", 0),
+    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", 10_000, true),
+    maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
     tls,
   };
 }

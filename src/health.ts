@@ -5,19 +5,46 @@
 import * as grpc from "@grpc/grpc-js";
 import { StreamTracker } from "./streams.ts";
 
+const encoder = new TextEncoder();
+
 /** What a service can report. */
 export type ServingStatus = "SERVING" | "NOT_SERVING";
 
 type WatchCall = grpc.ServerWritableStream<{ service: string }, { status: string }>;
 
-/** Health status map with live watchers. */
+/** Longest service name a Check or Watch may ask about (real names are far shorter). */
+export const MAX_SERVICE_NAME_BYTES = 256;
+
+/** Limits for {@link HealthService}. */
+export interface HealthLimits {
+  /** Concurrent Watch streams; more are refused with RESOURCE_EXHAUSTED. @default 1000 */
+  maxWatches?: number;
+}
+
+/**
+ * Health status map with live watchers. Watching a name that is not (yet) an entry is allowed, as
+ * the protocol says, but names are bounded, streams are bounded, and a name's watcher set goes
+ * when its last watcher does: 6 000 distinct 200 KB names once held a gigabyte.
+ */
 export class HealthService {
   readonly #status = new Map<string, ServingStatus>();
   readonly #watchers = new Map<string, Set<WatchCall>>();
   readonly #streams = new StreamTracker();
+  readonly #maxWatches: number;
 
-  constructor(initial: Record<string, ServingStatus> = {}) {
+  constructor(initial: Record<string, ServingStatus> = {}, limits: HealthLimits = {}) {
+    this.#maxWatches = limits.maxWatches ?? 1_000;
     for (const [service, status] of Object.entries(initial)) this.#status.set(service, status);
+  }
+
+  /** Names with live watchers (for tests and metrics). */
+  get watchedNames(): number {
+    return this.#watchers.size;
+  }
+
+  /** Open Watch streams. */
+  get watches(): number {
+    return this.#streams.size;
   }
 
   /** Sets one entry and tells its watchers. */
@@ -56,10 +83,30 @@ export class HealthService {
       },
       watch: (call: WatchCall) => {
         const service = call.request.service;
+        if (encoder.encode(service).length > MAX_SERVICE_NAME_BYTES) {
+          call.emit("error", {
+            code: grpc.status.INVALID_ARGUMENT,
+            details: `service name longer than ${MAX_SERVICE_NAME_BYTES} bytes`,
+          });
+          return;
+        }
+        if (this.#streams.size >= this.#maxWatches) {
+          call.emit("error", {
+            code: grpc.status.RESOURCE_EXHAUSTED,
+            details:
+              `This instance already serves ${this.#streams.size} Health/Watch streams (max-health-watches)`,
+          });
+          return;
+        }
         let set = this.#watchers.get(service);
         if (!set) this.#watchers.set(service, set = new Set());
         const watchers = set;
-        if (!this.#streams.add(call as never, () => watchers.delete(call))) {
+        const forget = () => {
+          watchers.delete(call);
+          if (watchers.size === 0 && this.#watchers.get(service) === watchers) this.#watchers.delete(service);
+        };
+        if (!this.#streams.add(call as never, forget)) {
+          forget();
           call.end();
           return;
         }

@@ -6,7 +6,7 @@ import { setImmediate } from "node:timers";
 import { ReflectionService } from "@grpc/reflection";
 import type { ServerTlsConfig } from "./config.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
-import { packageDefinition, services } from "./protos.ts";
+import { notificationServerDefinition, packageDefinition, services } from "./protos.ts";
 
 /** Handlers for the services this server hosts. */
 export interface ServerServices {
@@ -20,6 +20,8 @@ export interface BoundServer {
   port: number;
   /** Whether frame writes are coalesced (false only if grpc-js's internals changed; see below). */
   coalescing: boolean;
+  /** Whether connection limits are in force (likewise). */
+  guarded: boolean;
 }
 
 /** The server could not bind its address. */
@@ -28,6 +30,15 @@ export class BindError extends Error {
     super(message, options);
     this.name = "BindError";
   }
+}
+
+/** grpc-js's bind error in user terms ("No address added out of total 1 resolved errors: [...]"). */
+function bindProblem(error: Error): string {
+  const text = error.message;
+  if (/EADDRINUSE/.test(text)) return "address already in use (another process listens there)";
+  if (/EACCES/.test(text)) return "permission denied (ports below 1024 need privileges)";
+  if (/EADDRNOTAVAIL/.test(text)) return "no such address on this machine";
+  return text;
 }
 
 /** Largest request accepted; larger ones get RESOURCE_EXHAUSTED from grpc-js itself. */
@@ -52,29 +63,38 @@ export async function startGrpcServer(
   addr: HostPort,
   handlers: ServerServices,
   tls?: ServerTlsConfig,
+  limits: ConnectionLimits = { maxConnections: 10_000, handshakeTimeoutMs: 10_000 },
 ): Promise<BoundServer> {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
   });
-  const { Notification, Health } = services();
-  server.addService(Notification.service, handlers.notification);
+  const { Health } = services();
+  server.addService(notificationServerDefinition(), handlers.notification);
   server.addService(Health.service, handlers.health);
   new ReflectionService(packageDefinition()).addToServer(server);
   const target = formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(target, credentials(tls), (error, boundPort) => {
       if (error) {
-        reject(new BindError(`Cannot bind gRPC server to ${target}: ${error.message}`, { cause: error }));
+        reject(
+          new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error)}`, { cause: error }),
+        );
       } else resolve(boundPort);
     });
   });
-  return { server, port, coalescing: coalesceWrites(server) };
+  return { server, port, coalescing: coalesceWrites(server), guarded: guardConnections(server, limits) };
 }
 
-/** The part of grpc-js's private state used by {@link coalesceWrites} (grpc-js is pinned). */
+/** A node:http2 server as grpc-js keeps it. */
+interface ListeningServer {
+  on(event: string, listener: (socket: Socket) => void): unknown;
+  maxConnections?: number;
+}
+
+/** The part of grpc-js's private state used here (grpc-js is pinned). */
 interface WithHttp2Servers {
-  http2Servers?: Map<{ on(event: string, listener: (socket: Socket) => void): unknown }, unknown>;
+  http2Servers?: Map<ListeningServer, unknown>;
 }
 
 /**
@@ -88,13 +108,47 @@ interface WithHttp2Servers {
  * pins it to true.
  */
 function coalesceWrites(server: grpc.Server): boolean {
-  const servers = (server as unknown as WithHttp2Servers).http2Servers;
-  if (!(servers instanceof Map) || servers.size === 0) return false;
-  for (const http2Server of servers.keys()) {
+  const servers = listeningServers(server);
+  for (const http2Server of servers) {
     http2Server.on("connection", batchWritesPerTurn);
     http2Server.on("secureConnection", batchWritesPerTurn);
   }
-  return true;
+  return servers.length > 0;
+}
+
+/** grpc-js's node:http2 servers behind `server` (none if its internals changed). */
+function listeningServers(server: grpc.Server): ListeningServer[] {
+  const servers = (server as unknown as WithHttp2Servers).http2Servers;
+  return servers instanceof Map ? [...servers.keys()] : [];
+}
+
+/** Limits on client connections; see {@link guardConnections}. */
+export interface ConnectionLimits {
+  /** Concurrent connections; more are closed as they arrive. */
+  maxConnections: number;
+  /** A connection that has sent no byte by then is closed. */
+  handshakeTimeoutMs: number;
+}
+
+/**
+ * Bounds what idle or abusive clients can hold: each connection costs a file descriptor, and
+ * descriptors run out for etcd's reconnects first (400 silent connections under a 256-fd limit
+ * kept the service from reaching etcd for 20 s). Connections that never send a byte are closed
+ * after `handshakeTimeoutMs`; past `maxConnections` new ones are closed at once (node's
+ * `net.Server.maxConnections`). Returns false if grpc-js's internals changed (a test pins it).
+ */
+function guardConnections(server: grpc.Server, limits: ConnectionLimits): boolean {
+  const servers = listeningServers(server);
+  for (const http2Server of servers) {
+    http2Server.maxConnections = limits.maxConnections;
+    http2Server.on("connection", (socket: Socket) => {
+      const timer = setTimeout(() => {
+        if (socket.bytesRead === 0) socket.destroy();
+      }, limits.handshakeTimeoutMs);
+      socket.once("close", () => clearTimeout(timer));
+    });
+  }
+  return servers.length > 0;
 }
 
 const batched = new WeakSet<Socket>();
@@ -140,4 +194,30 @@ export async function stopGrpcServer(
   clearTimeout(timer);
   if (outcome === "forced") server.forceShutdown();
   return outcome;
+}
+
+/** Descriptors kept free of client connections: etcd, its reconnects, config and TLS files. */
+const RESERVED_DESCRIPTORS = 64;
+
+/**
+ * The connection limit to use: `configured`, else the process's open-file limit less a reserve
+ * (10 000 where the limit cannot be read). `warning` says when the configured one eats the reserve.
+ */
+export function connectionBudget(configured?: number): { max: number; warning?: string } {
+  let files: number | undefined;
+  try {
+    const match = /^Max open files\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/limits"));
+    if (match) files = Number(match[1]);
+  } catch { /* not Linux: no limit known */ }
+  const room = files === undefined ? undefined : Math.max(1, files - RESERVED_DESCRIPTORS);
+  if (configured === undefined) return { max: room ?? 10_000 };
+  if (room !== undefined && configured > room) {
+    return {
+      max: configured,
+      warning:
+        `max-connections ${configured} leaves fewer than ${RESERVED_DESCRIPTORS} of ${files} open files ` +
+        `for etcd and the rest (raise the limit: ulimit -n, LimitNOFILE=)`,
+    };
+  }
+  return { max: configured };
 }

@@ -1,6 +1,7 @@
 /** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
 import { loadSync } from "@grpc/proto-loader";
 import { HealthService } from "../src/health.ts";
 import { NotificationService } from "../src/notification/service.ts";
@@ -16,15 +17,26 @@ async function withServer(
     parts: { server: grpc.Server; notifications: NotificationService; health: HealthService },
   ) => Promise<void>,
   maxSubscribers = 100,
+  limits: { maxConnections?: number; handshakeTimeoutMs?: number; maxHealthWatches?: number } = {},
 ): Promise<void> {
   const notifications = new NotificationService({ instanceId: "test-1", maxSubscribers });
-  const health = new HealthService({ "": "SERVING", "notification.v1.NotificationService": "SERVING" });
-  const { server, port, coalescing } = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
-    notification: notifications.handlers(),
-    health: health.handlers(),
-  });
-  // The 1.8x throughput fix depends on grpc-js internals: fail loudly if an upgrade disables it.
+  const health = new HealthService(
+    { "": "SERVING", "notification.v1.NotificationService": "SERVING" },
+    { maxWatches: limits.maxHealthWatches },
+  );
+  const { server, port, coalescing, guarded } = await startGrpcServer(
+    { host: "127.0.0.1", port: 0 },
+    { notification: notifications.handlers(), health: health.handlers() },
+    undefined,
+    {
+      maxConnections: limits.maxConnections ?? 1_000,
+      handshakeTimeoutMs: limits.handshakeTimeoutMs ?? 10_000,
+    },
+  );
+  // The 1.8x throughput fix and the connection limits depend on grpc-js internals: fail loudly if
+  // an upgrade disables them.
   assert.equal(coalescing, true, "HTTP/2 frame writes are coalesced");
+  assert.equal(guarded, true, "connection limits are in force");
   try {
     await fn(`127.0.0.1:${port}`, { server, notifications, health });
   } finally {
@@ -203,3 +215,116 @@ Deno.test("server reflection lists the notification and health services", opts, 
     }
   });
 });
+
+Deno.test(
+  "Health Watch is bounded: long names refused, streams capped, a name forgotten with its last watcher",
+  opts,
+  async () => {
+    await withServer(
+      async (addr, { health }) => {
+        const { Health } = services();
+        const client = new Health(addr, grpc.credentials.createInsecure());
+        try {
+          const long = collect(client.watch({ service: "x".repeat(300) }));
+          assert.equal((await long.status).code, grpc.status.INVALID_ARGUMENT);
+          const calls = Array.from({ length: 3 }, (_, i) => client.watch({ service: `name-${i}` }));
+          const watches = calls.map(collect);
+          await eventually(() => watches.every((w) => w.items.length === 1), 3_000, "three watches open");
+          assert.equal(health.watchedNames, 3);
+          const fourth = collect(client.watch({ service: "name-3" }));
+          const status = await fourth.status;
+          assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
+          assert.match(status.details, /max-health-watches/);
+          for (const call of calls) call.cancel();
+          await eventually(() => health.watchedNames === 0 && health.watches === 0, 3_000, "entries removed");
+        } finally {
+          client.close();
+        }
+      },
+      100,
+      { maxHealthWatches: 3 },
+    );
+  },
+);
+
+Deno.test(
+  "silent connections are closed after the handshake timeout, and connections are capped",
+  opts,
+  async () => {
+    await withServer(
+      async (addr) => {
+        const port = Number(addr.split(":")[1]);
+        const silent = await Promise.all(
+          Array.from({ length: 4 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+        );
+        /** "closed" once the server ends the connection (its SETTINGS frame may come first), else "open". */
+        const readOrOpen = async (conn: Deno.Conn, ms: number) => {
+          const until = Date.now() + ms;
+          const buffer = new Uint8Array(256);
+          while (Date.now() < until) {
+            const n = await Promise.race([
+              conn.read(buffer).catch(() => null),
+              new Promise<"wait">((r) => setTimeout(() => r("wait"), until - Date.now())),
+            ]);
+            if (n === null) return "closed";
+            if (n === "wait") break;
+          }
+          return "open";
+        };
+        // The 4th is over the cap of 3 and closed at once; the others are held until the timeout.
+        assert.equal(await readOrOpen(silent[3], 200), "closed");
+        const outcomes = await Promise.all(silent.slice(0, 3).map((c) => readOrOpen(c, 3_000)));
+        assert.deepEqual(outcomes, ["closed", "closed", "closed"]);
+        // With the silent ones gone, a real client gets in.
+        assert.equal(await healthCheck(addr), "SERVING");
+        for (const conn of silent) {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        }
+      },
+      100,
+      { maxConnections: 3, handshakeTimeoutMs: 500 },
+    );
+  },
+);
+
+Deno.test(
+  "a recipient, title or data key that is not UTF-8 gets INVALID_ARGUMENT, not U+FFFD",
+  opts,
+  async () => {
+    await withServer(async (addr) => {
+      const client = new grpc.Client(addr, grpc.credentials.createInsecure());
+      const field = (n: number, bytes: number[]) => [n * 8 + 2, bytes.length, ...bytes];
+      const call = (path: string, body: number[]) =>
+        new Promise<grpc.ServiceError | null>((resolve) =>
+          client.makeUnaryRequest(
+            path,
+            (b: Buffer) => b,
+            (b: Buffer) => b,
+            Buffer.from(body),
+            (error) => resolve(error),
+          )
+        );
+      try {
+        const send = "/notification.v1.NotificationService/Send";
+        const bad = [0x61, 0xff, 0x62]; // "a", an invalid byte, "b"
+        for (
+          const [body, what] of [
+            [[...field(1, bad), ...field(2, [0x74])], "recipient"],
+            [[...field(1, [0x72]), ...field(2, bad)], "title"],
+            [[...field(1, [0x72]), ...field(2, [0x74]), ...field(4, field(1, bad))], "data key"],
+          ] as const
+        ) {
+          const error = await call(send, [...body]);
+          assert.equal(error?.code, grpc.status.INVALID_ARGUMENT, what);
+          assert.equal(error?.details, `${what} is not valid UTF-8`);
+        }
+        const ok = await call(send, [...field(1, [0x72, 0xc3, 0xa9]), ...field(2, [0x74])]); // "ré"
+        assert.equal(ok, null);
+      } finally {
+        client.close();
+      }
+    });
+  },
+);

@@ -5,8 +5,12 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { StreamTracker } from "../streams.ts";
+import { encodeNotification, invalidUtf8 } from "../protos.ts";
 import { Hub, type Notification } from "./hub.ts";
 import { recipientProblem, type SendInput, sendProblem } from "./validate.ts";
+
+/** Bytes of notifications written to subscribers before yielding to other calls. */
+const BYTES_PER_TURN = 64 * 1024;
 
 /** Options for {@link NotificationService}. */
 export interface NotificationServiceOptions {
@@ -18,7 +22,7 @@ export interface NotificationServiceOptions {
 
 /** Send/Subscribe over a {@link Hub}. */
 export class NotificationService {
-  readonly hub = new Hub();
+  readonly hub = new Hub<Uint8Array>();
   readonly #streams = new StreamTracker();
   /** Reported in SendResponse.instance_id; set once the advertised address is known. */
   instanceId: string;
@@ -38,7 +42,7 @@ export class NotificationService {
     return {
       send: (call: grpc.ServerUnaryCall<SendInput, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const req = call.request;
-        const problem = sendProblem(req);
+        const problem = invalidUtf8(req) ?? sendProblem(req);
         if (problem) {
           callback({ code: grpc.status.INVALID_ARGUMENT, details: problem });
           return;
@@ -51,16 +55,22 @@ export class NotificationService {
           data: req.data,
           createdAtMs: Date.now(),
         };
-        const delivered = this.hub.publish(notification);
-        callback(null, {
-          id: notification.id,
-          createdAtMs: notification.createdAtMs,
-          delivered,
-          instanceId: this.instanceId,
-        });
+        // Encoded once for every stream (the Subscribe serializer passes bytes through), and
+        // handed out about 256 KB per turn of the event loop so other calls get in between.
+        const bytes = encodeNotification(notification);
+        const slice = Math.max(1, Math.min(64, Math.floor(BYTES_PER_TURN / bytes.length)));
+        void this.hub.publish(notification.recipient, bytes, slice).then((delivered) =>
+          callback(null, {
+            id: notification.id,
+            createdAtMs: notification.createdAtMs,
+            delivered,
+            instanceId: this.instanceId,
+          })
+        );
       },
-      subscribe: (call: grpc.ServerWritableStream<{ recipient: string }, Notification>) => {
-        const problem = recipientProblem(call.request.recipient);
+      // Written with bytes that encodeNotification made; the server's serializer passes them through.
+      subscribe: (call: grpc.ServerWritableStream<{ recipient: string }, Uint8Array>) => {
+        const problem = invalidUtf8(call.request) ?? recipientProblem(call.request.recipient);
         if (problem) {
           call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: problem });
           return;
@@ -77,7 +87,11 @@ export class NotificationService {
           call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
           return;
         }
-        unsubscribe = this.hub.subscribe(call.request.recipient, (n) => call.write(n));
+        unsubscribe = this.hub.subscribe(call.request.recipient, (bytes) => {
+          if (call.cancelled || call.destroyed) return false;
+          call.write(bytes);
+          return true;
+        });
       },
     };
   }
