@@ -1,12 +1,13 @@
 /** The `discover` and `send` commands (run through main.ts or the compiled binary). */
 import * as grpc from "@grpc/grpc-js";
-import type { Config } from "./config.ts";
+import { type Config, serviceNameProblem } from "./config.ts";
 import { services } from "./protos.ts";
-import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
+import { createEtcdClient, deadlineAfter, describeEtcdError, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdDiscovery } from "./registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
 import type { ServiceInstance } from "./registry/types.ts";
 import { consoleLogger } from "./logger.ts";
+import { serviceKey } from "./registry/codec.ts";
 
 /** Bad command-line usage (exit 2). */
 export class UsageError extends Error {}
@@ -30,9 +31,12 @@ export function runCommand(
   config: Config,
 ): Promise<number> {
   switch (command) {
-    case "discover":
+    case "discover": {
       if (args.length !== 1) throw new UsageError("discover takes exactly one service name");
+      const problem = serviceNameProblem(args[0]);
+      if (problem) throw new UsageError(`discover: ${problem}`);
       return discover(args[0], flags, config);
+    }
     case "send":
       if (args.length !== 0) {
         throw new UsageError(`send takes no positional arguments, found ${JSON.stringify(args)}`);
@@ -43,9 +47,27 @@ export function runCommand(
   }
 }
 
+/** Standard output went away (`discover --watch | head -1`): the command is done. */
+class OutputClosed extends Error {}
+
+const encoder = new TextEncoder();
+
+/** Writes one line to stdout; throws {@link OutputClosed} when nobody reads it any more. */
+function printLine(line: string): void {
+  const bytes = encoder.encode(`${line}\n`);
+  try {
+    for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
+  } catch (error) {
+    if (error instanceof Deno.errors.BrokenPipe) throw new OutputClosed();
+    throw error;
+  }
+}
+
 async function discover(name: string, flags: CommandFlags, config: Config): Promise<number> {
   const client = createEtcdClient(config.etcd);
   const discovery = new EtcdDiscovery(client, { prefix: config.etcd.prefix, logger: consoleLogger() });
+  const abort = new AbortController();
+  const stop = () => abort.abort();
   try {
     await waitForEtcd(client, {
       endpoints: config.etcd.endpoints,
@@ -55,29 +77,29 @@ async function discover(name: string, flags: CommandFlags, config: Config): Prom
       printInstances(await discovery.list(name), flags.json ?? false);
       return 0;
     }
-    const abort = new AbortController();
-    const stop = () => abort.abort();
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
-    try {
-      let previous = new Map<string, ServiceInstance>();
-      let first = true;
-      for await (const snapshot of discovery.watch(name, { signal: abort.signal })) {
-        const current = new Map(snapshot.map((i) => [i.id, i]));
-        if (first) {
-          printInstances(snapshot, flags.json ?? false);
-          first = false;
-        } else {
-          for (const change of diff(previous, current)) printChange(change, flags.json ?? false);
-        }
-        previous = current;
+    let previous = new Map<string, ServiceInstance>();
+    let first = true;
+    for await (const snapshot of discovery.watch(name, { signal: abort.signal })) {
+      const current = new Map(snapshot.map((i) => [i.id, i]));
+      if (first) {
+        printInstances(snapshot, flags.json ?? false);
+        first = false;
+      } else {
+        for (const change of diff(previous, current)) printChange(change, flags.json ?? false);
       }
-    } finally {
+      previous = current;
+    }
+    return 0;
+  } catch (error) {
+    if (error instanceof OutputClosed) return 0;
+    throw error;
+  } finally {
+    if (flags.watch) {
       Deno.removeSignalListener("SIGINT", stop);
       Deno.removeSignalListener("SIGTERM", stop);
     }
-    return 0;
-  } finally {
     client.close();
   }
 }
@@ -95,33 +117,64 @@ function diff(before: Map<string, ServiceInstance>, after: Map<string, ServiceIn
   return changes;
 }
 
+/** Longest value printed in a table cell or JSON field; records are written by anyone. */
+const MAX_FIELD = 256;
+
+/** A value safe for one terminal line: control characters escaped (no ESC sequences), capped. */
+function cell(text: string): string {
+  // deno-lint-ignore no-control-regex
+  const escaped = text.replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+  return escaped.length > MAX_FIELD ? `${escaped.slice(0, MAX_FIELD)}...` : escaped;
+}
+
+/** The same cap for JSON output (JSON.stringify already escapes control characters). */
+function capped(text: string): string {
+  return text.length > MAX_FIELD ? `${text.slice(0, MAX_FIELD)}...` : text;
+}
+
+function jsonInstance(i: ServiceInstance): Record<string, unknown> {
+  return {
+    id: capped(i.id),
+    addr: capped(i.addr),
+    metadata: Object.fromEntries(Object.entries(i.metadata).map(([k, v]) => [capped(k), capped(v)])),
+  };
+}
+
 function printInstances(instances: ServiceInstance[], json: boolean): void {
   if (json) {
-    for (const i of instances) console.log(JSON.stringify({ id: i.id, addr: i.addr, metadata: i.metadata }));
+    for (const i of instances) printLine(JSON.stringify(jsonInstance(i)));
     return;
   }
   const rows = [
     ["ID", "ADDRESS", "METADATA"],
-    ...instances.map((i) => [i.id, i.addr, formatMetadata(i.metadata)]),
+    ...instances.map((i) => [cell(i.id), cell(i.addr), formatMetadata(i.metadata)]),
   ];
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  for (const row of rows) console.log(row.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd());
-  if (instances.length === 0) console.log("(no instances)");
+  for (const row of rows) printLine(row.map((value, c) => value.padEnd(widths[c])).join("  ").trimEnd());
+  if (instances.length === 0) printLine("(no instances)");
 }
 
 function printChange({ event, instance: i }: Change, json: boolean): void {
-  if (json) console.log(JSON.stringify({ event, id: i.id, addr: i.addr, metadata: i.metadata }));
-  else {console.log(
-      `${new Date().toISOString()} ${event.padEnd(7)} ${i.id} ${i.addr} ${formatMetadata(i.metadata)}`,
-    );}
+  if (json) printLine(JSON.stringify({ event, ...jsonInstance(i) }));
+  else {
+    printLine(
+      `${new Date().toISOString()} ${event.padEnd(7)} ${cell(i.id)} ${cell(i.addr)} ${
+        formatMetadata(i.metadata)
+      }`,
+    );
+  }
 }
 
 function formatMetadata(metadata: Readonly<Record<string, string>>): string {
-  return Object.entries(metadata).map(([k, v]) => `${k}=${v}`).join(",");
+  return cell(Object.entries(metadata).map(([k, v]) => `${k}=${v}`).join(","));
 }
 
 async function send(flags: CommandFlags, config: Config): Promise<number> {
   if (!flags.to) throw new UsageError("send needs --to RECIPIENT");
+  if (!flags.title && !flags.body) throw new UsageError("send needs --title or --body (or both)");
   const data: Record<string, string> = {};
   for (const pair of flags.data ?? []) {
     const eq = pair.indexOf("=");
@@ -129,28 +182,68 @@ async function send(flags: CommandFlags, config: Config): Promise<number> {
     data[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   const name = flags.name ?? config.server.name;
-  const closeResolver = registerEtcdResolver({ ...config.etcd });
+  const problem = serviceNameProblem(name);
+  if (problem) throw new UsageError(`--name: ${problem}`);
+  const where = config.etcd.endpoints.join(",");
+  const etcd = createEtcdClient(config.etcd);
+  const closeResolver = registerEtcdResolver({ ...config.etcd, client: etcd });
   const { Notification } = services();
   const client = new Notification(`etcd:///${name}`, grpc.credentials.createInsecure(), {
     "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
   });
   try {
-    const response = await new Promise<{ id: string; delivered: number; instanceId: string }>(
-      (resolve, reject) => {
-        client.send(
-          { recipient: flags.to, title: flags.title ?? "", body: flags.body ?? "", data },
-          { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
-          (error: grpc.ServiceError | null, value: { id: string; delivered: number; instanceId: string }) =>
-            error
-              ? reject(new Error(`Send to etcd:///${name} failed: ${error.details || error.message}`))
-              : resolve(value),
+    // Said in user terms before the call, rather than as "circuit breaker is open" or
+    // "Waiting for LB pick" after it.
+    await waitForEtcd(etcd, {
+      endpoints: config.etcd.endpoints,
+      deadline: deadlineAfter(config.etcd.dialTimeoutMs),
+    });
+    const instances = await new EtcdDiscovery(etcd, { prefix: config.etcd.prefix }).list(name).catch(
+      (error) => {
+        throw new Error(
+          `Reading ${serviceKey(config.etcd.prefix, name)}/ from etcd at ${where} failed: ${
+            describeEtcdError(error)
+          }`,
         );
       },
     );
-    console.log(`${response.id} delivered=${response.delivered} instance=${response.instanceId}`);
+    if (instances.length === 0) {
+      throw new Error(
+        `No instance of ${JSON.stringify(name)} is registered in etcd at ${where} (under ${
+          serviceKey(config.etcd.prefix, name)
+        }/); is the service running with the same etcd.prefix?`,
+      );
+    }
+    const response = await new Promise<{ id: string; delivered: number; instanceId: string }>(
+      (resolve, reject) => {
+        const call = client.send(
+          { recipient: flags.to, title: flags.title ?? "", body: flags.body ?? "", data },
+          { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
+          (error: grpc.ServiceError | null, value: { id: string; delivered: number; instanceId: string }) =>
+            error ? reject(new Error(sendFailure(error, call.getPeer(), instances))) : resolve(value),
+        );
+      },
+    );
+    printLine(`${response.id} delivered=${response.delivered} instance=${response.instanceId}`);
     return 0;
+  } catch (error) {
+    if (error instanceof OutputClosed) return 0;
+    throw error;
   } finally {
     client.close();
     closeResolver();
+    etcd.close();
   }
+}
+
+/** One line saying which address failed and how, in user terms. */
+function sendFailure(error: grpc.ServiceError, peer: string, instances: ServiceInstance[]): string {
+  const addrs = instances.map((i) => i.addr).join(", ");
+  const via = peer && peer !== "unknown" ? peer : addrs;
+  const http = /Received HTTP status code (\d+)/.exec(error.details ?? "");
+  if (http) return `Send via ${via} failed: not a gRPC server there (it answered HTTP ${http[1]})`;
+  if (error.code === grpc.status.DEADLINE_EXCEEDED || error.code === grpc.status.UNAVAILABLE) {
+    return `Send failed: no registered instance answered (${addrs}): ${error.details || error.message}`;
+  }
+  return `Send via ${via} failed: ${grpc.status[error.code]}: ${error.details || error.message}`;
 }

@@ -144,6 +144,13 @@ const ETCD_KEYS = [
   "tls",
 ];
 
+/** What is wrong with a service name, or undefined when it is one. */
+export function serviceNameProblem(name: string): string | undefined {
+  return SERVICE_NAME.test(name)
+    ? undefined
+    : `${quote(name.slice(0, 140))} is not a service name (letters, digits, '.', '_', '-'; at most 128)`;
+}
+
 /** Reads, parses and validates the config file at `path`. Throws {@link ConfigError}. */
 export async function loadConfig(
   path: string,
@@ -244,12 +251,8 @@ function readServer(
   const addrText = r.fromEnv(env, "NOTIFICATION_ADDR") ?? r.string(raw, s, "addr", true);
   const addr = r.hostPort(addrText, r.field(s, "addr", "NOTIFICATION_ADDR", env), false);
   const name = r.string(raw, s, "name", true)!;
-  if (!SERVICE_NAME.test(name)) {
-    r.fail(
-      `${s}.name`,
-      `${quote(name)} is not a service name (letters, digits, '.', '_', '-'; at most 128)`,
-    );
-  }
+  const nameProblem = serviceNameProblem(name);
+  if (nameProblem) r.fail(`${s}.name`, nameProblem);
   const advertiseText = r.fromEnv(env, "NOTIFICATION_ADVERTISE_ADDR") ??
     r.string(raw, s, "advertise-addr");
   const advertiseAddr = advertiseText

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
+import { rawClient } from "./helpers/kv.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -64,8 +65,12 @@ Deno.test("discover --watch prints each change as it happens until interrupted",
     }
   })();
   void child.stderr.cancel();
+  const kv = rawClient(etcd.endpoints);
   try {
-    await new Promise((r) => setTimeout(r, 1_000)); // the watch is open once the process has listed
+    // A seed record, so the first listing prints a line: once it is out, the watch is open.
+    await kv.put(`/services/${name}/seed`).value(JSON.stringify({ Op: 0, Addr: "127.0.0.1:9" })).exec();
+    await eventually(() => lines.length === 1, 10_000, "initial listing");
+    lines.length = 0;
     const svc = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "w1" });
     await eventually(() => lines.some((l) => l.includes('"added"')), 5_000, "added line");
     svc.signal("SIGTERM");
@@ -80,5 +85,117 @@ Deno.test("discover --watch prints each change as it happens until interrupted",
     try {
       child.kill("SIGKILL");
     } catch { /* exited */ }
+    kv.close();
+  }
+});
+
+Deno.test("send says what is wrong in user terms, naming the endpoint or address", opts, async () => {
+  await using etcd = await useEtcd();
+  const name = `clie-${crypto.randomUUID().slice(0, 8)}`;
+  const config = await writeConfig({ endpoints: etcd.endpoints, name });
+  const sendArgs = ["send", "--to", "alice", "--title", "hi", "--config", config];
+
+  const usage = await run(["send", "--to", "alice", "--config", config]);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /send needs --title or --body/);
+  const badName = await run(["discover", "bad name!", "--config", config]);
+  assert.equal(badName.code, 2);
+  assert.match(badName.stderr, /discover: "bad name!" is not a service name/);
+
+  const none = await run(sendArgs);
+  assert.equal(none.code, 1);
+  assert.match(
+    none.stderr,
+    new RegExp(
+      `ERROR No instance of "${name}" is registered in etcd at ${
+        etcd.endpoints[0]
+      } \\(under /services/${name}/\\)`,
+    ),
+  );
+
+  // A registered address where something that is not gRPC answers (plain HTTP/1).
+  const http = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("nope", { status: 404 }),
+  );
+  const kv = rawClient(etcd.endpoints);
+  try {
+    const addr = `127.0.0.1:${http.addr.port}`;
+    await kv.put(`/services/${name}/web`).value(JSON.stringify({ Op: 0, Addr: addr })).exec();
+    const wrong = await run(sendArgs);
+    assert.equal(wrong.code, 1);
+    assert.ok(wrong.stderr.includes(addr), wrong.stderr);
+    assert.equal(wrong.stderr.trim().split("\n").length, 1, wrong.stderr);
+  } finally {
+    kv.close();
+    await http.shutdown();
+  }
+
+  const unreachable = await writeConfig({ endpoints: ["127.0.0.1:1"], name });
+  const down = await run(["send", "--to", "alice", "--title", "hi", "--config", unreachable]);
+  assert.equal(down.code, 1);
+  assert.match(down.stderr, /ERROR Cannot reach etcd at 127\.0\.0\.1:1 after/);
+  assert.doesNotMatch(down.stderr, /circuit breaker/);
+});
+
+Deno.test("discover escapes control characters and caps fields written by anyone", opts, async () => {
+  await using etcd = await useEtcd();
+  const name = `clix-${crypto.randomUUID().slice(0, 8)}`;
+  const config = await writeConfig({ endpoints: etcd.endpoints, name });
+  const kv = rawClient(etcd.endpoints);
+  try {
+    const metadata = JSON.stringify({ note: "\u001b[2J\u001b[31mred\nline2", long: "y".repeat(5_000) });
+    await kv.put(`/services/${name}/evil\u001b[1m`).value(
+      JSON.stringify({ Op: 0, Addr: "127.0.0.1:9", Metadata: metadata }),
+    )
+      .exec();
+    await kv.put(`/services/${name}/quoted`).value('{"Op":"0","Addr":"127.0.0.1:8"}').exec();
+    const table = await run(["discover", name, "--config", config]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.ok(!table.stdout.includes("\u001b"), "no raw ESC in the table");
+    const rows = table.stdout.trim().split("\n");
+    assert.equal(rows.length, 2, table.stdout); // header + one instance; the newline did not split it
+    assert.match(rows[1], /^evil\\x1b\[1m\s+127\.0\.0\.1:9\s+/);
+    assert.ok(rows[1].length < 600, `row capped: ${rows[1].length}`);
+    assert.match(table.stderr, /Skipping malformed record .*quoted.*Op "0" is neither 0/);
+    const json = await run(["discover", name, "--json", "--config", config]);
+    assert.ok(!json.stdout.includes("\u001b"));
+    const parsed = JSON.parse(json.stdout.trim());
+    assert.equal(parsed.metadata.note, "\u001b[2J\u001b[31mred\nline2");
+    assert.equal(parsed.metadata.long.length, 256 + 3);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts, async () => {
+  await using etcd = await useEtcd();
+  const name = `clih-${crypto.randomUUID().slice(0, 8)}`;
+  const config = await writeConfig({ endpoints: etcd.endpoints, name });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...startTaskArgs(), "discover", name, "--watch", "--json", "--config", config],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const kv = rawClient(etcd.endpoints);
+  try {
+    await kv.put(`/services/${name}/a`).value(JSON.stringify({ Op: 0, Addr: "127.0.0.1:9" })).exec();
+    const reader = child.stdout.getReader();
+    await reader.read(); // the first line, as head -1 takes it
+    await reader.cancel(); // and goes away
+    // The next line it prints meets the closed pipe and ends the command.
+    await kv.put(`/services/${name}/b`).value(JSON.stringify({ Op: 0, Addr: "127.0.0.1:8" })).exec();
+    const status = await Promise.race([
+      child.status,
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000)),
+    ]);
+    assert.ok(status, "discover --watch still running after its output closed");
+    assert.equal(status.code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    kv.close();
   }
 });

@@ -25,7 +25,7 @@ Deno.test(
       assert.match(key, /^\/services\/notification-server\/life-/);
       const record = await readRecord(kv, key);
       assert.ok(record, "record is in etcd");
-      assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: { version: "test" } });
+      assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: `{"version":"test"}` });
       assert.equal(record.grantedTtl, 10);
       assert.ok(record.ttl > 0 && record.ttl <= 10, `lease ttl ${record.ttl}`);
       const health = healthClient(svc.addr);

@@ -60,7 +60,11 @@ Deno.test(
       const record = await readRecord(raw, `/services/reg-test/${inst.id}`);
       assert.equal(record?.lease, reg.leaseId);
       assert.equal(record?.grantedTtl, 4);
-      assert.deepEqual(JSON.parse(record!.value), { Op: 0, Addr: "127.0.0.1:7000", Metadata: { zone: "a" } });
+      assert.deepEqual(JSON.parse(record!.value), {
+        Op: 0,
+        Addr: "127.0.0.1:7000",
+        Metadata: `{"zone":"a"}`,
+      });
       assert.equal(await reg.deregister(), "deleted");
       assert.equal(await readRecord(raw, `/services/reg-test/${inst.id}`), undefined);
       const lease = await raw.leaseClient.leaseTimeToLive({ ID: record!.lease });
