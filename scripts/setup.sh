@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the project needs when it is missing: Deno 2.9.6 (the native binary, from npm) and
-# etcd (Debian's etcd-server and etcd-client). Safe to run again; it changes nothing when all is there.
+# Installs what the project and its tests need when it is missing: Deno 2.9.6 (the native binary,
+# from npm), etcd (Debian's etcd-server and etcd-client) and, for the interop tests, Debian's Go
+# toolchain with its gRPC, protobuf and etcd packages. Safe to run again; it changes nothing when
+# all is there.
 set -euo pipefail
 
 need_root() {
@@ -27,10 +29,17 @@ if ! deno_ok; then
   deno_ok || { echo "setup: 'deno' on PATH is not the native Deno 2 binary ($(command -v deno))" >&2; exit 1; }
 fi
 
-if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
-  echo "setup: installing etcd-server and etcd-client (apt-get)"
+# etcd for the service and the tests; Go with etcd's and gRPC's Go packages for the interop tests
+# (a real grpc-go client through etcd's naming resolver, GOPATH mode, no module downloads).
+packages=(etcd-server etcd-client golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (apt-get)"
   need_root apt-get update -qq >/dev/null
-  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Debian's package starts a system etcd on :2379; we start our own where we need one.
@@ -38,4 +47,4 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/d
   echo "setup: note: a system etcd service is running on this machine (systemctl status etcd)"
 fi
 
-echo "setup: $(deno --version | head -1), $(etcd --version | head -1)"
+echo "setup: $(deno --version | head -1), $(etcd --version | head -1), $(go version)"

@@ -3,10 +3,10 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
-import { ReflectionService } from "@grpc/reflection";
 import type { ServerTlsConfig } from "./config.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
-import { notificationServerDefinition, packageDefinition, services } from "./protos.ts";
+import { notificationServerDefinition, services } from "./protos.ts";
+import { addReflection } from "./reflection.ts";
 
 /** Handlers for the services this server hosts. */
 export interface ServerServices {
@@ -72,7 +72,7 @@ export async function startGrpcServer(
   const { Health } = services();
   server.addService(notificationServerDefinition(), handlers.notification);
   server.addService(Health.service, handlers.health);
-  new ReflectionService(packageDefinition()).addToServer(server);
+  addReflection(server);
   const target = formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(target, credentials(tls), (error, boundPort) => {

@@ -190,7 +190,7 @@ Deno.test(
   },
 );
 
-Deno.test("server reflection lists the notification and health services", opts, async () => {
+Deno.test("server reflection lists the notification, health and reflection services", opts, async () => {
   await withServer(async (addr) => {
     const dir = new URL("../node_modules/@grpc/reflection/build/proto/", import.meta.url).pathname;
     const def = loadSync("grpc/reflection/v1alpha/reflection.proto", { includeDirs: [dir] });
@@ -209,7 +209,12 @@ Deno.test("server reflection lists the notification and health services", opts, 
       call.write({ listServices: "*" });
       const names = (await answer).listServicesResponse.service.map((s) => s.name).sort();
       call.end();
-      assert.deepEqual(names, ["grpc.health.v1.Health", "notification.v1.NotificationService"]);
+      assert.deepEqual(names, [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "notification.v1.NotificationService",
+      ]);
     } finally {
       client.close();
     }

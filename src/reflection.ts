@@ -1,0 +1,130 @@
+/**
+ * Server reflection (`grpc.reflection.v1` and `v1alpha`) that serves the descriptors protoc would
+ * write, so grpcurl, Go's protodesc and Python's DescriptorPool accept them.
+ *
+ * @grpc/reflection serves what protobufjs produces, and three things there are not protoc's:
+ * files are named after their package (`notification_v1.proto`), a map field's entry type is
+ * named like the field (`Data`, protoc says `DataEntry`), and type references are relative. Go
+ * rejects the map entries outright ("incorrect implicit map entry name"). The descriptors are
+ * loaded with the field names as written (`keepCase`), corrected here, and handed to
+ * @grpc/reflection, which reads nothing but their bytes.
+ */
+import { ReflectionService } from "@grpc/reflection";
+import type * as grpc from "@grpc/grpc-js";
+import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
+import descriptor from "protobufjs/ext/descriptor";
+import { PROTO_DIR } from "./protos.ts";
+
+/** Every proto the server serves, reflection's own included (so ListServices names it too). */
+const PROTO_FILES = [
+  "notification.proto",
+  "grpc/health/v1/health.proto",
+  "grpc/reflection/v1/reflection.proto",
+  "grpc/reflection/v1alpha/reflection.proto",
+];
+
+/** The parts of protobufjs's descriptor messages this file reads and changes. */
+interface FieldProto {
+  name: string;
+  typeName?: string;
+}
+interface MessageProto {
+  name: string;
+  field: FieldProto[];
+  nestedType: MessageProto[];
+  enumType: { name: string }[];
+  options?: { mapEntry?: boolean };
+}
+interface FileProto {
+  name: string;
+  package: string;
+  dependency: string[];
+  messageType: MessageProto[];
+  enumType: { name: string }[];
+  service: { method: { inputType: string; outputType: string }[] }[];
+}
+interface FileProtoType {
+  decode(bytes: Uint8Array): FileProto;
+  encode(file: FileProto): { finish(): Uint8Array };
+}
+
+/** Adds reflection for our protos to `server`. */
+export function addReflection(server: grpc.Server): void {
+  new ReflectionService(correctedDefinition()).addToServer(server);
+}
+
+/** Our protos' descriptors, corrected as described above, in the shape @grpc/reflection reads. */
+export function correctedDefinition(): PackageDefinition {
+  const loaded = loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR], keepCase: true });
+  const fileType = (descriptor as unknown as { FileDescriptorProto: FileProtoType }).FileDescriptorProto;
+  const pathOf = packagePaths();
+  const files = new Map<string, Uint8Array>();
+  for (const definition of Object.values(loaded)) {
+    for (const bytes of (definition as { fileDescriptorProtos?: Uint8Array[] }).fileDescriptorProtos ?? []) {
+      const file = fileType.decode(bytes);
+      if (files.has(file.package)) continue;
+      correct(file, pathOf);
+      files.set(file.package, fileType.encode(file).finish());
+    }
+  }
+  return { corrected: { fileDescriptorProtos: [...files.values()] } } as unknown as PackageDefinition;
+}
+
+/** package name -> file path, read from each proto's `package` line. */
+function packagePaths(): Map<string, string> {
+  const paths = new Map<string, string>();
+  for (const path of PROTO_FILES) {
+    const pkg = /^package\s+([\w.]+)\s*;/m.exec(Deno.readTextFileSync(`${PROTO_DIR}/${path}`))?.[1];
+    if (pkg) paths.set(pkg, path);
+  }
+  return paths;
+}
+
+/** protoc's name for the entry type of map field `field`: `foo_bar` -> `FooBarEntry`. */
+function mapEntryName(field: string): string {
+  return `${field.split("_").map((p) => p.charAt(0).toUpperCase() + p.slice(1)).join("")}Entry`;
+}
+
+function correct(file: FileProto, pathOf: Map<string, string>): void {
+  file.name = pathOf.get(file.package) ?? file.name;
+  file.dependency = file.dependency.map((d) => pathOf.get(d.replace(/\.proto$/, "").replace(/_/g, ".")) ?? d);
+  // Rename map entries first, then qualify every reference against the final names.
+  const renameMaps = (message: MessageProto) => {
+    for (const field of message.field) {
+      const entry = message.nestedType.find((n) => n.options?.mapEntry && n.name === field.typeName);
+      if (entry) field.typeName = entry.name = mapEntryName(field.name);
+    }
+    message.nestedType.forEach(renameMaps);
+  };
+  file.messageType.forEach(renameMaps);
+  const known = new Set<string>();
+  const collect = (scope: string, message: MessageProto) => {
+    const name = `${scope}.${message.name}`;
+    known.add(name);
+    for (const e of message.enumType) known.add(`${name}.${e.name}`);
+    for (const nested of message.nestedType) collect(name, nested);
+  };
+  const root = file.package ? `.${file.package}` : "";
+  for (const e of file.enumType) known.add(`${root}.${e.name}`);
+  for (const m of file.messageType) collect(root, m);
+  /** `.pkg.Msg.Ref` for a reference made inside `scope`, as protoc resolves it (innermost first). */
+  const qualify = (ref: string | undefined, scope: string): string | undefined => {
+    if (!ref || ref.startsWith(".")) return ref;
+    for (let s = scope;; s = s.slice(0, s.lastIndexOf("."))) {
+      if (known.has(`${s}.${ref}`)) return `${s}.${ref}`;
+      if (s === "") return `.${ref}`;
+    }
+  };
+  const qualifyFields = (scope: string, message: MessageProto) => {
+    const name = `${scope}.${message.name}`;
+    for (const field of message.field) field.typeName = qualify(field.typeName, name);
+    for (const nested of message.nestedType) qualifyFields(name, nested);
+  };
+  for (const m of file.messageType) qualifyFields(root, m);
+  for (const service of file.service) {
+    for (const method of service.method) {
+      method.inputType = qualify(method.inputType, root)!;
+      method.outputType = qualify(method.outputType, root)!;
+    }
+  }
+}

@@ -1,0 +1,202 @@
+// go_client: a client we did not write the stack of, built from Debian's Go packages in GOPATH
+// mode (no module downloads), used by tests/interop_test.ts.
+//
+//	go_client calls   -etcd HOST:PORT -target /services/NAME [-authority A] [-seconds S]
+//	go_client reflect -addr HOST:PORT
+//
+// calls: dials etcd:///<target> through etcd's own naming resolver (clientv3/naming/resolver)
+// with grpc-go's round_robin, sends notifications in a loop, and prints one JSON line per 250 ms
+// window: which instance answered how often, and errors.
+// reflect: lists services over server reflection, fetches the files that define them and builds
+// them with protodesc.NewFiles, which rejects descriptors that are not what protoc would write.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"go.etcd.io/etcd/clientv3"
+	"go.etcd.io/etcd/clientv3/naming/resolver"
+	"google.golang.org/grpc"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// rawCodec sends and receives message bytes as they are (no generated stubs needed).
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v interface{}) error {
+	*(v.(*[]byte)) = append((*(v.(*[]byte)))[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "go_client: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// instanceID reads SendResponse.instance_id (field 4) from the response bytes.
+func instanceID(b []byte) string {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return ""
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return ""
+		}
+		if num == 4 && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeString(b)
+			return v
+		}
+		b = b[m:]
+	}
+	return ""
+}
+
+func calls(endpoint, target, authority string, seconds int) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		fail("etcd: %v", err)
+	}
+	defer cli.Close()
+	builder, err := resolver.NewBuilder(cli)
+	if err != nil {
+		fail("resolver: %v", err)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithInsecure(),
+		grpc.WithResolvers(builder),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})),
+	}
+	if authority != "" {
+		opts = append(opts, grpc.WithAuthority(authority))
+	}
+	conn, err := grpc.Dial("etcd:///"+target, opts...)
+	if err != nil {
+		fail("dial: %v", err)
+	}
+	defer conn.Close()
+	var req []byte
+	req = protowire.AppendTag(req, 1, protowire.BytesType)
+	req = protowire.AppendString(req, "go-interop")
+	req = protowire.AppendTag(req, 2, protowire.BytesType)
+	req = protowire.AppendString(req, "hello from grpc-go")
+	end := time.Now().Add(time.Duration(seconds) * time.Second)
+	for time.Now().Before(end) {
+		window := time.Now().Add(250 * time.Millisecond)
+		counts := map[string]int{}
+		errors := 0
+		lastError := ""
+		for time.Now().Before(window) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			var resp []byte
+			err := conn.Invoke(ctx, "/notification.v1.NotificationService/Send", &req, &resp)
+			cancel()
+			if err != nil {
+				errors++
+				lastError = err.Error()
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			counts[instanceID(resp)]++
+		}
+		line, _ := json.Marshal(map[string]interface{}{"counts": counts, "errors": errors, "lastError": lastError})
+		fmt.Println(string(line))
+	}
+}
+
+func reflect(addr string) {
+	conn, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithBlock(), grpc.WithTimeout(5*time.Second))
+	if err != nil {
+		fail("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := rpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		fail("reflection stream: %v", err)
+	}
+	ask := func(req *rpb.ServerReflectionRequest) *rpb.ServerReflectionResponse {
+		if err := stream.Send(req); err != nil {
+			fail("send: %v", err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			fail("recv: %v", err)
+		}
+		if e := resp.GetErrorResponse(); e != nil {
+			fail("reflection error %d: %s", e.ErrorCode, e.ErrorMessage)
+		}
+		return resp
+	}
+	listed := ask(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{ListServices: "*"}})
+	var names []string
+	for _, s := range listed.GetListServicesResponse().GetService() {
+		names = append(names, s.Name)
+	}
+	sort.Strings(names)
+	files := map[string]*descriptorpb.FileDescriptorProto{}
+	for _, name := range names {
+		resp := ask(&rpb.ServerReflectionRequest{
+			MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: name},
+		})
+		for _, raw := range resp.GetFileDescriptorResponse().GetFileDescriptorProto() {
+			fd := &descriptorpb.FileDescriptorProto{}
+			if err := proto.Unmarshal(raw, fd); err != nil {
+				fail("file for %s does not parse: %v", name, err)
+			}
+			files[fd.GetName()] = fd
+		}
+	}
+	set := &descriptorpb.FileDescriptorSet{}
+	for _, fd := range files {
+		set.File = append(set.File, fd)
+	}
+	registry, err := protodesc.NewFiles(set)
+	if err != nil {
+		fail("protodesc rejects the served descriptors: %v", err)
+	}
+	var fileNames []string
+	for name := range files {
+		fileNames = append(fileNames, name)
+	}
+	sort.Strings(fileNames)
+	line, _ := json.Marshal(map[string]interface{}{"services": names, "files": fileNames, "count": registry.NumFiles()})
+	fmt.Println(string(line))
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: go_client calls|reflect [flags]")
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	endpoint := fs.String("etcd", "127.0.0.1:2379", "etcd endpoint")
+	target := fs.String("target", "/services/notification-server", "key prefix the naming resolver follows")
+	authority := fs.String("authority", "", ":authority to send (grpc.WithAuthority)")
+	seconds := fs.Int("seconds", 3, "how long to send")
+	addr := fs.String("addr", "", "server for reflect")
+	fs.Parse(os.Args[2:])
+	switch os.Args[1] {
+	case "calls":
+		calls(*endpoint, *target, *authority, *seconds)
+	case "reflect":
+		reflect(*addr)
+	default:
+		fail("unknown mode %q", os.Args[1])
+	}
+}

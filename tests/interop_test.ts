@@ -1,0 +1,114 @@
+/**
+ * Clients we did not write: a Go client built from Debian's packages (GOPATH mode, no module
+ * downloads; scripts/setup.sh installs them) dials our instances through etcd's own naming
+ * resolver with grpc-go's round_robin, and checks our reflection descriptors with protodesc.
+ */
+import assert from "node:assert/strict";
+import { useEtcd } from "./helpers/etcd.ts";
+import { eventually } from "./helpers/grpc.ts";
+import { ServiceProcess } from "./helpers/service.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const SOURCE = new URL("./interop/go_client/", import.meta.url).pathname;
+
+let built: Promise<string> | undefined;
+
+/** Builds tests/interop/go_client once per test run. */
+function goClient(): Promise<string> {
+  built ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "go-client-" });
+    let out;
+    try {
+      out = await new Deno.Command("go", {
+        args: ["build", "-o", `${dir}/go_client`, "."],
+        cwd: SOURCE,
+        env: { GOPATH: "/usr/share/gocode", GO111MODULE: "off", GOFLAGS: "", GOCACHE: `${dir}/cache` },
+      }).output();
+    } catch (error) {
+      throw new Error(
+        `No Go toolchain (${error}): run scripts/setup.sh, which installs Debian's golang packages`,
+      );
+    }
+    if (!out.success) {
+      throw new Error(
+        `go build failed (scripts/setup.sh installs the packages):\n${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+    return `${dir}/go_client`;
+  })();
+  return built;
+}
+
+Deno.test(
+  "a Go client through etcd's naming resolver and round_robin reaches all three instances; a stopped one drops out",
+  opts,
+  async () => {
+    const client = await goClient();
+    await using etcd = await useEtcd();
+    const name = `go-${crypto.randomUUID().slice(0, 8)}`;
+    const start = (id: string) =>
+      ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: id, drainDelay: "1s" });
+    await using a = await start("a");
+    await using b = await start("b");
+    await using c = await start("c");
+    const child = new Deno.Command(client, {
+      args: [
+        "calls",
+        "-etcd",
+        etcd.endpoints[0],
+        "-target",
+        `/services/${name}`,
+        "-authority",
+        name,
+        "-seconds",
+        "5",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const windows: { counts: Record<string, number>; errors: number; lastError: string }[] = [];
+    const stdout = (async () => {
+      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+        for (const line of chunk.split("\n")) if (line.trim()) windows.push(JSON.parse(line));
+      }
+    })();
+    const stderr = new Response(child.stderr).text();
+    await eventually(() => windows.length >= 2, 10_000, "two windows of calls");
+    const early = windows.at(-1)!;
+    assert.deepEqual(Object.keys(early.counts).sort(), ["a", "b", "c"], JSON.stringify(windows));
+    c.signal("SIGTERM"); // deregisters, then serves for drain-delay: the resolver must drop it first
+    assert.equal((await c.status).code, 0);
+    const status = await child.status;
+    await stdout;
+    const errors = await stderr;
+    assert.equal(status.code, 0, `go client failed (a panic shows here):\n${errors}`);
+    const last = windows.at(-1)!;
+    assert.deepEqual(Object.keys(last.counts).sort(), ["a", "b"], JSON.stringify(windows));
+    assert.equal(windows.reduce((n, w) => n + w.errors, 0), 0, JSON.stringify(windows));
+    const total = (id: string) => windows.reduce((n, w) => n + (w.counts[id] ?? 0), 0);
+    console.log(
+      `Go client calls per instance: a=${total("a")} b=${total("b")} c=${total("c")} (c stopped mid-run)`,
+    );
+    assert.ok(a.addr && b.addr);
+  },
+);
+
+Deno.test("reflection serves descriptors Go's protodesc accepts, and lists itself", opts, async () => {
+  const client = await goClient();
+  await using etcd = await useEtcd();
+  await using svc = await ServiceProcess.start({
+    endpoints: etcd.endpoints,
+    instanceId: `refl-${crypto.randomUUID()}`,
+  });
+  const out = await new Deno.Command(client, { args: ["reflect", "-addr", svc.addr] }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, text);
+  const result = JSON.parse(text);
+  assert.deepEqual(result.services, [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "notification.v1.NotificationService",
+  ]);
+  assert.ok(result.files.includes("notification.proto"), text);
+});
