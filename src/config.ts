@@ -7,12 +7,13 @@
 import { isMap, isScalar, parseDocument } from "yaml";
 import { parseDuration } from "./duration.ts";
 import { type HostPort, isWildcard, parseHostPort } from "./host_port.ts";
+import type { EtcdClientOptions, EtcdTlsOptions } from "./registry/etcd_client.ts";
+import type { Layout } from "./registry/types.ts";
 
 /** The default config path, relative to the working directory. */
 export const DEFAULT_CONFIG_PATH = "config/platform/config.yaml";
 
-/** Which key layout the registration uses in etcd. */
-export type Layout = "instance" | "service";
+export type { Layout };
 
 /** TLS for the gRPC server. */
 export interface ServerTlsConfig {
@@ -47,21 +48,10 @@ export interface ServerConfig {
 }
 
 /** TLS towards etcd. */
-export interface EtcdTlsConfig {
-  caFile: string;
-  certFile?: string;
-  keyFile?: string;
-  /** Name expected in etcd's certificate when it differs from the endpoint host. */
-  serverName?: string;
-}
+export type EtcdTlsConfig = EtcdTlsOptions;
 
-/** `etcd:` section. */
-export interface EtcdConfig {
-  endpoints: readonly string[];
-  /** Bound on connecting and on every unary etcd call. @default 5 s */
-  dialTimeoutMs: number;
-  username?: string;
-  password?: string;
+/** `etcd:` section: how to reach etcd (the registry's client options), and where to register. */
+export interface EtcdConfig extends EtcdClientOptions {
   /** @default 10 */
   leaseTtlSeconds: number;
   /** @default "/services" */
@@ -70,7 +60,6 @@ export interface EtcdConfig {
   layout: Layout;
   /** How long start-up keeps retrying an unreachable etcd; 0 waits forever. @default 30 s */
   startupTimeoutMs: number;
-  tls?: EtcdTlsConfig;
 }
 
 /** The whole validated configuration. */
@@ -357,9 +346,10 @@ function readEtcd(
       r.fail(`${s}.tls`, "cert-file and key-file go together: set both or neither");
     }
     // Deno's TLS refuses an IP address as the server name, which grpc-js would send for an IP endpoint.
-    const ipEndpoint = endpoints.find((e) =>
-      /^(\[[0-9A-Fa-f:.]+\]|\d+\.\d+\.\d+\.\d+):/.test(e.replace(/^https?:\/\//, ""))
-    );
+    const ipEndpoint = endpoints.find((e) => {
+      const hp = parseHostPort(e.replace(/^https?:\/\//, ""));
+      return typeof hp !== "string" && (hp.host.includes(":") || /^[\d.]+$/.test(hp.host));
+    });
     if (ipEndpoint && !tls.serverName) {
       r.fail(
         `${s}.tls.server-name`,

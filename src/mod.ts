@@ -9,20 +9,30 @@
  * for await (const instances of discovery.watch("notification-server")) console.log(instances);
  * ```
  */
-export type { Discovery, Registrar, RegistrationState, ServiceInstance } from "./registry/types.ts";
+export type {
+  DeregisterOutcome,
+  Discovery,
+  Layout,
+  Registrar,
+  RegistrationState,
+  ServiceInstance,
+} from "./registry/types.ts";
 export { decodeRecord, encodeInstance, instanceKey, serviceKey } from "./registry/codec.ts";
 export {
   createEtcdClient,
   type EtcdClientOptions,
+  type EtcdTlsOptions,
   EtcdUnavailableError,
   waitForEtcd,
 } from "./registry/etcd_client.ts";
 export {
+  type DeregisterOptions,
   EtcdRegistrar,
   type EtcdRegistrarOptions,
+  type RegisterOptions,
   RegistrationConflictError,
 } from "./registry/etcd_registrar.ts";
-export { EtcdDiscovery, type EtcdDiscoveryOptions } from "./registry/etcd_discovery.ts";
+export { EtcdDiscovery, type EtcdDiscoveryOptions, type ResyncReason } from "./registry/etcd_discovery.ts";
 export {
   type EtcdResolverOptions,
   registerEtcdResolver,

@@ -10,8 +10,8 @@
  *   Metadata as an object (or null) are still read.
  * - `service` (the original design): `<prefix>/<name>` -> `host:port` as plain text.
  */
-import type { Layout } from "../config.ts";
-import type { ServiceInstance } from "./types.ts";
+import { parseHostPort } from "../host_port.ts";
+import type { Layout, ServiceInstance } from "./types.ts";
 
 /** The key this instance is stored under. */
 export function instanceKey(prefix: string, layout: Layout, instance: ServiceInstance): string {
@@ -109,5 +109,6 @@ function toStringMap(value: unknown): Record<string, string> {
 }
 
 function isDialable(addr: string): boolean {
-  return /^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$/.test(addr);
+  const parsed = parseHostPort(addr);
+  return typeof parsed !== "string" && parsed.host !== "" && parsed.port !== 0;
 }

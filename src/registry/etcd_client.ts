@@ -5,17 +5,38 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
-import { Etcd3, GRPCResourceExhastedError, type IOptions, isRecoverableError } from "etcd3";
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdPermissionDeniedError,
+  EtcdUserNotFoundError,
+  GRPCResourceExhastedError,
+  type IOptions,
+  isRecoverableError,
+} from "etcd3";
 import { Buffer } from "node:buffer";
 import { Backoff, sleep, untilAborted } from "../backoff.ts";
-import type { EtcdConfig } from "../config.ts";
 import { formatDuration } from "../duration.ts";
 
-/** The subset of the etcd config a client needs (the server's and the CLI's are the same). */
-export type EtcdClientOptions = Pick<
-  EtcdConfig,
-  "endpoints" | "dialTimeoutMs" | "username" | "password" | "tls"
->;
+/** TLS towards etcd. */
+export interface EtcdTlsOptions {
+  caFile: string;
+  certFile?: string;
+  keyFile?: string;
+  /** Name expected in etcd's certificate when it differs from the endpoint host. */
+  serverName?: string;
+}
+
+/** How to reach etcd (the service's `etcd:` config section holds the same fields). */
+export interface EtcdClientOptions {
+  /** host:port, or http(s)://host:port. */
+  endpoints: readonly string[];
+  /** Bound on connecting and on every unary etcd call. */
+  dialTimeoutMs: number;
+  username?: string;
+  password?: string;
+  tls?: EtcdTlsOptions;
+}
 
 /**
  * Watch streams carry etcd's require-leader flag (Go's `clientv3.WithRequireLeader`): a member cut
@@ -97,9 +118,15 @@ export class EtcdUnavailableError extends Error {
 
 /** Errors that retrying will not fix: bad credentials, permission, TLS trust. */
 export function isPermanentEtcdError(error: unknown): boolean {
+  if (
+    error instanceof EtcdAuthenticationFailedError || error instanceof EtcdPermissionDeniedError ||
+    error instanceof EtcdUserNotFoundError
+  ) {
+    return true;
+  }
+  // TLS failures reach us as untyped gRPC errors; their text is all there is.
   const text = String((error as Error)?.message ?? error);
-  return /authentication failed|invalid auth|permission denied|user name is empty|certificate|self[- ]signed|SSL|handshake/i
-    .test(text);
+  return /certificate|self[- ]signed|SSL|handshake/i.test(text);
 }
 
 /** A one-line description of an etcd error without a stack or secrets. */

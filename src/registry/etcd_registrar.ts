@@ -6,9 +6,8 @@
  * have changed: the lease was lost, a watch on our own key saw it deleted or overwritten, the watch
  * reconnected, or a periodic check came due. Failures back off (250 ms doubling to 5 s, jittered).
  */
-import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Watcher } from "etcd3";
 import { Backoff, sleep, untilAborted } from "../backoff.ts";
-import type { Layout } from "../config.ts";
 import { formatDuration } from "../duration.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
@@ -21,7 +20,7 @@ import {
   retryTransient,
 } from "./etcd_client.ts";
 import { LeaseSession } from "./lease_session.ts";
-import type { DeregisterOutcome, Registrar, RegistrationState, ServiceInstance } from "./types.ts";
+import type { DeregisterOutcome, Layout, Registrar, RegistrationState, ServiceInstance } from "./types.ts";
 
 /** Options for {@link EtcdRegistrar}. */
 export interface EtcdRegistrarOptions {
@@ -287,7 +286,7 @@ export class EtcdRegistrar implements Registrar {
         .commit();
       return res.succeeded ? { kind: "ok", wrote: true } : await this.#reconcile();
     } catch (error) {
-      if (/requested lease not found/i.test(String(error))) session.abandon();
+      if (error instanceof EtcdLeaseInvalidError) session.abandon();
       throw error;
     }
   }
@@ -327,7 +326,7 @@ export class EtcdRegistrar implements Registrar {
         backoff.reset();
       } catch (error) {
         if (signal.aborted) break;
-        if (/requested lease not found/i.test(String(error))) this.#session?.abandon();
+        if (error instanceof EtcdLeaseInvalidError) this.#session?.abandon();
         this.#markLost(describeEtcdError(error));
         this.#dirty = true;
         await sleep(backoff.next(), signal);

@@ -13,7 +13,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import type { Etcd3 } from "etcd3";
-import type { EtcdConfig } from "../config.ts";
+import { type HostPort, parseHostPort } from "../host_port.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
 import { EtcdDiscovery } from "./etcd_discovery.ts";
@@ -26,7 +26,7 @@ type GrpcUri = grpc.experimental.GrpcUri;
 export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
   endpoints: readonly string[];
   /** @default "/services" */
-  prefix?: EtcdConfig["prefix"];
+  prefix?: string;
   /** Scheme to register. @default "etcd" */
   scheme?: string;
   logger?: Logger;
@@ -38,12 +38,13 @@ export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
 
 /**
  * Service config for `etcd:///` channels: round-robin over every address, and UNAVAILABLE retried
- * on another instance (a killed instance's calls fail over instead of failing).
+ * on another instance (a killed instance's calls fail over instead of failing). The retry policy
+ * applies to every method (an empty name matches all).
  */
 export const ROUND_ROBIN_SERVICE_CONFIG = JSON.stringify({
   loadBalancingConfig: [{ round_robin: {} }],
   methodConfig: [{
-    name: [{ service: "notification.v1.NotificationService" }, { service: "grpc.health.v1.Health" }],
+    name: [{}],
     retryPolicy: {
       maxAttempts: 4,
       initialBackoff: "0.05s",
@@ -54,11 +55,10 @@ export const ROUND_ROBIN_SERVICE_CONFIG = JSON.stringify({
   }],
 });
 
-/** Splits "host:port" / "[v6]:port" into a grpc-js subchannel address. */
+/** A grpc-js subchannel address for an instance (discovery only yields dialable addresses). */
 function toEndpoint(instance: ServiceInstance): Endpoint {
-  const i = instance.addr.lastIndexOf(":");
-  const host = instance.addr.slice(0, i).replace(/^\[(.*)\]$/, "$1");
-  return { addresses: [{ host, port: Number(instance.addr.slice(i + 1)) }] };
+  const { host, port } = parseHostPort(instance.addr) as HostPort;
+  return { addresses: [{ host, port }] };
 }
 
 /**

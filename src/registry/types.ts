@@ -3,6 +3,12 @@
  * `etcd_registrar.ts` and `etcd_discovery.ts`; the stored format in `codec.ts`.
  */
 
+/**
+ * Which key layout a registration uses in etcd: `instance` (`<prefix>/<name>/<id>`, etcd naming's
+ * JSON value) or `service` (the original `<prefix>/<name>` with a plain host:port value).
+ */
+export type Layout = "instance" | "service";
+
 /** One running instance of a service, as clients see it. */
 export interface ServiceInstance {
   /** Unique within the service; with the `instance` layout, the last key segment. */
