@@ -31,7 +31,10 @@ export interface EtcdDiscoveryOptions {
   logger?: Logger;
   /** Keys per page when reading; a page etcd finds too large is read again in halves. @default 500 */
   pageSize?: number;
-  /** Told each time a watch starts a resync, and how many reads it took once it is back in step. */
+  /**
+   * Told when a watch loses its stream or etcd cancels it (no `attempts`), and again once it is
+   * back in step, with the number of reads that took (for logs and metrics).
+   */
   onResync?: (event: { reason: ResyncReason; attempts?: number }) => void;
 }
 
@@ -108,7 +111,9 @@ export class EtcdDiscovery implements Discovery {
         // etcd3 resumes a dropped watch from its last revision + 1, which replays every change
         // unless etcd itself went back in time (restored empty): a read after reconnecting checks.
         watcher.on("disconnected", () => {
-          if (current()) away = true;
+          if (!current() || away) return;
+          away = true;
+          this.#onResync({ reason: "disconnected" });
         });
         watcher.on("connected", () => {
           if (!current() || !away) return;
@@ -119,8 +124,9 @@ export class EtcdDiscovery implements Discovery {
         watcher.on("error", () => {
           // Cancelled by etcd (resume revision compacted): the changes since are lost to it.
           forgetCancelledWatcher(watcher);
-          if (!current()) return;
+          if (!current() || resync) return;
           resync = "cancelled";
+          this.#onResync({ reason: "cancelled" });
           poke();
         });
         return watcher;
@@ -140,7 +146,6 @@ export class EtcdDiscovery implements Discovery {
           const reason: ResyncReason = resync ?? "disconnected";
           const full = resync !== undefined;
           verify = false;
-          this.#onResync({ reason });
           if (full) await letGo();
           const fresh = await this.#readUntilDone(name, signal);
           if (!fresh) break; // aborted
