@@ -4,6 +4,7 @@
  *   main.ts [--config PATH]                      run the service
  *   main.ts discover <name> [--watch] [--json]   list (and follow) instances
  *   main.ts send --to R --title T --body B       send a notification through etcd:///<name>
+ *   main.ts subscribe --to R [--json]            print R's notifications, across instance restarts
  *
  * Exit codes: 0 done, 1 runtime failure (etcd, bind, conflict), 2 bad configuration or usage.
  */
@@ -16,10 +17,11 @@ import { consoleLogger } from "./src/logger.ts";
 
 const USAGE = `usage: notification-server [--config PATH]
        notification-server discover <name> [--watch] [--json] [--config PATH]
-       notification-server send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--config PATH]`;
+       notification-server send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--config PATH]
+       notification-server subscribe --to RECIPIENT [--json] [--name NAME] [--config PATH]`;
 
 async function main(args: string[]): Promise<number> {
-  const log = consoleLogger();
+  let log = consoleLogger();
   let parsed;
   try {
     parsed = parseArgs({
@@ -48,11 +50,15 @@ async function main(args: string[]): Promise<number> {
   const [command, ...rest] = parsed.positionals;
   try {
     const config = await loadConfig(parsed.values.config);
-    if (command === undefined) return await runServer(config, log);
+    if (command === undefined) {
+      // From here on every line, a start-up error too, is in the format the config asks for.
+      log = consoleLogger({ format: config.server.logFormat, level: config.server.logLevel });
+      return await runServer(config, log);
+    }
     return await runCommand(command, rest, parsed.values, config);
   } catch (error) {
     if (error instanceof ConfigError) {
-      log.error(error.message);
+      consoleLogger({ format: error.logFormat }).error(error.message);
       return 2;
     }
     if (error instanceof UsageError) {

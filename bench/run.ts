@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { createEtcdClient } from "../src/registry/etcd_client.ts";
 import { fanOutStall } from "./fanout.ts";
+import { recordingCostNs } from "./metrics_cost.ts";
 import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
 import { freePort, startEtcd, waitForPort } from "../tests/helpers/etcd.ts";
@@ -146,10 +147,17 @@ async function startGoPeer(bin: string, endpoints: string[]): Promise<Target> {
   return childTarget("go", port, child);
 }
 
-async function startDeno(endpoints: string[]): Promise<Target> {
-  const svc = await ServiceProcess.start({ endpoints, name: "bench-deno", maxSubscribers: 5000 });
+/** The service as `deno task start` runs it; `metrics` also serves /metrics (to price recording). */
+async function startDeno(endpoints: string[], metrics = false): Promise<Target> {
+  const svc = await ServiceProcess.start({
+    endpoints,
+    name: "bench-deno",
+    instanceId: metrics ? "deno-metrics" : "deno",
+    maxSubscribers: 5000,
+    serverExtra: metrics ? `  metrics-addr: "127.0.0.1:0"\n` : "",
+  });
   return {
-    name: "deno",
+    name: metrics ? "deno+metrics" : "deno",
     addr: svc.addr,
     pid: svc.pid,
     stop: async () => {
@@ -421,6 +429,7 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   if (go.peer) targets.push(await startGoPeer(go.peer, etcd.endpoints));
   targets.push(await startDeno(etcd.endpoints));
+  targets.push(await startDeno(etcd.endpoints, true));
   const node = await startNode();
   if (node) targets.push(node);
   await sleep(2_000);
@@ -483,6 +492,25 @@ async function main(): Promise<void> {
   single("list() with 1000 instances ms", disc.list, 1);
   single("resolver first list, 1000 instances ms", disc.resolver, 1);
   single("fan-out 1 Send -> 1000 subscribers ms", fan, 1);
+  // Recording metrics must not cost the hot path (target: within 5 % CPU per call).
+  const onOff = (m: Map<string, LoadResult[]>) =>
+    [med(m, "deno+metrics", (r) => r.cpuUs), med(m, "deno", (r) => r.cpuUs)] as const;
+  for (const [label, m] of [["Health/Check", health], ["Send", sendResults]] as const) {
+    const [on, off] = onOff(m);
+    rows.push([`${label} CPU µs/call, metrics on (off)`, "", `${fmt(on)} (${fmt(off)})`, "", "", ""]);
+    rows.push([`${label} metrics on/off CPU ratio`, "", fmt(on / off, 3), "", "", ""]);
+  }
+  // The two runs above differ by far more than recording costs on a noisy machine; this prices it.
+  const { plainNs, instrumentedNs } = recordingCostNs();
+  const addedUs = (instrumentedNs - plainNs) / 1000;
+  rows.push([
+    "metrics recording per call µs (% of CPU/call)",
+    "",
+    `${fmt(addedUs, 2)} (${fmt(100 * addedUs / med(health, "deno", (r) => r.cpuUs), 1)} %)`,
+    "",
+    "",
+    "",
+  ]);
   single("fan-out 4 x 60 KB -> 1000 subscribers ms", stall.allDeliveredMs, 0);
   single("  Health/Check meanwhile p99 ms", stall.probeP99Ms, 1);
   single("  Health/Check meanwhile max ms", stall.probeMaxMs, 1);

@@ -30,8 +30,10 @@ if ! deno_ok; then
 fi
 
 # etcd for the service and the tests; Go with etcd's and gRPC's Go packages for the interop tests
-# (a real grpc-go client through etcd's naming resolver, GOPATH mode, no module downloads).
-packages=(etcd-server etcd-client golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev)
+# (a real grpc-go client through etcd's naming resolver, GOPATH mode, no module downloads);
+# prometheus (and its promtool) for the metrics tests: a real scrape and an exposition check.
+packages=(etcd-server etcd-client golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev
+  prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,10 +1,11 @@
 /**
  * The service's lifecycle, top to bottom. Start: config is loaded by the caller → etcd answers →
- * gRPC port bound (never advertise a port we could not bind) → lease granted and record written →
- * keep-alive and self-healing in the background. Stop (first SIGINT/SIGTERM) runs in reverse:
+ * gRPC port bound (never advertise a port we could not bind) → `/metrics` bound when configured →
+ * lease granted and record written → keep-alive and self-healing in the background. Stop (the
+ * first SIGINT/SIGTERM/SIGHUP, or an unexpected error, which then exits 1) runs in reverse:
  * health NOT_SERVING → deregister (delete our record, revoke the lease) → drain delay so watchers
  * drop us → refuse new calls, end streams, finish in-flight calls within `shutdown-timeout` →
- * close etcd. A second signal exits at once. An unexpected error takes the same stop path, exit 1.
+ * close `/metrics` → close etcd. A second signal exits at once.
  */
 import { advertisedAddress } from "./advertise.ts";
 import { sleep } from "./backoff.ts";
@@ -16,7 +17,9 @@ import { NotificationService } from "./notification/service.ts";
 import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
 import type { ServiceInstance } from "./registry/types.ts";
-import { type BoundServer, connectionBudget, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { formatHostPort } from "./host_port.ts";
+import { Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -36,9 +39,10 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   let exitCode = 0;
   const unexpected = stop.guard((reason) => {
     exitCode = 1;
-    log.error(`Unexpected error: ${describeUnexpected(reason)}; deregistering and exiting`);
+    log.error(`Unexpected error: ${describeUnexpected(reason)}; deregistering and exiting`, {
+      error: describeUnexpected(reason),
+    });
   });
-  const etcd = createEtcdClient(config.etcd);
   const health = new HealthService({
     "": "SERVING",
     [NOTIFICATION_SERVICE]: "SERVING",
@@ -47,35 +51,62 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   const notifications = new NotificationService({
     instanceId: "",
     maxSubscribers: config.server.maxSubscribers,
+    onSent: (delivered) => {
+      metrics?.notificationsSent.inc();
+      metrics?.notificationsDelivered.inc(delivered);
+    },
+    subscriberQueue: { messages: config.server.subscriberQueue, bytes: config.server.subscriberQueueBytes },
+    onDropped: () => metrics?.notificationsDropped.inc(),
   });
+  const metrics = config.server.metricsAddr
+    ? new Metrics({ subscribers: () => notifications.hub.size, healthWatches: () => health.watches })
+    : undefined;
+  const etcd = createEtcdClient({ ...config.etcd, observe: metrics?.observeEtcd });
   const registrar = new EtcdRegistrar(etcd, {
     prefix: config.etcd.prefix,
     layout: config.etcd.layout,
     leaseTtlSeconds: config.etcd.leaseTtlSeconds,
     callTimeoutMs: config.etcd.dialTimeoutMs,
     logger: log,
-    onStateChange: (state) =>
-      health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING"),
+    onStateChange: (state) => {
+      health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING");
+      metrics?.registrationState.set(state === "registered" ? 1 : 0);
+    },
+    onEvent: (event) => {
+      if (!metrics) return;
+      if (event === "lost") metrics.registrationsLost.inc();
+      else if (event === "restored") metrics.registrationsRestored.inc();
+      else if (event === "keepaliveFailed") metrics.keepaliveFailures.inc();
+      else metrics.etcdWatchDisconnects.inc();
+    },
   });
+  metrics?.registrationState.set(0);
   let bound: BoundServer | undefined;
+  let metricsServer: MetricsServer | undefined;
   try {
     // One start-up budget for reaching etcd and registering, not one each.
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
-    const connections = connectionBudget(config.server.maxConnections);
-    if (connections.warning) log.warn(connections.warning);
     bound = await startGrpcServer(
       config.server.addr,
       {
-        notification: notifications.handlers(),
-        health: health.handlers(),
+        notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
+          notifications.handlers(),
+        health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
       },
       config.server.tls,
       {
-        maxConnections: connections.max,
+        maxConnections: config.server.maxConnections,
         handshakeTimeoutMs: config.server.handshakeTimeoutMs,
       },
     );
+    if (config.server.metricsAddr) {
+      metricsServer = await serveMetrics(config.server.metricsAddr, metrics!.registry);
+      const host = config.server.metricsAddr.host || "0.0.0.0";
+      log.info(`Metrics on http://${formatHostPort({ host, port: metricsServer.port })}/metrics`, {
+        addr: formatHostPort({ host, port: metricsServer.port }),
+      });
+    }
     const advertised = advertisedAddress(config.server.addr, bound.port, config.server.advertiseAddr);
     if (advertised.derivedFrom) log.info(`Advertising ${advertised.addr} (from ${advertised.derivedFrom})`);
     const instance: ServiceInstance = {
@@ -89,14 +120,22 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     if (!stop.signal.aborted) {
       log.info(
         `Service registered to etcd: ${registrar.key} -> ${instance.addr} (lease ${registrar.leaseId}, ttl ${config.etcd.leaseTtlSeconds}s)`,
+        {
+          key: registrar.key,
+          addr: instance.addr,
+          lease: registrar.leaseId,
+          ttl_s: config.etcd.leaseTtlSeconds,
+        },
       );
-      log.info(`gRPC server listening on ${config.server.addr.host || "0.0.0.0"}:${bound.port}`);
+      const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: bound.port });
+      log.info(`gRPC server listening on ${listening}`, { addr: listening });
       await stop.stopped;
     }
   } catch (error) {
     // Undo a partial start in reverse; nothing stays registered.
     const undone = await registrar.deregister();
     bound?.server.forceShutdown();
+    await metricsServer?.close();
     etcd.close();
     stop.dispose();
     unexpected.dispose();
@@ -117,12 +156,14 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   if (outcome === "unreachable") {
     log.warn(
       `Service not deregistered (etcd unreachable): ${registrar.key} expires within ${config.etcd.leaseTtlSeconds}s`,
+      { key: registrar.key },
     );
   } else {
     log.info(
       `Service deregistered from etcd: ${registrar.key}${
         outcome === "absent" ? " (no record of ours was left)" : ""
       }`,
+      { key: registrar.key },
     );
   }
   await sleep(config.server.drainDelayMs);
@@ -131,6 +172,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     notifications.endSubscriptions();
     health.endWatches();
   });
+  await metricsServer?.close();
   etcd.close();
   stop.dispose();
   unexpected.dispose();
@@ -141,7 +183,8 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       } were cancelled`,
     );
   } else {
-    log.info(`Server stopped gracefully (drained in ${formatDuration(Date.now() - started)})`);
+    const drained = Date.now() - started;
+    log.info(`Server stopped gracefully (drained in ${formatDuration(drained)})`, { duration_ms: drained });
   }
   return exitCode;
 }

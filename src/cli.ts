@@ -8,6 +8,8 @@ import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grp
 import type { ServiceInstance } from "./registry/types.ts";
 import { consoleLogger } from "./logger.ts";
 import { serviceKey } from "./registry/codec.ts";
+import { formatDuration } from "./duration.ts";
+import { subscribe } from "./subscribe.ts";
 
 /** Bad command-line usage (exit 2). */
 export class UsageError extends Error {}
@@ -23,7 +25,7 @@ export interface CommandFlags {
   name?: string;
 }
 
-/** Runs `discover` or `send`; resolves with the exit code. */
+/** Runs `discover`, `send` or `subscribe`; resolves with the exit code. */
 export function runCommand(
   command: string,
   args: string[],
@@ -42,6 +44,11 @@ export function runCommand(
         throw new UsageError(`send takes no positional arguments, found ${JSON.stringify(args)}`);
       }
       return send(flags, config);
+    case "subscribe":
+      if (args.length !== 0) {
+        throw new UsageError(`subscribe takes no positional arguments, found ${JSON.stringify(args)}`);
+      }
+      return subscribeCommand(flags, config);
     default:
       throw new UsageError(`Unknown command ${JSON.stringify(command)}`);
   }
@@ -117,16 +124,15 @@ function diff(before: Map<string, ServiceInstance>, after: Map<string, ServiceIn
   return changes;
 }
 
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
 /** Longest value printed in a table cell or JSON field; records are written by anyone. */
 const MAX_FIELD = 256;
 
 /** A value safe for one terminal line: control characters escaped (no ESC sequences), capped. */
 function cell(text: string): string {
-  // deno-lint-ignore no-control-regex
-  const escaped = text.replace(
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  const escaped = text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   return escaped.length > MAX_FIELD ? `${escaped.slice(0, MAX_FIELD)}...` : escaped;
 }
 
@@ -246,4 +252,55 @@ function sendFailure(error: grpc.ServiceError, peer: string, instances: ServiceI
     return `Send failed: no registered instance answered (${addrs}): ${error.details || error.message}`;
   }
   return `Send via ${via} failed: ${grpc.status[error.code]}: ${error.details || error.message}`;
+}
+
+/** `subscribe --to R`: prints notifications as they arrive, across instance restarts, until a signal. */
+async function subscribeCommand(flags: CommandFlags, config: Config): Promise<number> {
+  if (!flags.to) throw new UsageError("subscribe needs --to RECIPIENT");
+  const name = flags.name ?? config.server.name;
+  const problem = serviceNameProblem(name);
+  if (problem) throw new UsageError(`--name: ${problem}`);
+  const log = consoleLogger();
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  try {
+    const notifications = subscribe({
+      etcd: config.etcd,
+      prefix: config.etcd.prefix,
+      name,
+      recipient: flags.to,
+      signal: abort.signal,
+      onGap: ({ reason, retryInMs }) =>
+        log.warn(`Subscription to ${name} ended (${reason}); re-subscribing in ${formatDuration(retryInMs)}`),
+      onResumed: ({ gapMs }) =>
+        log.info(
+          `Re-subscribed after ${formatDuration(gapMs)}; notifications sent meanwhile were not delivered`,
+        ),
+    });
+    for await (const n of notifications) {
+      if (flags.json) {
+        printLine(JSON.stringify({
+          id: n.id,
+          recipient: capped(n.recipient),
+          title: capped(n.title),
+          body: capped(n.body),
+          data: n.data,
+          createdAtMs: n.createdAtMs,
+        }));
+      } else {
+        const data = Object.entries(n.data).map(([k, v]) => ` ${k}=${v}`).join("");
+        printLine(`${new Date(n.createdAtMs).toISOString()} ${n.id} ${cell(`${n.title}: ${n.body}${data}`)}`);
+      }
+    }
+    return 0;
+  } catch (error) {
+    if (error instanceof OutputClosed) return 0;
+    throw error;
+  } finally {
+    abort.abort();
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+  }
 }

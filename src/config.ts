@@ -9,6 +9,7 @@ import { parseDuration } from "./duration.ts";
 import { type HostPort, isWildcard, parseHostPort } from "./host_port.ts";
 import type { EtcdClientOptions, EtcdTlsOptions } from "./registry/etcd_client.ts";
 import type { Layout } from "./registry/types.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./logger.ts";
 
 /** The default config path, relative to the working directory. */
 export const DEFAULT_CONFIG_PATH = "config/platform/config.yaml";
@@ -38,12 +39,25 @@ export interface ServerConfig {
   drainDelayMs: number;
   /** Bound on concurrent Subscribe streams. @default 10000 */
   maxSubscribers: number;
-  /** Bound on concurrent client connections. @default the open-file limit less a reserve for etcd */
-  maxConnections?: number;
+  /**
+   * Bound on concurrent client connections; keep it below the open-file limit (`ulimit -n`) less
+   * about 64 for etcd and files. @default 1000
+   */
+  maxConnections: number;
   /** A client connection that sends nothing for this long is closed. @default 10 s */
   handshakeTimeoutMs: number;
   /** Bound on concurrent Health/Watch streams. @default 1000 */
   maxHealthWatches: number;
+  /** Per Subscribe stream, notifications not yet read before it is cut off. @default 1000 */
+  subscriberQueue: number;
+  /** The same bound in bytes. @default 4 MiB */
+  subscriberQueueBytes: number;
+  /** Where `/metrics` is served (never the gRPC port); off when unset. */
+  metricsAddr?: HostPort;
+  /** @default "text" */
+  logFormat: LogFormat;
+  /** @default "info" */
+  logLevel: LogLevel;
   tls?: ServerTlsConfig;
 }
 
@@ -72,6 +86,9 @@ export interface Config {
 
 /** A configuration problem; `message` is the one line shown to the user. */
 export class ConfigError extends Error {
+  /** The file's `log-format` when it could be read, so the error is printed as the operator asked. */
+  logFormat?: LogFormat;
+
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "ConfigError";
@@ -102,6 +119,7 @@ const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
  * at once, which spun a core and left a 41-day lease behind; nothing here needs more than a day.
  */
 const MAX_DURATION_MS = 24 * 3_600_000;
+const MIB = 1024 * 1024;
 const MAX_METADATA_KEYS = 64;
 const MAX_METADATA_KEY = 128;
 const MAX_METADATA_VALUE = 512;
@@ -118,6 +136,11 @@ const SERVER_KEYS = [
   "max-connections",
   "handshake-timeout",
   "max-health-watches",
+  "subscriber-queue",
+  "subscriber-queue-bytes",
+  "metrics-addr",
+  "log-format",
+  "log-level",
   "tls",
 ];
 const ETCD_KEYS = [
@@ -202,6 +225,28 @@ export function parseConfig(
   } catch (error) {
     throw new ConfigError(`${path}: invalid YAML: ${(error as Error).message.split("\n")[0]}`);
   }
+  try {
+    return readRoot(r, js, path, doc, env);
+  } catch (error) {
+    if (error instanceof ConfigError) error.logFormat = peekLogFormat(js);
+    throw error;
+  }
+}
+
+/** `notification-server.log-format` if it is one, read leniently from a config that failed. */
+function peekLogFormat(js: unknown): LogFormat | undefined {
+  const section = (js as Record<string, unknown> | null)?.["notification-server"];
+  const value = (section as Record<string, unknown> | null)?.["log-format"];
+  return LOG_FORMATS.find((f) => f === value);
+}
+
+function readRoot(
+  r: Reader,
+  js: unknown,
+  path: string,
+  doc: ReturnType<typeof parseDocument>,
+  env: (name: EnvName) => string | undefined,
+): Config {
   const root = r.map(js ?? {}, "", true);
   r.noUnknownKeys(root, "", ["notification-server", "etcd"]);
   const server = readServer(
@@ -279,13 +324,31 @@ function readServer(
     shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", 10_000),
     drainDelayMs: r.duration(raw, s, "drain-delay", 1_000),
     maxSubscribers: r.positiveInt(raw, s, "max-subscribers", 10_000),
-    maxConnections: raw["max-connections"] === undefined
-      ? undefined
-      : r.positiveInt(raw, s, "max-connections", 0),
+    maxConnections: r.positiveInt(raw, s, "max-connections", 1_000),
     handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", 10_000, true),
     maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
+    subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
+    subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", 4 * MIB),
+    metricsAddr: metricsAddr(r, raw, s, addr),
+    logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),
+    logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, "info"),
     tls,
   };
+}
+
+function metricsAddr(
+  r: Reader,
+  raw: Record<string, unknown>,
+  s: string,
+  grpcAddr: HostPort,
+): HostPort | undefined {
+  const text = r.string(raw, s, "metrics-addr");
+  if (!text) return undefined;
+  const parsed = r.hostPort(text, `${s}.metrics-addr`, false);
+  if (parsed.port !== 0 && parsed.port === grpcAddr.port) {
+    r.fail(`${s}.metrics-addr`, `${quote(text)} is the gRPC port; metrics need an address of their own`);
+  }
+  return parsed;
 }
 
 function readEtcd(
@@ -500,6 +563,40 @@ class Reader {
       this.fail(`${section}.${key}`, `${quote(String(value))} is above the maximum of 24h`);
     }
     return ms;
+  }
+
+  oneOf<T extends string>(
+    raw: Record<string, unknown>,
+    section: string,
+    key: string,
+    allowed: readonly T[],
+    fallback: T,
+  ): T {
+    const value = this.string(raw, section, key);
+    if (value === undefined) return fallback;
+    const found = allowed.find((a) => a === value);
+    if (!found) {
+      this.fail(
+        `${section}.${key}`,
+        `${quote(value)} is not one of ${allowed.map((a) => quote(a)).join(", ")}`,
+      );
+    }
+    return found;
+  }
+
+  /** A size in bytes: a whole number, or one with KiB / MiB ("512KiB", "4MiB"). */
+  size(raw: Record<string, unknown>, section: string, key: string, fallback: number): number {
+    const value = raw[key];
+    if (value === undefined || value === null) return fallback;
+    const match = /^(\d+)\s*(KiB|MiB)?$/.exec(String(value).trim());
+    const bytes = match ? Number(match[1]) * (match[2] === "MiB" ? MIB : match[2] === "KiB" ? 1024 : 1) : NaN;
+    if (!Number.isSafeInteger(bytes) || bytes < 1 || bytes > 1024 * MIB) {
+      this.fail(
+        `${section}.${key}`,
+        `${quote(String(value))} is not a size like 4MiB, 512KiB or 65536 (at most 1024MiB)`,
+      );
+    }
+    return bytes;
   }
 
   positiveInt(raw: Record<string, unknown>, section: string, key: string, fallback: number): number {

@@ -1,14 +1,30 @@
 /**
- * The service's log lines. Wording is stable (users grep for it, the original design lists it):
- * `<yyyy/mm/dd hh:mm:ss> <message>` on stderr, like Go's standard logger.
+ * The service's log lines. Wording is stable (users grep for it, the original design lists it).
+ *
+ * - `text` (default): `<yyyy/mm/dd hh:mm:ss> <message>` on stderr, like Go's standard logger;
+ *   warnings and errors carry a level word. Fields are not printed: the message says it all.
+ * - `json`: one object per line for collectors: `{"time":"<RFC 3339, ms>","level":"info",
+ *   "msg":"...", ...fields}` (key, lease, addr, error, duration_ms where they matter).
+ *
+ * A log line is never worth dying for: a closed stderr (`... 2>&1 | head`) is ignored.
  */
+
+/** Structured context for a line (printed by the JSON format only). */
+export type LogFields = Record<string, string | number | boolean | undefined>;
 
 /** Where log lines go; tests and the CLI substitute their own. */
 export interface Logger {
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
+  debug?(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
 }
+
+/** The formats and levels `log-format` and `log-level` take. */
+export const LOG_FORMATS = ["text", "json"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 function stamp(now = new Date()): string {
   const p = (n: number) => String(n).padStart(2, "0");
@@ -18,21 +34,29 @@ function stamp(now = new Date()): string {
 
 const encoder = new TextEncoder();
 
-/** Logs to stderr with a Go-style timestamp; warnings and errors carry a level word. */
-export function consoleLogger(): Logger {
-  const write = (line: string) => {
-    try {
-      Deno.stderr.writeSync(encoder.encode(`${stamp()} ${line}\n`));
-    } catch {
-      // stderr closed (`... 2>&1 | head` whose reader is gone): a log line is never worth dying for,
-      // least of all before we deregister.
-    }
+function writeLine(line: string): void {
+  try {
+    const bytes = encoder.encode(`${line}\n`);
+    for (let at = 0; at < bytes.length;) at += Deno.stderr.writeSync(bytes.subarray(at));
+  } catch {
+    // stderr closed: see the module comment.
+  }
+}
+
+const TEXT_PREFIX: Record<LogLevel, string> = { debug: "DEBUG ", info: "", warn: "WARN ", error: "ERROR " };
+
+/** Logs to stderr in `format`, dropping lines below `level`. */
+export function consoleLogger(options: { format?: LogFormat; level?: LogLevel } = {}): Logger {
+  const format = options.format ?? "text";
+  const min = LOG_LEVELS.indexOf(options.level ?? "info");
+  const emit = (level: LogLevel) => {
+    if (LOG_LEVELS.indexOf(level) < min) return () => {};
+    return format === "json"
+      ? (message: string, fields?: LogFields) =>
+        writeLine(JSON.stringify({ time: new Date().toISOString(), level, msg: message, ...fields }))
+      : (message: string) => writeLine(`${stamp()} ${TEXT_PREFIX[level]}${message}`);
   };
-  return {
-    info: (message) => write(message),
-    warn: (message) => write(`WARN ${message}`),
-    error: (message) => write(`ERROR ${message}`),
-  };
+  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
 
 /** Discards everything (library default). */

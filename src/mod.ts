@@ -30,6 +30,7 @@ export {
   EtcdRegistrar,
   type EtcdRegistrarOptions,
   type RegisterOptions,
+  type RegistrarEvent,
   RegistrationConflictError,
 } from "./registry/etcd_registrar.ts";
 export { EtcdDiscovery, type EtcdDiscoveryOptions, type ResyncReason } from "./registry/etcd_discovery.ts";
@@ -40,3 +41,5 @@ export {
 } from "./registry/grpc_resolver.ts";
 export { type Config, ConfigError, loadConfig, parseConfig } from "./config.ts";
 export { services } from "./protos.ts";
+export { subscribe, type SubscribeOptions } from "./subscribe.ts";
+export type { Notification } from "./notification/hub.ts";

@@ -7,12 +7,14 @@
  * named like the field (`Data`, protoc says `DataEntry`), and type references are relative. Go
  * rejects the map entries outright ("incorrect implicit map entry name"). The descriptors are
  * loaded with the field names as written (`keepCase`), corrected here, and handed to
- * @grpc/reflection, which reads nothing but their bytes.
+ * @grpc/reflection, which reads nothing but their bytes. (node:fs, not Deno's API: the bench runs
+ * this server code under Node too.)
  */
 import { ReflectionService } from "@grpc/reflection";
 import type * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import descriptor from "protobufjs/ext/descriptor";
+import { readFileSync } from "node:fs";
 import { PROTO_DIR } from "./protos.ts";
 
 /** Every proto the server serves, reflection's own included (so ListServices names it too). */
@@ -74,7 +76,7 @@ export function correctedDefinition(): PackageDefinition {
 function packagePaths(): Map<string, string> {
   const paths = new Map<string, string>();
   for (const path of PROTO_FILES) {
-    const pkg = /^package\s+([\w.]+)\s*;/m.exec(Deno.readTextFileSync(`${PROTO_DIR}/${path}`))?.[1];
+    const pkg = /^package\s+([\w.]+)\s*;/m.exec(readFileSync(`${PROTO_DIR}/${path}`, "utf8"))?.[1];
     if (pkg) paths.set(pkg, path);
   }
   return paths;

@@ -195,29 +195,3 @@ export async function stopGrpcServer(
   if (outcome === "forced") server.forceShutdown();
   return outcome;
 }
-
-/** Descriptors kept free of client connections: etcd, its reconnects, config and TLS files. */
-const RESERVED_DESCRIPTORS = 64;
-
-/**
- * The connection limit to use: `configured`, else the process's open-file limit less a reserve
- * (10 000 where the limit cannot be read). `warning` says when the configured one eats the reserve.
- */
-export function connectionBudget(configured?: number): { max: number; warning?: string } {
-  let files: number | undefined;
-  try {
-    const match = /^Max open files\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/limits"));
-    if (match) files = Number(match[1]);
-  } catch { /* not Linux: no limit known */ }
-  const room = files === undefined ? undefined : Math.max(1, files - RESERVED_DESCRIPTORS);
-  if (configured === undefined) return { max: room ?? 10_000 };
-  if (room !== undefined && configured > room) {
-    return {
-      max: configured,
-      warning:
-        `max-connections ${configured} leaves fewer than ${RESERVED_DESCRIPTORS} of ${files} open files ` +
-        `for etcd and the rest (raise the limit: ulimit -n, LimitNOFILE=)`,
-    };
-  }
-  return { max: configured };
-}

@@ -1,7 +1,7 @@
 /** `main.ts discover` and `main.ts send`, run as users run them, against real instances. */
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
-import { eventually } from "./helpers/grpc.ts";
+import { eventually, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
@@ -197,5 +197,58 @@ Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts,
       child.kill("SIGKILL");
     } catch { /* exited */ }
     kv.close();
+  }
+});
+
+Deno.test("subscribe follows the service across an instance restart and logs the gap", opts, async () => {
+  await using etcd = await useEtcd();
+  const name = `clis-${crypto.randomUUID().slice(0, 8)}`;
+  const config = await writeConfig({ endpoints: etcd.endpoints, name });
+  const a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...startTaskArgs(), "subscribe", "--to", "bob", "--json", "--config", config],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out: string[] = [];
+  const err: string[] = [];
+  const pump = (stream: ReadableStream<Uint8Array>, into: string[]) =>
+    (async () => {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        into.push(...chunk.split("\n").filter((l) => l.trim() !== ""));
+      }
+    })();
+  const reading = [pump(child.stdout, out), pump(child.stderr, err)];
+  const sendTo = async (svc: ServiceProcess, title: string) => {
+    const client = notificationClient(svc.addr);
+    try {
+      return (await send(client, { recipient: "bob", title })).delivered;
+    } finally {
+      client.close();
+    }
+  };
+  try {
+    await eventually(async () => (await sendTo(a, "probe-a")) === 1, 10_000, "subscribed to a");
+    await eventually(() => out.some((l) => JSON.parse(l).title === "probe-a"), 5_000, "printed from a");
+    a.signal("SIGTERM");
+    await a.status;
+    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    await eventually(
+      async () => (await sendTo(b, "probe-b")) === 1,
+      15_000,
+      `re-subscribed to b\n${err.join("\n")}`,
+    );
+    await eventually(() => out.some((l) => JSON.parse(l).title === "probe-b"), 5_000, "printed from b");
+    await eventually(() => err.some((l) => /Re-subscribed after/.test(l)), 5_000, "gap logged");
+    assert.ok(err.some((l) => /Subscription to .* ended \(.*\); re-subscribing in/.test(l)), err.join("\n"));
+    child.kill("SIGINT");
+    assert.equal((await child.status).code, 0);
+    await Promise.all(reading);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await a[Symbol.asyncDispose]();
   }
 });

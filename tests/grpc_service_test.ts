@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
+import http2 from "node:http2";
 import { loadSync } from "@grpc/proto-loader";
 import { HealthService } from "../src/health.ts";
 import { NotificationService } from "../src/notification/service.ts";
@@ -17,9 +18,18 @@ async function withServer(
     parts: { server: grpc.Server; notifications: NotificationService; health: HealthService },
   ) => Promise<void>,
   maxSubscribers = 100,
-  limits: { maxConnections?: number; handshakeTimeoutMs?: number; maxHealthWatches?: number } = {},
+  limits: {
+    maxConnections?: number;
+    handshakeTimeoutMs?: number;
+    maxHealthWatches?: number;
+    subscriberQueue?: { messages: number; bytes: number };
+  } = {},
 ): Promise<void> {
-  const notifications = new NotificationService({ instanceId: "test-1", maxSubscribers });
+  const notifications = new NotificationService({
+    instanceId: "test-1",
+    maxSubscribers,
+    subscriberQueue: limits.subscriberQueue,
+  });
   const health = new HealthService(
     { "": "SERVING", "notification.v1.NotificationService": "SERVING" },
     { maxWatches: limits.maxHealthWatches },
@@ -333,3 +343,81 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "a subscriber that stops reading is cut off with RESOURCE_EXHAUSTED and not counted; others keep up",
+  opts,
+  async () => {
+    await withServer(
+      async (addr) => {
+        const fastClient = notificationClient(addr, { "grpc.use_local_subchannel_pool": 1 });
+        const sender = notificationClient(addr, { "grpc.use_local_subchannel_pool": 1 });
+        try {
+          // A client that stops reading at the HTTP/2 level (grpc-js's own client keeps reading into
+          // its buffer when paused): flow control then holds the server's writes back.
+          const slow = rawSubscribe(addr, "flood");
+          const fast = collect(fastClient.subscribe({ recipient: "flood" }));
+          await eventually(
+            async () => (await send(sender, { recipient: "flood", title: "probe" })).delivered === 2,
+            3_000,
+            "both subscribed",
+          );
+          const body = "x".repeat(8 * 1024);
+          const counts: number[] = [];
+          for (let i = 0; i < 400 && counts.at(-1) !== 1; i++) {
+            counts.push((await send(sender, { recipient: "flood", title: `n${i}`, body })).delivered);
+          }
+          assert.equal(
+            counts.at(-1),
+            1,
+            `the slow subscriber was cut off: delivered counts ${counts.slice(-5)}`,
+          );
+          const sent = counts.length;
+          const status = await slow.resumeAndWait(); // what was held back, then the trailers
+          assert.equal(status.code, String(grpc.status.RESOURCE_EXHAUSTED));
+          assert.match(status.message, /subscriber too slow: \d+ notifications \(\d+ bytes\) not yet read/);
+          // The reader got every one: the probes (at least one) plus all sent.
+          await eventually(
+            () => fast.items.filter((n) => n.title !== "probe").length === sent,
+            5_000,
+            "fast got all",
+          );
+          console.log(`slow subscriber cut off after ${sent} notifications of 8 KB (queue 50 / 256 KiB)`);
+        } finally {
+          fastClient.close();
+          sender.close();
+        }
+      },
+      100,
+      { subscriberQueue: { messages: 50, bytes: 256 * 1024 } },
+    );
+  },
+);
+
+/** Subscribe over a bare node:http2 stream that does not read until told to. */
+function rawSubscribe(addr: string, recipient: string) {
+  const session = http2.connect(`http://${addr}`);
+  const bytes = new TextEncoder().encode(recipient);
+  const message = [0x0a, bytes.length, ...bytes]; // SubscribeRequest.recipient
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/notification.v1.NotificationService/Subscribe",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  stream.end(Buffer.from([0, 0, 0, 0, message.length, ...message])); // gRPC length prefix + message
+  stream.pause();
+  return {
+    resumeAndWait(): Promise<{ code: string; message: string }> {
+      return new Promise((resolve) => {
+        stream.on("trailers", (trailers) => {
+          const text = String(trailers["grpc-message"] ?? "");
+          resolve({ code: String(trailers["grpc-status"]), message: decodeURIComponent(text) });
+          session.close();
+        });
+        stream.on("data", () => {});
+        stream.resume();
+      });
+    },
+  };
+}

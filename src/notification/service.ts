@@ -18,6 +18,16 @@ export interface NotificationServiceOptions {
   instanceId: string;
   /** @default 10000 */
   maxSubscribers?: number;
+  /** Told of every accepted Send and how many streams it reached (for metrics). */
+  onSent?: (delivered: number) => void;
+  /**
+   * Per Subscribe stream: notifications written but not yet taken by the client, in count and
+   * bytes. Past either, the stream is ended with RESOURCE_EXHAUSTED ("subscriber too slow") and the
+   * notification is not counted as delivered. @default 1000 notifications, 4 MiB
+   */
+  subscriberQueue?: { messages: number; bytes: number };
+  /** Told when a notification is dropped because its subscriber was too slow (for metrics). */
+  onDropped?: () => void;
 }
 
 /** Send/Subscribe over a {@link Hub}. */
@@ -27,10 +37,16 @@ export class NotificationService {
   /** Reported in SendResponse.instance_id; set once the advertised address is known. */
   instanceId: string;
   readonly #maxSubscribers: number;
+  readonly #onSent: (delivered: number) => void;
+  readonly #queue: { messages: number; bytes: number };
+  readonly #onDropped: () => void;
 
   constructor(options: NotificationServiceOptions) {
     this.instanceId = options.instanceId;
     this.#maxSubscribers = options.maxSubscribers ?? 10_000;
+    this.#onSent = options.onSent ?? (() => {});
+    this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 4 * 1024 * 1024 };
+    this.#onDropped = options.onDropped ?? (() => {});
   }
 
   /** Ends every Subscribe stream with OK; new ones are refused with UNAVAILABLE. */
@@ -59,14 +75,15 @@ export class NotificationService {
         // handed out about 256 KB per turn of the event loop so other calls get in between.
         const bytes = encodeNotification(notification);
         const slice = Math.max(1, Math.min(64, Math.floor(BYTES_PER_TURN / bytes.length)));
-        void this.hub.publish(notification.recipient, bytes, slice).then((delivered) =>
+        void this.hub.publish(notification.recipient, bytes, slice).then((delivered) => {
+          this.#onSent(delivered);
           callback(null, {
             id: notification.id,
             createdAtMs: notification.createdAtMs,
             delivered,
             instanceId: this.instanceId,
-          })
-        );
+          });
+        });
       },
       // Written with bytes that encodeNotification made; the server's serializer passes them through.
       subscribe: (call: grpc.ServerWritableStream<{ recipient: string }, Uint8Array>) => {
@@ -87,9 +104,29 @@ export class NotificationService {
           call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
           return;
         }
+        // Written but not yet taken by the client (a write completes when HTTP/2 flow control lets
+        // it out): bounded, so one subscriber that stops reading cannot hold unbounded memory.
+        let queued = 0;
+        let queuedBytes = 0;
+        let cut = false;
         unsubscribe = this.hub.subscribe(call.request.recipient, (bytes) => {
-          if (call.cancelled || call.destroyed) return false;
-          call.write(bytes);
+          if (cut || call.cancelled || call.destroyed) return false;
+          if (queued + 1 > this.#queue.messages || queuedBytes + bytes.length > this.#queue.bytes) {
+            cut = true;
+            unsubscribe();
+            this.#onDropped();
+            call.emit("error", {
+              code: grpc.status.RESOURCE_EXHAUSTED,
+              details: `subscriber too slow: ${queued} notifications (${queuedBytes} bytes) not yet read`,
+            });
+            return false;
+          }
+          queued++;
+          queuedBytes += bytes.length;
+          call.write(bytes, () => {
+            queued--;
+            queuedBytes -= bytes.length;
+          });
           return true;
         });
       },

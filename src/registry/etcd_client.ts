@@ -36,6 +36,8 @@ export interface EtcdClientOptions {
   username?: string;
   password?: string;
   tls?: EtcdTlsOptions;
+  /** Told of every unary request: operation (`Range`, `Txn`, `LeaseGrant`, ...), seconds, gRPC code. */
+  observe?: (operation: string, seconds: number, code: number) => void;
 }
 
 /**
@@ -60,9 +62,31 @@ function isHostFault(error: Error): boolean {
   return isRecoverableError(error) && !(error instanceof GRPCResourceExhastedError);
 }
 
+/** An interceptor that reports each call's method name, duration and status code to `observe`. */
+function timeRequests(observe: NonNullable<EtcdClientOptions["observe"]>): grpc.Interceptor {
+  return (options, nextCall) => {
+    const path = options.method_definition.path;
+    const operation = path.slice(path.lastIndexOf("/") + 1);
+    const started = performance.now();
+    return new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, _listener, next) {
+        // A partial listener: grpc-js supplies the other callbacks (spreading `listener` in
+        // would make it an intercepting listener, whose onReceiveStatus gets no `next`).
+        next(metadata, {
+          onReceiveStatus(status, nextStatus) {
+            observe(operation, (performance.now() - started) / 1000, status.code);
+            nextStatus(status);
+          },
+        });
+      },
+    });
+  };
+}
+
 /** Creates a client; it connects lazily, so pair it with {@link waitForEtcd}. */
 export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
   const secure = options.tls !== undefined;
+  const timing = options.observe ? timeRequests(options.observe) : undefined;
   const hosts = options.endpoints.map((e) =>
     /^https?:\/\//.test(e) ? e : `${secure ? "https" : "http"}://${e}`
   );
@@ -73,7 +97,7 @@ export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
     defaultCallOptions: (ctx) =>
       ctx.isStream
         ? (ctx.service === "Watch" ? { interceptors: [requireLeader] } : {})
-        : { deadline: Date.now() + options.dialTimeoutMs },
+        : { deadline: Date.now() + options.dialTimeoutMs, ...(timing ? { interceptors: [timing] } : {}) },
     faultHandling: {
       // Skip a failing member for half a second, not five: with one endpoint, the default breaker
       // turns a one-second etcd restart into five seconds of BrokenCircuitError.

@@ -35,7 +35,15 @@ export interface EtcdRegistrarOptions {
   onStateChange?: (state: RegistrationState) => void;
   /** Bound on the whole of `deregister()` (give it the client's dial timeout). @default 5000 */
   callTimeoutMs?: number;
+  /** Told of what happens to the registration (for metrics); `onStateChange` has the state itself. */
+  onEvent?: (event: RegistrarEvent) => void;
 }
+
+/**
+ * `lost` / `restored`: the record went missing and came back; `keepaliveFailed`: one failed lease
+ * renewal; `watchDisconnected`: the watch on our own key lost its stream (it resumes by itself).
+ */
+export type RegistrarEvent = "lost" | "restored" | "keepaliveFailed" | "watchDisconnected";
 
 /** Options for one {@link EtcdRegistrar.deregister} call. */
 export interface DeregisterOptions {
@@ -87,6 +95,7 @@ export class EtcdRegistrar implements Registrar {
   #wake: () => void = () => {};
   #dirty = false;
   readonly #callTimeoutMs: number;
+  readonly #onEvent: (event: RegistrarEvent) => void;
   #registering?: Promise<void>;
   #loop?: Promise<void>;
   /** The reconcile step running now, if any (settles, never rejects). */
@@ -101,6 +110,7 @@ export class EtcdRegistrar implements Registrar {
     this.#log = options.logger ?? silentLogger;
     this.#onStateChange = options.onStateChange ?? (() => {});
     this.#callTimeoutMs = options.callTimeoutMs ?? 5_000;
+    this.#onEvent = options.onEvent ?? (() => {});
   }
 
   /** The key this registrar writes (empty before `register`). */
@@ -250,7 +260,12 @@ export class EtcdRegistrar implements Registrar {
   async #reconcile(): Promise<EnsureResult> {
     if (!this.#session?.alive) {
       const previous = this.#session;
-      const fresh = await LeaseSession.grant(this.#client, this.#ttl, this.#log);
+      const fresh = await LeaseSession.grant(
+        this.#client,
+        this.#ttl,
+        this.#log,
+        () => this.#onEvent("keepaliveFailed"),
+      );
       if (this.#stop.signal.aborted) {
         // Granted after deregister() took stock: nothing may keep this lease alive.
         void fresh.close();
@@ -312,7 +327,10 @@ export class EtcdRegistrar implements Registrar {
           continue;
         }
         if (result.wrote && this.#state === "registered") {
-          this.#log.warn(`Record ${this.#key} was changed from outside; written back`);
+          // Gone (or wrong) for a moment: a loss and a restoration as far as counting goes.
+          this.#log.warn(`Record ${this.#key} was changed from outside; written back`, { key: this.#key });
+          this.#onEvent("lost");
+          this.#onEvent("restored");
         }
         if (this.#state === "unregistered") {
           this.#log.info(
@@ -321,6 +339,7 @@ export class EtcdRegistrar implements Registrar {
             }: ${this.#key} -> ${this.#value} (lease ${this.#session?.id})`,
           );
           this.#setState("registered");
+          this.#onEvent("restored");
           this.#watchOwnKey();
         }
         backoff.reset();
@@ -361,6 +380,7 @@ export class EtcdRegistrar implements Registrar {
     this.#lostAt = Date.now();
     this.#log.warn(`Registration lost: ${reason}; re-registering`);
     this.#setState("unregistered");
+    this.#onEvent("lost");
   }
 
   /** Watches our own key so deletes and overwrites from outside are repaired within moments. */
@@ -375,6 +395,7 @@ export class EtcdRegistrar implements Registrar {
     });
     watcher.on("delete", poke);
     watcher.on("connected", poke); // after a reconnect we may have missed events
+    watcher.on("disconnected", () => this.#onEvent("watchDisconnected"));
     watcher.on("error", () => {
       // etcd cancelled the watch (its resume revision was compacted) and etcd3 has forgotten it:
       // it must not be cancelled again (see releaseWatcher). Start afresh and re-check the key.

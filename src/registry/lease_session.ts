@@ -16,13 +16,14 @@ export class LeaseSession {
   readonly #lease: Lease;
   #alive = true;
 
-  private constructor(lease: Lease, id: string, ttlSeconds: number, logger: Logger) {
+  private constructor(lease: Lease, id: string, ttlSeconds: number, logger: Logger, onFailure: () => void) {
     this.#lease = lease;
     this.id = id;
     this.ttlSeconds = ttlSeconds;
     // Log the first failure of a run only: etcd3 retries every 100 ms while etcd is away.
     let failing = false;
     lease.on("keepaliveFailed", (error) => {
+      onFailure();
       if (!failing && this.#alive) {
         logger.warn(`Lease keep-alive failed: ${describeEtcdError(error)} (retrying)`);
       }
@@ -39,14 +40,22 @@ export class LeaseSession {
     });
   }
 
-  /** Grants a lease of `ttlSeconds`; rejects with etcd's error when it cannot. */
-  static async grant(client: Etcd3, ttlSeconds: number, logger: Logger): Promise<LeaseSession> {
+  /**
+   * Grants a lease of `ttlSeconds`; rejects with etcd's error when it cannot. `onFailure` hears of
+   * every failed keep-alive attempt (etcd3 retries every 100 ms while etcd is away).
+   */
+  static async grant(
+    client: Etcd3,
+    ttlSeconds: number,
+    logger: Logger,
+    onFailure: () => void = () => {},
+  ): Promise<LeaseSession> {
     const lease = client.lease(ttlSeconds);
     // A failed grant also emits `lost`; without a listener EventEmitter would throw it.
     lease.on("lost", () => {});
     try {
       const id = await lease.grant();
-      return new LeaseSession(lease, id, ttlSeconds, logger);
+      return new LeaseSession(lease, id, ttlSeconds, logger, onFailure);
     } catch (error) {
       lease.release();
       throw error;

@@ -125,6 +125,13 @@ export class ServiceProcess implements AsyncDisposable {
     return Number(match[1]);
   }
 
+  /** The /metrics port, from the "Metrics on http://host:port/metrics" line. */
+  get metricsPort(): number {
+    const match = this.lines.map((l) => /Metrics on http:\/\/\S+:(\d+)\/metrics/.exec(l)).find((m) => m);
+    if (!match) throw new Error(`No metrics line:\n${this.lines.join("\n")}`);
+    return Number(match[1]);
+  }
+
   get addr(): string {
     return `127.0.0.1:${this.port}`;
   }

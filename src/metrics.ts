@@ -1,0 +1,260 @@
+/**
+ * Prometheus metrics (prom-client) and the `/metrics` endpoint on its own address.
+ *
+ * Names follow Prometheus conventions: `notification_server_` prefix, `_total` counters, base
+ * units (`_seconds`). `instance` is never a label: Prometheus adds it from the scrape target.
+ * Recording stays off the hot path's budget: label children are looked up once and cached, and
+ * gauges of live things (streams, subscribers) are read only when scraped.
+ */
+import type * as grpc from "@grpc/grpc-js";
+import { status as grpcStatus } from "@grpc/grpc-js";
+import process from "node:process";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import client from "prom-client";
+import { formatHostPort, type HostPort } from "./host_port.ts";
+
+const PREFIX = "notification_server_";
+/** etcd calls are milliseconds on a LAN; the top buckets catch a frozen etcd (dial-timeout 5 s). */
+const ETCD_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const GRPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+
+/** Live values read at scrape time. */
+export interface LiveGauges {
+  subscribers(): number;
+  healthWatches(): number;
+}
+
+/** Everything the service records. One instance per process. */
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly registrationState: client.Gauge;
+  readonly registrationsLost: client.Counter;
+  readonly registrationsRestored: client.Counter;
+  readonly keepaliveFailures: client.Counter;
+  readonly etcdWatchDisconnects: client.Counter;
+  readonly notificationsSent: client.Counter;
+  readonly notificationsDelivered: client.Counter;
+  readonly notificationsDropped: client.Counter;
+  readonly #etcdDuration: client.Histogram<"operation" | "code">;
+  readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
+  readonly #grpcDuration: client.Histogram<"service" | "method">;
+  readonly #etcdChildren = new Map<string, client.Histogram.Internal<"operation" | "code">>();
+  readonly #callChildren = new Map<string, client.Counter.Internal>();
+
+  constructor(live: LiveGauges) {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, collect?: () => number) =>
+      new client.Gauge({
+        name: PREFIX + name,
+        help,
+        registers,
+        ...(collect
+          ? {
+            collect(this: client.Gauge) {
+              this.set(collect());
+            },
+          }
+          : {}),
+      });
+    const counter = (name: string, help: string) =>
+      new client.Counter({ name: PREFIX + name, help, registers });
+    this.registrationState = gauge(
+      "registration_state",
+      "1 while this instance's record is in etcd, else 0.",
+    );
+    this.registrationsLost = counter("registrations_lost_total", "Times the registration was lost.");
+    this.registrationsRestored = counter(
+      "registrations_restored_total",
+      "Times a lost registration was restored.",
+    );
+    this.keepaliveFailures = counter("lease_keepalive_failures_total", "Failed lease keep-alive attempts.");
+    this.etcdWatchDisconnects = counter(
+      "etcd_watch_disconnects_total",
+      "Times the watch on this instance's own record lost its stream (it resumes by itself).",
+    );
+    this.notificationsSent = counter("notifications_sent_total", "Notifications accepted by Send.");
+    this.notificationsDelivered = counter(
+      "notifications_delivered_total",
+      "Notifications written to Subscribe streams (one per stream).",
+    );
+    this.notificationsDropped = counter(
+      "notifications_dropped_total",
+      "Notifications not delivered because their subscriber was too slow (the stream is then ended).",
+    );
+    gauge("subscribers", "Live Subscribe streams on this instance.", live.subscribers);
+    gauge("health_watches", "Live Health/Watch streams on this instance.", live.healthWatches);
+    this.#etcdDuration = new client.Histogram({
+      name: `${PREFIX}etcd_request_duration_seconds`,
+      help: "etcd unary requests by operation (Range, Txn, LeaseGrant, ...) and gRPC status code.",
+      labelNames: ["operation", "code"],
+      buckets: ETCD_BUCKETS,
+      registers,
+    });
+    this.#grpcCalls = new client.Counter({
+      name: `${PREFIX}grpc_calls_total`,
+      help: "gRPC calls handled, by service, method and status code.",
+      labelNames: ["service", "method", "code"],
+      registers,
+    });
+    this.#grpcDuration = new client.Histogram({
+      name: `${PREFIX}grpc_call_duration_seconds`,
+      help: "Time to answer unary calls and the lifetime of streams, by service and method.",
+      labelNames: ["service", "method"],
+      buckets: GRPC_BUCKETS,
+      registers,
+    });
+    registerProcessMetrics(this.registry);
+  }
+
+  /** Records one etcd request (for the etcd client's `observe` hook). */
+  readonly observeEtcd = (operation: string, seconds: number, code: number): void => {
+    const key = `${operation}|${code}`;
+    let child = this.#etcdChildren.get(key);
+    if (!child) {
+      this.#etcdChildren.set(
+        key,
+        child = this.#etcdDuration.labels(operation, grpcStatus[code] ?? String(code)),
+      );
+    }
+    child.observe(seconds);
+  };
+
+  /**
+   * `implementation` with every handler timed and counted. Unary handlers are recorded when they
+   * answer, streams when they end (OK, CANCELLED by the client, or the status we ended them with).
+   */
+  instrument(
+    service: string,
+    implementation: grpc.UntypedServiceImplementation,
+  ): grpc.UntypedServiceImplementation {
+    const wrapped: grpc.UntypedServiceImplementation = {};
+    for (const [name, handler] of Object.entries(implementation)) {
+      const method = name.charAt(0).toUpperCase() + name.slice(1);
+      const duration = this.#grpcDuration.labels(service, method);
+      const record = (code: number, started: number) => {
+        const key = `${service}|${method}|${code}`;
+        let calls = this.#callChildren.get(key);
+        if (!calls) {
+          this.#callChildren.set(
+            key,
+            calls = this.#grpcCalls.labels(service, method, grpcStatus[code] ?? String(code)),
+          );
+        }
+        calls.inc();
+        duration.observe((performance.now() - started) / 1000);
+      };
+      const fn = handler as (...args: unknown[]) => void;
+      wrapped[name] = fn.length >= 2
+        ? (call: unknown, callback: grpc.sendUnaryData<unknown>) => {
+          const started = performance.now();
+          fn(call, (error: grpc.ServerErrorResponse | null, value?: unknown) => {
+            record(error ? error.code ?? grpcStatus.UNKNOWN : grpcStatus.OK, started);
+            callback(error, value);
+          });
+        }
+        : (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const started = performance.now();
+          let done = false;
+          const end = (code: number) => {
+            if (done) return;
+            done = true;
+            record(code, started);
+          };
+          call.on("finish", () => end(grpcStatus.OK));
+          call.on("cancelled", () => end(grpcStatus.CANCELLED));
+          call.on("error", (error: { code?: number }) => end(error?.code ?? grpcStatus.UNKNOWN));
+          fn(call);
+        };
+    }
+    return wrapped;
+  }
+}
+
+/** A running `/metrics` endpoint. */
+export interface MetricsServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves `registry` as Prometheus text on `http://addr/metrics` (and nothing else). */
+export function serveMetrics(addr: HostPort, registry: client.Registry): Promise<MetricsServer> {
+  return new Promise((resolve, reject) => {
+    try {
+      const server = Deno.serve({
+        hostname: addr.host === "" ? "0.0.0.0" : addr.host,
+        port: addr.port,
+        onListen: ({ port }) => resolve({ port, close: () => server.shutdown() }),
+        onError: () => new Response("internal error\n", { status: 500 }),
+      }, async (request) => {
+        if (new URL(request.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
+        return new Response(await registry.metrics(), { headers: { "content-type": registry.contentType } });
+      });
+    } catch (error) {
+      reject(new Error(`Cannot serve metrics on ${formatHostPort(addr)}: ${(error as Error).message}`));
+    }
+  });
+}
+
+/**
+ * Process metrics under their usual names. prom-client's defaults read /proc/self, which Deno
+ * allows only with --allow-all (so they reported zeros under our permission set); these come from
+ * Deno's and Node's own APIs. Open file descriptors cannot be had without /proc and are left out.
+ */
+function registerProcessMetrics(registry: client.Registry): void {
+  const registers = [registry];
+  const gauge = (name: string, help: string, read: () => number) =>
+    new client.Gauge({
+      name,
+      help,
+      registers,
+      collect(this: client.Gauge) {
+        this.set(read());
+      },
+    });
+  gauge("process_resident_memory_bytes", "Resident memory size in bytes.", () => Deno.memoryUsage().rss);
+  gauge("nodejs_heap_size_used_bytes", "V8 heap in use, in bytes.", () => Deno.memoryUsage().heapUsed);
+  gauge("nodejs_heap_size_total_bytes", "V8 heap reserved, in bytes.", () => Deno.memoryUsage().heapTotal);
+  gauge(
+    "nodejs_external_memory_bytes",
+    "Memory outside the V8 heap (buffers), in bytes.",
+    () => Deno.memoryUsage().external,
+  );
+  const started = Date.now() / 1000 - performance.now() / 1000;
+  gauge(
+    "process_start_time_seconds",
+    "Start time of the process since the Unix epoch, in seconds.",
+    () => started,
+  );
+  let cpuSeconds = 0;
+  new client.Counter({
+    name: "process_cpu_seconds_total",
+    help: "User and system CPU time spent, in seconds.",
+    registers,
+    collect(this: client.Counter) {
+      const { user, system } = process.cpuUsage();
+      const now = (user + system) / 1e6;
+      if (now > cpuSeconds) this.inc(now - cpuSeconds);
+      cpuSeconds = now;
+    },
+  });
+  // Event-loop delay since the last scrape: what every call waited on top of its own work.
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  const lag = (name: string, help: string, read: () => number) =>
+    gauge(name, help, () => (Number.isFinite(read()) ? read() / 1e9 : 0));
+  lag(
+    "nodejs_eventloop_lag_p50_seconds",
+    "Event-loop delay, median since the last scrape.",
+    () => delay.percentile(50),
+  );
+  lag(
+    "nodejs_eventloop_lag_p99_seconds",
+    "Event-loop delay, 99th percentile since the last scrape.",
+    () => delay.percentile(99),
+  );
+  lag("nodejs_eventloop_lag_max_seconds", "Event-loop delay, maximum since the last scrape.", () => {
+    const max = delay.max;
+    delay.reset(); // read last: the three gauges are collected in registration order
+    return max;
+  });
+}
