@@ -20,6 +20,10 @@ import type { ServiceInstance } from "./registry/types.ts";
 import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
 import { formatHostPort } from "./host_port.ts";
 import { Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
+import * as grpc from "@grpc/grpc-js";
+import { Cluster } from "./cluster/cluster.ts";
+import { forwardHandlers } from "./cluster/peers.ts";
+import { StreamTracker } from "./streams.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -73,6 +77,8 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       metrics?.registrationState.set(state === "registered" ? 1 : 0);
     },
     onEvent: (event) => {
+      // The directory lives under the registration's lease: a new lease means writing it again.
+      if (event === "restored") cluster?.publisher.setLease(registrar.leaseId);
       if (!metrics) return;
       if (event === "lost") metrics.registrationsLost.inc();
       else if (event === "restored") metrics.registrationsRestored.inc();
@@ -81,6 +87,9 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     },
   });
   metrics?.registrationState.set(0);
+  // Forward streams from peers, ended on stop like Subscribe streams (they never end by themselves).
+  const peerStreams = new StreamTracker();
+  let cluster: Cluster | undefined;
   let bound: BoundServer | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
@@ -93,6 +102,11 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
         notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
           notifications.handlers(),
         health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
+        cluster: forwardHandlers(
+          (recipient, bytes) => notifications.deliverLocal(recipient, bytes),
+          (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
+          peerStreams,
+        ),
       },
       config.server.tls,
       {
@@ -116,7 +130,22 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       metadata: config.server.metadata,
     };
     notifications.instanceId = instance.id;
+    if (config.server.tls) {
+      log.warn("Cluster forwarding is off with notification-server.tls (peers connect in plaintext only)");
+    } else {
+      cluster = new Cluster(etcd, {
+        name: config.server.name,
+        instanceId: instance.id,
+        registryPrefix: config.etcd.prefix,
+        directoryPrefix: config.etcd.directoryPrefix,
+        peerTimeoutMs: config.server.peerTimeoutMs,
+        credentials: grpc.credentials.createInsecure(),
+        logger: log,
+      });
+      notifications.routing = cluster;
+    }
     await registrar.register(instance, { signal: stop.signal, deadline });
+    cluster?.publisher.setLease(registrar.leaseId);
     if (!stop.signal.aborted) {
       log.info(
         `Service registered to etcd: ${registrar.key} -> ${instance.addr} (lease ${registrar.leaseId}, ttl ${config.etcd.leaseTtlSeconds}s)`,
@@ -135,6 +164,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     // Undo a partial start in reverse; nothing stays registered.
     const undone = await registrar.deregister();
     bound?.server.forceShutdown();
+    await cluster?.close();
     await metricsServer?.close();
     etcd.close();
     stop.dispose();
@@ -171,7 +201,9 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   const stopped = await stopGrpcServer(bound.server, config.server.shutdownTimeoutMs, () => {
     notifications.endSubscriptions();
     health.endWatches();
+    peerStreams.endAll();
   });
+  await cluster?.close();
   await metricsServer?.close();
   etcd.close();
   stop.dispose();

@@ -52,6 +52,8 @@ export interface ServerConfig {
   subscriberQueue: number;
   /** The same bound in bytes. @default 4 MiB */
   subscriberQueueBytes: number;
+  /** A peer that has not answered a forwarded notification by then counts 0 for it. @default 1 s */
+  peerTimeoutMs: number;
   /** Where `/metrics` is served (never the gRPC port); off when unset. */
   metricsAddr?: HostPort;
   /** @default "text" */
@@ -70,6 +72,8 @@ export interface EtcdConfig extends EtcdClientOptions {
   leaseTtlSeconds: number;
   /** @default "/services" */
   prefix: string;
+  /** Where the recipient directory lives (apart from `prefix`). @default "/notification-directory" */
+  directoryPrefix: string;
   /** @default "instance" */
   layout: Layout;
   /** How long start-up keeps retrying an unreachable etcd; 0 waits forever. @default 30 s */
@@ -138,6 +142,7 @@ const SERVER_KEYS = [
   "max-health-watches",
   "subscriber-queue",
   "subscriber-queue-bytes",
+  "peer-timeout",
   "metrics-addr",
   "log-format",
   "log-level",
@@ -151,6 +156,7 @@ const ETCD_KEYS = [
   "password-file",
   "lease-ttl",
   "prefix",
+  "directory-prefix",
   "layout",
   "startup-timeout",
   "tls",
@@ -329,6 +335,7 @@ function readServer(
     maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
     subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
     subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", 4 * MIB),
+    peerTimeoutMs: r.duration(raw, s, "peer-timeout", 1_000, true),
     metricsAddr: metricsAddr(r, raw, s, addr),
     logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),
     logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, "info"),
@@ -390,6 +397,16 @@ function readEtcd(
   if (!prefix.startsWith("/") || (prefix.length > 1 && prefix.endsWith("/"))) {
     r.fail(`${s}.prefix`, `${quote(prefix)} must start with '/' and not end with '/'`);
   }
+  const directoryPrefix = r.string(raw, s, "directory-prefix") ?? "/notification-directory";
+  if (!directoryPrefix.startsWith("/") || directoryPrefix.endsWith("/")) {
+    r.fail(`${s}.directory-prefix`, `${quote(directoryPrefix)} must start with '/' and not end with '/'`);
+  }
+  if (directoryPrefix === prefix || directoryPrefix.startsWith(`${prefix}/`)) {
+    r.fail(
+      `${s}.directory-prefix`,
+      `${quote(directoryPrefix)} must not be inside etcd.prefix ${quote(prefix)}`,
+    );
+  }
   const layout = r.string(raw, s, "layout") ?? "instance";
   if (layout !== "instance" && layout !== "service") {
     r.fail(`${s}.layout`, `${quote(layout)} is not one of "instance", "service"`);
@@ -427,6 +444,7 @@ function readEtcd(
     password: password || undefined,
     leaseTtlSeconds: ttlMs / 1000,
     prefix: prefix === "/" ? "" : prefix,
+    directoryPrefix,
     layout,
     startupTimeoutMs: r.duration(raw, s, "startup-timeout", 30_000),
     tls,

@@ -11,7 +11,7 @@ let cached: PackageDefinition | undefined;
 
 /** The package definition for both protos (also what reflection describes). */
 export function packageDefinition(): PackageDefinition {
-  cached ??= loadSync(["notification.proto", "grpc/health/v1/health.proto"], {
+  cached ??= loadSync(["notification.proto", "grpc/health/v1/health.proto", "cluster.proto"], {
     includeDirs: [PROTO_DIR],
     keepCase: false,
     longs: Number,
@@ -23,11 +23,18 @@ export function packageDefinition(): PackageDefinition {
 }
 
 type Loaded = {
-  notification: { v1: { NotificationService: grpc.ServiceClientConstructor } };
+  notification: {
+    v1: { NotificationService: grpc.ServiceClientConstructor };
+    cluster: { v1: { Cluster: grpc.ServiceClientConstructor } };
+  };
   grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
 };
 
-type Services = { Notification: grpc.ServiceClientConstructor; Health: grpc.ServiceClientConstructor };
+type Services = {
+  Notification: grpc.ServiceClientConstructor;
+  Health: grpc.ServiceClientConstructor;
+  Cluster: grpc.ServiceClientConstructor;
+};
 let constructors: Services | undefined;
 
 /** Service constructors (clients) and definitions (servers), built once. */
@@ -37,6 +44,7 @@ export function services(): Services {
     constructors = {
       Notification: loaded.notification.v1.NotificationService,
       Health: loaded.grpc.health.v1.Health,
+      Cluster: loaded.notification.cluster.v1.Cluster,
     };
   }
   return constructors;

@@ -21,6 +21,7 @@ import { PROTO_DIR } from "./protos.ts";
 const PROTO_FILES = [
   "notification.proto",
   "grpc/health/v1/health.proto",
+  "cluster.proto",
   "grpc/reflection/v1/reflection.proto",
   "grpc/reflection/v1alpha/reflection.proto",
 ];
@@ -50,9 +51,14 @@ interface FileProtoType {
   encode(file: FileProto): { finish(): Uint8Array };
 }
 
-/** Adds reflection for our protos to `server`. */
-export function addReflection(server: grpc.Server): void {
-  new ReflectionService(correctedDefinition()).addToServer(server);
+/** Adds reflection to `server`, listing `served` (fully qualified names) and reflection itself. */
+export function addReflection(server: grpc.Server, served: readonly string[]): void {
+  const services = [
+    ...served,
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+  ];
+  new ReflectionService(correctedDefinition(), { services }).addToServer(server);
 }
 
 /** Our protos' descriptors, corrected as described above, in the shape @grpc/reflection reads. */

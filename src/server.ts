@@ -12,6 +12,8 @@ import { addReflection } from "./reflection.ts";
 export interface ServerServices {
   notification: grpc.UntypedServiceImplementation;
   health: grpc.UntypedServiceImplementation;
+  /** The internal Cluster service (forwarding between instances), when clustered. */
+  cluster?: grpc.UntypedServiceImplementation;
 }
 
 /** A bound, serving server and the port it got (useful with port 0). */
@@ -69,10 +71,15 @@ export async function startGrpcServer(
     "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
   });
-  const { Health } = services();
+  const { Health, Cluster } = services();
   server.addService(notificationServerDefinition(), handlers.notification);
   server.addService(Health.service, handlers.health);
-  addReflection(server);
+  if (handlers.cluster) server.addService(Cluster.service, handlers.cluster);
+  addReflection(server, [
+    "notification.v1.NotificationService",
+    "grpc.health.v1.Health",
+    ...(handlers.cluster ? ["notification.cluster.v1.Cluster"] : []),
+  ]);
   const target = formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(target, credentials(tls), (error, boundPort) => {

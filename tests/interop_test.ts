@@ -108,6 +108,7 @@ Deno.test("reflection serves descriptors Go's protodesc accepts, and lists itsel
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
+    "notification.cluster.v1.Cluster",
     "notification.v1.NotificationService",
   ]);
   assert.ok(result.files.includes("notification.proto"), text);

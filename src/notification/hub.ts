@@ -25,6 +25,13 @@ const SLICE = 64;
 export class Hub<T = Notification> {
   readonly #byRecipient = new Map<string, Set<Deliver<T>>>();
   #size = 0;
+  /** Told when a recipient gets its first subscriber (true) and loses its last (false). */
+  onRecipient: (recipient: string, present: boolean) => void = () => {};
+
+  /** Recipients with at least one subscriber, by name. */
+  recipientNames(): IterableIterator<string> {
+    return this.#byRecipient.keys();
+  }
 
   /** Total subscribers across recipients. */
   get size(): number {
@@ -39,14 +46,19 @@ export class Hub<T = Notification> {
   /** Adds a subscriber; the returned function removes it (idempotent). */
   subscribe(recipient: string, deliver: Deliver<T>): () => void {
     let set = this.#byRecipient.get(recipient);
+    const first = !set;
     if (!set) this.#byRecipient.set(recipient, set = new Set());
     set.add(deliver);
     this.#size++;
+    if (first) this.onRecipient(recipient, true);
     const subscribers = set;
     return () => {
       if (!subscribers.delete(deliver)) return;
       this.#size--;
-      if (subscribers.size === 0) this.#byRecipient.delete(recipient);
+      if (subscribers.size === 0 && this.#byRecipient.get(recipient) === subscribers) {
+        this.#byRecipient.delete(recipient);
+        this.onRecipient(recipient, false);
+      }
     };
   }
 

@@ -30,9 +30,22 @@ export interface NotificationServiceOptions {
   onDropped?: () => void;
 }
 
-/** Send/Subscribe over a {@link Hub}. */
+/** Delivery to the other instances of the service (the cluster); absent on a lone instance. */
+export interface Routing {
+  /** Delivers to the other instances holding subscribers of `recipient`; resolves with their count. */
+  forward(recipient: string, notification: Uint8Array): Promise<number>;
+  /** `recipient` got its first local subscriber; resolves once every instance can route to it. */
+  subscribed(recipient: string): Promise<void>;
+  /** `recipient` lost its last local subscriber. */
+  unsubscribed(recipient: string): void;
+}
+
+/** Send/Subscribe over a {@link Hub}, and across instances through {@link Routing}. */
 export class NotificationService {
   readonly hub = new Hub<Uint8Array>();
+  #routing?: Routing;
+  /** Per recipient: resolves once it is reachable from every instance. */
+  readonly #reachable = new Map<string, Promise<void>>();
   readonly #streams = new StreamTracker();
   /** Reported in SendResponse.instance_id; set once the advertised address is known. */
   instanceId: string;
@@ -47,6 +60,30 @@ export class NotificationService {
     this.#onSent = options.onSent ?? (() => {});
     this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 4 * 1024 * 1024 };
     this.#onDropped = options.onDropped ?? (() => {});
+  }
+
+  /**
+   * Routes through `routing` from now on; recipients that already have subscribers are published.
+   * Set once the instance id is known (after the port is bound).
+   */
+  set routing(routing: Routing) {
+    this.#routing = routing;
+    this.hub.onRecipient = (recipient, present) => {
+      if (present) this.#reachable.set(recipient, routing.subscribed(recipient));
+      else {
+        this.#reachable.delete(recipient);
+        routing.unsubscribed(recipient);
+      }
+    };
+    for (const recipient of this.hub.recipientNames()) {
+      this.#reachable.set(recipient, routing.subscribed(recipient));
+    }
+  }
+
+  /** Delivers bytes from `encodeNotification` to this instance's subscribers (peers' forwards too). */
+  deliverLocal(recipient: string, bytes: Uint8Array): Promise<number> {
+    const slice = Math.max(1, Math.min(64, Math.floor(BYTES_PER_TURN / bytes.length)));
+    return this.hub.publish(recipient, bytes, slice);
   }
 
   /** Ends every Subscribe stream with OK; new ones are refused with UNAVAILABLE. */
@@ -71,11 +108,13 @@ export class NotificationService {
           data: req.data,
           createdAtMs: Date.now(),
         };
-        // Encoded once for every stream (the Subscribe serializer passes bytes through), and
-        // handed out about 256 KB per turn of the event loop so other calls get in between.
+        // Encoded once for every stream here and on every peer (the Subscribe serializer passes
+        // bytes through); handed out about 64 KB per turn of the event loop so other calls get in.
         const bytes = encodeNotification(notification);
-        const slice = Math.max(1, Math.min(64, Math.floor(BYTES_PER_TURN / bytes.length)));
-        void this.hub.publish(notification.recipient, bytes, slice).then((delivered) => {
+        const local = this.deliverLocal(notification.recipient, bytes);
+        const remote = this.#routing?.forward(notification.recipient, bytes) ?? Promise.resolve(0);
+        void Promise.all([local, remote]).then(([here, there]) => {
+          const delivered = here + there;
           this.#onSent(delivered);
           callback(null, {
             id: notification.id,
@@ -109,7 +148,8 @@ export class NotificationService {
         let queued = 0;
         let queuedBytes = 0;
         let cut = false;
-        unsubscribe = this.hub.subscribe(call.request.recipient, (bytes) => {
+        const recipient = call.request.recipient;
+        unsubscribe = this.hub.subscribe(recipient, (bytes) => {
           if (cut || call.cancelled || call.destroyed) return false;
           if (queued + 1 > this.#queue.messages || queuedBytes + bytes.length > this.#queue.bytes) {
             cut = true;
@@ -128,6 +168,12 @@ export class NotificationService {
             queuedBytes -= bytes.length;
           });
           return true;
+        });
+        // Response headers are the "ready" signal: sent once a Send to any instance reaches this
+        // stream (its recipient is in the directory), so a client can send right after them.
+        const ready = this.#reachable.get(recipient) ?? Promise.resolve();
+        void ready.then(() => {
+          if (!call.cancelled && !call.destroyed) call.sendMetadata(new grpc.Metadata());
         });
       },
     };

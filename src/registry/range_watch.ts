@@ -214,3 +214,40 @@ function prefixEnd(prefix: string): Buffer {
   end[end.length - 1]++; // prefixes here end in "/", never 0xff
   return end;
 }
+
+/** Waits for a view fed by {@link watchRanges} to reflect a revision. */
+export class RevisionGate {
+  #revision = 0n;
+  readonly #waiters = new Set<{ revision: bigint; resolve: (ok: boolean) => void }>();
+
+  get revision(): bigint {
+    return this.#revision;
+  }
+
+  /** The view now reflects `revision`. */
+  advance(revision: bigint): void {
+    this.#revision = revision;
+    for (const waiter of [...this.#waiters]) if (waiter.revision <= revision) waiter.resolve(true);
+  }
+
+  /** Resolves true once the view reflects `revision`, false after `timeoutMs` or `close()`. */
+  reached(revision: bigint, timeoutMs: number): Promise<boolean> {
+    if (this.#revision >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter = {
+        revision,
+        resolve: (ok: boolean) => {
+          clearTimeout(timer);
+          this.#waiters.delete(waiter);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => waiter.resolve(false), timeoutMs);
+      this.#waiters.add(waiter);
+    });
+  }
+
+  close(): void {
+    for (const waiter of [...this.#waiters]) waiter.resolve(false);
+  }
+}

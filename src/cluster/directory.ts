@@ -1,0 +1,237 @@
+/**
+ * Which instances hold subscribers of which recipient: one etcd key per (recipient, instance),
+ *
+ *   <directory-prefix>/<service>/<recipient, URI-encoded>/<instance-id>  ->  <instance-id>
+ *
+ * written under that instance's own lease when it gets the first subscriber of a recipient,
+ * deleted with the last one, and gone with the lease if the instance dies or deregisters. The
+ * prefix is not the registration prefix, so discovery and the resolver never see these keys.
+ *
+ * {@link DirectoryPublisher} writes this instance's keys, batched into transactions;
+ * {@link DirectoryView} keeps every instance's keys in memory from a watch, so the Send path
+ * never reads etcd.
+ */
+import type { Etcd3 } from "etcd3";
+import { Buffer } from "node:buffer";
+import { Backoff, sleep } from "../backoff.ts";
+import { type Logger, silentLogger } from "../logger.ts";
+import { describeEtcdError } from "../registry/etcd_client.ts";
+import { type RangeUpdate, RevisionGate, watchRanges } from "../registry/range_watch.ts";
+
+/** etcd refuses transactions of more operations than this (its --max-txn-ops default). */
+const MAX_TXN_OPS = 128;
+
+/** `<prefix>/<service>/`: every directory key of a service is under it. */
+export function directoryRoot(prefix: string, service: string): string {
+  return `${prefix}/${service}/`;
+}
+
+function directoryKey(root: string, recipient: string, instanceId: string): string {
+  return `${root}${encodeURIComponent(recipient)}/${instanceId}`;
+}
+
+/** Writes this instance's directory keys under its current lease. */
+export class DirectoryPublisher {
+  readonly #client: Etcd3;
+  readonly #root: string;
+  readonly #instanceId: string;
+  readonly #log: Logger;
+  /** Recipients with local subscribers, and whether their key is written under the current lease. */
+  readonly #recipients = new Map<string, { written: boolean; waiters: ((revision: bigint) => void)[] }>();
+  /** The revision at which the latest write committed. */
+  #revision = 0n;
+  /** Recipients whose key must go. */
+  readonly #removed = new Set<string>();
+  #lease?: string;
+  #flushing?: Promise<void>;
+  #closed = false;
+
+  constructor(client: Etcd3, options: { root: string; instanceId: string; logger?: Logger }) {
+    this.#client = client;
+    this.#root = options.root;
+    this.#instanceId = options.instanceId;
+    this.#log = options.logger ?? silentLogger;
+  }
+
+  /**
+   * Publishes under `lease` (the registration's; after a re-registration, the new one): every
+   * key is written again. Undefined holds writes back until a lease is known.
+   */
+  setLease(lease: string | undefined): void {
+    this.#lease = lease;
+    for (const state of this.#recipients.values()) state.written = false;
+    this.#schedule();
+  }
+
+  /**
+   * The first local subscriber of `recipient` arrived; resolves once its key is in etcd, with a
+   * revision at or after the one that wrote it.
+   */
+  add(recipient: string): Promise<bigint> {
+    this.#removed.delete(recipient);
+    let state = this.#recipients.get(recipient);
+    if (!state) this.#recipients.set(recipient, state = { written: false, waiters: [] });
+    if (state.written) return Promise.resolve(this.#revision);
+    const waiting = state;
+    this.#schedule();
+    return new Promise((resolve) => waiting.waiters.push(resolve));
+  }
+
+  /** The last local subscriber of `recipient` left. */
+  remove(recipient: string): void {
+    const state = this.#recipients.get(recipient);
+    this.#recipients.delete(recipient);
+    for (const wake of state?.waiters ?? []) wake(this.#revision);
+    this.#removed.add(recipient);
+    this.#schedule();
+  }
+
+  /** Stops writing (deregistration revokes the lease, which removes the keys). */
+  close(): void {
+    this.#closed = true;
+    for (const state of this.#recipients.values()) {
+      for (const wake of state.waiters.splice(0)) wake(this.#revision);
+    }
+  }
+
+  #schedule(): void {
+    if (this.#flushing || this.#closed) return;
+    // Everything asked for in this turn goes out together.
+    this.#flushing = new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() => this.#flush()).finally(
+      () => {
+        this.#flushing = undefined;
+        if (this.#hasWork()) this.#schedule();
+      },
+    );
+  }
+
+  #hasWork(): boolean {
+    if (this.#closed || !this.#lease) return false;
+    if (this.#removed.size > 0) return true;
+    for (const state of this.#recipients.values()) if (!state.written) return true;
+    return false;
+  }
+
+  async #flush(): Promise<void> {
+    const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+    while (this.#hasWork()) {
+      const lease = this.#lease!;
+      const puts = [...this.#recipients].filter(([, s]) => !s.written).map(([r]) => r);
+      const deletes = [...this.#removed];
+      const batchPuts = puts.slice(0, MAX_TXN_OPS);
+      const batchDeletes = deletes.slice(0, MAX_TXN_OPS - batchPuts.length);
+      let committed: string;
+      try {
+        const key = (r: string) => Buffer.from(directoryKey(this.#root, r, this.#instanceId));
+        const result = await this.#client.kv.txn({
+          compare: [],
+          success: [
+            ...batchPuts.map((r) => ({
+              request_put: { key: key(r), value: Buffer.from(this.#instanceId), lease },
+            })),
+            ...batchDeletes.map((r) => ({ request_delete_range: { key: key(r) } })),
+          ],
+          failure: [],
+        });
+        committed = result.header.revision;
+        backoff.reset();
+      } catch (error) {
+        if (this.#closed) return;
+        this.#log.warn(`Writing the recipient directory failed: ${describeEtcdError(error)} (retrying)`);
+        await sleep(backoff.next());
+        continue;
+      }
+      if (this.#lease !== lease) continue; // re-registered meanwhile: written under the old lease
+      this.#revision = BigInt(committed);
+      for (const r of batchDeletes) if (!this.#recipients.has(r)) this.#removed.delete(r);
+      for (const r of batchPuts) {
+        const state = this.#recipients.get(r);
+        if (!state) continue;
+        state.written = true;
+        for (const wake of state.waiters.splice(0)) wake(this.#revision);
+      }
+    }
+  }
+}
+
+/** Every instance's directory keys, kept in memory from a watch. */
+export class DirectoryView {
+  readonly #byRecipient = new Map<string, Set<string>>();
+  readonly #root: string;
+  readonly #abort = new AbortController();
+  readonly #following: Promise<void>;
+  readonly #gate = new RevisionGate();
+  #ready!: () => void;
+  /** Resolves once the first full read is in. */
+  readonly ready = new Promise<void>((resolve) => (this.#ready = resolve));
+
+  constructor(client: Etcd3, options: { root: string; logger?: Logger }) {
+    const root = this.#root = options.root;
+    const log = options.logger ?? silentLogger;
+    this.#following = (async () => {
+      const updates = watchRanges(client, [{ prefix: root }], { signal: this.#abort.signal });
+      try {
+        for await (const update of updates) this.#apply(update);
+      } catch (error) {
+        if (!this.#abort.signal.aborted) {
+          log.error(`Recipient directory watch ended: ${describeEtcdError(error)}`);
+        }
+      }
+    })();
+  }
+
+  /** Instances with subscribers of `recipient` (ours included). */
+  instancesFor(recipient: string): ReadonlySet<string> {
+    return this.#byRecipient.get(recipient) ?? EMPTY;
+  }
+
+  /** Recipients known, and the etcd revision the view reflects (for tests and metrics). */
+  get size(): { recipients: number; revision: bigint } {
+    return { recipients: this.#byRecipient.size, revision: this.#gate.revision };
+  }
+
+  /** Resolves true once the view reflects `revision`, false after `timeoutMs`. */
+  reached(revision: bigint, timeoutMs: number): Promise<boolean> {
+    return this.#gate.reached(revision, timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort();
+    this.#gate.close();
+    await this.#following;
+  }
+
+  #apply(update: RangeUpdate): void {
+    if (update.kind === "reset") {
+      this.#byRecipient.clear();
+      for (const key of update.entries.keys()) this.#set(key, true);
+      this.#ready();
+    } else {
+      for (const { key, value } of update.changes) this.#set(key, value !== undefined);
+    }
+    this.#gate.advance(update.revision);
+  }
+
+  #set(key: string, present: boolean): void {
+    const rest = key.slice(this.#root.length);
+    const cut = rest.lastIndexOf("/");
+    if (cut <= 0) return;
+    let recipient: string;
+    try {
+      recipient = decodeURIComponent(rest.slice(0, cut));
+    } catch {
+      return; // not a key of ours
+    }
+    const instance = rest.slice(cut + 1);
+    let set = this.#byRecipient.get(recipient);
+    if (present) {
+      if (!set) this.#byRecipient.set(recipient, set = new Set());
+      set.add(instance);
+    } else if (set) {
+      set.delete(instance);
+      if (set.size === 0) this.#byRecipient.delete(recipient);
+    }
+  }
+}
+
+const EMPTY: ReadonlySet<string> = new Set();

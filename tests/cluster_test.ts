@@ -1,0 +1,126 @@
+/**
+ * Notifications across instances (real etcd, three real service processes): a Send on any
+ * instance reaches every subscriber of its recipient on every instance, once, in order, with an
+ * exact `delivered`; a killed instance drops out of the count at once and out of routing within
+ * the lease TTL.
+ */
+import assert from "node:assert/strict";
+import type * as grpc from "@grpc/grpc-js";
+import { useEtcd } from "./helpers/etcd.ts";
+import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
+import { rawClient } from "./helpers/kv.ts";
+import { ServiceProcess } from "./helpers/service.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+/** A Subscribe stream that records titles and resolves `ready` on the response headers. */
+function subscriber(client: NotificationClient, recipient: string) {
+  const titles: string[] = [];
+  const stream = client.subscribe({ recipient }) as grpc.ClientReadableStream<{ title: string }>;
+  const ready = new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
+  stream.on("data", (n: { title: string }) => titles.push(n.title));
+  stream.on("error", () => {});
+  return { titles, ready, cancel: () => stream.cancel() };
+}
+
+async function cluster(endpoints: string[], leaseTtl = "10s") {
+  const name = `cl-${crypto.randomUUID().slice(0, 8)}`;
+  const start = (id: string) =>
+    ServiceProcess.start({
+      endpoints,
+      name,
+      instanceId: id,
+      leaseTtl,
+      drainDelay: "0s",
+      startupTimeout: "10s",
+    });
+  const instances = await Promise.all(["a", "b", "c"].map(start));
+  const clients = instances.map((i) => notificationClient(i.addr));
+  return {
+    name,
+    instances,
+    clients,
+    [Symbol.asyncDispose]: async () => {
+      for (const c of clients) c.close();
+      for (const i of instances) await i[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test(
+  "a Send on any instance reaches every subscriber on every instance, once and in order",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using c = await cluster(etcd.endpoints);
+    // Two streams of "r" on each instance, one of "only-a" on a.
+    const subs = c.clients.flatMap((client) => [subscriber(client, "r"), subscriber(client, "r")]);
+    const lonely = subscriber(c.clients[0], "only-a");
+    await Promise.all([...subs, lonely].map((s) => s.ready));
+    // Ready means routed: a Send right away, to an instance the stream is not on, reaches it.
+    assert.equal((await send(c.clients[1], { recipient: "only-a", title: "right away" })).delivered, 1);
+    const delivered: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      delivered.push((await send(c.clients[i % 3], { recipient: "r", title: `n${i}` })).delivered);
+    }
+    assert.deepEqual(
+      delivered,
+      Array(30).fill(6),
+      `delivered counts every stream on every instance: ${delivered}`,
+    );
+    const expected = Array.from({ length: 30 }, (_, i) => `n${i}`);
+    await eventually(() => subs.every((s) => s.titles.length === 30), 5_000, "all 30 everywhere");
+    for (const s of subs) assert.deepEqual(s.titles, expected, "each stream: every one, once, in order");
+    assert.deepEqual(lonely.titles, ["right away"]);
+    // Concurrent Sends from one connection still arrive in order at a peer's streams.
+    const burst = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => send(c.clients[0], { recipient: "r", title: `b${i}` })),
+    );
+    assert.ok(burst.every((r) => r.delivered === 6), JSON.stringify(burst.map((r) => r.delivered)));
+    await eventually(() => subs.every((s) => s.titles.length === 80), 5_000, "burst everywhere");
+    for (const s of subs) {
+      assert.deepEqual(s.titles.slice(30), Array.from({ length: 50 }, (_, i) => `b${i}`), "burst in order");
+    }
+    for (const s of [...subs, lonely]) s.cancel();
+  },
+);
+
+Deno.test(
+  "SIGKILL of an instance: Sends keep answering at once, and routing forgets it within the TTL",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using c = await cluster(etcd.endpoints, "2s");
+    const subs = c.clients.map((client) => subscriber(client, "k"));
+    await Promise.all(subs.map((s) => s.ready));
+    assert.equal((await send(c.clients[0], { recipient: "k", title: "before" })).delivered, 3);
+    c.instances[2].signal("SIGKILL");
+    await c.instances[2].status;
+    const times: number[] = [];
+    const counts: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const t0 = performance.now();
+      counts.push((await send(c.clients[i % 2], { recipient: "k", title: `after${i}` })).delivered);
+      times.push(performance.now() - t0);
+    }
+    assert.ok(counts.every((n) => n === 2), `the killed instance's stream is not counted: ${counts}`);
+    const slowest = Math.max(...times);
+    console.log(`Sends after SIGKILL of a peer: slowest ${slowest.toFixed(1)} ms (peer-timeout 1s)`);
+    assert.ok(slowest < 1_000, `never waits out the peer timeout: ${times.map((t) => t.toFixed(0))}`);
+    // Its directory keys go with its lease.
+    const kv = rawClient(etcd.endpoints);
+    try {
+      await eventually(
+        async () => {
+          const keys = await kv.getAll().prefix(`/notification-directory/${c.name}/`).keys();
+          return keys.every((k) => !k.endsWith("/c"));
+        },
+        6_000,
+        "the killed instance's directory keys expire with its lease",
+      );
+    } finally {
+      kv.close();
+    }
+    for (const s of subs) s.cancel();
+  },
+);
