@@ -103,7 +103,10 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
           notifications.handlers(),
         health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
         cluster: forwardHandlers(
-          (recipient, bytes) => notifications.deliverLocal(recipient, bytes),
+          (recipient, bytes) => {
+            metrics?.notificationsReceived.inc();
+            return notifications.deliverLocal(recipient, bytes);
+          },
           (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
           peerStreams,
         ),
@@ -141,6 +144,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
         peerTimeoutMs: config.server.peerTimeoutMs,
         credentials: grpc.credentials.createInsecure(),
         logger: log,
+        onForwarded: (peers) => metrics?.notificationsForwarded.inc(peers),
       });
       notifications.routing = cluster;
     }

@@ -35,6 +35,8 @@ export class Metrics {
   readonly notificationsSent: client.Counter;
   readonly notificationsDelivered: client.Counter;
   readonly notificationsDropped: client.Counter;
+  readonly notificationsForwarded: client.Counter;
+  readonly notificationsReceived: client.Counter;
   readonly #etcdDuration: client.Histogram<"operation" | "code">;
   readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
   readonly #grpcDuration: client.Histogram<"service" | "method">;
@@ -80,6 +82,14 @@ export class Metrics {
     this.notificationsDropped = counter(
       "notifications_dropped_total",
       "Notifications not delivered because their subscriber was too slow (the stream is then ended).",
+    );
+    this.notificationsForwarded = counter(
+      "notifications_forwarded_total",
+      "Notifications forwarded to peers (one per peer that holds subscribers of the recipient).",
+    );
+    this.notificationsReceived = counter(
+      "notifications_received_total",
+      "Notifications received from peers for this instance's subscribers.",
     );
     gauge("subscribers", "Live Subscribe streams on this instance.", live.subscribers);
     gauge("health_watches", "Live Health/Watch streams on this instance.", live.healthWatches);

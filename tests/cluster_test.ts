@@ -124,3 +124,42 @@ Deno.test(
     for (const s of subs) s.cancel();
   },
 );
+
+Deno.test(
+  "a stopping instance leaves routing before it drains: nothing is routed to it meanwhile",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `cls-${crypto.randomUUID().slice(0, 8)}`;
+    await using a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
+    await using b = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "b",
+      drainDelay: "2s",
+    });
+    const toA = notificationClient(a.addr);
+    const toB = notificationClient(b.addr);
+    try {
+      const here = subscriber(toA, "g");
+      const there = subscriber(toB, "g");
+      await Promise.all([here.ready, there.ready]);
+      assert.equal((await send(toA, { recipient: "g", title: "both" })).delivered, 2);
+      b.signal("SIGTERM");
+      await b.waitForLine(/Service deregistered from etcd/, 5_000);
+      // b serves for its 2 s drain-delay, but is no longer routed to: a counts only its own stream.
+      await eventually(
+        async () => (await send(toA, { recipient: "g", title: "draining" })).delivered === 1,
+        1_000,
+        "b withdrawn",
+      );
+      assert.equal(b.exited, false, "b still draining");
+      assert.ok(!there.titles.includes("draining"));
+      assert.equal((await b.status).code, 0);
+      here.cancel();
+    } finally {
+      toA.close();
+      toB.close();
+    }
+  },
+);

@@ -26,6 +26,8 @@ export interface ClusterOptions {
   peerTimeoutMs: number;
   credentials: grpc.ChannelCredentials;
   logger: Logger;
+  /** Told how many peers each forwarded notification went to (for metrics). */
+  onForwarded?: (peers: number) => void;
 }
 
 /** Routing for the notification service across every instance of the service. */
@@ -38,13 +40,13 @@ export class Cluster implements Routing {
   readonly #peerTimeoutMs: number;
   readonly #abort = new AbortController();
   readonly #membership: Promise<void>;
-  /** Forwarded to / received from peers (for metrics). */
-  forwarded = 0;
+  readonly #onForwarded: (peers: number) => void;
 
   constructor(client: Etcd3, options: ClusterOptions) {
     const root = directoryRoot(options.directoryPrefix, options.name);
     const self = this.#self = options.instanceId;
     this.#peerTimeoutMs = options.peerTimeoutMs;
+    this.#onForwarded = options.onForwarded ?? (() => {});
     this.publisher = new DirectoryPublisher(client, {
       root,
       instanceId: options.instanceId,
@@ -115,7 +117,7 @@ export class Cluster implements Routing {
   async forward(recipient: string, notification: Uint8Array): Promise<number> {
     const peers = [...this.view.instancesFor(recipient)].filter((id) => id !== this.#self);
     if (peers.length === 0) return 0;
-    this.forwarded += peers.length;
+    this.#onForwarded(peers.length);
     const counts = await Promise.all(peers.map((id) => this.#links.forward(id, recipient, notification)));
     return counts.reduce((a, b) => a + b, 0);
   }

@@ -1,0 +1,65 @@
+/**
+ * The recipient directory through etcd restarts, like registration: with its data kept (leases
+ * and keys survive, the views resume) and wiped (each instance re-registers under a new lease and
+ * writes its directory keys again).
+ */
+import assert from "node:assert/strict";
+import type * as grpc from "@grpc/grpc-js";
+import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
+import { eventually, notificationClient, send } from "../helpers/grpc.ts";
+import { rawClient, readRecord } from "../helpers/kv.ts";
+import { ServiceProcess } from "../helpers/service.ts";
+
+Deno.test(
+  "the directory survives etcd restarts, with its data kept and wiped",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    await using etcd = await startEtcd();
+    const name = `clf-${crypto.randomUUID().slice(0, 8)}`;
+    await using a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
+    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    const toA = notificationClient(a.addr);
+    const toB = notificationClient(b.addr);
+    const stream = toB.subscribe({ recipient: "x" }) as grpc.ClientReadableStream<{ title: string }>;
+    const titles: string[] = [];
+    stream.on("data", (n: { title: string }) => titles.push(n.title));
+    stream.on("error", () => {});
+    try {
+      await new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
+      assert.equal((await send(toA, { recipient: "x", title: "before" })).delivered, 1);
+      for (const wipe of [false, true]) {
+        await etcd.restart({ wipe, crash: true });
+        const back = Date.now();
+        await eventually(
+          async () =>
+            (await send(toA, { recipient: "x", title: `after ${wipe ? "wipe" : "restart"}` })).delivered ===
+              1,
+          15_000,
+          `routing from a to b's subscriber after etcd ${wipe ? "came back empty" : "restarted"}\n${
+            a.lines.join("\n")
+          }`,
+        );
+        console.log(
+          `etcd ${wipe ? "wiped" : "restarted"} -> a routes to b again ${
+            Date.now() - back
+          } ms after etcd was back`,
+        );
+        // Not only a's view from before: b's key is in etcd, under b's live lease.
+        const kv = rawClient(etcd.endpoints);
+        try {
+          const key = `/notification-directory/${name}/x/b`;
+          const record = await eventually(() => readRecord(kv, key), 15_000, `${key} written again`);
+          assert.ok(record.ttl > 0, `under a live lease: ${JSON.stringify(record)}`);
+          assert.equal(record.lease, (await readRecord(kv, b.key))?.lease, "the registration's lease");
+        } finally {
+          kv.close();
+        }
+      }
+      assert.ok(titles.includes("after restart") && titles.includes("after wipe"), titles.join(","));
+    } finally {
+      stream.cancel();
+      toA.close();
+      toB.close();
+    }
+  },
+);
