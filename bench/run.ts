@@ -11,7 +11,9 @@
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { createEtcdClient } from "../src/registry/etcd_client.ts";
+import { clusterBench } from "./cluster.ts";
 import { fanOutStall } from "./fanout.ts";
+import { cpuSeconds, rssMiB } from "./proc.ts";
 import { recordingCostNs } from "./metrics_cost.ts";
 import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
@@ -53,25 +55,6 @@ async function run(cmd: string, argv: string[], opts: { cwd?: string; env?: Reco
     ok: out.success,
     text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
   };
-}
-
-/** CPU seconds (user + system, all threads) a process has used so far; NaN once it is gone. */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
-  } catch {
-    return NaN;
-  }
-}
-
-function rssMiB(pid: number): number {
-  try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    return Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? NaN) / 1024;
-  } catch {
-    return NaN;
-  }
 }
 
 interface GoTools {
@@ -463,6 +446,12 @@ async function main(): Promise<void> {
   const life = await lifecycleTimes(etcd.endpoints, 5);
   note("discovery timings");
   const disc = await discoveryTimes(etcd.endpoints);
+  note("cluster: latency, CPU per delivered, throughput, directory of 100 000 recipients");
+  const cl = await clusterBench(etcd.endpoints, {
+    seconds: SECONDS,
+    recipients: 100_000,
+    sendload: go.sendload,
+  });
 
   const med = (m: Map<string, LoadResult[]>, name: string, f: (r: LoadResult) => number) =>
     median((m.get(name) ?? []).map(f));
@@ -492,6 +481,20 @@ async function main(): Promise<void> {
   single("list() with 1000 instances ms", disc.list, 1);
   single("resolver first list, 1000 instances ms", disc.resolver, 1);
   single("fan-out 1 Send -> 1000 subscribers ms", fan, 1);
+  single("cluster: Send A -> stream on B p50 ms (1000/s)", cl.latency.forwardedP50, 2);
+  single("cluster: Send A -> stream on B p99 ms (1000/s)", cl.latency.forwardedP99, 2);
+  single("cluster: Send A -> stream on A p50 / p99 ms", cl.latency.localP50, 2);
+  rows[rows.length - 1][2] += ` / ${fmt(cl.latency.localP99, 2)}`;
+  single("cluster: CPU µs per delivered, local", cl.cpuUsPerDelivered.local, 0);
+  single("cluster: CPU µs per delivered, forwarded (A+B)", cl.cpuUsPerDelivered.forwarded, 0);
+  if (cl.throughput) {
+    single("cluster: Send rps, 1 instance, all subscribers", cl.throughput.oneInstance, 0);
+    single("cluster: Send rps, 3 instances, spread", cl.throughput.threeInstances, 0);
+  }
+  single("cluster: write 100k directory keys ms", cl.directory.writeMs, 0);
+  single("cluster: new instance loads 100k recipients ms", cl.directory.loadMs, 0);
+  single("cluster: RSS with 100k recipients (empty) MiB", cl.directory.rssMiB, 0);
+  rows[rows.length - 1][2] += ` (${fmt(cl.directory.emptyRssMiB, 0)})`;
   // Recording metrics must not cost the hot path (target: within 5 % CPU per call).
   const onOff = (m: Map<string, LoadResult[]>) =>
     [med(m, "deno+metrics", (r) => r.cpuUs), med(m, "deno", (r) => r.cpuUs)] as const;

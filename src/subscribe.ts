@@ -32,6 +32,8 @@ export interface SubscribeOptions {
   onGap?: (gap: { reason: string; retryInMs: number }) => void;
   /** A stream is open again after a gap of `gapMs`. */
   onResumed?: (resumed: { gapMs: number }) => void;
+  /** A stream is routed: a Send to any instance from now on reaches it (each (re)subscription). */
+  onReady?: () => void;
 }
 
 /** Notifications for `recipient`, across instance restarts, until `signal` aborts. */
@@ -50,6 +52,7 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
       const stream = client.subscribe({ recipient: options.recipient }, {
         waitForReady: true,
       }) as grpc.ClientReadableStream<Notification>;
+      stream.on("metadata", () => options.onReady?.());
       const cancel = () => stream.cancel();
       signal?.addEventListener("abort", cancel);
       let ended: string | undefined;

@@ -5,6 +5,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Etcd3 } from "etcd3";
+import { formatDuration } from "../duration.ts";
 import type { Logger } from "../logger.ts";
 import { decodeRecord, serviceKey } from "../registry/codec.ts";
 import { RevisionGate, watchRanges } from "../registry/range_watch.ts";
@@ -53,6 +54,15 @@ export class Cluster implements Routing {
       logger: options.logger,
     });
     this.view = new DirectoryView(client, { root, logger: options.logger });
+    const loading = performance.now();
+    void this.view.ready.then(() =>
+      options.logger.info(
+        `Recipient directory loaded: ${this.view.size.recipients} recipients in ${
+          formatDuration(performance.now() - loading)
+        }`,
+        { recipients: this.view.size.recipients, duration_ms: Math.round(performance.now() - loading) },
+      )
+    );
     const links = this.#links = new PeerLinks({
       credentials: options.credentials,
       timeoutMs: options.peerTimeoutMs,
