@@ -24,6 +24,8 @@ export interface BoundServer {
   coalescing: boolean;
   /** Whether connection limits are in force (likewise). */
   guarded: boolean;
+  /** Client connections open now. */
+  connections(): number;
 }
 
 /** The server could not bind its address. */
@@ -90,7 +92,14 @@ export async function startGrpcServer(
       } else resolve(boundPort);
     });
   });
-  return { server, port, coalescing: coalesceWrites(server), guarded: guardConnections(server, limits) };
+  const open = new Set<Socket>();
+  return {
+    server,
+    port,
+    coalescing: coalesceWrites(server),
+    guarded: guardConnections(server, limits, open),
+    connections: () => open.size,
+  };
 }
 
 /** A node:http2 server as grpc-js keeps it. */
@@ -144,15 +153,19 @@ export interface ConnectionLimits {
  * after `handshakeTimeoutMs`; past `maxConnections` new ones are closed at once (node's
  * `net.Server.maxConnections`). Returns false if grpc-js's internals changed (a test pins it).
  */
-function guardConnections(server: grpc.Server, limits: ConnectionLimits): boolean {
+function guardConnections(server: grpc.Server, limits: ConnectionLimits, open: Set<Socket>): boolean {
   const servers = listeningServers(server);
   for (const http2Server of servers) {
     http2Server.maxConnections = limits.maxConnections;
     http2Server.on("connection", (socket: Socket) => {
+      open.add(socket);
       const timer = setTimeout(() => {
         if (socket.bytesRead === 0) socket.destroy();
       }, limits.handshakeTimeoutMs);
-      socket.once("close", () => clearTimeout(timer));
+      socket.once("close", () => {
+        clearTimeout(timer);
+        open.delete(socket);
+      });
     });
   }
   return servers.length > 0;

@@ -1,7 +1,7 @@
 /** `main.ts discover` and `main.ts send`, run as users run them, against real instances. */
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
-import { eventually, notificationClient, send } from "./helpers/grpc.ts";
+import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
@@ -220,25 +220,33 @@ Deno.test("subscribe follows the service across an instance restart and logs the
       }
     })();
   const reading = [pump(child.stdout, out), pump(child.stderr, err)];
-  const sendTo = async (svc: ServiceProcess, title: string) => {
-    const client = notificationClient(svc.addr);
-    try {
-      return (await send(client, { recipient: "bob", title })).delivered;
-    } finally {
-      client.close();
-    }
-  };
+  // One connection per instance, closed before that instance stops: connecting and closing in a
+  // loop, or holding a connection through a server's GOAWAY, can abort a Deno process in nghttp2
+  // (denoland/deno#36788).
+  const toA = notificationClient(a.addr);
+  const sendVia = async (client: NotificationClient, title: string) =>
+    (await send(client, { recipient: "bob", title })).delivered;
   try {
-    await eventually(async () => (await sendTo(a, "probe-a")) === 1, 10_000, "subscribed to a");
+    await eventually(
+      async () => (await sendVia(toA, "probe-a")) === 1,
+      10_000,
+      `subscribed to a\n${a.lines.join("\n")}\n${err.join("\n")}`,
+    );
     await eventually(() => out.some((l) => JSON.parse(l).title === "probe-a"), 5_000, "printed from a");
+    toA.close();
     a.signal("SIGTERM");
     await a.status;
     await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
-    await eventually(
-      async () => (await sendTo(b, "probe-b")) === 1,
-      15_000,
-      `re-subscribed to b\n${err.join("\n")}`,
-    );
+    const toB = notificationClient(b.addr);
+    try {
+      await eventually(
+        async () => (await sendVia(toB, "probe-b")) === 1,
+        15_000,
+        `re-subscribed to b\n${err.join("\n")}`,
+      );
+    } finally {
+      toB.close();
+    }
     await eventually(() => out.some((l) => JSON.parse(l).title === "probe-b"), 5_000, "printed from b");
     await eventually(() => err.some((l) => /Re-subscribed after/.test(l)), 5_000, "gap logged");
     assert.ok(err.some((l) => /Subscription to .* ended \(.*\); re-subscribing in/.test(l)), err.join("\n"));
@@ -249,6 +257,7 @@ Deno.test("subscribe follows the service across an instance restart and logs the
     try {
       child.kill("SIGKILL");
     } catch { /* exited */ }
+    toA.close();
     await a[Symbol.asyncDispose]();
   }
 });

@@ -267,8 +267,9 @@ export class EtcdRegistrar implements Registrar {
         () => this.#onEvent("keepaliveFailed"),
       );
       if (this.#stop.signal.aborted) {
-        // Granted after deregister() took stock: nothing may keep this lease alive.
-        void fresh.close();
+        // Granted after deregister() took stock: nothing may keep this lease alive, and
+        // deregister() (which waits for this step) returns only once it is revoked.
+        await fresh.close();
         throw this.#stop.signal.reason;
       }
       fresh.lost.then(() => this.#poke());

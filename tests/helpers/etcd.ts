@@ -152,7 +152,9 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHan
       await launch();
     },
     [Symbol.asyncDispose]: async () => {
-      await stop();
+      // SIGKILL: its data is thrown away, and a graceful stop would send GOAWAY to clients this
+      // process may still hold, which can abort a Deno process (denoland/deno#36788).
+      await stop("SIGKILL");
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
       await Deno.remove(logFile).catch(() => {});
     },

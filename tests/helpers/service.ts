@@ -73,11 +73,16 @@ export class ServiceProcess implements AsyncDisposable {
   private constructor(child: Deno.ChildProcess, startedAt: number) {
     this.#child = child;
     this.startedAt = startedAt;
-    this.status = child.status;
     void child.status.then(() => (this.#exited = true));
-    void this.#collect(child.stderr);
-    void child.stdout.pipeTo(new WritableStream({ write: (c) => this.#push(new TextDecoder().decode(c)) }))
-      .catch(() => {});
+    const output = Promise.allSettled([
+      this.#collect(child.stderr),
+      child.stdout.pipeTo(new WritableStream({ write: (c) => this.#push(new TextDecoder().decode(c)) })),
+    ]);
+    // Resolves once the output is read to the end too: a test that checks lines after exit sees all.
+    this.status = child.status.then(async (status) => {
+      await output;
+      return status;
+    });
   }
 
   /** Spawns the service with a config for `options` (or `configPath`); does not wait for it. */
