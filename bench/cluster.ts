@@ -24,6 +24,8 @@ import { cpuSeconds, rssMiB } from "./proc.ts";
 /** What {@link clusterBench} measured. */
 export interface ClusterResult {
   latency: { forwardedP50: number; forwardedP99: number; localP50: number; localP99: number };
+  /** Subscribe -> response headers (routed from every instance), new recipients on B. */
+  readyMs: { p50: number; p99: number };
   cpuUsPerDelivered: { local: number; forwarded: number };
   throughput?: { oneInstance: number; threeInstances: number };
   directory: { recipients: number; writeMs: number; loadMs: number; rssMiB: number; emptyRssMiB: number };
@@ -102,6 +104,15 @@ export async function clusterBench(
   const [a, b, c] = await Promise.all([start("a"), start("b"), start("c")]);
   const [toA, toB, toC] = [a, b, c].map((s) => notificationClient(s.addr));
   try {
+    // How soon a new subscriber is reachable from every instance (the "ready" headers).
+    const ready: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const t0 = performance.now();
+      const s = timedSubscriber(toB, `ready-${i}`, new Map());
+      await s.ready;
+      ready.push(performance.now() - t0);
+      s.cancel();
+    }
     // Latency at a steady 1 000 Sends/s, forwarded (A -> B) and local (A -> A).
     const sentAt = new Map<string, number>();
     const remote = timedSubscriber(toB, "lat-remote", sentAt);
@@ -182,6 +193,7 @@ export async function clusterBench(
     await d[Symbol.asyncDispose]();
     await other[Symbol.asyncDispose]();
     return {
+      readyMs: { p50: pct(ready, 0.5), p99: pct(ready, 0.99) },
       latency: {
         forwardedP50: pct(remote.latencies, 0.5),
         forwardedP99: pct(remote.latencies, 0.99),

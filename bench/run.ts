@@ -481,6 +481,8 @@ async function main(): Promise<void> {
   single("list() with 1000 instances ms", disc.list, 1);
   single("resolver first list, 1000 instances ms", disc.resolver, 1);
   single("fan-out 1 Send -> 1000 subscribers ms", fan, 1);
+  single("cluster: Subscribe -> routed everywhere p50 / p99 ms", cl.readyMs.p50, 2);
+  rows[rows.length - 1][2] += ` / ${fmt(cl.readyMs.p99, 2)}`;
   single("cluster: Send A -> stream on B p50 ms (1000/s)", cl.latency.forwardedP50, 2);
   single("cluster: Send A -> stream on B p99 ms (1000/s)", cl.latency.forwardedP99, 2);
   single("cluster: Send A -> stream on A p50 / p99 ms", cl.latency.localP50, 2);

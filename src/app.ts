@@ -145,6 +145,9 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
         credentials: grpc.credentials.createInsecure(),
         logger: log,
         onForwarded: (peers) => metrics?.notificationsForwarded.inc(peers),
+        onResync: (watch, event) => {
+          if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
+        },
       });
       notifications.routing = cluster;
     }

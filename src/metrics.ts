@@ -32,6 +32,7 @@ export class Metrics {
   readonly registrationsRestored: client.Counter;
   readonly keepaliveFailures: client.Counter;
   readonly etcdWatchDisconnects: client.Counter;
+  readonly etcdWatchResyncs: client.Counter<"watch" | "reason">;
   readonly notificationsSent: client.Counter;
   readonly notificationsDelivered: client.Counter;
   readonly notificationsDropped: client.Counter;
@@ -74,6 +75,13 @@ export class Metrics {
       "etcd_watch_disconnects_total",
       "Times the watch on this instance's own record lost its stream (it resumes by itself).",
     );
+    this.etcdWatchResyncs = new client.Counter({
+      name: `${PREFIX}etcd_watch_resyncs_total`,
+      help: "Times the membership or directory watch lost its stream (reason disconnected) or was " +
+        "cancelled by etcd (cancelled, e.g. compaction), then re-read etcd to get back in step.",
+      labelNames: ["watch", "reason"],
+      registers,
+    });
     this.notificationsSent = counter("notifications_sent_total", "Notifications accepted by Send.");
     this.notificationsDelivered = counter(
       "notifications_delivered_total",

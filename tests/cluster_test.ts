@@ -23,7 +23,7 @@ function subscriber(client: NotificationClient, recipient: string) {
   return { titles, ready, cancel: () => stream.cancel() };
 }
 
-async function cluster(endpoints: string[], leaseTtl = "10s") {
+async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "") {
   const name = `cl-${crypto.randomUUID().slice(0, 8)}`;
   const start = (id: string) =>
     ServiceProcess.start({
@@ -33,6 +33,7 @@ async function cluster(endpoints: string[], leaseTtl = "10s") {
       leaseTtl,
       drainDelay: "0s",
       startupTimeout: "10s",
+      serverExtra,
     });
   const instances = await Promise.all(["a", "b", "c"].map(start));
   const clients = instances.map((i) => notificationClient(i.addr));
@@ -165,5 +166,29 @@ Deno.test(
       toA.close();
       toB.close();
     }
+  },
+);
+
+Deno.test(
+  "a peer that stops answering (SIGSTOP) costs a Send at most peer-timeout and is not counted",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using c = await cluster(etcd.endpoints, "30s", "  peer-timeout: 500ms\n");
+    const subs = c.clients.map((client) => subscriber(client, "f"));
+    await Promise.all(subs.map((s) => s.ready));
+    assert.equal((await send(c.clients[0], { recipient: "f", title: "before" })).delivered, 3);
+    c.instances[2].signal("SIGSTOP");
+    try {
+      const t0 = performance.now();
+      const frozen = await send(c.clients[0], { recipient: "f", title: "frozen" });
+      const took = performance.now() - t0;
+      console.log(`Send with a frozen peer answered in ${took.toFixed(0)} ms (peer-timeout 500ms)`);
+      assert.equal(frozen.delivered, 2, "the frozen peer's stream is not counted");
+      assert.ok(took >= 450 && took < 1_500, `bounded by the peer timeout: ${took.toFixed(0)} ms`);
+    } finally {
+      c.instances[2].signal("SIGCONT");
+    }
+    for (const s of subs) s.cancel();
   },
 );

@@ -8,7 +8,7 @@ import type { Etcd3 } from "etcd3";
 import { formatDuration } from "../duration.ts";
 import type { Logger } from "../logger.ts";
 import { decodeRecord, serviceKey } from "../registry/codec.ts";
-import { RevisionGate, watchRanges } from "../registry/range_watch.ts";
+import { readRanges, type ResyncReason, watchRanges } from "../registry/range_watch.ts";
 import type { Routing } from "../notification/service.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 import { PeerLinks } from "./peers.ts";
@@ -29,6 +29,8 @@ export interface ClusterOptions {
   logger: Logger;
   /** Told how many peers each forwarded notification went to (for metrics). */
   onForwarded?: (peers: number) => void;
+  /** Told when the membership or directory watch loses its stream or resyncs (for metrics). */
+  onResync?: (watch: "membership" | "directory", event: { reason: ResyncReason; attempts?: number }) => void;
 }
 
 /** Routing for the notification service across every instance of the service. */
@@ -37,7 +39,9 @@ export class Cluster implements Routing {
   readonly view: DirectoryView;
   readonly #links: PeerLinks;
   readonly #self: string;
-  readonly #members = new RevisionGate();
+  readonly #client: Etcd3;
+  readonly #registry: string;
+  readonly #name: string;
   readonly #peerTimeoutMs: number;
   readonly #abort = new AbortController();
   readonly #membership: Promise<void>;
@@ -46,6 +50,9 @@ export class Cluster implements Routing {
   constructor(client: Etcd3, options: ClusterOptions) {
     const root = directoryRoot(options.directoryPrefix, options.name);
     const self = this.#self = options.instanceId;
+    this.#client = client;
+    this.#registry = options.registryPrefix;
+    this.#name = options.name;
     this.#peerTimeoutMs = options.peerTimeoutMs;
     this.#onForwarded = options.onForwarded ?? (() => {});
     this.publisher = new DirectoryPublisher(client, {
@@ -53,7 +60,11 @@ export class Cluster implements Routing {
       instanceId: options.instanceId,
       logger: options.logger,
     });
-    this.view = new DirectoryView(client, { root, logger: options.logger });
+    this.view = new DirectoryView(client, {
+      root,
+      logger: options.logger,
+      onResync: (event) => options.onResync?.("directory", event),
+    });
     const loading = performance.now();
     void this.view.ready.then(() =>
       options.logger.info(
@@ -71,10 +82,10 @@ export class Cluster implements Routing {
     /** By registry key: a peer's id and address. */
     const members = new Map<string, { id: string; addr: string }>();
     const registry = options.registryPrefix;
-    const gate = this.#members;
     this.#membership = (async () => {
       const updates = watchRanges(client, [{ prefix: `${serviceKey(registry, options.name)}/` }], {
         signal: this.#abort.signal,
+        onResync: (event) => options.onResync?.("membership", event),
       });
       const apply = (key: string, value: string | undefined) => {
         let instance;
@@ -93,7 +104,6 @@ export class Cluster implements Routing {
             for (const { key, value } of update.changes) apply(key, value);
           }
           links.setMembers(new Map([...members.values()].map((m) => [m.id, m.addr])));
-          gate.advance(update.revision);
         }
       } catch (error) {
         if (!this.#abort.signal.aborted) {
@@ -109,10 +119,31 @@ export class Cluster implements Routing {
    */
   async subscribed(recipient: string): Promise<void> {
     const revision = await this.publisher.add(recipient);
-    // Every instance registered before `revision` must be in the barrier; later ones read a
-    // directory that holds the key already.
-    await this.#members.reached(revision, this.#peerTimeoutMs);
-    await this.#links.barrier(revision);
+    // Every instance registered before `revision` must be in the barrier (one registering later
+    // reads a directory that holds the key already). The membership watch may lag, so the
+    // members are read once here: this is the Subscribe path, not the Send path.
+    let members: Map<string, string>;
+    try {
+      members = await this.#readMembers();
+    } catch {
+      return; // etcd unreachable: ready as far as this instance can tell
+    }
+    await this.#links.barrier(revision, members);
+  }
+
+  /** The registered peers (id -> address), read from etcd now. */
+  async #readMembers(): Promise<Map<string, string>> {
+    const { entries } = await readRanges(this.#client, [{
+      prefix: `${serviceKey(this.#registry, this.#name)}/`,
+    }]);
+    const members = new Map<string, string>();
+    for (const [key, value] of entries) {
+      try {
+        const instance = decodeRecord(this.#registry, this.#name, key, value);
+        if (instance && instance.id !== this.#self) members.set(instance.id, instance.addr);
+      } catch { /* malformed: discovery warns about it */ }
+    }
+    return members;
   }
 
   /** For the Forward handler: resolves once this instance's view reflects `revision` (bounded). */
@@ -134,7 +165,6 @@ export class Cluster implements Routing {
 
   async close(): Promise<void> {
     this.#abort.abort();
-    this.#members.close();
     this.publisher.close();
     this.#links.close();
     await Promise.all([this.view.close(), this.#membership]);

@@ -16,7 +16,7 @@ import { Buffer } from "node:buffer";
 import { Backoff, sleep } from "../backoff.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { describeEtcdError } from "../registry/etcd_client.ts";
-import { type RangeUpdate, RevisionGate, watchRanges } from "../registry/range_watch.ts";
+import { type RangeOptions, type RangeUpdate, RevisionGate, watchRanges } from "../registry/range_watch.ts";
 
 /** etcd refuses transactions of more operations than this (its --max-txn-ops default). */
 const MAX_TXN_OPS = 128;
@@ -165,11 +165,17 @@ export class DirectoryView {
   /** Resolves once the first full read is in. */
   readonly ready = new Promise<void>((resolve) => (this.#ready = resolve));
 
-  constructor(client: Etcd3, options: { root: string; logger?: Logger }) {
+  constructor(
+    client: Etcd3,
+    options: { root: string; logger?: Logger; onResync?: RangeOptions["onResync"] },
+  ) {
     const root = this.#root = options.root;
     const log = options.logger ?? silentLogger;
     this.#following = (async () => {
-      const updates = watchRanges(client, [{ prefix: root }], { signal: this.#abort.signal });
+      const updates = watchRanges(client, [{ prefix: root }], {
+        signal: this.#abort.signal,
+        onResync: options.onResync,
+      });
       try {
         for await (const update of updates) this.#apply(update);
       } catch (error) {

@@ -168,9 +168,16 @@ export class PeerLinks {
     return this.#link(id)?.forward(recipient, notification) ?? Promise.resolve(0);
   }
 
-  /** Resolves once every member's directory view has applied `revision` (each bounded by the timeout). */
-  async barrier(revision: bigint): Promise<void> {
-    await Promise.all([...this.#addrs.keys()].map((id) => this.#link(id)?.barrier(revision)));
+  /**
+   * Resolves once each of `members` (id -> address, read from etcd just now) has applied
+   * `revision` to its directory view, each bounded by the timeout. A member the membership watch
+   * has not reported yet is reached at the address given.
+   */
+  async barrier(revision: bigint, members: ReadonlyMap<string, string>): Promise<void> {
+    await Promise.all([...members].map(([id, addr]) => {
+      if (!this.#addrs.has(id)) this.#addrs.set(id, addr);
+      return this.#link(id)?.barrier(revision);
+    }));
   }
 
   #link(id: string): PeerLink | undefined {
