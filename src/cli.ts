@@ -73,8 +73,7 @@ function printLine(line: string): void {
 async function discover(name: string, flags: CommandFlags, config: Config): Promise<number> {
   const client = createEtcdClient(config.etcd);
   const discovery = new EtcdDiscovery(client, { prefix: config.etcd.prefix, logger: consoleLogger() });
-  const abort = new AbortController();
-  const stop = () => abort.abort();
+  let interrupt: Interrupt | undefined;
   try {
     await waitForEtcd(client, {
       endpoints: config.etcd.endpoints,
@@ -84,11 +83,10 @@ async function discover(name: string, flags: CommandFlags, config: Config): Prom
       printInstances(await discovery.list(name), flags.json ?? false);
       return 0;
     }
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
+    interrupt = onInterrupt();
     let previous = new Map<string, ServiceInstance>();
     let first = true;
-    for await (const snapshot of discovery.watch(name, { signal: abort.signal })) {
+    for await (const snapshot of discovery.watch(name, { signal: interrupt.signal })) {
       const current = new Map(snapshot.map((i) => [i.id, i]));
       if (first) {
         printInstances(snapshot, flags.json ?? false);
@@ -103,12 +101,31 @@ async function discover(name: string, flags: CommandFlags, config: Config): Prom
     if (error instanceof OutputClosed) return 0;
     throw error;
   } finally {
-    if (flags.watch) {
-      Deno.removeSignalListener("SIGINT", stop);
-      Deno.removeSignalListener("SIGTERM", stop);
-    }
+    interrupt?.dispose();
     client.close();
   }
+}
+
+interface Interrupt {
+  /** Aborted by the first SIGINT or SIGTERM (or by `dispose`). */
+  signal: AbortSignal;
+  dispose(): void;
+}
+
+/** For commands that run until interrupted: Ctrl+C or SIGTERM ends them cleanly (exit 0). */
+function onInterrupt(): Interrupt {
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  return {
+    signal: abort.signal,
+    dispose: () => {
+      stop();
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+    },
+  };
 }
 
 type Change = { event: "added" | "updated" | "removed"; instance: ServiceInstance };
@@ -261,17 +278,14 @@ async function subscribeCommand(flags: CommandFlags, config: Config): Promise<nu
   const problem = serviceNameProblem(name);
   if (problem) throw new UsageError(`--name: ${problem}`);
   const log = consoleLogger();
-  const abort = new AbortController();
-  const stop = () => abort.abort();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  const interrupt = onInterrupt();
   try {
     const notifications = subscribe({
       etcd: config.etcd,
       prefix: config.etcd.prefix,
       name,
       recipient: flags.to,
-      signal: abort.signal,
+      signal: interrupt.signal,
       onGap: ({ reason, retryInMs }) =>
         log.warn(`Subscription to ${name} ended (${reason}); re-subscribing in ${formatDuration(retryInMs)}`),
       onResumed: ({ gapMs }) =>
@@ -299,8 +313,6 @@ async function subscribeCommand(flags: CommandFlags, config: Config): Promise<nu
     if (error instanceof OutputClosed) return 0;
     throw error;
   } finally {
-    abort.abort();
-    Deno.removeSignalListener("SIGINT", stop);
-    Deno.removeSignalListener("SIGTERM", stop);
+    interrupt.dispose();
   }
 }
