@@ -305,7 +305,8 @@ async function subscribeCommand(flags: CommandFlags, config: Config): Promise<nu
         }));
       } else {
         const data = Object.entries(n.data).map(([k, v]) => ` ${k}=${v}`).join("");
-        printLine(`${new Date(n.createdAtMs).toISOString()} ${n.id} ${cell(`${n.title}: ${n.body}${data}`)}`);
+        const text = [n.title, n.body].filter((part) => part !== "").join(": ");
+        printLine(`${new Date(n.createdAtMs).toISOString()} ${n.id} ${cell(`${text}${data}`)}`);
       }
     }
     return 0;
