@@ -50,7 +50,7 @@ export interface ServerConfig {
   maxHealthWatches: number;
   /** Per Subscribe stream, notifications not yet read before it is cut off. @default 1000 */
   subscriberQueue: number;
-  /** The same bound in bytes. @default 4 MiB */
+  /** The same bound in bytes. @default 1 MiB (Centrifugo's per-client queue default) */
   subscriberQueueBytes: number;
   /** A peer that has not answered a forwarded notification by then counts 0 for it. @default 1 s */
   peerTimeoutMs: number;
@@ -334,7 +334,7 @@ function readServer(
     handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", 10_000, true),
     maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
     subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
-    subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", 4 * MIB),
+    subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", MIB),
     peerTimeoutMs: r.duration(raw, s, "peer-timeout", 1_000, true),
     metricsAddr: metricsAddr(r, raw, s, addr),
     logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),

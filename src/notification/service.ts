@@ -23,7 +23,7 @@ export interface NotificationServiceOptions {
   /**
    * Per Subscribe stream: notifications written but not yet taken by the client, in count and
    * bytes. Past either, the stream is ended with RESOURCE_EXHAUSTED ("subscriber too slow") and the
-   * notification is not counted as delivered. @default 1000 notifications, 4 MiB
+   * notification is not counted as delivered. @default 1000 notifications, 1 MiB (Centrifugo's default)
    */
   subscriberQueue?: { messages: number; bytes: number };
   /** Told when a notification is dropped because its subscriber was too slow (for metrics). */
@@ -58,7 +58,7 @@ export class NotificationService {
     this.instanceId = options.instanceId;
     this.#maxSubscribers = options.maxSubscribers ?? 10_000;
     this.#onSent = options.onSent ?? (() => {});
-    this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 4 * 1024 * 1024 };
+    this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 1024 * 1024 };
     this.#onDropped = options.onDropped ?? (() => {});
   }
 
