@@ -17,10 +17,9 @@ import { NotificationService } from "./notification/service.ts";
 import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
 import type { ServiceInstance } from "./registry/types.ts";
-import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { type BoundServer, peerCredentials, startGrpcServer, stopGrpcServer } from "./server.ts";
 import { formatHostPort } from "./host_port.ts";
 import { Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
-import * as grpc from "@grpc/grpc-js";
 import { Cluster } from "./cluster/cluster.ts";
 import { forwardHandlers } from "./cluster/peers.ts";
 import { StreamTracker } from "./streams.ts";
@@ -133,8 +132,11 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       metadata: config.server.metadata,
     };
     notifications.instanceId = instance.id;
-    if (config.server.tls) {
-      log.warn("Cluster forwarding is off with notification-server.tls (peers connect in plaintext only)");
+    const peers = peerCredentials(config.server.tls);
+    if ("off" in peers) {
+      log.warn(
+        `Cluster forwarding is off (each instance delivers to its own subscribers only): ${peers.off}`,
+      );
     } else {
       cluster = new Cluster(etcd, {
         name: config.server.name,
@@ -142,9 +144,10 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
         registryPrefix: config.etcd.prefix,
         directoryPrefix: config.etcd.directoryPrefix,
         peerTimeoutMs: config.server.peerTimeoutMs,
-        credentials: grpc.credentials.createInsecure(),
+        credentials: peers.credentials,
+        serverName: peers.serverName,
         logger: log,
-        onForwarded: (peers) => metrics?.notificationsForwarded.inc(peers),
+        onForwarded: (n) => metrics?.notificationsForwarded.inc(n),
         onResync: (watch, event) => {
           if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
         },

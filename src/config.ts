@@ -22,6 +22,10 @@ export interface ServerTlsConfig {
   keyFile: string;
   /** When set, clients must present a certificate signed by this CA. */
   clientCaFile?: string;
+  /** CA that signed the other instances' certificates (cluster forwarding). @default clientCaFile */
+  peerCaFile?: string;
+  /** Name in every instance's certificate, checked when dialing a peer (Deno refuses an IP as the name). */
+  peerServerName?: string;
 }
 
 /** `notification-server:` section. */
@@ -314,11 +318,19 @@ function readServer(
   let tls: ServerTlsConfig | undefined;
   if (tlsRaw !== undefined && tlsRaw !== null) {
     const t = r.map(tlsRaw, `${s}.tls`, true);
-    r.noUnknownKeys(t, `${s}.tls`, ["cert-file", "key-file", "client-ca-file"]);
+    r.noUnknownKeys(t, `${s}.tls`, [
+      "cert-file",
+      "key-file",
+      "client-ca-file",
+      "peer-ca-file",
+      "peer-server-name",
+    ]);
     tls = {
       certFile: r.file(t, `${s}.tls`, "cert-file", true)!,
       keyFile: r.file(t, `${s}.tls`, "key-file", true)!,
       clientCaFile: r.file(t, `${s}.tls`, "client-ca-file"),
+      peerCaFile: r.file(t, `${s}.tls`, "peer-ca-file"),
+      peerServerName: r.string(t, `${s}.tls`, "peer-server-name"),
     };
   }
   return {

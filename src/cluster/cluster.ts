@@ -26,6 +26,8 @@ export interface ClusterOptions {
   /** A peer that has not answered a forwarded notification by then counts 0 for it. */
   peerTimeoutMs: number;
   credentials: grpc.ChannelCredentials;
+  /** With TLS: the name in every instance's certificate (peers are dialed by address). */
+  serverName?: string;
   logger: Logger;
   /** Told how many peers each forwarded notification went to (for metrics). */
   onForwarded?: (peers: number) => void;
@@ -77,6 +79,7 @@ export class Cluster implements Routing {
     const links = this.#links = new PeerLinks({
       credentials: options.credentials,
       timeoutMs: options.peerTimeoutMs,
+      serverName: options.serverName,
     });
     // Membership: the registered instances of this service, with the revision the view reflects.
     /** By registry key: a peer's id and address. */

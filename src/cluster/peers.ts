@@ -43,9 +43,10 @@ class PeerLink {
   #downUntil = 0;
   #seq = 0;
 
-  constructor(addr: string, credentials: grpc.ChannelCredentials, timeoutMs: number) {
+  constructor(addr: string, credentials: grpc.ChannelCredentials, timeoutMs: number, serverName?: string) {
     const { Cluster } = services();
     this.#client = new Cluster(addr, credentials, {
+      ...(serverName ? { "grpc.ssl_target_name_override": serverName } : {}),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.initial_reconnect_backoff_ms": 100,
@@ -145,10 +146,12 @@ export class PeerLinks {
   readonly #addrs = new Map<string, string>();
   readonly #credentials: grpc.ChannelCredentials;
   readonly #timeoutMs: number;
+  readonly #serverName?: string;
 
-  constructor(options: { credentials: grpc.ChannelCredentials; timeoutMs: number }) {
+  constructor(options: { credentials: grpc.ChannelCredentials; timeoutMs: number; serverName?: string }) {
     this.#credentials = options.credentials;
     this.#timeoutMs = options.timeoutMs;
+    this.#serverName = options.serverName;
   }
 
   /** The live members (id -> address), from discovery; links of departed ones are closed. */
@@ -184,7 +187,9 @@ export class PeerLinks {
     const addr = this.#addrs.get(id);
     if (!addr) return undefined;
     let link = this.#links.get(id);
-    if (!link) this.#links.set(id, link = new PeerLink(addr, this.#credentials, this.#timeoutMs));
+    if (!link) {
+      this.#links.set(id, link = new PeerLink(addr, this.#credentials, this.#timeoutMs, this.#serverName));
+    }
     return link;
   }
 

@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import { createEtcdClient } from "../../src/registry/etcd_client.ts";
 import { services } from "../../src/protos.ts";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
+import { eventually } from "../helpers/grpc.ts";
 import { readRecord } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
 
@@ -183,6 +184,65 @@ Deno.test(
       assert.equal(await readRecord(kv, svc.key), undefined);
     } finally {
       kv.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "cluster forwarding over mutual TLS: peers dial each other with the instances' own certificates",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "peer-tls-" });
+    await makeCertificates(dir);
+    await using etcd = await startEtcd();
+    const name = `tls-${crypto.randomUUID().slice(0, 6)}`;
+    // client-ca-file doubles as the peers' CA; peers are dialed by IP, so the name in the
+    // certificates is given (Deno refuses an IP as the TLS name).
+    const serverExtra =
+      `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n    client-ca-file: "${dir}/ca.pem"\n    peer-server-name: "localhost"\n`;
+    await using a = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "a",
+      serverExtra,
+    });
+    await using b = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "b",
+      serverExtra,
+    });
+    const creds = grpc.credentials.createSsl(
+      Buffer.from(await Deno.readFile(`${dir}/ca.pem`)),
+      Buffer.from(await Deno.readFile(`${dir}/client.key`)),
+      Buffer.from(await Deno.readFile(`${dir}/client.pem`)),
+    );
+    const { Notification } = services();
+    const options = { "grpc.ssl_target_name_override": "localhost" };
+    const toA = new Notification(a.addr, creds, options);
+    const toB = new Notification(b.addr, creds, options);
+    try {
+      assert.ok(!a.lines.some((l) => l.includes("Cluster forwarding is off")), a.lines.join("\n"));
+      const stream = toB.subscribe({ recipient: "secure" }) as grpc.ClientReadableStream<{ title: string }>;
+      const titles: string[] = [];
+      stream.on("data", (n: { title: string }) => titles.push(n.title));
+      stream.on("error", () => {});
+      await new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
+      const delivered = await new Promise<number>((resolve, reject) =>
+        toA.send(
+          { recipient: "secure", title: "over tls", body: "", data: {} },
+          { deadline: Date.now() + 5_000 },
+          (e: grpc.ServiceError | null, v: { delivered: number }) => (e ? reject(e) : resolve(v.delivered)),
+        )
+      );
+      assert.equal(delivered, 1, `forwarded from a to b over TLS\n${a.lines.join("\n")}`);
+      await eventually(() => titles.length === 1, 2_000, "the forwarded notification");
+      assert.deepEqual(titles, ["over tls"]);
+      stream.cancel();
+    } finally {
+      toA.close();
+      toB.close();
       await Deno.remove(dir, { recursive: true });
     }
   },
