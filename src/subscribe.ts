@@ -52,7 +52,10 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
       const stream = client.subscribe({ recipient: options.recipient }, {
         waitForReady: true,
       }) as grpc.ClientReadableStream<Notification>;
-      stream.on("metadata", () => options.onReady?.());
+      stream.on("metadata", () => {
+        backoff.reset(); // subscribed: the next gap starts from the shortest wait again
+        options.onReady?.();
+      });
       const cancel = () => stream.cancel();
       signal?.addEventListener("abort", cancel);
       let ended: string | undefined;
