@@ -62,7 +62,7 @@ export function addReflection(server: grpc.Server, served: readonly string[]): v
 }
 
 /** Our protos' descriptors, corrected as described above, in the shape @grpc/reflection reads. */
-export function correctedDefinition(): PackageDefinition {
+function correctedDefinition(): PackageDefinition {
   const loaded = loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR], keepCase: true });
   const fileType = (descriptor as unknown as { FileDescriptorProto: FileProtoType }).FileDescriptorProto;
   const pathOf = packagePaths();

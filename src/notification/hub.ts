@@ -38,11 +38,6 @@ export class Hub<T = Notification> {
     return this.#size;
   }
 
-  /** Recipients with at least one subscriber. */
-  get recipients(): number {
-    return this.#byRecipient.size;
-  }
-
   /** Adds a subscriber; the returned function removes it (idempotent). */
   subscribe(recipient: string, deliver: Deliver<T>): () => void {
     let set = this.#byRecipient.get(recipient);
