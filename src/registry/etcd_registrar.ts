@@ -2,9 +2,24 @@
  * The etcd {@link Registrar}: writes this instance's record under a lease, never over another live
  * instance's record, and keeps it there through etcd faults until `deregister()`.
  *
- * Self-healing is one reconcile step (`#ensure`) run by a supervisor loop whenever something may
- * have changed: the lease was lost, a watch on our own key saw it deleted or overwritten, the watch
- * reconnected, or a periodic check came due. Failures back off (250 ms doubling to 5 s, jittered).
+ * The lifecycle, in one pass (`state` is what callers see; the phases are where the code is):
+ *
+ *   idle ──register()──▶ registering ──record written──▶ registered ◀──restored── lost
+ *                          │  (#registerFirst: retries an     │ (#supervise)        ▲
+ *                          │   unreachable etcd, waits out a  └──lease lost, record─┘
+ *                          │   crashed holder, else conflict)    deleted/overwritten,
+ *                          │                                     etcd unreachable
+ *   any phase ──deregister()──▶ withdrawing (#withdraw) ──▶ done   (register() after it: refused)
+ *
+ * - One reconcile step (`#reconcile`, run through `#ensure`, which remembers it as in flight) makes
+ *   sure a live lease exists and the key holds our value under it. `registering` runs it until it
+ *   succeeds; `registered`/`lost` run it from the supervisor loop whenever something may have
+ *   changed: the lease was lost, the watch on our own key saw it deleted or overwritten, the watch
+ *   reconnected, or a periodic check (one TTL) came due. Failures back off (250 ms doubling to 5 s,
+ *   jittered) and mark the registration lost; the next success restores it.
+ * - `withdrawing` may start in any phase: it stops the loop, lets a step in flight land (a lease it
+ *   grants after that is revoked at once), deletes the key only while our lease holds it, revokes the
+ *   lease; all of it bounded by `callTimeoutMs` or the caller's signal.
  */
 import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Watcher } from "etcd3";
 import { Backoff, sleep, untilAborted } from "../backoff.ts";
