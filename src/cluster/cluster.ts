@@ -7,8 +7,8 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Etcd3 } from "etcd3";
 import { formatDuration } from "../duration.ts";
 import type { Logger } from "../logger.ts";
-import { decodeRecord, serviceKey } from "../registry/codec.ts";
-import { readRanges, type ResyncReason, watchRanges } from "../registry/range_watch.ts";
+import { EtcdDiscovery, type ResyncReason } from "../registry/etcd_discovery.ts";
+import type { ServiceInstance } from "../registry/types.ts";
 import type { Routing } from "../notification/service.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 import { PeerLinks } from "./peers.ts";
@@ -41,8 +41,7 @@ export class Cluster implements Routing {
   readonly view: DirectoryView;
   readonly #links: PeerLinks;
   readonly #self: string;
-  readonly #client: Etcd3;
-  readonly #registry: string;
+  readonly #discovery: EtcdDiscovery;
   readonly #name: string;
   readonly #peerTimeoutMs: number;
   readonly #abort = new AbortController();
@@ -52,8 +51,6 @@ export class Cluster implements Routing {
   constructor(client: Etcd3, options: ClusterOptions) {
     const root = directoryRoot(options.directoryPrefix, options.name);
     const self = this.#self = options.instanceId;
-    this.#client = client;
-    this.#registry = options.registryPrefix;
     this.#name = options.name;
     this.#peerTimeoutMs = options.peerTimeoutMs;
     this.#onForwarded = options.onForwarded ?? (() => {});
@@ -81,32 +78,15 @@ export class Cluster implements Routing {
       timeoutMs: options.peerTimeoutMs,
       serverName: options.serverName,
     });
-    // Membership: the registered instances of this service, with the revision the view reflects.
-    /** By registry key: a peer's id and address. */
-    const members = new Map<string, { id: string; addr: string }>();
-    const registry = options.registryPrefix;
+    // Membership: the registered instances of this service, from our own discovery.
+    const discovery = this.#discovery = new EtcdDiscovery(client, {
+      prefix: options.registryPrefix,
+      onResync: (event) => options.onResync?.("membership", event),
+    });
     this.#membership = (async () => {
-      const updates = watchRanges(client, [{ prefix: `${serviceKey(registry, options.name)}/` }], {
-        signal: this.#abort.signal,
-        onResync: (event) => options.onResync?.("membership", event),
-      });
-      const apply = (key: string, value: string | undefined) => {
-        let instance;
-        try {
-          instance = value === undefined ? undefined : decodeRecord(registry, options.name, key, value);
-        } catch { /* malformed: discovery warns about it */ }
-        if (instance && instance.id !== self) members.set(key, { id: instance.id, addr: instance.addr });
-        else members.delete(key);
-      };
       try {
-        for await (const update of updates) {
-          if (update.kind === "reset") {
-            members.clear();
-            for (const [key, value] of update.entries) apply(key, value);
-          } else {
-            for (const { key, value } of update.changes) apply(key, value);
-          }
-          links.setMembers(new Map([...members.values()].map((m) => [m.id, m.addr])));
+        for await (const instances of discovery.watch(options.name, { signal: this.#abort.signal })) {
+          links.setMembers(peersOf(instances, self));
         }
       } catch (error) {
         if (!this.#abort.signal.aborted) {
@@ -136,17 +116,7 @@ export class Cluster implements Routing {
 
   /** The registered peers (id -> address), read from etcd now. */
   async #readMembers(): Promise<Map<string, string>> {
-    const { entries } = await readRanges(this.#client, [{
-      prefix: `${serviceKey(this.#registry, this.#name)}/`,
-    }]);
-    const members = new Map<string, string>();
-    for (const [key, value] of entries) {
-      try {
-        const instance = decodeRecord(this.#registry, this.#name, key, value);
-        if (instance && instance.id !== this.#self) members.set(instance.id, instance.addr);
-      } catch { /* malformed: discovery warns about it */ }
-    }
-    return members;
+    return peersOf(await this.#discovery.list(this.#name), this.#self);
   }
 
   /** For the Forward handler: resolves once this instance's view reflects `revision` (bounded). */
@@ -172,4 +142,9 @@ export class Cluster implements Routing {
     this.#links.close();
     await Promise.all([this.view.close(), this.#membership]);
   }
+}
+
+/** Every instance but `self`, by id. */
+function peersOf(instances: readonly ServiceInstance[], self: string): Map<string, string> {
+  return new Map(instances.filter((i) => i.id !== self).map((i) => [i.id, i.addr]));
 }
