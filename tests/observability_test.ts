@@ -201,6 +201,16 @@ Deno.test("log-format: json: every line parses, errors at start-up included", op
     assert.match(entries.at(-1).msg, /Cannot reach etcd at 127\.0\.0\.1:1/);
   }
   {
+    // log-level: warn drops the info lines ("Using config file: ..."); the start-up error stays.
+    await using quiet = await ServiceProcess.spawn({
+      endpoints: ["127.0.0.1:1"],
+      startupTimeout: "1s",
+      serverExtra: json + `  log-level: warn\n`,
+    });
+    assert.equal((await quiet.status).code, 1);
+    assert.deepEqual(parse(quiet.lines).map((e) => e.level), ["error"], quiet.lines.join("\n"));
+  }
+  {
     // A config error in a file that asks for JSON: one JSON line, exit 2.
     const path = await writeConfig({
       endpoints: etcd.endpoints,
