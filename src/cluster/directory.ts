@@ -40,6 +40,8 @@ export class DirectoryPublisher {
   readonly #recipients = new Map<string, { written: boolean; waiters: ((revision: bigint) => void)[] }>();
   /** The revision at which the latest write committed. */
   #revision = 0n;
+  /** Recipients whose key must be written (under the current lease): the work, not a scan for it. */
+  readonly #unwritten = new Set<string>();
   /** Recipients whose key must go. */
   readonly #removed = new Set<string>();
   #lease?: string;
@@ -59,7 +61,10 @@ export class DirectoryPublisher {
    */
   setLease(lease: string | undefined): void {
     this.#lease = lease;
-    for (const state of this.#recipients.values()) state.written = false;
+    for (const [recipient, state] of this.#recipients) {
+      state.written = false;
+      this.#unwritten.add(recipient);
+    }
     this.#schedule();
   }
 
@@ -70,7 +75,10 @@ export class DirectoryPublisher {
   add(recipient: string): Promise<bigint> {
     this.#removed.delete(recipient);
     let state = this.#recipients.get(recipient);
-    if (!state) this.#recipients.set(recipient, state = { written: false, waiters: [] });
+    if (!state) {
+      this.#recipients.set(recipient, state = { written: false, waiters: [] });
+      this.#unwritten.add(recipient);
+    }
     if (state.written) return Promise.resolve(this.#revision);
     const waiting = state;
     this.#schedule();
@@ -82,6 +90,7 @@ export class DirectoryPublisher {
     const state = this.#recipients.get(recipient);
     this.#recipients.delete(recipient);
     for (const wake of state?.waiters ?? []) wake(this.#revision);
+    this.#unwritten.delete(recipient);
     this.#removed.add(recipient);
     this.#schedule();
   }
@@ -107,19 +116,15 @@ export class DirectoryPublisher {
 
   #hasWork(): boolean {
     if (this.#closed || !this.#lease) return false;
-    if (this.#removed.size > 0) return true;
-    for (const state of this.#recipients.values()) if (!state.written) return true;
-    return false;
+    return this.#removed.size > 0 || this.#unwritten.size > 0;
   }
 
   async #flush(): Promise<void> {
     const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
     while (this.#hasWork()) {
       const lease = this.#lease!;
-      const puts = [...this.#recipients].filter(([, s]) => !s.written).map(([r]) => r);
-      const deletes = [...this.#removed];
-      const batchPuts = puts.slice(0, MAX_TXN_OPS);
-      const batchDeletes = deletes.slice(0, MAX_TXN_OPS - batchPuts.length);
+      const batchPuts = take(this.#unwritten, MAX_TXN_OPS);
+      const batchDeletes = take(this.#removed, MAX_TXN_OPS - batchPuts.length);
       let committed: string;
       try {
         const key = (r: string) => Buffer.from(directoryKey(this.#root, r, this.#instanceId));
@@ -147,6 +152,7 @@ export class DirectoryPublisher {
       for (const r of batchPuts) {
         const state = this.#recipients.get(r);
         if (!state) continue;
+        this.#unwritten.delete(r);
         state.written = true;
         for (const wake of state.waiters.splice(0)) wake(this.#revision);
       }
@@ -241,3 +247,13 @@ export class DirectoryView {
 }
 
 const EMPTY: ReadonlySet<string> = new Set();
+
+/** Up to `n` members of `set`, in insertion order (the set is left as it is). */
+function take(set: ReadonlySet<string>, n: number): string[] {
+  const out: string[] = [];
+  for (const item of set) {
+    if (out.length >= n) break;
+    out.push(item);
+  }
+  return out;
+}

@@ -27,6 +27,17 @@ Deno.test(
     try {
       await new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
       assert.equal((await send(toA, { recipient: "x", title: "before" })).delivered, 1);
+      // Written once, and left alone while nothing changes (no rewrites in the background).
+      const check = rawClient(etcd.endpoints);
+      try {
+        const key = `/notification-directory/${name}/x/b`;
+        const version = async () => (await check.get(key).exec()).kvs[0]?.version;
+        assert.equal(await version(), "1");
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(await version(), "1", "the directory key is not rewritten");
+      } finally {
+        check.close();
+      }
       for (const wipe of [false, true]) {
         await etcd.restart({ wipe, crash: true });
         const back = Date.now();
