@@ -9,6 +9,30 @@
  * or released (we cancel it), never both, and a release never waits for ever.
  */
 import type { Watcher } from "etcd3";
+import { WatchManager } from "etcd3/lib/watch";
+
+/**
+ * The same crash can come from a race no caller can see: etcd cancels one watcher (compaction)
+ * while we cancel another of the same resync, and etcd's answer then names a watch etcd3 has
+ * already dropped. etcd3 throws for a response with an unknown watch id; etcd's own Go client
+ * ignores it (there is nothing to deliver it to), and so does this patch of etcd3's WatchManager,
+ * which every client shares. etcd3 is pinned in deno.json; a test pins the patch in place.
+ */
+interface WatchManagerInternals {
+  watchers: { id: string | null }[];
+  handleResponse(res: { watch_id: string }): void;
+}
+const managerPrototype = (WatchManager as unknown as { prototype: WatchManagerInternals }).prototype;
+const handleResponse = managerPrototype.handleResponse;
+if (typeof handleResponse === "function") {
+  managerPrototype.handleResponse = function (this: WatchManagerInternals, res: { watch_id: string }) {
+    if (!this.watchers.some((w) => w.id === res.watch_id)) return;
+    handleResponse.call(this, res);
+  };
+}
+
+/** True when the patch above is in place (false if etcd3's internals changed). */
+export const UNKNOWN_WATCH_RESPONSES_IGNORED = typeof handleResponse === "function";
 
 const cancelledByEtcd = new WeakSet<Watcher>();
 

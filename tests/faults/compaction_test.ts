@@ -38,7 +38,11 @@ Deno.test(
       for (let round = 0; round < 2; round++) {
         await etcd.restart({ crash: true });
         kv = rawClient(etcd.endpoints);
-        await eventually(() => readRecord(kv, key).then((r) => r && r.ttl > 0), 10_000, "record live");
+        await eventually(
+          () => readRecord(kv, key).then((r) => r && r.ttl > 0),
+          10_000,
+          `record live\n${svc.lines.join("\n")}`,
+        );
         await compactEverything(kv);
         kv.close();
       }
