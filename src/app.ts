@@ -13,19 +13,17 @@ import type { Config } from "./config.ts";
 import { formatDuration } from "./duration.ts";
 import { HealthService } from "./health.ts";
 import type { Logger } from "./logger.ts";
-import { NotificationService } from "./notification/service.ts";
 import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
 import type { ServiceInstance } from "./registry/types.ts";
-import { type BoundServer, peerCredentials, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { peerCredentials } from "./server.ts";
+import { NOTIFICATION_SERVICE } from "./services.ts";
+import { type Serving, startServing } from "./serving.ts";
 import { formatHostPort } from "./host_port.ts";
-import { Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
+import { mergedRegistry, Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
 import { Cluster } from "./cluster/cluster.ts";
-import { forwardHandlers } from "./cluster/peers.ts";
-import { StreamTracker } from "./streams.ts";
 
-/** The fully qualified name health reports the notification service under. */
-export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
+export { NOTIFICATION_SERVICE };
 /** Health entry that is SERVING only while our record is in etcd. */
 export const REGISTRATION_HEALTH = "registration";
 
@@ -33,8 +31,14 @@ export const REGISTRATION_HEALTH = "registration";
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 const SIGNAL_EXIT: Record<(typeof STOP_SIGNALS)[number], number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 
+/** Options for {@link runServer} beyond the config (tests use them). */
+export interface RunOptions {
+  /** The serving worker module (tests inject faults with their own). */
+  workerModule?: URL;
+}
+
 /** Runs the service until a signal stops it; resolves with the exit code. Startup errors throw. */
-export async function runServer(config: Config, log: Logger): Promise<number> {
+export async function runServer(config: Config, log: Logger, options: RunOptions = {}): Promise<number> {
   log.info(`Using config file: ${config.path}`);
   const stop = listenForStopSignals(log);
   // A bug or a library fault (etcd3 throwing inside its stream handlers) must not end the process
@@ -46,23 +50,24 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       error: describeUnexpected(reason),
     });
   });
+  // Served here or mirrored into every worker; the registration entry follows the one registration.
+  let serving: Serving | undefined;
   const health = new HealthService({
     "": "SERVING",
     [NOTIFICATION_SERVICE]: "SERVING",
     [REGISTRATION_HEALTH]: "NOT_SERVING",
-  }, { maxWatches: config.server.maxHealthWatches });
-  const notifications = new NotificationService({
-    instanceId: "",
-    maxSubscribers: config.server.maxSubscribers,
-    onSent: (delivered) => {
-      metrics?.notificationsSent.inc();
-      metrics?.notificationsDelivered.inc(delivered);
-    },
-    subscriberQueue: { messages: config.server.subscriberQueue, bytes: config.server.subscriberQueueBytes },
-    onDropped: () => metrics?.notificationsDropped.inc(),
+  }, {
+    maxWatches: config.server.maxHealthWatches,
+    onChange: (service, status) => serving?.setHealth(service, status),
   });
   const metrics = config.server.metricsAddr
-    ? new Metrics({ subscribers: () => notifications.hub.size, healthWatches: () => health.watches })
+    ? new Metrics({
+      live: {
+        subscribers: () => serving?.subscribers() ?? 0,
+        healthWatches: () => serving?.healthWatches() ?? 0,
+        workers: () => serving?.workers() ?? 0,
+      },
+    })
     : undefined;
   const etcd = createEtcdClient({ ...config.etcd, observe: metrics?.observeEtcd });
   const registrar = new EtcdRegistrar(etcd, {
@@ -86,44 +91,35 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
     },
   });
   metrics?.registrationState.set(0);
-  // Forward streams from peers, ended on stop like Subscribe streams (they never end by themselves).
-  const peerStreams = new StreamTracker();
   let cluster: Cluster | undefined;
-  let bound: BoundServer | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
     // One start-up budget for reaching etcd and registering, not one each.
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
-    bound = await startGrpcServer(
-      config.server.addr,
-      {
-        notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
-          notifications.handlers(),
-        health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
-        cluster: forwardHandlers(
-          (recipient, bytes) => {
-            metrics?.notificationsReceived.inc();
-            return notifications.deliverLocal(recipient, bytes);
-          },
-          (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
-          peerStreams,
-        ),
-      },
-      config.server.tls,
-      {
-        maxConnections: config.server.maxConnections,
-        handshakeTimeoutMs: config.server.handshakeTimeoutMs,
-      },
-    );
+    serving = await startServing(config, {
+      health,
+      metrics,
+      logger: log,
+      reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
+      workerModule: options.workerModule,
+    });
+    if (serving.workers() > 1) {
+      log.info(`Serving gRPC from ${serving.description} on one port`, { workers: serving.workers() });
+    }
     if (config.server.metricsAddr) {
-      metricsServer = await serveMetrics(config.server.metricsAddr, metrics!.registry);
+      const own = metrics!.registry;
+      const threads = serving;
+      metricsServer = await serveMetrics(
+        config.server.metricsAddr,
+        async () => mergedRegistry(own, await threads.workerMetrics()),
+      );
       const host = config.server.metricsAddr.host || "0.0.0.0";
       log.info(`Metrics on http://${formatHostPort({ host, port: metricsServer.port })}/metrics`, {
         addr: formatHostPort({ host, port: metricsServer.port }),
       });
     }
-    const advertised = advertisedAddress(config.server.addr, bound.port, config.server.advertiseAddr);
+    const advertised = advertisedAddress(config.server.addr, serving.port, config.server.advertiseAddr);
     if (advertised.derivedFrom) log.info(`Advertising ${advertised.addr} (from ${advertised.derivedFrom})`);
     const instance: ServiceInstance = {
       id: config.server.instanceId ?? advertised.addr,
@@ -131,7 +127,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
       addr: advertised.addr,
       metadata: config.server.metadata,
     };
-    notifications.instanceId = instance.id;
+    serving.setInstanceId(instance.id);
     const peers = peerCredentials(config.server.tls);
     if ("off" in peers) {
       log.warn(
@@ -152,7 +148,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
           if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
         },
       });
-      notifications.routing = cluster;
+      serving.setRouting(cluster);
     }
     await registrar.register(instance, { signal: stop.signal, deadline });
     cluster?.publisher.setLease(registrar.leaseId);
@@ -166,14 +162,14 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
           ttl_s: config.etcd.leaseTtlSeconds,
         },
       );
-      const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: bound.port });
-      log.info(`gRPC server listening on ${listening}`, { addr: listening });
+      const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: serving.port });
+      log.info(`gRPC server listening on ${listening}`, { addr: listening, workers: serving.workers() });
       await stop.stopped;
     }
   } catch (error) {
     // Undo a partial start in reverse; nothing stays registered.
     const undone = await registrar.deregister();
-    bound?.server.forceShutdown();
+    serving?.abort();
     await cluster?.close();
     await metricsServer?.close();
     etcd.close();
@@ -208,11 +204,7 @@ export async function runServer(config: Config, log: Logger): Promise<number> {
   }
   await sleep(config.server.drainDelayMs);
   const started = Date.now();
-  const stopped = await stopGrpcServer(bound.server, config.server.shutdownTimeoutMs, () => {
-    notifications.endSubscriptions();
-    health.endWatches();
-    peerStreams.endAll();
-  });
+  const stopped = await serving.drain(config.server.shutdownTimeoutMs);
   await cluster?.close();
   await metricsServer?.close();
   etcd.close();

@@ -9,6 +9,7 @@ import { parseDuration } from "./duration.ts";
 import { type HostPort, isWildcard, parseHostPort } from "./host_port.ts";
 import type { EtcdClientOptions, EtcdTlsOptions } from "./registry/etcd_client.ts";
 import type { Layout } from "./registry/types.ts";
+import { availableCpus } from "./workers/cpus.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./logger.ts";
 
 /** The default config path, relative to the working directory. */
@@ -58,6 +59,11 @@ export interface ServerConfig {
   subscriberQueueBytes: number;
   /** A peer that has not answered a forwarded notification by then counts 0 for it. @default 1 s */
   peerTimeoutMs: number;
+  /**
+   * gRPC serving threads behind the one port and registration; 1 serves from the main thread.
+   * @default the CPUs this process may use ("auto": cgroup quota honoured)
+   */
+  workers: number;
   /** Where `/metrics` is served (never the gRPC port); off when unset. */
   metricsAddr?: HostPort;
   /** @default "text" */
@@ -147,6 +153,7 @@ const SERVER_KEYS = [
   "subscriber-queue",
   "subscriber-queue-bytes",
   "peer-timeout",
+  "workers",
   "metrics-addr",
   "log-format",
   "log-level",
@@ -348,11 +355,24 @@ function readServer(
     subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
     subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", MIB),
     peerTimeoutMs: r.duration(raw, s, "peer-timeout", 1_000, true),
+    workers: workers(r, raw, s),
     metricsAddr: metricsAddr(r, raw, s, addr),
     logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),
     logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, "info"),
     tls,
   };
+}
+
+/** More threads than this only add memory: every one holds its own copy of the gRPC stack. */
+const MAX_WORKERS = 256;
+
+function workers(r: Reader, raw: Record<string, unknown>, s: string): number {
+  const value = raw["workers"];
+  if (value === undefined || value === null || value === "auto") return availableCpus();
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_WORKERS) {
+    r.fail(`${s}.workers`, `${quote(String(value))} is not auto or a whole number from 1 to ${MAX_WORKERS}`);
+  }
+  return value;
 }
 
 function metricsAddr(

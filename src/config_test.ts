@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { availableCpus } from "./workers/cpus.ts";
 import { ConfigError, loadConfig, parseConfig } from "./config.ts";
 
 const FILE = "config/platform/config.yaml";
@@ -34,6 +35,12 @@ Deno.test("parseConfig() reads the original design's file with defaults for the 
   assert.equal(config.etcd.layout, "instance");
   assert.equal(config.etcd.startupTimeoutMs, 30_000);
   assert.equal(config.server.shutdownTimeoutMs, 10_000);
+  assert.equal(config.server.workers, availableCpus(), "workers: auto by default");
+  assert.equal(
+    parseConfig(BASE.replace(/(name: "notification-server")/, "$1\n  workers: 3"), FILE, { env: noEnv })
+      .server.workers,
+    3,
+  );
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.etcd.endpoints));
 });
 
@@ -114,6 +121,16 @@ const CASES: [string, string, string][] = [
     'name: "notification-server"',
     'name: "x"\n  max-subscribers: -1',
     'notification-server.max-subscribers: "-1" is not a whole number',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  workers: 0',
+    'notification-server.workers: "0" is not auto or a whole number from 1 to 256',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  workers: "many"',
+    'notification-server.workers: "many" is not auto or a whole number',
   ],
   [
     'name: "notification-server"',

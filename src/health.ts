@@ -3,6 +3,7 @@
  * the notification service, and "registration" (NOT_SERVING while the etcd record is missing).
  */
 import * as grpc from "@grpc/grpc-js";
+import { type Limit, LocalLimit } from "./limits.ts";
 import { StreamTracker } from "./streams.ts";
 
 const encoder = new TextEncoder();
@@ -19,6 +20,10 @@ export const MAX_SERVICE_NAME_BYTES = 256;
 export interface HealthLimits {
   /** Concurrent Watch streams; more are refused with RESOURCE_EXHAUSTED. @default 1000 */
   maxWatches?: number;
+  /** The same bound shared with other workers of the instance (overrides `maxWatches`). */
+  watches?: Limit;
+  /** Told of every change of an entry (workers mirror the main thread's entries). */
+  onChange?: (service: string, status: ServingStatus) => void;
 }
 
 /**
@@ -30,16 +35,23 @@ export class HealthService {
   readonly #status = new Map<string, ServingStatus>();
   readonly #watchers = new Map<string, Set<WatchCall>>();
   readonly #streams = new StreamTracker();
-  readonly #maxWatches: number;
+  readonly #watchLimit: Limit;
+  readonly #onChange: (service: string, status: ServingStatus) => void;
 
   constructor(initial: Record<string, ServingStatus> = {}, limits: HealthLimits = {}) {
-    this.#maxWatches = limits.maxWatches ?? 1_000;
+    this.#watchLimit = limits.watches ?? new LocalLimit(limits.maxWatches ?? 1_000);
+    this.#onChange = limits.onChange ?? (() => {});
     for (const [service, status] of Object.entries(initial)) this.#status.set(service, status);
   }
 
   /** Names with live watchers (for tests and metrics). */
   get watchedNames(): number {
     return this.#watchers.size;
+  }
+
+  /** Every entry and its status now. */
+  entries(): Record<string, ServingStatus> {
+    return Object.fromEntries(this.#status);
   }
 
   /** Open Watch streams. */
@@ -51,6 +63,7 @@ export class HealthService {
   set(service: string, status: ServingStatus): void {
     if (this.#status.get(service) === status) return;
     this.#status.set(service, status);
+    this.#onChange(service, status);
     for (const call of this.#watchers.get(service) ?? []) call.write({ status });
   }
 
@@ -90,11 +103,11 @@ export class HealthService {
           });
           return;
         }
-        if (this.#streams.size >= this.#maxWatches) {
+        const limit = this.#watchLimit;
+        if (!limit.tryAcquire()) {
           call.emit("error", {
             code: grpc.status.RESOURCE_EXHAUSTED,
-            details:
-              `This instance already serves ${this.#streams.size} Health/Watch streams (max-health-watches)`,
+            details: `This instance already serves ${limit.max} Health/Watch streams (max-health-watches)`,
           });
           return;
         }
@@ -102,6 +115,7 @@ export class HealthService {
         if (!set) this.#watchers.set(service, set = new Set());
         const watchers = set;
         const forget = () => {
+          limit.release();
           watchers.delete(call);
           if (watchers.size === 0 && this.#watchers.get(service) === watchers) this.#watchers.delete(service);
         };

@@ -22,9 +22,24 @@ const GRPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 export interface LiveGauges {
   subscribers(): number;
   healthWatches(): number;
+  /** Serving workers, when there are workers. */
+  workers?(): number;
 }
 
-/** Everything the service records. One instance per process. */
+/** Which parts of {@link Metrics} a thread records. */
+export interface MetricsOptions {
+  /** Gauges of live streams; absent in serving workers (the main thread reads the instance's). */
+  live?: LiveGauges;
+  /** Process metrics (memory, CPU, event loop); off in workers, which share the process. */
+  process?: boolean;
+  /** In a serving worker: its number and its open connections (how evenly the kernel spreads them). */
+  worker?: { id: number; connections(): number };
+}
+
+/**
+ * Everything the service records: one per process, or with workers one per thread, merged into
+ * one scrape by the main thread (counters and histograms summed).
+ */
 export class Metrics {
   readonly registry = new client.Registry();
   readonly registrationState: client.Gauge;
@@ -38,13 +53,14 @@ export class Metrics {
   readonly notificationsDropped: client.Counter;
   readonly notificationsForwarded: client.Counter;
   readonly notificationsReceived: client.Counter;
+  readonly workerRestarts: client.Counter;
   readonly #etcdDuration: client.Histogram<"operation" | "code">;
   readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
   readonly #grpcDuration: client.Histogram<"service" | "method">;
   readonly #etcdChildren = new Map<string, client.Histogram.Internal<"operation" | "code">>();
   readonly #callChildren = new Map<string, client.Counter.Internal>();
 
-  constructor(live: LiveGauges) {
+  constructor(options: MetricsOptions) {
     const registers = [this.registry];
     const gauge = (name: string, help: string, collect?: () => number) =>
       new client.Gauge({
@@ -99,8 +115,28 @@ export class Metrics {
       "notifications_received_total",
       "Notifications received from peers for this instance's subscribers.",
     );
-    gauge("subscribers", "Live Subscribe streams on this instance.", live.subscribers);
-    gauge("health_watches", "Live Health/Watch streams on this instance.", live.healthWatches);
+    const live = options.live;
+    if (live) {
+      gauge("subscribers", "Live Subscribe streams on this instance.", live.subscribers);
+      gauge("health_watches", "Live Health/Watch streams on this instance.", live.healthWatches);
+      if (live.workers) gauge("workers", "gRPC serving workers running now.", live.workers);
+    }
+    const worker = options.worker;
+    if (worker) {
+      new client.Gauge({
+        name: `${PREFIX}worker_connections`,
+        help: "Client connections open on each serving worker.",
+        labelNames: ["worker"],
+        registers,
+        collect(this: client.Gauge<"worker">) {
+          this.set({ worker: String(worker.id) }, worker.connections());
+        },
+      });
+    }
+    this.workerRestarts = counter(
+      "worker_restarts_total",
+      "Serving workers restarted after a crash (workers > 1).",
+    );
     this.#etcdDuration = new client.Histogram({
       name: `${PREFIX}etcd_request_duration_seconds`,
       help: "etcd unary requests by operation (Range, Txn, LeaseGrant, ...) and gRPC status code.",
@@ -121,7 +157,7 @@ export class Metrics {
       buckets: GRPC_BUCKETS,
       registers,
     });
-    registerProcessMetrics(this.registry);
+    if (options.process ?? true) registerProcessMetrics(this.registry);
   }
 
   /** Records one etcd request (for the etcd client's `observe` hook). */
@@ -194,8 +230,20 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `registry` as Prometheus text on `http://addr/metrics` (and nothing else). */
-export function serveMetrics(addr: HostPort, registry: client.Registry): Promise<MetricsServer> {
+/** Metric values as `Registry.getMetricsAsJSON()` gives them (what workers send the main thread). */
+export type MetricsJson = Awaited<ReturnType<client.Registry["getMetricsAsJSON"]>>;
+
+/** `own` and the workers' metrics as one registry: counters, histograms and gauges summed. */
+export async function mergedRegistry(own: client.Registry, workers: MetricsJson[]): Promise<client.Registry> {
+  if (workers.length === 0) return own;
+  return client.AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...workers]);
+}
+
+/** Serves the registry `collect` gives as Prometheus text on `http://addr/metrics` (and nothing else). */
+export function serveMetrics(
+  addr: HostPort,
+  collect: () => Promise<client.Registry>,
+): Promise<MetricsServer> {
   return new Promise((resolve, reject) => {
     try {
       const server = Deno.serve({
@@ -205,6 +253,7 @@ export function serveMetrics(addr: HostPort, registry: client.Registry): Promise
         onError: () => new Response("internal error\n", { status: 500 }),
       }, async (request) => {
         if (new URL(request.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
+        const registry = await collect();
         return new Response(await registry.metrics(), { headers: { "content-type": registry.contentType } });
       });
     } catch (error) {

@@ -1,9 +1,11 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
+import * as net from "node:net";
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "./config.ts";
+import type { Limit } from "./limits.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
 import { notificationServerDefinition, services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
@@ -36,13 +38,16 @@ export class BindError extends Error {
   }
 }
 
-/** grpc-js's bind error in user terms ("No address added out of total 1 resolved errors: [...]"). */
+/**
+ * A bind error in user terms: grpc-js's ("No address added out of total 1 resolved errors:
+ * [...EADDRINUSE...]"), node:net's (code EADDRINUSE) or Deno's ("Address already in use (os error 98)").
+ */
 function bindProblem(error: Error): string {
-  const text = error.message;
-  if (/EADDRINUSE/.test(text)) return "address already in use (another process listens there)";
-  if (/EACCES/.test(text)) return "permission denied (ports below 1024 need privileges)";
-  if (/EADDRNOTAVAIL/.test(text)) return "no such address on this machine";
-  return text;
+  const text = `${(error as { code?: string }).code ?? ""} ${error.message}`;
+  if (/EADDRINUSE|os error 98\b/.test(text)) return "address already in use (another process listens there)";
+  if (/EACCES|os error 13\b/.test(text)) return "permission denied (ports below 1024 need privileges)";
+  if (/EADDRNOTAVAIL|os error 99\b/.test(text)) return "no such address on this machine";
+  return error.message;
 }
 
 /** Largest request accepted; larger ones get RESOURCE_EXHAUSTED from grpc-js itself. */
@@ -95,13 +100,8 @@ export function peerCredentials(tls: ServerTlsConfig | undefined): PeerCredentia
   };
 }
 
-/** Creates the server, adds the services and reflection, and binds `addr`. */
-export async function startGrpcServer(
-  addr: HostPort,
-  handlers: ServerServices,
-  tls?: ServerTlsConfig,
-  limits: ConnectionLimits = { maxConnections: 10_000, handshakeTimeoutMs: 10_000 },
-): Promise<BoundServer> {
+/** A grpc-js server with our services and reflection, not yet bound. */
+function createServer(handlers: ServerServices): grpc.Server {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
@@ -115,7 +115,22 @@ export async function startGrpcServer(
     "grpc.health.v1.Health",
     ...(handlers.cluster ? ["notification.cluster.v1.Cluster"] : []),
   ]);
-  const target = formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
+  return server;
+}
+
+function bindTarget(addr: HostPort): string {
+  return formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
+}
+
+/** Creates the server, adds the services and reflection, and binds `addr`. */
+export async function startGrpcServer(
+  addr: HostPort,
+  handlers: ServerServices,
+  tls?: ServerTlsConfig,
+  limits: ConnectionLimits = { maxConnections: 10_000, handshakeTimeoutMs: 10_000 },
+): Promise<BoundServer> {
+  const server = createServer(handlers);
+  const target = bindTarget(addr);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(target, credentials(tls), (error, boundPort) => {
       if (error) {
@@ -132,6 +147,87 @@ export async function startGrpcServer(
     coalescing: coalesceWrites(server),
     guarded: guardConnections(server, limits, open),
     connections: () => open.size,
+  };
+}
+
+/** A worker's server on a port it shares with the instance's other workers. */
+export interface SharedPortServer extends BoundServer {
+  /** Stops accepting connections (the other workers still do); open ones are left alone. */
+  stopListening(): Promise<void>;
+}
+
+/**
+ * Makes sure `addr` is free and returns its port (a free one for port 0), for workers to share
+ * with {@link startSharedPortServer}. It is bound here without SO_REUSEPORT: that fails while
+ * anything listens there, even another instance's workers, which the workers' own binds (with
+ * SO_REUSEPORT) would silently join.
+ */
+export function reservePort(addr: HostPort): number {
+  const target = bindTarget(addr);
+  try {
+    const listener = Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    return port;
+  } catch (error) {
+    throw new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error as Error)}`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * One worker's server: its own listener on `addr` with SO_REUSEPORT (the kernel spreads new
+ * connections over the workers' listeners) feeding grpc-js through a connection injector. The
+ * connection limit is the instance's, shared by every worker.
+ */
+export async function startSharedPortServer(
+  addr: HostPort,
+  handlers: ServerServices,
+  tls: ServerTlsConfig | undefined,
+  limits: { connections: Limit; handshakeTimeoutMs: number },
+): Promise<SharedPortServer> {
+  const server = createServer(handlers);
+  const injector = server.createConnectionInjector(credentials(tls));
+  const open = new Set<Socket>();
+  const listener = net.createServer((socket) => {
+    if (!limits.connections.tryAcquire()) {
+      socket.destroy();
+      return;
+    }
+    open.add(socket);
+    closeIfSilent(socket, limits.handshakeTimeoutMs, () => {
+      open.delete(socket);
+      limits.connections.release();
+    });
+    injector.injectConnection(socket);
+  });
+  const target = bindTarget(addr);
+  await new Promise<void>((resolve, reject) => {
+    listener.once(
+      "error",
+      (error) =>
+        reject(
+          new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error)}`, { cause: error }),
+        ),
+    );
+    listener.listen(
+      {
+        host: addr.host === "" ? "0.0.0.0" : addr.host,
+        port: addr.port,
+        reusePort: true,
+      } as net.ListenOptions,
+      () => resolve(),
+    );
+  });
+  return {
+    server,
+    port: (listener.address() as net.AddressInfo).port,
+    // The injector's node:http2 server is in grpc-js's list, so the same hooks apply.
+    coalescing: coalesceWrites(server),
+    guarded: true,
+    connections: () => open.size,
+    stopListening: () => new Promise((resolve) => listener.close(() => resolve())),
   };
 }
 
@@ -192,16 +288,21 @@ function guardConnections(server: grpc.Server, limits: ConnectionLimits, open: S
     http2Server.maxConnections = limits.maxConnections;
     http2Server.on("connection", (socket: Socket) => {
       open.add(socket);
-      const timer = setTimeout(() => {
-        if (socket.bytesRead === 0) socket.destroy();
-      }, limits.handshakeTimeoutMs);
-      socket.once("close", () => {
-        clearTimeout(timer);
-        open.delete(socket);
-      });
+      closeIfSilent(socket, limits.handshakeTimeoutMs, () => open.delete(socket));
     });
   }
   return servers.length > 0;
+}
+
+/** Destroys `socket` if it has sent no byte after `timeoutMs`; `onClose` runs once it closes. */
+function closeIfSilent(socket: Socket, timeoutMs: number, onClose: () => void): void {
+  const timer = setTimeout(() => {
+    if (socket.bytesRead === 0) socket.destroy();
+  }, timeoutMs);
+  socket.once("close", () => {
+    clearTimeout(timer);
+    onClose();
+  });
 }
 
 const batched = new WeakSet<Socket>();

@@ -5,23 +5,12 @@
  * the lease TTL.
  */
 import assert from "node:assert/strict";
-import type * as grpc from "@grpc/grpc-js";
 import { useEtcd } from "./helpers/etcd.ts";
-import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
+import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-
-/** A Subscribe stream that records titles and resolves `ready` on the response headers. */
-function subscriber(client: NotificationClient, recipient: string) {
-  const titles: string[] = [];
-  const stream = client.subscribe({ recipient }) as grpc.ClientReadableStream<{ title: string }>;
-  const ready = new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
-  stream.on("data", (n: { title: string }) => titles.push(n.title));
-  stream.on("error", () => {});
-  return { titles, ready, cancel: () => stream.cancel() };
-}
 
 async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "") {
   const name = `cl-${crypto.randomUUID().slice(0, 8)}`;

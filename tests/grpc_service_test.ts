@@ -1,4 +1,5 @@
 /** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
+import { LocalLimit } from "../src/limits.ts";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
@@ -27,7 +28,7 @@ async function withServer(
 ): Promise<void> {
   const notifications = new NotificationService({
     instanceId: "test-1",
-    maxSubscribers,
+    subscribers: new LocalLimit(maxSubscribers),
     subscriberQueue: limits.subscriberQueue,
   });
   const health = new HealthService(

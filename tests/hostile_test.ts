@@ -143,23 +143,34 @@ Deno.test(
   },
 );
 
-Deno.test("a port already in use: one clear line, exit 1, nothing registered", opts, async () => {
-  await using etcd = await useEtcd();
-  const kv = rawClient(etcd.endpoints);
-  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  try {
-    const addr = `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`;
-    const id = `busy-${crypto.randomUUID()}`;
-    await using svc = await ServiceProcess.spawn({ endpoints: etcd.endpoints, addr, instanceId: id });
-    assert.equal((await svc.status).code, 1);
-    const after = svc.lines.filter((l) => !l.includes("Using config file"));
-    assert.deepEqual(
-      after.map((l) => l.replace(/^\S+ \S+ /, "")),
-      [`ERROR Cannot bind gRPC server to ${addr}: address already in use (another process listens there)`],
-    );
-    assert.equal(await readRecord(kv, `/services/notification-server/${id}`), undefined);
-  } finally {
-    taken.close();
-    kv.close();
-  }
-});
+for (const workers of [1, 2]) {
+  Deno.test(
+    `a port already in use (workers: ${workers}): one clear line, exit 1, nothing registered`,
+    opts,
+    async () => {
+      await using etcd = await useEtcd();
+      const kv = rawClient(etcd.endpoints);
+      const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      try {
+        const addr = `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`;
+        const id = `busy-${crypto.randomUUID()}`;
+        await using svc = await ServiceProcess.spawn({
+          endpoints: etcd.endpoints,
+          addr,
+          instanceId: id,
+          workers,
+        });
+        assert.equal((await svc.status).code, 1);
+        const after = svc.lines.filter((l) => !l.includes("Using config file"));
+        assert.deepEqual(
+          after.map((l) => l.replace(/^\S+ \S+ /, "")),
+          [`ERROR Cannot bind gRPC server to ${addr}: address already in use (another process listens there)`],
+        );
+        assert.equal(await readRecord(kv, `/services/notification-server/${id}`), undefined);
+      } finally {
+        taken.close();
+        kv.close();
+      }
+    },
+  );
+}

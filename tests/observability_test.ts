@@ -8,20 +8,9 @@ import { eventually, healthClient, notificationClient, send } from "./helpers/gr
 import { rawClient } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
+import { scrape } from "./helpers/metrics.ts";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const METRICS = `  metrics-addr: "127.0.0.1:0"\n`;
-
-/** Samples of a Prometheus text exposition: `name{labels}` -> value. */
-async function scrape(port: number): Promise<{ text: string; value(series: string): number | undefined }> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    samples.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return { text, value: (series) => samples.get(series) };
-}
 
 Deno.test(
   "/metrics: the registration gauge follows the record, and call counters move with real calls",

@@ -4,6 +4,7 @@
  * shutdown has begun.
  */
 import * as grpc from "@grpc/grpc-js";
+import { type Limit, LocalLimit } from "../limits.ts";
 import { StreamTracker } from "../streams.ts";
 import { encodeNotification, invalidUtf8 } from "../protos.ts";
 import { Hub, type Notification } from "./hub.ts";
@@ -16,8 +17,8 @@ const BYTES_PER_TURN = 64 * 1024;
 export interface NotificationServiceOptions {
   /** Reported in SendResponse.instance_id. */
   instanceId: string;
-  /** @default 10000 */
-  maxSubscribers?: number;
+  /** Concurrent Subscribe streams across the instance (`max-subscribers`). @default 10000 here */
+  subscribers?: Limit;
   /** Told of every accepted Send and how many streams it reached (for metrics). */
   onSent?: (delivered: number) => void;
   /**
@@ -49,14 +50,14 @@ export class NotificationService {
   readonly #streams = new StreamTracker();
   /** Reported in SendResponse.instance_id; set once the advertised address is known. */
   instanceId: string;
-  readonly #maxSubscribers: number;
+  readonly #subscribers: Limit;
   readonly #onSent: (delivered: number) => void;
   readonly #queue: { messages: number; bytes: number };
   readonly #onDropped: () => void;
 
   constructor(options: NotificationServiceOptions) {
     this.instanceId = options.instanceId;
-    this.#maxSubscribers = options.maxSubscribers ?? 10_000;
+    this.#subscribers = options.subscribers ?? new LocalLimit(10_000);
     this.#onSent = options.onSent ?? (() => {});
     this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 1024 * 1024 };
     this.#onDropped = options.onDropped ?? (() => {});
@@ -131,15 +132,24 @@ export class NotificationService {
           call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: problem });
           return;
         }
-        if (this.hub.size >= this.#maxSubscribers) {
+        const limit = this.#subscribers;
+        if (!limit.tryAcquire()) {
           call.emit("error", {
             code: grpc.status.RESOURCE_EXHAUSTED,
-            details: `This instance already serves ${this.hub.size} subscribers (max-subscribers)`,
+            details: `This instance already serves ${limit.max} subscribers (max-subscribers)`,
           });
           return;
         }
+        let removed = false;
         let unsubscribe = () => {};
-        if (!this.#streams.add(call as never, () => unsubscribe())) {
+        const leave = () => {
+          unsubscribe();
+          if (removed) return;
+          removed = true;
+          limit.release();
+        };
+        if (!this.#streams.add(call as never, leave)) {
+          leave();
           call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
           return;
         }
@@ -153,7 +163,7 @@ export class NotificationService {
           if (cut || call.cancelled || call.destroyed) return false;
           if (queued + 1 > this.#queue.messages || queuedBytes + bytes.length > this.#queue.bytes) {
             cut = true;
-            unsubscribe();
+            leave();
             this.#onDropped();
             call.emit("error", {
               code: grpc.status.RESOURCE_EXHAUSTED,

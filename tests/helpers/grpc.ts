@@ -91,3 +91,13 @@ export async function eventually<T>(
   }
   throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
 }
+
+/** A Subscribe stream that records titles and resolves `ready` on the response headers. */
+export function subscriber(client: NotificationClient, recipient: string) {
+  const titles: string[] = [];
+  const stream = client.subscribe({ recipient }) as grpc.ClientReadableStream<{ title: string }>;
+  const ready = new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
+  stream.on("data", (n: { title: string }) => titles.push(n.title));
+  stream.on("error", () => {});
+  return { titles, ready, stream, cancel: () => stream.cancel() };
+}

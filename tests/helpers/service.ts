@@ -24,6 +24,10 @@ export interface ServiceOptions {
   shutdownTimeout?: string;
   startupTimeout?: string;
   maxSubscribers?: number;
+  /** `workers:` (the config's default, auto, when unset). */
+  workers?: number;
+  /** `metrics-addr:` (off when unset). */
+  metricsAddr?: string;
   /** Raw YAML appended under `etcd:` (indented by the caller). */
   etcdExtra?: string;
   /** Raw YAML appended under `notification-server:` (indented by the caller). */
@@ -47,7 +51,9 @@ export async function writeConfig(options: ServiceOptions): Promise<string> {
   drain-delay: ${options.drainDelay ?? "0s"}
   shutdown-timeout: ${options.shutdownTimeout ?? "5s"}
   max-subscribers: ${options.maxSubscribers ?? 100}
-${options.serverExtra ?? ""}
+${options.workers ? `  workers: ${options.workers}\n` : ""}${
+    options.metricsAddr ? `  metrics-addr: "${options.metricsAddr}"\n` : ""
+  }${options.serverExtra ?? ""}
 etcd:
   endpoints: ${JSON.stringify(options.endpoints)}
   dial-timeout: 2s

@@ -1,0 +1,78 @@
+/**
+ * The gRPC services one serving thread hosts (Notification, Health, Cluster), with metrics, built
+ * the same way on the main thread (workers: 1) and in every worker.
+ */
+import type { ServerConfig } from "./config.ts";
+import type { HealthService } from "./health.ts";
+import type { Limit } from "./limits.ts";
+import type { Metrics } from "./metrics.ts";
+import { NotificationService } from "./notification/service.ts";
+import { forwardHandlers } from "./cluster/peers.ts";
+import type { ServerServices } from "./server.ts";
+import { StreamTracker } from "./streams.ts";
+
+/** The fully qualified name health reports the notification service under. */
+export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
+
+/** Options for {@link buildServices}. */
+export interface ServicesOptions {
+  server: ServerConfig;
+  health: HealthService;
+  subscribers: Limit;
+  metrics?: Metrics;
+  /**
+   * For a peer's forwarded notification: delivers it to this instance's other workers and
+   * resolves with their count (absent with one thread: there are none).
+   */
+  deliverToOtherWorkers?: (recipient: string, bytes: Uint8Array) => Promise<number>;
+  /** For a peer's barrier: whether this instance's directory view reached `revision`. */
+  reached: (revision: bigint) => Promise<boolean>;
+}
+
+/** One thread's services, and how to end their streams on shutdown. */
+export interface Services {
+  notifications: NotificationService;
+  handlers: ServerServices;
+  /** Ends Subscribe, Health/Watch and peers' Forward streams (they never end by themselves). */
+  endStreams(): void;
+}
+
+export function buildServices(options: ServicesOptions): Services {
+  const { metrics, health } = options;
+  const notifications = new NotificationService({
+    instanceId: "",
+    subscribers: options.subscribers,
+    onSent: (delivered) => {
+      metrics?.notificationsSent.inc();
+      metrics?.notificationsDelivered.inc(delivered);
+    },
+    subscriberQueue: { messages: options.server.subscriberQueue, bytes: options.server.subscriberQueueBytes },
+    onDropped: () => metrics?.notificationsDropped.inc(),
+  });
+  const others = options.deliverToOtherWorkers;
+  const peerStreams = new StreamTracker();
+  const cluster = forwardHandlers(
+    async (recipient, bytes) => {
+      metrics?.notificationsReceived.inc();
+      const here = notifications.deliverLocal(recipient, bytes);
+      const there = others ? others(recipient, bytes) : 0;
+      return await here + await there;
+    },
+    options.reached,
+    peerStreams,
+  );
+  return {
+    notifications,
+    handlers: {
+      notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
+        notifications.handlers(),
+      health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
+      cluster,
+    },
+    endStreams() {
+      notifications.endSubscriptions();
+      health.endWatches();
+      peerStreams.endAll();
+    },
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * Where gRPC is served: on the main thread (`workers: 1`) or by a pool of workers sharing the
+ * port. app.ts drives both through {@link Serving}, so the lifecycle reads the same either way.
+ */
+import type { Config } from "./config.ts";
+import type { HealthService, ServingStatus } from "./health.ts";
+import { LocalLimit } from "./limits.ts";
+import type { Logger } from "./logger.ts";
+import type { Metrics, MetricsJson } from "./metrics.ts";
+import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { buildServices, type Services } from "./services.ts";
+import { type PoolRouting, WorkerPool } from "./workers/pool.ts";
+
+/** A bound, serving gRPC port. */
+export interface Serving {
+  readonly port: number;
+  /** "1 thread" or "4 workers", for the start-up line. */
+  readonly description: string;
+  /** Reported in SendResponse.instance_id (known once the port is bound). */
+  setInstanceId(id: string): void;
+  /** Delivery across instances from now on. */
+  setRouting(routing: PoolRouting): void;
+  /** Health entries changed on the main thread (workers mirror them). */
+  setHealth(service: string, status: ServingStatus): void;
+  subscribers(): number;
+  healthWatches(): number;
+  /** Workers serving now (1 on the main thread). */
+  workers(): number;
+  /** Metrics recorded outside the main thread's registry (the workers'). */
+  workerMetrics(): Promise<MetricsJson[]>;
+  /** Refuse new calls, end streams, finish in-flight calls within `timeoutMs`. */
+  drain(timeoutMs: number): Promise<"graceful" | "forced">;
+  /** Stops at once (a failed start-up). */
+  abort(): void;
+}
+
+/** What {@link startServing} needs besides the config. */
+export interface ServingOptions {
+  health: HealthService;
+  metrics?: Metrics;
+  logger: Logger;
+  /** For peers' barriers on a single thread (workers ask the pool, which asks the cluster). */
+  reached: (revision: bigint) => Promise<boolean>;
+  /** Worker module override (tests inject faults with it). */
+  workerModule?: URL;
+}
+
+/** Binds the gRPC port with `config.server.workers` threads; throws (nothing left running) if it cannot. */
+export async function startServing(config: Config, options: ServingOptions): Promise<Serving> {
+  const server = config.server;
+  if (server.workers > 1) {
+    const pool = await WorkerPool.start({
+      server,
+      count: server.workers,
+      health: options.health.entries(),
+      metrics: options.metrics !== undefined,
+      logger: options.logger,
+      module: options.workerModule,
+      onRestart: () => options.metrics?.workerRestarts.inc(),
+    });
+    return {
+      port: pool.port,
+      description: `${server.workers} workers`,
+      setInstanceId: (id) => (pool.instanceId = id),
+      setRouting: (routing) => (pool.routing = routing),
+      setHealth: (service, status) => pool.setHealth(service, status),
+      subscribers: () => pool.subscribers,
+      healthWatches: () => pool.healthWatches,
+      workers: () => pool.serving,
+      workerMetrics: () => pool.collectMetrics(),
+      drain: (timeoutMs) => pool.stop(timeoutMs),
+      abort: () => pool.terminate(),
+    };
+  }
+  const services: Services = buildServices({
+    server,
+    health: options.health,
+    subscribers: new LocalLimit(server.maxSubscribers),
+    metrics: options.metrics,
+    reached: options.reached,
+  });
+  const bound: BoundServer = await startGrpcServer(server.addr, services.handlers, server.tls, {
+    maxConnections: server.maxConnections,
+    handshakeTimeoutMs: server.handshakeTimeoutMs,
+  });
+  const { notifications } = services;
+  return {
+    port: bound.port,
+    description: "1 thread",
+    setInstanceId: (id) => (notifications.instanceId = id),
+    setRouting: (routing) => (notifications.routing = routing),
+    setHealth: () => {}, // the health service is served from this thread
+    subscribers: () => notifications.hub.size,
+    healthWatches: () => options.health.watches,
+    workers: () => 1,
+    workerMetrics: () => Promise.resolve([]),
+    drain: (timeoutMs) => stopGrpcServer(bound.server, timeoutMs, services.endStreams),
+    abort: () => bound.server.forceShutdown(),
+  };
+}

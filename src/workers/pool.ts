@@ -1,0 +1,357 @@
+/**
+ * The main thread's side of `workers > 1`: starts the serving workers on one port, routes
+ * notifications between them (and, through the cluster, to other instances), mirrors health into
+ * them, restarts a worker that crashes, and drains them all on stop.
+ *
+ * Why route through the main thread: it is the one place that knows which workers hold which
+ * recipients and what the cluster directory says, so a worker asks it with one message per Send
+ * instead of every worker keeping a copy of both. Per recipient, a stream gets notifications in
+ * the order their Sends reached the main thread, as a single thread would.
+ */
+import { sleep } from "../backoff.ts";
+import type { ServerConfig } from "../config.ts";
+import type { ServingStatus } from "../health.ts";
+import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../limits.ts";
+import type { Logger } from "../logger.ts";
+import type { MetricsJson } from "../metrics.ts";
+import { BindError, reservePort } from "../server.ts";
+import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
+
+/** What the pool needs of the cluster (the main thread's {@link Cluster}). */
+export interface PoolRouting {
+  forward(recipient: string, bytes: Uint8Array): Promise<number>;
+  subscribed(recipient: string): Promise<void>;
+  unsubscribed(recipient: string): void;
+  reached(revision: bigint): Promise<boolean>;
+}
+
+/** Options for {@link WorkerPool.start}. */
+export interface WorkerPoolOptions {
+  server: ServerConfig;
+  count: number;
+  health: Record<string, ServingStatus>;
+  metrics: boolean;
+  logger: Logger;
+  /** The worker module (tests substitute one with injected faults). */
+  module?: URL;
+  /** Told each time a crashed worker is started again (for metrics). */
+  onRestart?: () => void;
+}
+
+const DEFAULT_MODULE = new URL("./worker.ts", import.meta.url);
+/** Restarting a worker that keeps failing backs off up to this. */
+const MAX_RESTART_DELAY_MS = 30_000;
+
+/** One worker slot: the thread now in it and its pending deliveries. */
+interface Slot {
+  index: number;
+  generation: number;
+  worker?: Worker;
+  serving: boolean;
+  /** Deliveries this worker has not answered yet (resolved with 0 if it dies). */
+  deliveries: Map<number, (count: number) => void>;
+  metrics: Map<number, (json: MetricsJson) => void>;
+  stopped?: (outcome: "graceful" | "forced") => void;
+}
+
+export class WorkerPool {
+  readonly port: number;
+  readonly #options: WorkerPoolOptions;
+  readonly #limits: SharedLimits;
+  readonly #slots: Slot[];
+  /** Which workers hold subscribers of each recipient. */
+  readonly #holders = new Map<string, Set<number>>();
+  /** Per recipient held here: resolves once every instance routes it to us. */
+  readonly #reachable = new Map<string, Promise<void>>();
+  #health: Record<string, ServingStatus>;
+  #instanceId = "";
+  #routing?: PoolRouting;
+  #stopping = false;
+  #nextId = 1;
+
+  private constructor(options: WorkerPoolOptions, port: number) {
+    this.#options = options;
+    this.port = port;
+    this.#health = { ...options.health };
+    this.#limits = {
+      subscribers: sharedLimitBuffer(options.count),
+      healthWatches: sharedLimitBuffer(options.count),
+      connections: sharedLimitBuffer(options.count),
+    };
+    this.#slots = Array.from({ length: options.count }, (_, index) => ({
+      index,
+      generation: 0,
+      serving: false,
+      deliveries: new Map(),
+      metrics: new Map(),
+    }));
+  }
+
+  /** Reserves the port, starts every worker and resolves once all serve; throws (all stopped) if one cannot. */
+  static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
+    const pool = new WorkerPool(options, reservePort(options.server.addr));
+    try {
+      await Promise.all(pool.#slots.map((slot) => pool.#startWorker(slot)));
+    } catch (error) {
+      pool.terminate();
+      throw error;
+    }
+    return pool;
+  }
+
+  /** Subscribe streams across the workers. */
+  get subscribers(): number {
+    return sharedUsed(this.#limits.subscribers);
+  }
+
+  get healthWatches(): number {
+    return sharedUsed(this.#limits.healthWatches);
+  }
+
+  get connections(): number {
+    return sharedUsed(this.#limits.connections);
+  }
+
+  /** Workers serving now. */
+  get serving(): number {
+    return this.#slots.filter((s) => s.serving).length;
+  }
+
+  /** Reported in SendResponse.instance_id from now on. */
+  set instanceId(id: string) {
+    this.#instanceId = id;
+    this.#broadcast({ type: "instance", instanceId: id });
+  }
+
+  /** Routes through the cluster from now on; recipients already held are published. */
+  set routing(routing: PoolRouting) {
+    this.#routing = routing;
+    for (const recipient of this.#holders.keys()) {
+      this.#reachable.set(recipient, routing.subscribed(recipient));
+    }
+  }
+
+  /** Mirrors one health entry into every worker. */
+  setHealth(service: string, status: ServingStatus): void {
+    this.#health[service] = status;
+    this.#broadcast({ type: "health", service, status });
+  }
+
+  /** Every worker's metrics, for one merged scrape. */
+  collectMetrics(): Promise<MetricsJson[]> {
+    return Promise.all(
+      this.#slots.filter((s) => s.serving).map((slot) =>
+        new Promise<MetricsJson>((resolve) => {
+          const id = this.#nextId++;
+          slot.metrics.set(id, resolve);
+          this.#post(slot, { type: "metrics", id });
+        })
+      ),
+    );
+  }
+
+  /**
+   * Drains every worker (refuse new calls, end streams, finish in-flight calls within
+   * `timeoutMs`), then ends the threads. "forced" if any worker had to cancel calls.
+   */
+  async stop(timeoutMs: number): Promise<"graceful" | "forced"> {
+    this.#stopping = true;
+    const outcomes = await Promise.all(this.#slots.map((slot) => {
+      if (!slot.worker || !slot.serving) return "graceful" as const;
+      const stopped = new Promise<"graceful" | "forced">((resolve) => (slot.stopped = resolve));
+      this.#post(slot, { type: "stop", timeoutMs });
+      // A worker stuck in a loop never answers: it is ended with the rest a moment after its deadline.
+      return Promise.race([stopped, sleep(timeoutMs + 1_000).then(() => "forced" as const)]);
+    }));
+    this.terminate();
+    return outcomes.includes("forced") ? "forced" : "graceful";
+  }
+
+  /** Ends every worker thread at once (failed start-up, or after {@link stop}). */
+  terminate(): void {
+    this.#stopping = true;
+    for (const slot of this.#slots) this.#retire(slot);
+  }
+
+  #startWorker(slot: Slot): Promise<void> {
+    const worker = new Worker(this.#options.module ?? DEFAULT_MODULE, {
+      type: "module",
+      name: `worker-${slot.index + 1}`,
+    });
+    slot.worker = worker;
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const message = event.data;
+        if (message.type === "listening") {
+          started = true;
+          slot.serving = true;
+          resolve();
+        } else if (message.type === "failed") {
+          started = true;
+          reject(message.bind ? new BindError(message.message) : new Error(message.message));
+        } else this.#handle(slot, message);
+      };
+      worker.onerror = (event: ErrorEvent) => {
+        // Handled here, so it does not reach the main thread's guard (which would stop the service).
+        event.preventDefault();
+        const reason = event.error instanceof Error
+          ? `${event.error.name}: ${event.error.message}`
+          : event.message;
+        if (!started) {
+          started = true;
+          reject(new Error(`worker ${slot.index + 1} failed to start: ${reason}`));
+          return;
+        }
+        void this.#crashed(slot, worker, reason);
+      };
+      this.#post(slot, {
+        type: "start",
+        index: slot.index,
+        generation: slot.generation,
+        port: this.port,
+        server: this.#options.server,
+        limits: this.#limits,
+        health: this.#health,
+        metrics: this.#options.metrics,
+        instanceId: this.#instanceId,
+      });
+    });
+  }
+
+  /** A serving worker died: forget what it held, then start another in its place. */
+  async #crashed(slot: Slot, worker: Worker, reason: string): Promise<void> {
+    if (slot.worker !== worker) return;
+    const log = this.#options.logger;
+    this.#retire(slot);
+    if (this.#stopping) return;
+    log.error(`Worker ${slot.index + 1} crashed: ${reason}; restarting it`, {
+      worker: slot.index + 1,
+      error: reason,
+    });
+    for (let delay = 100; !this.#stopping; delay = Math.min(delay * 2, MAX_RESTART_DELAY_MS)) {
+      slot.generation++;
+      try {
+        await this.#startWorker(slot);
+        this.#options.onRestart?.();
+        log.info(`Worker ${slot.index + 1} restarted (${this.serving} of ${this.#slots.length} serving)`, {
+          worker: slot.index + 1,
+        });
+        return;
+      } catch (error) {
+        this.#retire(slot);
+        log.error(
+          `Worker ${slot.index + 1} could not restart: ${
+            (error as Error).message
+          }; ${this.serving} of ${this.#slots.length} serving, retrying in ${delay}ms`,
+          { worker: slot.index + 1 },
+        );
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** Ends the slot's thread and drops everything it held: places, recipients, pending answers. */
+  #retire(slot: Slot): void {
+    slot.worker?.terminate();
+    slot.worker = undefined;
+    slot.serving = false;
+    for (const buffer of Object.values(this.#limits)) releaseWorker(buffer, slot.index);
+    for (const [recipient, holders] of this.#holders) {
+      if (holders.has(slot.index)) this.#release(slot.index, recipient);
+    }
+    for (const resolve of slot.deliveries.values()) resolve(0);
+    slot.deliveries.clear();
+    for (const resolve of slot.metrics.values()) resolve([]);
+    slot.metrics.clear();
+    slot.stopped?.("forced");
+  }
+
+  #handle(slot: Slot, message: FromWorker): void {
+    switch (message.type) {
+      case "request":
+        void this.#answer(slot, message).then((value) =>
+          this.#post(slot, { type: "reply", id: message.id, value })
+        );
+        break;
+      case "unsubscribed":
+        this.#release(slot.index, message.recipient);
+        break;
+      case "delivered":
+        slot.deliveries.get(message.id)?.(message.count);
+        slot.deliveries.delete(message.id);
+        break;
+      case "metrics":
+        slot.metrics.get(message.id)?.(message.metrics);
+        slot.metrics.delete(message.id);
+        break;
+      case "stopped":
+        slot.stopped?.(message.outcome);
+        break;
+      case "crashed":
+        if (slot.worker) void this.#crashed(slot, slot.worker, message.reason);
+        break;
+      case "log":
+        this.#options.logger[message.level](message.message, { ...message.fields, worker: slot.index + 1 });
+        break;
+    }
+  }
+
+  #answer(slot: Slot, request: WorkerRequest): Promise<number | boolean> {
+    switch (request.call) {
+      case "route":
+        return this.#route(slot.index, request.recipient, request.bytes, request.cluster);
+      case "subscribed":
+        return this.#hold(slot.index, request.recipient).then(() => 0);
+      case "reached":
+        return this.#routing?.reached(request.revision) ?? Promise.resolve(false);
+    }
+  }
+
+  /** Delivers to every worker but `from` that holds `recipient`, and to the cluster when asked. */
+  async #route(from: number, recipient: string, bytes: Uint8Array, cluster: boolean): Promise<number> {
+    const counts: Promise<number>[] = [];
+    for (const index of this.#holders.get(recipient) ?? []) {
+      if (index !== from) counts.push(this.#deliver(this.#slots[index], recipient, bytes));
+    }
+    if (cluster && this.#routing) counts.push(this.#routing.forward(recipient, bytes));
+    let total = 0;
+    for (const count of await Promise.all(counts)) total += count;
+    return total;
+  }
+
+  #deliver(slot: Slot, recipient: string, bytes: Uint8Array): Promise<number> {
+    if (!slot.serving) return Promise.resolve(0);
+    return new Promise((resolve) => {
+      const id = this.#nextId++;
+      slot.deliveries.set(id, resolve);
+      this.#post(slot, { type: "deliver", id, recipient, bytes });
+    });
+  }
+
+  #hold(index: number, recipient: string): Promise<void> {
+    let holders = this.#holders.get(recipient);
+    if (!holders) {
+      this.#holders.set(recipient, holders = new Set());
+      this.#reachable.set(recipient, this.#routing?.subscribed(recipient) ?? Promise.resolve());
+    }
+    holders.add(index);
+    return this.#reachable.get(recipient)!;
+  }
+
+  #release(index: number, recipient: string): void {
+    const holders = this.#holders.get(recipient);
+    if (!holders?.delete(index) || holders.size > 0) return;
+    this.#holders.delete(recipient);
+    this.#reachable.delete(recipient);
+    this.#routing?.unsubscribed(recipient);
+  }
+
+  #broadcast(message: ToWorker): void {
+    for (const slot of this.#slots) this.#post(slot, message);
+  }
+
+  #post(slot: Slot, message: ToWorker): void {
+    slot.worker?.postMessage(message);
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Messages between the main thread and its serving workers. The main thread owns etcd, the
+ * registration, the cluster and health; workers serve gRPC and ask the main thread for what only
+ * it knows (which workers and instances hold a recipient's subscribers).
+ */
+import type { ServerConfig } from "../config.ts";
+import type { ServingStatus } from "../health.ts";
+import type { LogFields } from "../logger.ts";
+import type { MetricsJson } from "../metrics.ts";
+
+/** Counters every worker of the instance shares (see limits.ts). */
+export interface SharedLimits {
+  subscribers: SharedArrayBuffer;
+  healthWatches: SharedArrayBuffer;
+  connections: SharedArrayBuffer;
+}
+
+/** The first message a worker gets. */
+export interface WorkerStart {
+  type: "start";
+  /** 0-based; the slot in the shared limits. */
+  index: number;
+  /** Restarts of this slot so far (0 for the first start). */
+  generation: number;
+  /** The port every worker binds with SO_REUSEPORT (resolved by the main thread). */
+  port: number;
+  server: ServerConfig;
+  limits: SharedLimits;
+  health: Record<string, ServingStatus>;
+  /** Whether `/metrics` is served (workers then record and report). */
+  metrics: boolean;
+  /** Reported in SendResponse.instance_id; empty until the address is known. */
+  instanceId: string;
+}
+
+/** Main thread → worker. */
+export type ToWorker =
+  | WorkerStart
+  | { type: "instance"; instanceId: string }
+  | { type: "health"; service: string; status: ServingStatus }
+  /** Deliver to this worker's subscribers of `recipient`; answered with `delivered`. */
+  | { type: "deliver"; id: number; recipient: string; bytes: Uint8Array }
+  /** The answer to a worker's `request`. */
+  | { type: "reply"; id: number; value: number | boolean }
+  | { type: "metrics"; id: number }
+  /** Drain: refuse new calls, end streams, finish in-flight calls within `timeoutMs`. */
+  | { type: "stop"; timeoutMs: number };
+
+/** What a worker asks the main thread, each answered by a `reply` with the same id. */
+export type WorkerRequest =
+  /**
+   * Deliver to the instance's other workers' subscribers and, when `cluster`, to the other
+   * instances; the reply is how many streams took it.
+   */
+  | { call: "route"; recipient: string; bytes: Uint8Array; cluster: boolean }
+  /** This worker got its first subscriber of `recipient`; replied once every instance routes it. */
+  | { call: "subscribed"; recipient: string }
+  /** Whether the instance's directory view reached `revision` (a peer's barrier); boolean reply. */
+  | { call: "reached"; revision: bigint };
+
+/** Worker → main thread. */
+export type FromWorker =
+  | { type: "listening"; port: number }
+  /** Start-up failed; `bind` when the port could not be bound. */
+  | { type: "failed"; message: string; bind: boolean }
+  | ({ type: "request"; id: number } & WorkerRequest)
+  | { type: "unsubscribed"; recipient: string }
+  | { type: "delivered"; id: number; count: number }
+  | { type: "metrics"; id: number; metrics: MetricsJson }
+  | { type: "stopped"; outcome: "graceful" | "forced" }
+  /** An uncaught error or unhandled rejection: the worker ends itself and is replaced. */
+  | { type: "crashed"; reason: string }
+  | { type: "log"; level: "info" | "warn" | "error"; message: string; fields?: LogFields };

@@ -1,0 +1,147 @@
+/**
+ * A serving worker: its own grpc-js server on the instance's port (SO_REUSEPORT), its own
+ * subscribers, and the main thread for everything shared (see protocol.ts). Started by
+ * {@link WorkerPool}; never run directly.
+ */
+import { HealthService } from "../health.ts";
+import { SharedLimit } from "../limits.ts";
+import { Metrics } from "../metrics.ts";
+import type { Routing } from "../notification/service.ts";
+import { BindError, startSharedPortServer, stopGrpcServer } from "../server.ts";
+import { buildServices } from "../services.ts";
+import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
+
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+  postMessage(message: FromWorker): void;
+  close(): void;
+}
+
+/** Test hooks (tests/fixtures): told once the worker serves. */
+export interface WorkerHooks {
+  onListening?(start: WorkerStart): void;
+}
+
+/** Serves until the main thread says stop; call once, at the top of a worker module. */
+export function runWorker(hooks: WorkerHooks = {}): void {
+  const scope = globalThis as unknown as WorkerScope;
+  const post = (message: FromWorker) => scope.postMessage(message);
+  // A fault here ends this worker only: it is reported in one line (Deno would print a stack
+  // trace) and the main thread starts another in its place.
+  const crash = (reason: unknown) => {
+    const text = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
+    post({ type: "crashed", reason: text.split("\n")[0] });
+    scope.close();
+  };
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    crash(event.error ?? event.message);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    crash(event.reason);
+  });
+  const pending = new Map<number, (value: number | boolean) => void>();
+  let nextId = 1;
+  const request = <T extends number | boolean>(body: WorkerRequest): Promise<T> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      pending.set(id, resolve as (value: number | boolean) => void);
+      post({ type: "request", id, ...body });
+    });
+  let started: Awaited<ReturnType<typeof start>> | undefined;
+  const early: ToWorker[] = [];
+
+  scope.onmessage = (event) => {
+    const message = event.data;
+    if (message.type === "start") {
+      void start(message, request, post).then((serving) => {
+        started = serving;
+        for (const m of early.splice(0)) serving.handle(m);
+        post({ type: "listening", port: serving.port });
+        hooks.onListening?.(message);
+      }, (error: Error) => {
+        post({ type: "failed", message: error.message, bind: error instanceof BindError });
+      });
+    } else if (message.type === "reply") {
+      pending.get(message.id)?.(message.value);
+      pending.delete(message.id);
+    } else if (started) started.handle(message);
+    else early.push(message);
+  };
+}
+
+async function start(
+  init: WorkerStart,
+  request: <T extends number | boolean>(body: WorkerRequest) => Promise<T>,
+  post: (message: FromWorker) => void,
+) {
+  const { server } = init;
+  const health = new HealthService(init.health, {
+    watches: new SharedLimit(init.limits.healthWatches, server.maxHealthWatches, init.index),
+  });
+  let connections = () => 0;
+  const metrics = init.metrics
+    ? new Metrics({ process: false, worker: { id: init.index + 1, connections: () => connections() } })
+    : undefined;
+  const services = buildServices({
+    server,
+    health,
+    subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
+    metrics,
+    deliverToOtherWorkers: (recipient, bytes) =>
+      request<number>({ call: "route", recipient, bytes, cluster: false }),
+    reached: (revision) => request<boolean>({ call: "reached", revision }),
+  });
+  const { notifications } = services;
+  notifications.instanceId = init.instanceId;
+  // Every Send and subscription goes through the main thread, which knows the other workers and,
+  // through the cluster, the other instances.
+  const routing: Routing = {
+    forward: (recipient, bytes) => request<number>({ call: "route", recipient, bytes, cluster: true }),
+    subscribed: async (recipient) => void await request<number>({ call: "subscribed", recipient }),
+    unsubscribed: (recipient) => post({ type: "unsubscribed", recipient }),
+  };
+  notifications.routing = routing;
+  const bound = await startSharedPortServer(
+    { host: server.addr.host, port: init.port },
+    services.handlers,
+    server.tls,
+    {
+      connections: new SharedLimit(init.limits.connections, server.maxConnections, init.index),
+      handshakeTimeoutMs: server.handshakeTimeoutMs,
+    },
+  );
+  connections = bound.connections;
+  return {
+    port: bound.port,
+    handle(message: ToWorker): void {
+      switch (message.type) {
+        case "instance":
+          notifications.instanceId = message.instanceId;
+          break;
+        case "health":
+          health.set(message.service, message.status);
+          break;
+        case "deliver":
+          void notifications.deliverLocal(message.recipient, message.bytes).then((count) =>
+            post({ type: "delivered", id: message.id, count })
+          );
+          break;
+        case "metrics":
+          void (metrics?.registry.getMetricsAsJSON() ?? Promise.resolve([])).then((json) =>
+            post({ type: "metrics", id: message.id, metrics: json })
+          );
+          break;
+        case "stop":
+          void bound.stopListening();
+          void stopGrpcServer(bound.server, message.timeoutMs, services.endStreams).then((outcome) =>
+            post({ type: "stopped", outcome })
+          );
+          break;
+      }
+    },
+  };
+}
+
+if (import.meta.main) runWorker();
