@@ -100,7 +100,7 @@ export async function clusterBench(
 ): Promise<ClusterResult> {
   const name = `bench-cluster-${crypto.randomUUID().slice(0, 6)}`;
   const start = (id: string) =>
-    ServiceProcess.start({ endpoints, name, instanceId: id, maxSubscribers: 1000 });
+    ServiceProcess.start({ endpoints, name, instanceId: id, maxSubscribers: 1000, workers: 1 });
   const [a, b, c] = await Promise.all([start("a"), start("b"), start("c")]);
   const [toA, toB, toC] = [a, b, c].map((s) => notificationClient(s.addr));
   try {
@@ -176,8 +176,13 @@ export async function clusterBench(
       await kv.kv.txn({ compare: [], success, failure: [] });
     }
     const writeMs = performance.now() - t0;
-    const other = await ServiceProcess.start({ endpoints, name: `${name}-empty`, instanceId: "e" });
-    const d = await ServiceProcess.start({ endpoints, name, instanceId: "d" });
+    const other = await ServiceProcess.start({
+      endpoints,
+      name: `${name}-empty`,
+      instanceId: "e",
+      workers: 1,
+    });
+    const d = await ServiceProcess.start({ endpoints, name, instanceId: "d", workers: 1 });
     const line = await d.waitForLine(/Recipient directory loaded: \d+ recipients in/, 60_000);
     await sleep(1_000);
     const [, recipients, amount, unit] = /loaded: (\d+) recipients in (\d+(?:\.\d+)?)(ms|s)/.exec(line)!;

@@ -108,6 +108,7 @@ if (import.meta.main) {
   await using svc = await ServiceProcess.start({
     endpoints: etcd.endpoints,
     maxSubscribers: subscribers + 10,
+    workers: 1,
   });
   const r = await fanOutStall(svc.addr, {
     subscribers,

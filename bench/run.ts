@@ -6,7 +6,9 @@
  * output). Server CPU per call is reported beside rps: it moves far less with noisy neighbours.
  * Nothing here asserts timings.
  *
- * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s).
+ * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s),
+ * --workers LIST (the workers dimension, default "1,2"; e.g. "1,4,8,auto" on many cores),
+ * --only workers (that section alone).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -14,6 +16,8 @@ import { createEtcdClient } from "../src/registry/etcd_client.ts";
 import { clusterBench } from "./cluster.ts";
 import { fanOutStall } from "./fanout.ts";
 import { cpuSeconds, rssMiB } from "./proc.ts";
+import { workersBench, workersTable } from "./workers.ts";
+import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
 import { recordingCostNs } from "./metrics_cost.ts";
 import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
@@ -31,20 +35,14 @@ const args = parseArgs({
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "5" },
     quick: { type: "boolean" },
+    workers: { type: "string", default: "1,2" },
+    only: { type: "string" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
 const SECONDS = args.values.quick ? 2 : Number(args.values.seconds);
 const CALLERS = 32;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0
-    ? NaN
-    : s.length % 2
-    ? s[(s.length - 1) / 2]
-    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const pct = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const note = (msg: string) => console.error(`bench: ${msg}`);
@@ -94,14 +92,6 @@ async function buildGo(): Promise<GoTools> {
   return out;
 }
 
-/** A server under test: a name, its address, its PID, and how to stop it. */
-interface Target {
-  name: string;
-  addr: string;
-  pid: number;
-  stop(): Promise<void>;
-}
-
 /** A peer process listening on 127.0.0.1:`port`, stopped with SIGTERM. */
 function childTarget(name: string, port: number, child: Deno.ChildProcess): Target {
   return {
@@ -137,6 +127,8 @@ async function startDeno(endpoints: string[], metrics = false): Promise<Target> 
     name: "bench-deno",
     instanceId: metrics ? "deno-metrics" : "deno",
     maxSubscribers: 5000,
+    // The main table compares one thread with Go and Node; the workers section does the rest.
+    workers: 1,
     serverExtra: metrics ? `  metrics-addr: "127.0.0.1:0"\n` : "",
   });
   return {
@@ -182,53 +174,6 @@ async function startNode(): Promise<Target | undefined> {
   }
   void reader.cancel();
   return childTarget("node", Number(text.match(/listening (\d+)/)![1]), child);
-}
-
-interface LoadResult {
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-  rss: number;
-  /** Server CPU time per call, µs: noisy neighbours move rps far more than this. */
-  cpuUs: number;
-}
-
-/**
- * One closed-loop run of a Go load generator (`loadgen`: Health/Check, `sendload`: Send; same flags
- * and output), sampling the server's RSS and CPU meanwhile.
- */
-async function goLoadRun(bin: string, target: Target): Promise<LoadResult> {
-  let peak = 0;
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      peak = Math.max(peak, rssMiB(target.pid) || 0);
-      await sleep(250);
-    }
-  })();
-  const cpuBefore = cpuSeconds(target.pid);
-  const out = await run(bin, [
-    "-addr",
-    target.addr,
-    "-c",
-    String(CALLERS),
-    "-conns",
-    "1",
-    "-d",
-    `${SECONDS}s`,
-    "-w",
-    "1s",
-  ]);
-  const cpu = cpuSeconds(target.pid) - cpuBefore;
-  sampling = false;
-  await sampler;
-  const m = out.text.match(/rps=(\S+) ok=\S+ errors=(\S+) p50_ms=(\S+) p99_ms=(\S+)/);
-  if (!m) throw new Error(`${bin} said: ${out.text}`);
-  const rps = Number(m[1]);
-  // The CPU covers the 1 s warm-up too; assume it ran at the measured rate.
-  const cpuUs = cpu * 1e6 / (rps * (SECONDS + 1));
-  return { rps, errors: Number(m[2]), p50: Number(m[3]), p99: Number(m[4]), rss: peak, cpuUs };
 }
 
 /** Send through a grpc-js client in this process (32 callers on one channel): without Go only. */
@@ -400,15 +345,20 @@ const describe = (r: LoadResult) =>
     fmt(r.cpuUs)
   } errors=${r.errors}`;
 
-function fmt(n: number, digits = 1): string {
-  return Number.isFinite(n) ? n.toFixed(digits) : "n/a";
-}
-
 async function main(): Promise<void> {
   note(`rounds=${ROUNDS}, ${SECONDS}s per load run, ${CALLERS} callers, ${Deno.env.get("HOSTNAME") ?? ""}`);
   const go = await buildGo();
   if (go.reason) note(go.reason);
   await using etcd = await startEtcd();
+  if (args.values.only === "workers") {
+    if (!go.loadgen || !go.sendload || !go.peer) {
+      throw new Error(`the workers section needs Go: ${go.reason}`);
+    }
+    const peer = await startGoPeer(go.peer, etcd.endpoints);
+    printTable(await workersSection(etcd.endpoints, go, peer));
+    await peer.stop();
+    return;
+  }
   const targets: Target[] = [];
   if (go.peer) targets.push(await startGoPeer(go.peer, etcd.endpoints));
   targets.push(await startDeno(etcd.endpoints));
@@ -424,13 +374,15 @@ async function main(): Promise<void> {
     for (const t of targets) {
       if (go.loadgen) {
         note(`round ${round + 1}: Health/Check on ${t.name}`);
-        const result = await goLoadRun(go.loadgen, t);
+        const result = await goLoadRun(go.loadgen, t, { callers: CALLERS, conns: 1, seconds: SECONDS });
         note(`  ${describe(result)}`);
         health.set(t.name, [...health.get(t.name) ?? [], result]);
       }
       if (t.name !== "go") {
         note(`round ${round + 1}: Send on ${t.name}`);
-        const result = go.sendload ? await goLoadRun(go.sendload, t) : await sendRun(t);
+        const result = go.sendload
+          ? await goLoadRun(go.sendload, t, { callers: CALLERS, conns: 1, seconds: SECONDS })
+          : await sendRun(t);
         note(`  ${describe(result)}`);
         sendResults.set(t.name, [...sendResults.get(t.name) ?? [], result]);
       }
@@ -441,6 +393,9 @@ async function main(): Promise<void> {
   const fan = await fanOut(deno);
   note("Health/Check during 4 Sends of 60 KB to 1000 subscribers");
   const stall = await fanOutStall(deno.addr, { subscribers: 1000, bodyBytes: 60 * 1024, sends: 4 });
+  const workerRows = go.loadgen && go.sendload
+    ? await workersSection(etcd.endpoints, go, targets.find((t) => t.name === "go"))
+    : undefined;
   for (const t of targets) await t.stop();
   note("lifecycle timings (5 runs)");
   const life = await lifecycleTimes(etcd.endpoints, 5);
@@ -520,6 +475,37 @@ async function main(): Promise<void> {
   single("  Health/Check meanwhile p99 ms", stall.probeP99Ms, 1);
   single("  Health/Check meanwhile max ms", stall.probeMaxMs, 1);
 
+  printTable(rows);
+  if (workerRows) printTable(workerRows);
+}
+
+/** Health and Send on one process with each `--workers` count, beside Go, over many connections. */
+async function workersSection(
+  endpoints: string[],
+  go: GoTools,
+  peer: Target | undefined,
+): Promise<string[][]> {
+  const counts = args.values.workers.split(",").map((w) => (w.trim() === "auto" ? "auto" : Number(w)));
+  // Many connections, as real clients make: each lands on one worker.
+  const callers = Math.max(CALLERS, 16 * navigator.hardwareConcurrency);
+  const conns = Math.max(16, 2 * navigator.hardwareConcurrency);
+  note(`workers: ${counts.join(", ")}`);
+  const rows = await workersBench({
+    endpoints,
+    counts,
+    loadgen: go.loadgen!,
+    sendload: go.sendload!,
+    go: peer,
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    callers,
+    conns,
+    note,
+  });
+  return workersTable(rows, callers, conns);
+}
+
+function printTable(rows: string[][]): void {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   console.log(
     `\n${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, ${

@@ -24,7 +24,11 @@ const { values } = parseArgs({
 });
 const subscribers = Number(values.subscribers);
 await using etcd = await startEtcd();
-await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, maxSubscribers: subscribers + 10 });
+await using svc = await ServiceProcess.start({
+  endpoints: etcd.endpoints,
+  maxSubscribers: subscribers + 10,
+  workers: 1,
+});
 await new Promise((r) => setTimeout(r, 1_000));
 const idle = rssMiB(svc.pid);
 
