@@ -15,6 +15,7 @@ import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../limits.ts";
 import type { Logger } from "../logger.ts";
 import type { MetricsJson } from "../metrics.ts";
 import { BindError, reservePort } from "../server.ts";
+import { Outbox } from "./outbox.ts";
 import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
 
 /** What the pool needs of the cluster (the main thread's {@link Cluster}). */
@@ -47,6 +48,8 @@ interface Slot {
   index: number;
   generation: number;
   worker?: Worker;
+  /** Messages to the worker, sent once per turn of the event loop. */
+  outbox?: Outbox<ToWorker>;
   serving: boolean;
   /** Deliveries this worker has not answered yet (resolved with 0 if it dies). */
   deliveries: Map<number, (count: number) => void>;
@@ -179,18 +182,21 @@ export class WorkerPool {
       name: `worker-${slot.index + 1}`,
     });
     slot.worker = worker;
+    slot.outbox = new Outbox((batch) => worker.postMessage(batch));
     return new Promise<void>((resolve, reject) => {
       let started = false;
-      worker.onmessage = (event: MessageEvent<FromWorker>) => {
-        const message = event.data;
-        if (message.type === "listening") {
-          started = true;
-          slot.serving = true;
-          resolve();
-        } else if (message.type === "failed") {
-          started = true;
-          reject(message.bind ? new BindError(message.message) : new Error(message.message));
-        } else this.#handle(slot, message);
+      worker.onmessage = (event: MessageEvent<FromWorker[]>) => {
+        for (const message of event.data) {
+          if (slot.worker !== worker) return; // retired meanwhile
+          if (message.type === "listening") {
+            started = true;
+            slot.serving = true;
+            resolve();
+          } else if (message.type === "failed") {
+            started = true;
+            reject(message.bind ? new BindError(message.message) : new Error(message.message));
+          } else this.#handle(slot, message);
+        }
       };
       worker.onerror = (event: ErrorEvent) => {
         // Handled here, so it does not reach the main thread's guard (which would stop the service).
@@ -255,6 +261,7 @@ export class WorkerPool {
   #retire(slot: Slot): void {
     slot.worker?.terminate();
     slot.worker = undefined;
+    slot.outbox = undefined;
     slot.serving = false;
     for (const buffer of Object.values(this.#limits)) releaseWorker(buffer, slot.index);
     for (const [recipient, holders] of this.#holders) {
@@ -352,6 +359,6 @@ export class WorkerPool {
   }
 
   #post(slot: Slot, message: ToWorker): void {
-    slot.worker?.postMessage(message);
+    slot.outbox?.push(message);
   }
 }

@@ -9,11 +9,12 @@ import { Metrics } from "../metrics.ts";
 import type { Routing } from "../notification/service.ts";
 import { BindError, startSharedPortServer, stopGrpcServer } from "../server.ts";
 import { buildServices } from "../services.ts";
+import { Outbox } from "./outbox.ts";
 import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
 
 interface WorkerScope {
-  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
-  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker[]>) => void) | null;
+  postMessage(messages: FromWorker[]): void;
   close(): void;
 }
 
@@ -25,12 +26,14 @@ export interface WorkerHooks {
 /** Serves until the main thread says stop; call once, at the top of a worker module. */
 export function runWorker(hooks: WorkerHooks = {}): void {
   const scope = globalThis as unknown as WorkerScope;
-  const post = (message: FromWorker) => scope.postMessage(message);
+  const outbox = new Outbox<FromWorker>((batch) => scope.postMessage(batch));
+  const post = (message: FromWorker) => outbox.push(message);
   // A fault here ends this worker only: it is reported in one line (Deno would print a stack
   // trace) and the main thread starts another in its place.
   const crash = (reason: unknown) => {
     const text = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
     post({ type: "crashed", reason: text.split("\n")[0] });
+    outbox.flush();
     scope.close();
   };
   globalThis.addEventListener("error", (event) => {
@@ -53,7 +56,9 @@ export function runWorker(hooks: WorkerHooks = {}): void {
   const early: ToWorker[] = [];
 
   scope.onmessage = (event) => {
-    const message = event.data;
+    for (const message of event.data) receive(message);
+  };
+  const receive = (message: ToWorker) => {
     if (message.type === "start") {
       void start(message, request, post).then((serving) => {
         started = serving;
