@@ -37,43 +37,47 @@ async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "") 
   };
 }
 
-Deno.test(
-  "a Send on any instance reaches every subscriber on every instance, once and in order",
-  opts,
-  async () => {
-    await using etcd = await useEtcd();
-    await using c = await cluster(etcd.endpoints);
-    // Two streams of "r" on each instance, one of "only-a" on a.
-    const subs = c.clients.flatMap((client) => [subscriber(client, "r"), subscriber(client, "r")]);
-    const lonely = subscriber(c.clients[0], "only-a");
-    await Promise.all([...subs, lonely].map((s) => s.ready));
-    // Ready means routed: a Send right away, to an instance the stream is not on, reaches it.
-    assert.equal((await send(c.clients[1], { recipient: "only-a", title: "right away" })).delivered, 1);
-    const delivered: number[] = [];
-    for (let i = 0; i < 30; i++) {
-      delivered.push((await send(c.clients[i % 3], { recipient: "r", title: `n${i}` })).delivered);
-    }
-    assert.deepEqual(
-      delivered,
-      Array(30).fill(6),
-      `delivered counts every stream on every instance: ${delivered}`,
-    );
-    const expected = Array.from({ length: 30 }, (_, i) => `n${i}`);
-    await eventually(() => subs.every((s) => s.titles.length === 30), 5_000, "all 30 everywhere");
-    for (const s of subs) assert.deepEqual(s.titles, expected, "each stream: every one, once, in order");
-    assert.deepEqual(lonely.titles, ["right away"]);
-    // Concurrent Sends from one connection still arrive in order at a peer's streams.
-    const burst = await Promise.all(
-      Array.from({ length: 50 }, (_, i) => send(c.clients[0], { recipient: "r", title: `b${i}` })),
-    );
-    assert.ok(burst.every((r) => r.delivered === 6), JSON.stringify(burst.map((r) => r.delivered)));
-    await eventually(() => subs.every((s) => s.titles.length === 80), 5_000, "burst everywhere");
-    for (const s of subs) {
-      assert.deepEqual(s.titles.slice(30), Array.from({ length: 50 }, (_, i) => `b${i}`), "burst in order");
-    }
-    for (const s of [...subs, lonely]) s.cancel();
-  },
-);
+// With workers: 2 a Send also crosses workers inside each instance, and a peer's forward lands on
+// either worker of the receiving instance.
+for (const workers of [1, 2]) {
+  Deno.test(
+    `a Send on any instance reaches every subscriber on every instance, once and in order (workers: ${workers})`,
+    opts,
+    async () => {
+      await using etcd = await useEtcd();
+      await using c = await cluster(etcd.endpoints, "10s", `  workers: ${workers}\n`);
+      // Two streams of "r" on each instance, one of "only-a" on a.
+      const subs = c.clients.flatMap((client) => [subscriber(client, "r"), subscriber(client, "r")]);
+      const lonely = subscriber(c.clients[0], "only-a");
+      await Promise.all([...subs, lonely].map((s) => s.ready));
+      // Ready means routed: a Send right away, to an instance the stream is not on, reaches it.
+      assert.equal((await send(c.clients[1], { recipient: "only-a", title: "right away" })).delivered, 1);
+      const delivered: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        delivered.push((await send(c.clients[i % 3], { recipient: "r", title: `n${i}` })).delivered);
+      }
+      assert.deepEqual(
+        delivered,
+        Array(30).fill(6),
+        `delivered counts every stream on every instance: ${delivered}`,
+      );
+      const expected = Array.from({ length: 30 }, (_, i) => `n${i}`);
+      await eventually(() => subs.every((s) => s.titles.length === 30), 5_000, "all 30 everywhere");
+      for (const s of subs) assert.deepEqual(s.titles, expected, "each stream: every one, once, in order");
+      assert.deepEqual(lonely.titles, ["right away"]);
+      // Concurrent Sends from one connection still arrive in order at a peer's streams.
+      const burst = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => send(c.clients[0], { recipient: "r", title: `b${i}` })),
+      );
+      assert.ok(burst.every((r) => r.delivered === 6), JSON.stringify(burst.map((r) => r.delivered)));
+      await eventually(() => subs.every((s) => s.titles.length === 80), 5_000, "burst everywhere");
+      for (const s of subs) {
+        assert.deepEqual(s.titles.slice(30), Array.from({ length: 50 }, (_, i) => `b${i}`), "burst in order");
+      }
+      for (const s of [...subs, lonely]) s.cancel();
+    },
+  );
+}
 
 Deno.test(
   "SIGKILL of an instance: Sends keep answering at once, and routing forgets it within the TTL",

@@ -124,6 +124,15 @@ export class Cluster implements Routing {
     return this.view.reached(revision, this.#peerTimeoutMs);
   }
 
+  /**
+   * Tells `onEntry` of every directory entry now and of every change from now on (synchronously,
+   * before the view's revision moves on). Workers count them to skip Sends nobody holds.
+   */
+  followDirectory(onEntry: (recipient: string, present: boolean) => void): void {
+    for (const recipient of this.view.entries()) onEntry(recipient, true);
+    this.view.onEntry = onEntry;
+  }
+
   unsubscribed(recipient: string): void {
     this.publisher.remove(recipient);
   }

@@ -170,6 +170,12 @@ export class DirectoryView {
   #ready!: () => void;
   /** Resolves once the first full read is in. */
   readonly ready = new Promise<void>((resolve) => (this.#ready = resolve));
+  /**
+   * Told of every entry (recipient, instance) that appears or goes, before the view's revision
+   * moves on. On a resync the new entries are told before the old ones go, so a count kept from
+   * this never dips below the truth.
+   */
+  onEntry: (recipient: string, present: boolean) => void = () => {};
 
   constructor(
     client: Etcd3,
@@ -197,6 +203,13 @@ export class DirectoryView {
     return this.#byRecipient.get(recipient) ?? EMPTY;
   }
 
+  /** Every entry now, one recipient per instance that holds it. */
+  *entries(): Iterable<string> {
+    for (const [recipient, instances] of this.#byRecipient) {
+      for (let i = 0; i < instances.size; i++) yield recipient;
+    }
+  }
+
   /** Recipients known, and the etcd revision the view reflects (for tests and metrics). */
   get size(): { recipients: number; revision: bigint } {
     return { recipients: this.#byRecipient.size, revision: this.#gate.revision };
@@ -215,8 +228,10 @@ export class DirectoryView {
 
   #apply(update: RangeUpdate): void {
     if (update.kind === "reset") {
+      const old = [...this.entries()];
       this.#byRecipient.clear();
       for (const key of update.entries.keys()) this.#set(key, true);
+      for (const recipient of old) this.onEntry(recipient, false);
       this.#ready();
     } else {
       for (const { key, value } of update.changes) this.#set(key, value !== undefined);
@@ -238,10 +253,12 @@ export class DirectoryView {
     let set = this.#byRecipient.get(recipient);
     if (present) {
       if (!set) this.#byRecipient.set(recipient, set = new Set());
+      if (set.has(instance)) return;
       set.add(instance);
-    } else if (set) {
-      set.delete(instance);
+      this.onEntry(recipient, true);
+    } else if (set?.delete(instance)) {
       if (set.size === 0) this.#byRecipient.delete(recipient);
+      this.onEntry(recipient, false);
     }
   }
 }

@@ -16,6 +16,7 @@ import type { Logger } from "../logger.ts";
 import type { MetricsJson } from "../metrics.ts";
 import { BindError, reservePort } from "../server.ts";
 import { Outbox } from "./outbox.ts";
+import { RecipientFilter } from "./recipient_filter.ts";
 import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
 
 /** What the pool needs of the cluster (the main thread's {@link Cluster}). */
@@ -24,6 +25,7 @@ export interface PoolRouting {
   subscribed(recipient: string): Promise<void>;
   unsubscribed(recipient: string): void;
   reached(revision: bigint): Promise<boolean>;
+  followDirectory(onEntry: (recipient: string, present: boolean) => void): void;
 }
 
 /** Options for {@link WorkerPool.start}. */
@@ -61,6 +63,8 @@ export class WorkerPool {
   readonly port: number;
   readonly #options: WorkerPoolOptions;
   readonly #limits: SharedLimits;
+  /** Counts of holders by recipient: workers skip the main thread for Sends nobody holds. */
+  readonly #filter = new RecipientFilter();
   readonly #slots: Slot[];
   /** Which workers hold subscribers of each recipient. */
   readonly #holders = new Map<string, Set<number>>();
@@ -129,6 +133,9 @@ export class WorkerPool {
   /** Routes through the cluster from now on; recipients already held are published. */
   set routing(routing: PoolRouting) {
     this.#routing = routing;
+    routing.followDirectory((recipient, present) =>
+      present ? this.#filter.add(recipient) : this.#filter.remove(recipient)
+    );
     for (const recipient of this.#holders.keys()) {
       this.#reachable.set(recipient, routing.subscribed(recipient));
     }
@@ -218,6 +225,7 @@ export class WorkerPool {
         port: this.port,
         server: this.#options.server,
         limits: this.#limits,
+        filter: this.#filter.buffer,
         health: this.#health,
         metrics: this.#options.metrics,
         instanceId: this.#instanceId,
@@ -340,6 +348,7 @@ export class WorkerPool {
     let holders = this.#holders.get(recipient);
     if (!holders) {
       this.#holders.set(recipient, holders = new Set());
+      this.#filter.add(recipient); // before anyone is told it is ready
       this.#reachable.set(recipient, this.#routing?.subscribed(recipient) ?? Promise.resolve());
     }
     holders.add(index);
@@ -350,6 +359,7 @@ export class WorkerPool {
     const holders = this.#holders.get(recipient);
     if (!holders?.delete(index) || holders.size > 0) return;
     this.#holders.delete(recipient);
+    this.#filter.remove(recipient);
     this.#reachable.delete(recipient);
     this.#routing?.unsubscribed(recipient);
   }

@@ -26,6 +26,8 @@ export interface WorkerStart {
   port: number;
   server: ServerConfig;
   limits: SharedLimits;
+  /** The {@link RecipientFilter}'s buffer. */
+  filter: SharedArrayBuffer;
   health: Record<string, ServingStatus>;
   /** Whether `/metrics` is served (workers then record and report). */
   metrics: boolean;

@@ -10,6 +10,7 @@ import type { Routing } from "../notification/service.ts";
 import { BindError, startSharedPortServer, stopGrpcServer } from "../server.ts";
 import { buildServices } from "../services.ts";
 import { Outbox } from "./outbox.ts";
+import { RecipientFilter } from "./recipient_filter.ts";
 import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
 
 interface WorkerScope {
@@ -82,6 +83,7 @@ async function start(
   post: (message: FromWorker) => void,
 ) {
   const { server } = init;
+  const filter = new RecipientFilter(init.filter);
   const health = new HealthService(init.health, {
     watches: new SharedLimit(init.limits.healthWatches, server.maxHealthWatches, init.index),
   });
@@ -95,7 +97,9 @@ async function start(
     subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
     metrics,
     deliverToOtherWorkers: (recipient, bytes) =>
-      request<number>({ call: "route", recipient, bytes, cluster: false }),
+      filter.mayHold(recipient)
+        ? request<number>({ call: "route", recipient, bytes, cluster: false })
+        : Promise.resolve(0),
     reached: (revision) => request<boolean>({ call: "reached", revision }),
   });
   const { notifications } = services;
@@ -103,7 +107,11 @@ async function start(
   // Every Send and subscription goes through the main thread, which knows the other workers and,
   // through the cluster, the other instances.
   const routing: Routing = {
-    forward: (recipient, bytes) => request<number>({ call: "route", recipient, bytes, cluster: true }),
+    // Nobody holds it anywhere (most Sends): answered here, without a round trip.
+    forward: (recipient, bytes) =>
+      filter.mayHold(recipient)
+        ? request<number>({ call: "route", recipient, bytes, cluster: true })
+        : Promise.resolve(0),
     subscribed: async (recipient) => void await request<number>({ call: "subscribed", recipient }),
     unsubscribed: (recipient) => post({ type: "unsubscribed", recipient }),
   };

@@ -1,0 +1,26 @@
+import assert from "node:assert/strict";
+import { RecipientFilter } from "./recipient_filter.ts";
+
+Deno.test("the recipient filter counts holders and is shared through its buffer", () => {
+  const main = new RecipientFilter();
+  const worker = new RecipientFilter(main.buffer);
+  assert.equal(worker.mayHold("alice"), false);
+  main.add("alice");
+  main.add("alice");
+  assert.ok(worker.mayHold("alice"));
+  main.remove("alice");
+  assert.ok(worker.mayHold("alice"), "one holder left");
+  main.remove("alice");
+  assert.equal(worker.mayHold("alice"), false);
+});
+
+Deno.test("the recipient filter errs only upwards: 10 000 held recipients are all seen", () => {
+  const filter = new RecipientFilter();
+  const held = Array.from({ length: 10_000 }, (_, i) => `user-${i}`);
+  for (const r of held) filter.add(r);
+  assert.ok(held.every((r) => filter.mayHold(r)));
+  const strangers = Array.from({ length: 10_000 }, (_, i) => `stranger-${i}`);
+  const falsePositives = strangers.filter((r) => filter.mayHold(r)).length;
+  // 10 000 of 2^20 buckets taken: about 95 expected; a hash whose low bits cluster gave 228.
+  assert.ok(falsePositives < 150, `false positives: ${falsePositives} of 10 000`);
+});
