@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
+import { healthCheck } from "./helpers/grpc.ts";
 import { rawClient, readRecord } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
@@ -35,7 +36,7 @@ const reason = await unavailableReason();
 if (reason) console.log(`compile test ignored: ${reason}`);
 
 Deno.test({
-  name: "the compiled ./notification-server registers, serves, lists and deregisters",
+  name: "the compiled ./notification-server registers, serves from 2 workers, lists and deregisters",
   ignore: reason !== undefined,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -51,8 +52,11 @@ Deno.test({
         endpoints: etcd.endpoints,
         name: "compiled",
         executable: binary,
+        workers: 2, // the worker module must be inside the binary
       });
       assert.ok(await readRecord(kv, svc.key));
+      assert.ok(svc.lines.some((l) => l.includes("Serving gRPC from 2 workers")), svc.lines.join("\n"));
+      assert.equal(await healthCheck(svc.addr, "registration"), "SERVING", "a worker answers");
       const config = await writeConfig({ endpoints: etcd.endpoints });
       const listed = await new Deno.Command(binary, {
         args: ["discover", "compiled", "--json", "--config", config],
