@@ -43,7 +43,8 @@ async function startWorkers(
     name: "bench-workers",
     instanceId: `w-${count}`,
     maxSubscribers: 5000,
-    serverExtra: `  workers: ${count}\n  max-connections: 5000\n`,
+    workers: count,
+    serverExtra: `  max-connections: 5000\n`,
   });
   return {
     name: `deno w=${count}`,

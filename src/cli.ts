@@ -288,6 +288,7 @@ async function subscribeCommand(flags: CommandFlags, config: Config): Promise<nu
       signal: interrupt.signal,
       onGap: ({ reason, retryInMs }) =>
         log.warn(`Subscription to ${name} ended (${reason}); re-subscribing in ${formatDuration(retryInMs)}`),
+      onHandover: ({ from, to }) => log.info(`Moved to ${to}: ${from} left ${name} (no gap)`),
       onResumed: ({ gapMs }) =>
         log.info(
           `Re-subscribed after ${formatDuration(gapMs)}; notifications sent meanwhile were not delivered`,

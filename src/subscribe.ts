@@ -3,8 +3,16 @@
  * of the service `etcd:///<name>` resolves to, re-subscribing with backoff whenever a stream ends
  * (an instance stopping, a network fault). Used by the `subscribe` command.
  *
- * Delivery is live and at most once per stream: what is sent while no stream is open (the gap) is
- * not replayed. Each gap is reported through `onGap` when it starts and `onResumed` when it ends.
+ * Handover before break: a stopping instance deregisters first and serves on for its drain delay.
+ * The helper watches the registry too, and when the instance its stream is on leaves it, opens a
+ * stream on another instance and ends the old one only once the new one is ready (routed from
+ * every instance). Notifications that reach both streams meanwhile are passed on once (by id).
+ * A planned restart then costs no gap; the gap that remains is the time from deregistration to
+ * the new stream's ready signal, for notifications sent to other instances in it (the stopping
+ * instance has left routing).
+ *
+ * Delivery is live and at most once: what is sent while no stream is open (the gap) is not
+ * replayed. Each gap is reported through `onGap` when it starts and `onResumed` when it ends.
  *
  * @example
  * ```ts
@@ -17,6 +25,7 @@ import { Backoff, sleep } from "./backoff.ts";
 import type { Notification } from "./notification/hub.ts";
 import { services } from "./protos.ts";
 import { createEtcdClient, type EtcdClientOptions } from "./registry/etcd_client.ts";
+import { EtcdDiscovery } from "./registry/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
 
 /** Options for {@link subscribe}. */
@@ -28,12 +37,31 @@ export interface SubscribeOptions {
   name: string;
   recipient: string;
   signal?: AbortSignal;
-  /** A stream ended: why, and how long until the next try. */
+  /** A stream ended with no other ready: why, and how long until the next try. */
   onGap?: (gap: { reason: string; retryInMs: number }) => void;
   /** A stream is open again after a gap of `gapMs`. */
   onResumed?: (resumed: { gapMs: number }) => void;
   /** A stream is routed: a Send to any instance from now on reaches it (each (re)subscription). */
   onReady?: () => void;
+  /** The stream moved to another instance because its instance left the registry (no gap). */
+  onHandover?: (handover: { from: string; to: string }) => void;
+}
+
+/** Wait before a second try at moving off a leaving instance (its resolver update is on its way). */
+const HANDOVER_RETRY_MS = 50;
+/** Notification ids remembered to pass each on once while two streams overlap. */
+const REMEMBERED_IDS = 4096;
+
+/** One Subscribe stream and what became of it. */
+interface Live {
+  stream: grpc.ClientReadableStream<Notification>;
+  /** The instance's address, once ready. */
+  peer?: string;
+  ready: boolean;
+  /** Whether the registry listed `peer` since it got ready (only then can it "leave"). */
+  listed: boolean;
+  /** Why it ended, once it has. */
+  ended?: string;
 }
 
 /** Notifications for `recipient`, across instance restarts, until `signal` aborts. */
@@ -45,67 +73,133 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
     "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
   });
   const signal = options.signal;
+  const stop = new AbortController();
   const backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
+  const queue: Notification[] = [];
+  const seen = new RecentIds(REMEMBERED_IDS);
+  let wake = () => {};
+  const changed = () => wake();
+  let members: Set<string> | undefined;
+
+  const open = (): Live => {
+    const stream = client.subscribe({ recipient: options.recipient }, {
+      waitForReady: true,
+    }) as grpc.ClientReadableStream<Notification>;
+    const live: Live = { stream, ready: false, listed: false };
+    stream.on("metadata", () => {
+      live.ready = true;
+      live.peer = stream.getPeer();
+      live.listed = members?.has(live.peer) ?? false;
+      changed();
+    });
+    stream.on("data", (n: Notification) => {
+      if (!seen.add(n.id)) return;
+      queue.push(n);
+      changed();
+    });
+    stream.on("status", (status: grpc.StatusObject) => {
+      live.ended = `${grpc.status[status.code]}${status.details ? `: ${status.details}` : ""}`;
+      changed();
+    });
+    stream.on("error", () => {}); // the status says it
+    return live;
+  };
+
+  // The registry, to see our instance leave before its stream ends.
+  const discovery = new EtcdDiscovery(etcd, { prefix: options.prefix });
+  const following = (async () => {
+    try {
+      for await (const instances of discovery.watch(options.name, { signal: stop.signal })) {
+        members = new Set(instances.map((i) => i.addr));
+        changed();
+      }
+    } catch {
+      // Without the registry there is no handover; streams still re-subscribe when they end.
+    }
+  })();
+  const abort = () => {
+    stop.abort();
+    changed();
+  };
+  signal?.addEventListener("abort", abort);
+
+  let current: Live | undefined;
+  let next: Live | undefined;
   let gapSince = 0;
+  let retryAt = 0;
+  let handoverAt = 0;
   try {
     while (!signal?.aborted) {
-      const stream = client.subscribe({ recipient: options.recipient }, {
-        waitForReady: true,
-      }) as grpc.ClientReadableStream<Notification>;
-      stream.on("metadata", () => {
-        backoff.reset(); // subscribed: the next gap starts from the shortest wait again
-        options.onReady?.();
-      });
-      const cancel = () => stream.cancel();
-      signal?.addEventListener("abort", cancel);
-      let ended: string | undefined;
-      try {
-        for await (const notification of readAll(stream, (reason) => (ended = reason))) {
-          if (gapSince) {
-            options.onResumed?.({ gapMs: Date.now() - gapSince });
-            gapSince = 0;
-          }
-          backoff.reset();
-          yield notification;
-        }
-      } finally {
-        signal?.removeEventListener("abort", cancel);
-        stream.cancel();
+      while (queue.length > 0) yield queue.shift()!;
+      if (signal?.aborted) break;
+      if (!current && Date.now() >= retryAt) current = open();
+      if (current?.ready && current.peer && members) {
+        if (members.has(current.peer)) current.listed = true;
+        else if (current.listed && !next && Date.now() >= handoverAt) next = open(); // leaving: move first
       }
-      if (signal?.aborted) return;
-      const retryInMs = backoff.next();
-      if (!gapSince) gapSince = Date.now();
-      options.onGap?.({ reason: ended ?? "stream ended", retryInMs });
-      await sleep(retryInMs, signal);
+      if (next?.ready && next.peer && members && !members.has(next.peer)) {
+        // The resolver had not dropped the leaving instance yet and picked it again: try again shortly.
+        next.stream.cancel();
+        next = undefined;
+        handoverAt = Date.now() + HANDOVER_RETRY_MS;
+        continue;
+      }
+      if (current && next?.ready) {
+        // The new stream is routed: the old one can go.
+        const from = current.peer ?? "";
+        current.stream.cancel();
+        current = next;
+        next = undefined;
+        options.onHandover?.({ from, to: current.peer ?? "" });
+      }
+      if (current?.ready && gapSince) {
+        options.onResumed?.({ gapMs: Date.now() - gapSince });
+        gapSince = 0;
+      }
+      if (current?.ready && !current.ended) backoff.reset();
+      if (current?.ended !== undefined) {
+        const reason = current.ended;
+        // A successor already on its way: wait for it rather than back off and open a third.
+        const retryInMs = next ? 0 : backoff.next();
+        current = next;
+        next = undefined;
+        if (!gapSince) gapSince = Date.now();
+        options.onGap?.({ reason, retryInMs });
+        retryAt = Date.now() + retryInMs;
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        const at = current ? handoverAt : retryAt;
+        if (at > Date.now()) void sleep(at - Date.now(), stop.signal).then(resolve, resolve);
+      });
+      wake = () => {};
     }
   } finally {
+    signal?.removeEventListener("abort", abort);
+    stop.abort();
+    current?.stream.cancel();
+    next?.stream.cancel();
+    await following;
     client.close();
     closeResolver();
     etcd.close();
   }
 }
 
-/** The stream's messages as an async iterable; `onEnd` gets the status that ended it, in words. */
-async function* readAll(
-  stream: grpc.ClientReadableStream<Notification>,
-  onEnd: (reason: string) => void,
-): AsyncGenerator<Notification> {
-  const queue: Notification[] = [];
-  let done = false;
-  let wake = () => {};
-  stream.on("data", (n: Notification) => {
-    queue.push(n);
-    wake();
-  });
-  stream.on("status", (status: grpc.StatusObject) => {
-    onEnd(`${grpc.status[status.code]}${status.details ? `: ${status.details}` : ""}`);
-    done = true;
-    wake();
-  });
-  stream.on("error", () => {}); // the status says it
-  for (;;) {
-    while (queue.length > 0) yield queue.shift()!;
-    if (done) return;
-    await new Promise<void>((resolve) => (wake = resolve));
+/** The last `size` ids seen: `add` is false for one seen already. */
+class RecentIds {
+  readonly #ids = new Set<string>();
+  readonly #size: number;
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  add(id: string): boolean {
+    if (this.#ids.has(id)) return false;
+    this.#ids.add(id);
+    if (this.#ids.size > this.#size) this.#ids.delete(this.#ids.values().next().value!);
+    return true;
   }
 }

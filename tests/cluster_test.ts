@@ -12,7 +12,7 @@ import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "") {
+async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "", workers?: number) {
   const name = `cl-${crypto.randomUUID().slice(0, 8)}`;
   const start = (id: string) =>
     ServiceProcess.start({
@@ -23,6 +23,7 @@ async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "") 
       drainDelay: "0s",
       startupTimeout: "10s",
       serverExtra,
+      workers,
     });
   const instances = await Promise.all(["a", "b", "c"].map(start));
   const clients = instances.map((i) => notificationClient(i.addr));
@@ -45,7 +46,7 @@ for (const workers of [1, 2]) {
     opts,
     async () => {
       await using etcd = await useEtcd();
-      await using c = await cluster(etcd.endpoints, "10s", `  workers: ${workers}\n`);
+      await using c = await cluster(etcd.endpoints, "10s", "", workers);
       // Two streams of "r" on each instance, one of "only-a" on a.
       const subs = c.clients.flatMap((client) => [subscriber(client, "r"), subscriber(client, "r")]);
       const lonely = subscriber(c.clients[0], "only-a");
