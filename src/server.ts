@@ -5,6 +5,7 @@ import * as net from "node:net";
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "./config.ts";
+import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
 import type { Limit } from "./limits.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
 import { notificationServerDefinition, services } from "./protos.ts";
@@ -28,6 +29,8 @@ export interface BoundServer {
   guarded: boolean;
   /** Client connections open now. */
   connections(): number;
+  /** Open connections and their calls, for a shutdown without GOAWAY (see drain.ts). */
+  tracker: ConnectionTracker;
 }
 
 /** The server could not bind its address. */
@@ -140,13 +143,14 @@ export async function startGrpcServer(
       } else resolve(boundPort);
     });
   });
-  const open = new Set<Socket>();
+  const tracker = track(server);
   return {
     server,
     port,
     coalescing: coalesceWrites(server),
-    guarded: guardConnections(server, limits, open),
-    connections: () => open.size,
+    guarded: guardConnections(server, limits),
+    connections: () => tracker.size,
+    tracker,
   };
 }
 
@@ -189,17 +193,13 @@ export async function startSharedPortServer(
 ): Promise<SharedPortServer> {
   const server = createServer(handlers);
   const injector = server.createConnectionInjector(credentials(tls));
-  const open = new Set<Socket>();
+  const tracker = track(server);
   const listener = net.createServer((socket) => {
     if (!limits.connections.tryAcquire()) {
       socket.destroy();
       return;
     }
-    open.add(socket);
-    closeIfSilent(socket, limits.handshakeTimeoutMs, () => {
-      open.delete(socket);
-      limits.connections.release();
-    });
+    closeIfSilent(socket, limits.handshakeTimeoutMs, () => limits.connections.release());
     injector.injectConnection(socket);
   });
   const target = bindTarget(addr);
@@ -226,7 +226,8 @@ export async function startSharedPortServer(
     // The injector's node:http2 server is in grpc-js's list, so the same hooks apply.
     coalescing: coalesceWrites(server),
     guarded: true,
-    connections: () => open.size,
+    connections: () => tracker.size,
+    tracker,
     stopListening: () => new Promise((resolve) => listener.close(() => resolve())),
   };
 }
@@ -282,16 +283,25 @@ export interface ConnectionLimits {
  * after `handshakeTimeoutMs`; past `maxConnections` new ones are closed at once (node's
  * `net.Server.maxConnections`). Returns false if grpc-js's internals changed (a test pins it).
  */
-function guardConnections(server: grpc.Server, limits: ConnectionLimits, open: Set<Socket>): boolean {
+function guardConnections(server: grpc.Server, limits: ConnectionLimits): boolean {
   const servers = listeningServers(server);
   for (const http2Server of servers) {
     http2Server.maxConnections = limits.maxConnections;
-    http2Server.on("connection", (socket: Socket) => {
-      open.add(socket);
-      closeIfSilent(socket, limits.handshakeTimeoutMs, () => open.delete(socket));
-    });
+    http2Server.on(
+      "connection",
+      (socket: Socket) => closeIfSilent(socket, limits.handshakeTimeoutMs, () => {}),
+    );
   }
   return servers.length > 0;
+}
+
+/** A tracker of `server`'s connections and calls (on every node:http2 server grpc-js has now). */
+function track(server: grpc.Server): ConnectionTracker {
+  const tracker = new ConnectionTracker();
+  for (const http2Server of listeningServers(server)) {
+    tracker.watch(http2Server as unknown as Http2ServerEvents);
+  }
+  return tracker;
 }
 
 /** Destroys `socket` if it has sent no byte after `timeoutMs`; `onClose` runs once it closes. */
@@ -330,22 +340,25 @@ export function batchWritesPerTurn(socket: Socket): void {
 }
 
 /**
- * Refuses new calls, ends open streams via `endStreams`, lets in-flight unary calls finish, and
- * cancels whatever is left after `timeoutMs`. Returns whether it had to force.
+ * Refuses new connections, ends open streams via `endStreams`, lets in-flight unary calls finish,
+ * closes each connection once it has no call left (without a GOAWAY: see drain.ts), and cancels
+ * whatever is left after `timeoutMs`. Returns whether it had to force.
  */
 export async function stopGrpcServer(
-  server: grpc.Server,
+  bound: BoundServer,
   timeoutMs: number,
   endStreams: () => void,
 ): Promise<"graceful" | "forced"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const graceful = new Promise<"graceful">((resolve) => server.tryShutdown(() => resolve("graceful")));
+  const drained = bound.tracker.drain().then(() => "graceful" as const);
   endStreams();
   const deadline = new Promise<"forced">((resolve) => {
     timer = setTimeout(() => resolve("forced"), timeoutMs);
   });
-  const outcome = await Promise.race([graceful, deadline]);
+  const outcome = await Promise.race([drained, deadline]);
   clearTimeout(timer);
-  if (outcome === "forced") server.forceShutdown();
+  if (outcome === "forced") bound.tracker.destroyAll();
+  // Closes the listener and grpc-js's own state; no connection is left to send a GOAWAY to.
+  bound.server.forceShutdown();
   return outcome;
 }

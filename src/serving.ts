@@ -94,7 +94,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     healthWatches: () => options.health.watches,
     workers: () => 1,
     workerMetrics: () => Promise.resolve([]),
-    drain: (timeoutMs) => stopGrpcServer(bound.server, timeoutMs, services.endStreams),
+    drain: (timeoutMs) => stopGrpcServer(bound, timeoutMs, services.endStreams),
     abort: () => bound.server.forceShutdown(),
   };
 }

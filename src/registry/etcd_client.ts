@@ -3,6 +3,8 @@
  * shared/design/stack-findings.md): every unary call gets a deadline, the per-host circuit breaker
  * reopens quickly, and watches reconnect within about two seconds.
  */
+// Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
+import "../http2_close.ts";
 import * as grpc from "@grpc/grpc-js";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
 import {

@@ -148,7 +148,7 @@ async function start(
           break;
         case "stop":
           void bound.stopListening();
-          void stopGrpcServer(bound.server, message.timeoutMs, services.endStreams).then((outcome) =>
+          void stopGrpcServer(bound, message.timeoutMs, services.endStreams).then((outcome) =>
             post({ type: "stopped", outcome })
           );
           break;

@@ -24,10 +24,7 @@ export interface ServiceOptions {
   shutdownTimeout?: string;
   startupTimeout?: string;
   maxSubscribers?: number;
-  /**
-   * `workers:`. 2 when unset, whatever the machine's CPUs (auto would give 1 on a 1-CPU runner):
-   * every lifecycle and fault test runs with workers; tests that need one thread say 1.
-   */
+  /** `workers:` (the config's default, 1, when unset). */
   workers?: number | "auto";
   /** `metrics-addr:` (off when unset). */
   metricsAddr?: string;
@@ -54,8 +51,9 @@ export async function writeConfig(options: ServiceOptions): Promise<string> {
   drain-delay: ${options.drainDelay ?? "0s"}
   shutdown-timeout: ${options.shutdownTimeout ?? "5s"}
   max-subscribers: ${options.maxSubscribers ?? 100}
-  workers: ${options.workers ?? 2}
-${options.metricsAddr ? `  metrics-addr: "${options.metricsAddr}"\n` : ""}${options.serverExtra ?? ""}
+${options.workers ? `  workers: ${options.workers}\n` : ""}${
+    options.metricsAddr ? `  metrics-addr: "${options.metricsAddr}"\n` : ""
+  }${options.serverExtra ?? ""}
 etcd:
   endpoints: ${JSON.stringify(options.endpoints)}
   dial-timeout: 2s
