@@ -36,11 +36,13 @@ Deno.test("parseConfig() reads the original design's file with defaults for the 
   assert.equal(config.etcd.startupTimeoutMs, 30_000);
   assert.equal(config.server.shutdownTimeoutMs, 10_000);
   assert.equal(config.server.workers, 1, "one thread unless asked");
-  assert.equal(
-    parseConfig(BASE.replace(/(name: "notification-server")/, "$1\n  workers: 3"), FILE, { env: noEnv })
-      .server.workers,
-    3,
-  );
+  const withWorkers = (value: string) =>
+    parseConfig(BASE.replace(/(name: "notification-server")/, `$1\n  workers: ${value}`), FILE, {
+      env: noEnv,
+    })
+      .server.workers;
+  assert.equal(withWorkers("3"), 3);
+  assert.equal(withWorkers("auto"), availableCpus());
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.etcd.endpoints));
 });
 
