@@ -85,7 +85,9 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    await using c = await cluster(etcd.endpoints, "2s");
+    // A long peer-timeout: a live peer that a loaded machine holds up (CI runs Go builds beside this)
+    // is still counted, and a Send that waited for the dead one would take 5 s, far from "at once".
+    await using c = await cluster(etcd.endpoints, "2s", "  peer-timeout: 5s\n");
     const subs = c.clients.map((client) => subscriber(client, "k"));
     await Promise.all(subs.map((s) => s.ready));
     assert.equal((await send(c.clients[0], { recipient: "k", title: "before" })).delivered, 3);
@@ -100,8 +102,8 @@ Deno.test(
     }
     assert.ok(counts.every((n) => n === 2), `the killed instance's stream is not counted: ${counts}`);
     const slowest = Math.max(...times);
-    console.log(`Sends after SIGKILL of a peer: slowest ${slowest.toFixed(1)} ms (peer-timeout 1s)`);
-    assert.ok(slowest < 1_000, `never waits out the peer timeout: ${times.map((t) => t.toFixed(0))}`);
+    console.log(`Sends after SIGKILL of a peer: slowest ${slowest.toFixed(1)} ms (peer-timeout 5s)`);
+    assert.ok(slowest < 2_500, `never waits out the peer timeout: ${times.map((t) => t.toFixed(0))}`);
     // Its directory keys go with its lease.
     const kv = rawClient(etcd.endpoints);
     try {

@@ -24,7 +24,7 @@ export interface ServiceOptions {
   shutdownTimeout?: string;
   startupTimeout?: string;
   maxSubscribers?: number;
-  /** `workers:` (the config's default, 1, when unset). */
+  /** `workers:` (TEST_WORKERS, else the config's default, 1, when unset). */
   workers?: number | "auto";
   /** `metrics-addr:` (off when unset). */
   metricsAddr?: string;
@@ -43,6 +43,9 @@ export interface ServiceOptions {
 export async function writeConfig(options: ServiceOptions): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "svc-config-" });
   const path = `${dir}/config.yaml`;
+  // TEST_WORKERS runs a whole suite with workers (`deno task test` runs the lifecycle and fault
+  // tests a second time with 2).
+  const workers = options.workers ?? Deno.env.get("TEST_WORKERS");
   const yaml = `notification-server:
   addr: "${options.addr ?? "127.0.0.1:0"}"
   name: "${options.name ?? "notification-server"}"
@@ -51,7 +54,7 @@ export async function writeConfig(options: ServiceOptions): Promise<string> {
   drain-delay: ${options.drainDelay ?? "0s"}
   shutdown-timeout: ${options.shutdownTimeout ?? "5s"}
   max-subscribers: ${options.maxSubscribers ?? 100}
-${options.workers ? `  workers: ${options.workers}\n` : ""}${
+${workers ? `  workers: ${workers}\n` : ""}${
     options.metricsAddr ? `  metrics-addr: "${options.metricsAddr}"\n` : ""
   }${options.serverExtra ?? ""}
 etcd:
