@@ -115,10 +115,6 @@ export class WorkerPool {
     return sharedUsed(this.#limits.healthWatches);
   }
 
-  get connections(): number {
-    return sharedUsed(this.#limits.connections);
-  }
-
   /** Workers serving now. */
   get serving(): number {
     return this.#slots.filter((s) => s.serving).length;
@@ -305,9 +301,6 @@ export class WorkerPool {
         break;
       case "crashed":
         if (slot.worker) void this.#crashed(slot, slot.worker, message.reason);
-        break;
-      case "log":
-        this.#options.logger[message.level](message.message, { ...message.fields, worker: slot.index + 1 });
         break;
     }
   }

@@ -5,7 +5,6 @@
  */
 import type { ServerConfig } from "../config.ts";
 import type { ServingStatus } from "../health.ts";
-import type { LogFields } from "../logger.ts";
 import type { MetricsJson } from "../metrics.ts";
 
 /** Counters every worker of the instance shares (see limits.ts). */
@@ -71,5 +70,4 @@ export type FromWorker =
   | { type: "metrics"; id: number; metrics: MetricsJson }
   | { type: "stopped"; outcome: "graceful" | "forced" }
   /** An uncaught error or unhandled rejection: the worker ends itself and is replaced. */
-  | { type: "crashed"; reason: string }
-  | { type: "log"; level: "info" | "warn" | "error"; message: string; fields?: LogFields };
+  | { type: "crashed"; reason: string };
