@@ -60,8 +60,8 @@ export interface ServerConfig {
   /** A peer that has not answered a forwarded notification by then counts 0 for it. @default 1 s */
   peerTimeoutMs: number;
   /**
-   * gRPC serving threads behind the one port and registration; 1 serves from the main thread;
-   * "auto" is the CPUs this process may use (cgroup quota honoured). @default 1
+   * gRPC serving threads behind the one port and registration; 1 serves from the main thread.
+   * @default the CPUs this process may use ("auto": cgroup quota honoured)
    */
   workers: number;
   /** Where `/metrics` is served (never the gRPC port); off when unset. */
@@ -368,10 +368,7 @@ const MAX_WORKERS = 256;
 
 function workers(r: Reader, raw: Record<string, unknown>, s: string): number {
   const value = raw["workers"];
-  // One thread unless asked: Deno's HTTP/2 is not yet safe with several threads in a process
-  // (README, "Using every core"); "auto" is the CPUs this process may use.
-  if (value === undefined || value === null) return 1;
-  if (value === "auto") return availableCpus();
+  if (value === undefined || value === null || value === "auto") return availableCpus();
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > MAX_WORKERS) {
     r.fail(`${s}.workers`, `${quote(String(value))} is not auto or a whole number from 1 to ${MAX_WORKERS}`);
   }

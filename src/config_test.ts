@@ -35,7 +35,7 @@ Deno.test("parseConfig() reads the original design's file with defaults for the 
   assert.equal(config.etcd.layout, "instance");
   assert.equal(config.etcd.startupTimeoutMs, 30_000);
   assert.equal(config.server.shutdownTimeoutMs, 10_000);
-  assert.equal(config.server.workers, 1, "one thread unless asked");
+  assert.equal(config.server.workers, availableCpus(), "workers: auto by default");
   const withWorkers = (value: string) =>
     parseConfig(BASE.replace(/(name: "notification-server")/, `$1\n  workers: ${value}`), FILE, {
       env: noEnv,

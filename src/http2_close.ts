@@ -4,12 +4,18 @@
  * sends GOAWAY, and a Deno process that *receives* a GOAWAY can crash inside nghttp2
  * (denoland/deno#36788): an instance crashed at shutdown when its peers closed their links to it,
  * as did test processes when etcd answered their clients' GOAWAY. A session with calls still open
- * closes the usual way. Installed once per process by importing this module (main.ts, mod.ts).
+ * (often ones just cancelled, as a peer link is when its peer leaves) is ended once they have
+ * closed, or after 5 s. Installed once per process by the modules that make HTTP/2 clients
+ * (src/protos.ts, src/registry/etcd_client.ts).
  */
 import http2 from "node:http2";
 import type { Duplex } from "node:stream";
 
 type Connect = typeof http2.connect;
+/** How long calls still open on a closing session may take before its socket is ended anyway. */
+const CALLS_GRACE_MS = 5_000;
+/** How long an ended socket may stay half-open before it is destroyed. */
+const LINGER_MS = 1_000;
 const PATCHED = Symbol.for("notification-server.http2-close");
 
 interface Patchable {
@@ -36,23 +42,38 @@ function install(): void {
     }
     const session = (connect as (...a: unknown[]) => http2.ClientHttp2Session).call(this, authority, ...rest);
     let open = 0;
+    let closing = false;
+    let ended = false;
+    // Ends the socket once: frames written so far are flushed, then FIN; destroyed if it lingers.
+    const end = () => {
+      if (ended || !socket) return;
+      ended = true;
+      const raw = socket;
+      raw.end();
+      const timer = setTimeout(() => raw.destroy(), LINGER_MS);
+      raw.once("close", () => {
+        clearTimeout(timer);
+        if (!session.destroyed) session.destroy();
+      });
+    };
     const request = session.request.bind(session);
     session.request = ((...args: Parameters<typeof request>) => {
       const stream = request(...args);
       open++;
-      stream.once("close", () => open--);
+      stream.once("close", () => {
+        open--;
+        if (closing && open === 0) end();
+      });
       return stream;
     }) as typeof session.request;
     const close = session.close.bind(session);
     session.close = ((callback?: () => void) => {
-      if (!socket || open > 0) return close(callback);
+      if (!socket) return close(callback);
       if (callback) session.once("close", callback);
-      socket.end();
-      const timer = setTimeout(() => socket?.destroy(), 1_000);
-      socket.once("close", () => {
-        clearTimeout(timer);
-        if (!session.destroyed) session.destroy();
-      });
+      closing = true;
+      // Calls still open (often just cancelled: their RST_STREAM is on its way) finish first.
+      if (open === 0) end();
+      else setTimeout(end, CALLS_GRACE_MS);
     }) as typeof session.close;
     return session;
   } as Connect;

@@ -2,6 +2,8 @@
  * Runs the real service as a child process (`deno run` with exactly the permission flags of
  * `deno task start`, read from deno.json) with a config written to a temp file.
  */
+import { availableCpus } from "../../src/workers/cpus.ts";
+
 const ROOT = new URL("../../", import.meta.url).pathname;
 
 /** The `deno run ...` flags of `deno task start`, so tests run the service the way users do. */
@@ -24,7 +26,7 @@ export interface ServiceOptions {
   shutdownTimeout?: string;
   startupTimeout?: string;
   maxSubscribers?: number;
-  /** `workers:` (TEST_WORKERS, else the config's default, 1, when unset). */
+  /** `workers:` (TEST_WORKERS, else the config's default, auto, when unset). */
   workers?: number | "auto";
   /** `metrics-addr:` (off when unset). */
   metricsAddr?: string;
@@ -39,13 +41,22 @@ export interface ServiceOptions {
   script?: string[];
 }
 
+/**
+ * TEST_WORKERS runs a whole suite with that many workers; "other" with the mode `auto` does not give
+ * here (1 where auto gives several, 2 where it gives 1): `deno task test` runs the lifecycle and
+ * fault tests a second time that way, so both modes are tested on any machine.
+ */
+function testWorkers(): string | undefined {
+  const asked = Deno.env.get("TEST_WORKERS");
+  if (asked !== "other") return asked;
+  return availableCpus() > 1 ? "1" : "2";
+}
+
 /** Writes a config file for `options`; returns its path. */
 export async function writeConfig(options: ServiceOptions): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "svc-config-" });
   const path = `${dir}/config.yaml`;
-  // TEST_WORKERS runs a whole suite with workers (`deno task test` runs the lifecycle and fault
-  // tests a second time with 2).
-  const workers = options.workers ?? Deno.env.get("TEST_WORKERS");
+  const workers = options.workers ?? testWorkers();
   const yaml = `notification-server:
   addr: "${options.addr ?? "127.0.0.1:0"}"
   name: "${options.name ?? "notification-server"}"
