@@ -280,11 +280,14 @@ export class WorkerPool {
 
   #handle(slot: Slot, message: FromWorker): void {
     switch (message.type) {
-      case "request":
-        void this.#answer(slot, message).then((value) =>
-          this.#post(slot, { type: "reply", id: message.id, value })
-        );
+      case "request": {
+        // Request ids are per thread: an answer for a worker that was replaced meanwhile is dropped.
+        const asker = slot.worker;
+        void this.#answer(slot, message).then((value) => {
+          if (slot.worker === asker) this.#post(slot, { type: "reply", id: message.id, value });
+        });
         break;
+      }
       case "unsubscribed":
         this.#release(slot.index, message.recipient);
         break;
