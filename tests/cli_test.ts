@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";
-import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
+import { ServiceProcess, startTaskArgs, subscribeProcess, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -205,21 +205,8 @@ Deno.test("subscribe follows the service across an instance restart and logs the
   const name = `clis-${crypto.randomUUID().slice(0, 8)}`;
   const config = await writeConfig({ endpoints: etcd.endpoints, name });
   const a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...startTaskArgs(), "subscribe", "--to", "bob", "--json", "--config", config],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const out: string[] = [];
-  const err: string[] = [];
-  const pump = (stream: ReadableStream<Uint8Array>, into: string[]) =>
-    (async () => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        into.push(...chunk.split("\n").filter((l) => l.trim() !== ""));
-      }
-    })();
-  const reading = [pump(child.stdout, out), pump(child.stderr, err)];
+  const subscriber = subscribeProcess(config, "bob");
+  const { child, titles, log: err } = subscriber;
   // One connection per instance, closed before that instance stops: connecting and closing in a
   // loop, or holding a connection through a server's GOAWAY, can abort a Deno process in nghttp2
   // (denoland/deno#36788).
@@ -232,7 +219,7 @@ Deno.test("subscribe follows the service across an instance restart and logs the
       10_000,
       `subscribed to a\n${a.lines.join("\n")}\n${err.join("\n")}`,
     );
-    await eventually(() => out.some((l) => JSON.parse(l).title === "probe-a"), 5_000, "printed from a");
+    await eventually(() => titles.includes("probe-a"), 5_000, "printed from a");
     toA.close();
     a.signal("SIGTERM");
     await a.status;
@@ -247,12 +234,12 @@ Deno.test("subscribe follows the service across an instance restart and logs the
     } finally {
       toB.close();
     }
-    await eventually(() => out.some((l) => JSON.parse(l).title === "probe-b"), 5_000, "printed from b");
+    await eventually(() => titles.includes("probe-b"), 5_000, "printed from b");
     await eventually(() => err.some((l) => /Re-subscribed after/.test(l)), 5_000, "gap logged");
     assert.ok(err.some((l) => /Subscription to .* ended \(.*\); re-subscribing in/.test(l)), err.join("\n"));
     child.kill("SIGINT");
     assert.equal((await child.status).code, 0);
-    await Promise.all(reading);
+    await subscriber.reading;
   } finally {
     try {
       child.kill("SIGKILL");

@@ -8,39 +8,9 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, notificationClient, send } from "./helpers/grpc.ts";
-import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
+import { ServiceProcess, subscribeProcess, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-const ROOT = new URL("..", import.meta.url).pathname;
-
-/** A `subscribe --json` process, its printed titles and its log lines. */
-function subscribeCli(config: string, recipient: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...startTaskArgs(), "subscribe", "--to", recipient, "--json", "--config", config],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const titles: string[] = [];
-  const log: string[] = [];
-  const pump = async (stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) => {
-    let pending = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      pending += chunk;
-      const lines = pending.split("\n");
-      pending = lines.pop()!;
-      for (const line of lines) if (line.trim() !== "") onLine(line);
-    }
-  };
-  const reading = Promise.all([
-    pump(child.stdout, (line) => titles.push(JSON.parse(line).title)),
-    pump(child.stderr, (line) => log.push(line)),
-  ]);
-  const state = { exit: "running" };
-  void child.status.then((st) => (state.exit = `exited ${st.code} ${st.signal ?? ""}`));
-  return { child, titles, log, reading, state };
-}
-
 Deno.test(
   "rolling restart of 3 instances: subscribe clients come back by themselves, never twice; gaps counted",
   opts,
@@ -51,7 +21,7 @@ Deno.test(
       ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: id, drainDelay: "1s" });
     const instances = await Promise.all(["a", "b", "c"].map(start));
     const config = await writeConfig({ endpoints: etcd.endpoints, name });
-    const clients = ["r", "r", "r"].map((r) => subscribeCli(config, r));
+    const clients = ["r", "r", "r"].map((r) => subscribeProcess(config, r));
     // Sends go round robin over one connection per instance. The test closes its connection to an
     // instance before stopping it: a Deno client that gets a server's GOAWAY can abort in nghttp2
     // (denoland/deno#36788), and this test process is that client.

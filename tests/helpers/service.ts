@@ -225,3 +225,36 @@ export class ServiceProcess implements AsyncDisposable {
     for (const waiter of [...this.#waiters]) waiter();
   }
 }
+
+/**
+ * `main.ts subscribe --to RECIPIENT --json` as a child process: the titles it prints, its log
+ * lines, and whether it is still running.
+ */
+export function subscribeProcess(config: string, recipient: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...startTaskArgs(), "subscribe", "--to", recipient, "--json", "--config", config],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const titles: string[] = [];
+  const log: string[] = [];
+  const reading = Promise.all([
+    readLines(child.stdout, (line) => titles.push(JSON.parse(line).title)),
+    readLines(child.stderr, (line) => log.push(line)),
+  ]);
+  const state = { exit: "running" };
+  void child.status.then((st) => (state.exit = `exited ${st.code} ${st.signal ?? ""}`));
+  return { child, titles, log, reading, state };
+}
+
+/** Calls `onLine` with each non-empty line of `stream` (a line split across chunks is one line). */
+async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+  let pending = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    pending += chunk;
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) if (line.trim() !== "") onLine(line);
+  }
+}
