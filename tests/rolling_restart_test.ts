@@ -98,6 +98,12 @@ Deno.test(
       });
       for (const c of clients) assert.equal(c.state.exit, "running", `a client died:\n${c.log.join("\n")}`);
       const handovers = clients.map((c) => c.log.filter((l) => l.includes("Moved to")).length);
+      // Every instance was stopped once, so every client's went away at least once: each moved
+      // before its stream ended (handover), and none had to wait out a gap.
+      for (const c of clients) {
+        assert.ok(c.log.some((l) => l.includes("Moved to")), `handed over:\n${c.log.join("\n")}`);
+        assert.ok(!c.log.some((l) => l.includes("Subscription to")), `no gap:\n${c.log.join("\n")}`);
+      }
       console.log(
         `rolling restart: ${sent.length} Sends (${failed} failed); missed per client: ${
           missed.join(", ")
