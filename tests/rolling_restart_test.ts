@@ -22,9 +22,7 @@ Deno.test(
     const instances = await Promise.all(["a", "b", "c"].map(start));
     const config = await writeConfig({ endpoints: etcd.endpoints, name });
     const clients = ["r", "r", "r"].map((r) => subscribeProcess(config, r));
-    // Sends go round robin over one connection per instance. The test closes its connection to an
-    // instance before stopping it: a Deno client that gets a server's GOAWAY can abort in nghttp2
-    // (denoland/deno#36788), and this test process is that client.
+    // Sends go round robin over one connection per instance.
     const senders = instances.map((i) => notificationClient(i.addr));
     try {
       // All three subscribed (spread by round robin over the instances).
@@ -51,16 +49,34 @@ Deno.test(
         }
       })();
       for (const [i, id] of ["a", "b", "c"].entries()) {
-        live = live.filter((c) => c !== senders[i]);
-        await new Promise((r) => setTimeout(r, 50)); // the Send in flight on it, if any, is answered
-        senders[i].close();
         assert.equal(
           instances[i].exited,
           false,
           `${id} still running:\n${instances.map((x) => x.lines.join("\n")).join("\n---\n")}`,
         );
+        // Sends keep reaching the stopping instance through its drain delay (it closes our
+        // connection with a plain close, no GOAWAY): it delivers them to its own streams, which
+        // clients are leaving, and forwards them to the instances they moved to. A client then sees
+        // such a notification on both streams and must print it once.
         instances[i].signal("SIGTERM");
+        // ...many of them, back to back, while clients move: the overlap is milliseconds.
+        let stopping = true;
+        const burst = (async () => {
+          for (let n = 0; stopping; n++) {
+            const title = `${id}-stop-${n}`;
+            try {
+              await send(senders[i], { recipient: "r", title });
+              sent.push(title);
+            } catch {
+              break; // its connection closed: it is draining
+            }
+          }
+        })();
         assert.equal((await instances[i].status).code, 0, instances[i].lines.join("\n"));
+        stopping = false;
+        await burst;
+        live = live.filter((c) => c !== senders[i]);
+        senders[i].close();
         instances[i] = await start(id);
         senders[i] = notificationClient(instances[i].addr);
         live.push(senders[i]);
