@@ -108,7 +108,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       workerModule: options.workerModule,
     });
     if (serving.workers() > 1) {
-      log.info(`Serving gRPC from ${serving.description} on one port`, { workers: serving.workers() });
+      log.info(`Serving gRPC from ${serving.workers()} workers on one port`, { workers: serving.workers() });
     }
     if (config.server.metricsAddr) {
       const own = metrics!.registry;

@@ -14,8 +14,6 @@ import { type PoolRouting, WorkerPool } from "./workers/pool.ts";
 /** A bound, serving gRPC port. */
 export interface Serving {
   readonly port: number;
-  /** "1 thread" or "4 workers", for the start-up line. */
-  readonly description: string;
   /** Reported in SendResponse.instance_id (known once the port is bound). */
   setInstanceId(id: string): void;
   /** Delivery across instances from now on. */
@@ -60,7 +58,6 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     });
     return {
       port: pool.port,
-      description: `${server.workers} workers`,
       setInstanceId: (id) => (pool.instanceId = id),
       setRouting: (routing) => (pool.routing = routing),
       setHealth: (service, status) => pool.setHealth(service, status),
@@ -86,7 +83,6 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   const { notifications } = services;
   return {
     port: bound.port,
-    description: "1 thread",
     setInstanceId: (id) => (notifications.instanceId = id),
     setRouting: (routing) => (notifications.routing = routing),
     setHealth: () => {}, // the health service is served from this thread
