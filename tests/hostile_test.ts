@@ -133,13 +133,15 @@ Deno.test(
     const status = await svc.status;
     const took = Date.now() - t0;
     etcd.signal("SIGCONT");
-    console.log(`SIGTERM with etcd frozen -> exit in ${took} ms (drain 0s + shutdown 1s + dial 2s bound)`);
+    console.log(`SIGTERM with etcd frozen -> exit in ${took} ms (dial-timeout 2s + 0.2 s for watches)`);
     assert.equal(status.code, 0, svc.lines.join("\n"));
     assert.ok(
       svc.lines.some((l) => l.includes("Service not deregistered (etcd unreachable)")),
       svc.lines.join("\n"),
     );
-    assert.ok(took < 2_000 + 1_000 + 500, `exit in ${took} ms is within drain + shutdown + dial-timeout`);
+    // No call to drain, so none of shutdown-timeout is spent: dial-timeout for the deregistration,
+    // then at most 0.2 s for the cluster's watches (a frozen etcd never confirms their cancels).
+    assert.ok(took < 2_000 + 200 + 600, `exit in ${took} ms is within dial-timeout + 0.2 s`);
   },
 );
 
