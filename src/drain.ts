@@ -17,7 +17,7 @@ export interface Http2ServerEvents {
 
 /** The part of a server-side HTTP/2 stream used here. */
 export interface Http2StreamLike {
-  session?: { socket?: { remoteAddress?: string; remotePort?: number } };
+  session?: { socket?: { remoteAddress?: string; remotePort?: number } } & object;
   once(event: "close", listener: () => void): unknown;
 }
 
@@ -33,6 +33,7 @@ const LINGER_MS = 1_000;
 
 export class ConnectionTracker {
   readonly #byPeer = new Map<string, Connection>();
+  readonly #bySession = new WeakMap<object, Connection>();
   #draining = false;
   #drained = () => {};
 
@@ -63,12 +64,19 @@ export class ConnectionTracker {
     server.on("connection", add);
     server.on("secureConnection", add);
     server.on("stream", (stream) => {
-      const connection = this.#byPeer.get(peerKey(stream.session?.socket ?? {}));
-      if (!connection) return;
-      connection.streams++;
+      // Looked up by address once per connection, not on every call.
+      const session = stream.session;
+      let connection = session && this.#bySession.get(session);
+      if (!connection) {
+        connection = this.#byPeer.get(peerKey(session?.socket ?? {}));
+        if (!connection) return;
+        if (session) this.#bySession.set(session, connection);
+      }
+      const open = connection;
+      open.streams++;
       stream.once("close", () => {
-        connection.streams--;
-        if (this.#draining && connection.streams === 0) close(connection.socket);
+        open.streams--;
+        if (this.#draining && open.streams === 0) close(open.socket);
       });
     });
   }
