@@ -161,18 +161,15 @@ export interface SharedPortServer extends BoundServer {
 }
 
 /**
- * Makes sure `addr` is free and returns its port (a free one for port 0), for workers to share
- * with {@link startSharedPortServer}. It is bound here without SO_REUSEPORT: that fails while
- * anything listens there, even another instance's workers, which the workers' own binds (with
- * SO_REUSEPORT) would silently join.
+ * Throws a {@link BindError} unless `addr` (a fixed port) is free, before workers share it with
+ * {@link startSharedPortServer}. It is bound here for a moment without SO_REUSEPORT: that fails
+ * while anything listens there, even another instance's workers, which the workers' own binds
+ * (with SO_REUSEPORT) would silently join.
  */
-export function reservePort(addr: HostPort): number {
+export function checkPortFree(addr: HostPort): void {
   const target = bindTarget(addr);
   try {
-    const listener = Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
-    const port = (listener.addr as Deno.NetAddr).port;
-    listener.close();
-    return port;
+    Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port }).close();
   } catch (error) {
     throw new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error as Error)}`, {
       cause: error,

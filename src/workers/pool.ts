@@ -14,7 +14,7 @@ import type { ServingStatus } from "../health.ts";
 import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../limits.ts";
 import type { Logger } from "../logger.ts";
 import type { MetricsJson } from "../metrics.ts";
-import { BindError, reservePort } from "../server.ts";
+import { BindError, checkPortFree } from "../server.ts";
 import { Outbox } from "./outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
@@ -60,7 +60,8 @@ interface Slot {
 }
 
 export class WorkerPool {
-  readonly port: number;
+  /** The shared port; 0 until the first worker has bound one when the config asks for port 0. */
+  #port: number;
   readonly #options: WorkerPoolOptions;
   readonly #limits: SharedLimits;
   /** Counts of holders by recipient: workers skip the main thread for Sends nobody holds. */
@@ -76,9 +77,9 @@ export class WorkerPool {
   #stopping = false;
   #nextId = 1;
 
-  private constructor(options: WorkerPoolOptions, port: number) {
+  private constructor(options: WorkerPoolOptions) {
     this.#options = options;
-    this.port = port;
+    this.#port = options.server.addr.port;
     this.#health = { ...options.health };
     this.#limits = {
       subscribers: sharedLimitBuffer(options.count),
@@ -94,16 +95,32 @@ export class WorkerPool {
     }));
   }
 
-  /** Reserves the port, starts every worker and resolves once all serve; throws (all stopped) if one cannot. */
+  /**
+   * Starts every worker on one port and resolves once all serve; throws (all stopped) if one
+   * cannot. A fixed port is checked free first. For port 0 the first worker binds a free port and
+   * the others join it: choosing one and letting it go before they bind would let any other
+   * bind(0) in the meantime take it.
+   */
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
-    const pool = new WorkerPool(options, reservePort(options.server.addr));
+    const pool = new WorkerPool(options);
     try {
-      await Promise.all(pool.#slots.map((slot) => pool.#startWorker(slot)));
+      const [first, ...rest] = pool.#slots;
+      if (pool.#port === 0) {
+        await pool.#startWorker(first); // its port becomes the pool's
+        await Promise.all(rest.map((slot) => pool.#startWorker(slot)));
+      } else {
+        checkPortFree(options.server.addr);
+        await Promise.all(pool.#slots.map((slot) => pool.#startWorker(slot)));
+      }
     } catch (error) {
       pool.terminate();
       throw error;
     }
     return pool;
+  }
+
+  get port(): number {
+    return this.#port;
   }
 
   /** Subscribe streams across the workers. */
@@ -192,6 +209,7 @@ export class WorkerPool {
         for (const message of event.data) {
           if (slot.worker !== worker) return; // retired meanwhile
           if (message.type === "listening") {
+            if (this.#port === 0) this.#port = message.port;
             started = true;
             slot.serving = true;
             resolve();
@@ -218,7 +236,7 @@ export class WorkerPool {
         type: "start",
         index: slot.index,
         generation: slot.generation,
-        port: this.port,
+        port: this.#port,
         server: this.#options.server,
         limits: this.#limits,
         filter: this.#filter.buffer,

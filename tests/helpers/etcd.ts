@@ -85,12 +85,12 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHan
       "No etcd binary on PATH and no Docker engine: install it with `apt-get install -y etcd-server` or set ETCD_ENDPOINTS",
     );
   }
-  const clientPort = freePort();
-  const peerPort = freePort();
+  let clientPort = freePort();
+  let peerPort = freePort();
   let dataDir = await Deno.makeTempDir({ prefix: "etcd-test-" });
   const scheme = options.tls ? "https" : "http";
-  const client = `${scheme}://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
+  let client = `${scheme}://127.0.0.1:${clientPort}`;
+  let peer = `http://127.0.0.1:${peerPort}`;
   let child: Deno.ChildProcess | undefined;
   let logFile = "";
 
@@ -134,7 +134,24 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdHan
     clearTimeout(timer);
   };
 
-  await launch();
+  // A port found free can be taken by someone else's bind(0) before etcd binds it (tests start
+  // services on port 0 all the time): then etcd gets new ports, a bounded number of times.
+  for (let attempt = 1;; attempt++) {
+    try {
+      await launch();
+      break;
+    } catch (error) {
+      const said = await Deno.readTextFile(logFile).catch(() => "");
+      await stop("SIGKILL");
+      if (attempt === 3 || !said.includes("address already in use")) throw error;
+      clientPort = freePort();
+      peerPort = freePort();
+      client = `${scheme}://127.0.0.1:${clientPort}`;
+      peer = `http://127.0.0.1:${peerPort}`;
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+      dataDir = await Deno.makeTempDir({ prefix: "etcd-test-" });
+    }
+  }
   return {
     endpoints: [`127.0.0.1:${clientPort}`],
     controllable: true,
