@@ -17,11 +17,13 @@ import descriptor from "protobufjs/ext/descriptor";
 import { readFileSync } from "node:fs";
 import { PROTO_DIR } from "./protos.ts";
 
-/** Every proto the server serves, reflection's own included (so ListServices names it too). */
+/**
+ * Every public proto the server serves, reflection's own included (so ListServices names it too).
+ * cluster.proto is not here: the Cluster service is internal to the instances and not advertised.
+ */
 const PROTO_FILES = [
   "notification.proto",
   "grpc/health/v1/health.proto",
-  "cluster.proto",
   "grpc/reflection/v1/reflection.proto",
   "grpc/reflection/v1alpha/reflection.proto",
 ];
@@ -125,7 +127,13 @@ function correct(file: FileProto, pathOf: Map<string, string>): void {
   };
   const qualifyFields = (scope: string, message: MessageProto) => {
     const name = `${scope}.${message.name}`;
-    for (const field of message.field) field.typeName = qualify(field.typeName, name);
+    for (const field of message.field) {
+      // protobufjs leaves `type_name: ""` on scalars; protoc writes none, and Python's
+      // DescriptorPool resolves "" as a type name ('"" is not defined').
+      const typeName = qualify(field.typeName, name);
+      if (typeName) field.typeName = typeName;
+      else delete field.typeName;
+    }
     for (const nested of message.nestedType) qualifyFields(name, nested);
   };
   for (const m of file.messageType) qualifyFields(root, m);

@@ -6,10 +6,12 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
+import { python } from "./helpers/foreign.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const SOURCE = new URL("./interop/go_client/", import.meta.url).pathname;
+const PYTHON_REFLECT = new URL("./interop/python_reflect.py", import.meta.url).pathname;
 
 let built: Promise<string> | undefined;
 
@@ -108,8 +110,30 @@ Deno.test("reflection serves descriptors Go's protodesc accepts, and lists itsel
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
-    "notification.cluster.v1.Cluster",
     "notification.v1.NotificationService",
   ]);
   assert.ok(result.files.includes("notification.proto"), text);
+  assert.ok(!result.files.includes("cluster.proto"), `the internal Cluster proto is not served: ${text}`);
 });
+
+Deno.test(
+  "reflection serves descriptors Python's DescriptorPool accepts, and a Send built from them works",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `pyrefl-${crypto.randomUUID()}`,
+    });
+    const text = await python(PYTHON_REFLECT, svc.addr);
+    const result = JSON.parse(text);
+    assert.deepEqual(result.services, [
+      "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection",
+      "notification.v1.NotificationService",
+    ]);
+    assert.deepEqual(result.send_fields, ["id", "created_at_ms", "delivered", "instance_id"]);
+    assert.equal(result.delivered, 0);
+  },
+);
