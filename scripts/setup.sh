@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project and its tests need when it is missing: Deno 2.9.6 (the native binary,
 # from npm), etcd (Debian's etcd-server and etcd-client) and, for the interop tests, Debian's Go
-# toolchain with its gRPC, protobuf and etcd packages. Safe to run again; it changes nothing when
-# all is there.
+# toolchain with its gRPC, protobuf and etcd packages, Debian's Python grpcio/protobuf/h2 and Node
+# with its own @grpc/grpc-js (clients we did not write, and HTTP/2 attackers, for the tests). Safe
+# to run again; it changes nothing when all is there.
 set -euo pipefail
 
 need_root() {
@@ -32,8 +33,11 @@ fi
 # etcd for the service and the tests; Go with etcd's and gRPC's Go packages for the interop tests
 # (a real grpc-go client through etcd's naming resolver, GOPATH mode, no module downloads);
 # prometheus (and its promtool) for the metrics tests: a real scrape and an exposition check.
+# Debian's python3 with grpcio and protobuf (C++ backend) is a foreign client (reflection), and
+# python3-h2/hpack build the HTTP/2 attacks.
 packages=(etcd-server etcd-client golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev
-  prometheus)
+  prometheus python3-grpcio python3-protobuf python3-h2 python3-hpack)
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -42,6 +46,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (apt-get)"
   need_root apt-get update -qq >/dev/null
   need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Node's own grpc-js (real Node clients that connect, call and close), outside the project tree.
+node_grpc=${NODE_GRPC_DIR:-$HOME/.cache/notification-server/node-grpc}
+if [ ! -f "$node_grpc/node_modules/@grpc/grpc-js/package.json" ]; then
+  echo "setup: installing @grpc/grpc-js@1.14.7 for node into $node_grpc (npm)"
+  mkdir -p "$node_grpc"
+  (cd "$node_grpc" && { [ -f package.json ] || echo '{"private":true}' >package.json; } &&
+    npm install --no-audit --no-fund --silent @grpc/grpc-js@1.14.7 >/dev/null)
 fi
 
 # Debian's package starts a system etcd on :2379; we start our own where we need one.

@@ -1,5 +1,6 @@
 /** Loads our protos (notification.v1 and the standard grpc.health.v1) once, for server and clients. */
 // Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
+import "./http2_guard.ts";
 import "./http2_close.ts";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";

@@ -4,6 +4,7 @@
  * reopens quickly, and watches reconnect within about two seconds.
  */
 // Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
+import "../http2_guard.ts";
 import "../http2_close.ts";
 import * as grpc from "@grpc/grpc-js";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";

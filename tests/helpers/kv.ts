@@ -28,3 +28,9 @@ export async function readRecord(
   }
   return { value: kv.value.toString(), lease: kv.lease, ttl, grantedTtl };
 }
+
+/** {@link rawClient} closed at the end of its scope: `using kv = scopedClient(endpoints)`. */
+export function scopedClient(endpoints: string[]): Etcd3 & Disposable {
+  const client = rawClient(endpoints);
+  return Object.assign(client, { [Symbol.dispose]: () => client.close() });
+}

@@ -1,0 +1,206 @@
+/**
+ * Restores the re-entrancy guard that Deno's `node:http2` lost (denoland/deno#36788; the root cause
+ * is in ../shared/design/stack-findings.md, last section). Deno feeds each socket chunk to the
+ * native session with `receive()`, which runs `nghttp2_session_mem_recv`. nghttp2 calls back into
+ * JS before it is done with a frame; on a GOAWAY (or an unsolicited PING ACK) on a session with no
+ * open stream, Deno's own handler closes the session and `destroy()` frees it right there, so
+ * nghttp2 returns into freed memory: a SIGSEGV, `free(): invalid pointer` or the
+ * `find_stream_on_goaway_func` assertion, at random. One Node grpc-js client closing its channel was
+ * enough (every Node client sends GOAWAY on close).
+ *
+ * The guard wraps three methods of the native session class, once per thread (every worker is its
+ * own isolate and imports this too):
+ * - `receive` counts how deep we are inside nghttp2;
+ * - `getOutgoingChunk` (nghttp2's send) returns nothing while inside, so nothing is sent from a
+ *   callback; what it held back is flushed when `receive` returns;
+ * - `destroy` inside is remembered and run once `receive` returns, after the flush (so a GOAWAY
+ *   we answer with still leaves first).
+ *
+ * The same wrapper of `receive` is where a server session's input is checked before nghttp2 sees
+ * it ({@link limitServerInput}, http2_inbound.ts): what is cut there never reaches nghttp2.
+ *
+ * It relies on Deno internals (the session handle behind a `kHandle` symbol and its method names),
+ * so it checks that shape first and reports instead of guessing: {@link http2Guard} says whether
+ * it is installed, the service logs one WARN line and exports `notification_server_http2_guard`
+ * when it is not, and http2_guard_test.ts pins that it installs on the Deno we ship with.
+ */
+import http2 from "node:http2";
+import { Duplex } from "node:stream";
+import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
+
+/** Whether the guard is in force in this thread, and why not when it is not. */
+export interface Http2GuardState {
+  installed: boolean;
+  /** Set when not installed: what was expected and what was found. */
+  reason?: string;
+}
+
+interface SessionHandle {
+  receive(chunk: Uint8Array): unknown;
+  activeStreamCount(): number;
+  getOutgoingChunk(): unknown;
+  destroy(...args: unknown[]): unknown;
+  /** Own property set by Deno when the session is set up: writes pending chunks to the socket. */
+  sendPending?: () => void;
+  [DEPTH]?: number;
+  [HELD]?: boolean;
+  [DEFERRED]?: unknown[];
+  /** The server session's input check; null for client sessions (created on first input). */
+  [LIMITER]?: InboundLimiter | null;
+  [CUT]?: boolean;
+}
+
+/** The JS session a native handle belongs to (Deno's `ownerSymbol`). */
+interface OwnedSession {
+  type?: number;
+  destroy(): void;
+}
+
+/** How server sessions' input is limited, and who hears of a cut. */
+export interface ServerInputPolicy {
+  limits: InboundLimits;
+  onCut(reason: CutReason): void;
+}
+
+const DEPTH = Symbol("http2-guard.depth");
+const HELD = Symbol("http2-guard.held");
+const DEFERRED = Symbol("http2-guard.deferred-destroy");
+const LIMITER = Symbol("http2-guard.limiter");
+const CUT = Symbol("http2-guard.cut");
+/** `session.type` of a server session (NGHTTP2_SESSION_SERVER). */
+const SERVER_SESSION = 0;
+let policy: ServerInputPolicy | undefined;
+const INSTALLED = Symbol.for("notification-server.http2-guard");
+const METHODS = ["receive", "getOutgoingChunk", "destroy", "activeStreamCount"] as const;
+
+/** Destroys deferred so far in this thread (tests read it to see the guard at work). */
+let deferredDestroys = 0;
+
+/** The prototype of Deno's native session class, read off a throwaway client session. */
+function sessionPrototype(): { proto?: Record<PropertyKey, unknown>; owner?: symbol; reason?: string } {
+  const socket = new Duplex({ read() {}, write: (_chunk, _encoding, done) => done() });
+  let session: http2.ClientHttp2Session | undefined;
+  try {
+    session = http2.connect("http://127.0.0.1", { createConnection: () => socket });
+    const key = Object.getOwnPropertySymbols(session).find((s) => s.description === "kHandle");
+    if (!key) return { reason: "no kHandle symbol on a node:http2 session" };
+    const handle = (session as unknown as Record<symbol, unknown>)[key];
+    if (typeof handle !== "object" || handle === null) {
+      return {
+        reason: `the session's kHandle is ${handle === null ? "null" : typeof handle}, not an object`,
+      };
+    }
+    const proto = Object.getPrototypeOf(handle) as Record<PropertyKey, unknown>;
+    const missing = METHODS.filter((m) => typeof proto[m] !== "function");
+    if (missing.length > 0) {
+      return { reason: `the native session has no ${missing.map((m) => `"${m}"`).join(", ")} method` };
+    }
+    const owner = Object.getOwnPropertySymbols(handle).find((s) =>
+      (handle as Record<symbol, unknown>)[s] === session
+    );
+    if (!owner) return { reason: "the native session has no reference back to its JS session" };
+    return { proto, owner };
+  } catch (error) {
+    return { reason: `probing a node:http2 session failed: ${(error as Error).message}` };
+  } finally {
+    session?.destroy();
+    socket.destroy();
+  }
+}
+
+function install(): Http2GuardState {
+  const found = sessionPrototype();
+  const { proto, owner } = found;
+  if (!proto || !owner) return { installed: false, reason: found.reason };
+  if (proto[INSTALLED]) return { installed: true };
+  const receive = proto.receive as SessionHandle["receive"];
+  const getOutgoingChunk = proto.getOutgoingChunk as SessionHandle["getOutgoingChunk"];
+  const destroy = proto.destroy as SessionHandle["destroy"];
+
+  /** The input check of a server session's handle, made on its first input while a policy is set. */
+  const limiterOf = (handle: SessionHandle): InboundLimiter | null => {
+    let limiter = handle[LIMITER];
+    if (limiter === undefined) {
+      const session = (handle as unknown as Record<symbol, OwnedSession | undefined>)[owner];
+      limiter = handle[LIMITER] = policy && session?.type === SERVER_SESSION
+        ? new InboundLimiter(policy.limits)
+        : null;
+    }
+    return limiter;
+  };
+  /** Drops the connection: its input stops here, and the session is destroyed once we are out. */
+  const cut = (handle: SessionHandle, reason: CutReason) => {
+    handle[CUT] = true;
+    const session = (handle as unknown as Record<symbol, OwnedSession | undefined>)[owner];
+    queueMicrotask(() => session?.destroy());
+    policy?.onCut(reason);
+  };
+
+  proto.receive = function (this: SessionHandle, chunk: Uint8Array): unknown {
+    if (this[CUT]) return undefined;
+    const limiter = limiterOf(this);
+    if (limiter) {
+      const reason = limiter.check(chunk, () => this.activeStreamCount());
+      if (reason) return cut(this, reason);
+    }
+    this[DEPTH] = (this[DEPTH] ?? 0) + 1;
+    try {
+      return receive.call(this, chunk);
+    } finally {
+      if (--this[DEPTH] === 0) settle(this);
+    }
+  };
+  proto.getOutgoingChunk = function (this: SessionHandle): unknown {
+    if ((this[DEPTH] ?? 0) > 0) {
+      this[HELD] = true;
+      return undefined;
+    }
+    return getOutgoingChunk.call(this);
+  };
+  proto.destroy = function (this: SessionHandle, ...args: unknown[]): unknown {
+    if ((this[DEPTH] ?? 0) > 0) {
+      this[DEFERRED] = args;
+      return undefined;
+    }
+    return destroy.apply(this, args);
+  };
+  /** Back outside nghttp2: send what was held back, then run a deferred destroy. */
+  const settle = (handle: SessionHandle) => {
+    const args = handle[DEFERRED];
+    if (handle[HELD] || args) {
+      handle[HELD] = false;
+      try {
+        handle.sendPending?.();
+      } catch {
+        // The socket is gone: nothing left to send to.
+      }
+    }
+    if (args) {
+      handle[DEFERRED] = undefined;
+      deferredDestroys++;
+      destroy.apply(handle, args);
+    }
+  };
+  Object.defineProperty(proto, INSTALLED, { value: true });
+  return { installed: true };
+}
+
+const state = install();
+
+/**
+ * Checks every server session's input in this thread from now on (sessions that already had
+ * input keep what they had). Without the guard installed this does nothing: see {@link http2Guard}.
+ */
+export function limitServerInput(next: ServerInputPolicy | undefined): void {
+  policy = next;
+}
+
+/** Whether the guard is installed in this thread (installed on import). */
+export function http2Guard(): Http2GuardState {
+  return state;
+}
+
+/** Session destroys the guard moved out of nghttp2's callbacks in this thread. */
+export function http2GuardDeferrals(): number {
+  return deferredDestroys;
+}
