@@ -12,6 +12,7 @@ import { sleep } from "./backoff.ts";
 import type { Config } from "./config.ts";
 import { formatDuration } from "./duration.ts";
 import { HealthService } from "./health.ts";
+import { http2Guard } from "./http2_guard.ts";
 import type { Logger } from "./logger.ts";
 import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
 import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
@@ -43,6 +44,13 @@ export interface RunOptions {
 /** Runs the service until a signal stops it; resolves with the exit code. Startup errors throw. */
 export async function runServer(config: Config, log: Logger, options: RunOptions = {}): Promise<number> {
   log.info(`Using config file: ${config.path}`);
+  const guard = http2Guard();
+  if (!guard.installed) {
+    log.warn(
+      `HTTP/2 crash guard not installed (${guard.reason}): a client closing its connection can crash this process (denoland/deno#36788); run it under a supervisor`,
+      { reason: guard.reason },
+    );
+  }
   const stop = listenForStopSignals(log);
   // A bug or a library fault (etcd3 throwing inside its stream handlers) must not end the process
   // registered: it is logged, and the service stops the normal way, then exits 1.

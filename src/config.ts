@@ -10,6 +10,7 @@ import { type HostPort, isWildcard, parseHostPort } from "./host_port.ts";
 import type { EtcdClientOptions, EtcdTlsOptions } from "./registry/etcd_client.ts";
 import type { Layout } from "./registry/types.ts";
 import { availableCpus } from "./workers/cpus.ts";
+import { CONNECTION_DEFAULTS } from "./limits.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./logger.ts";
 
 /** The default config path, relative to the working directory. */
@@ -51,6 +52,13 @@ export interface ServerConfig {
   maxConnections: number;
   /** A client connection that sends nothing for this long is closed. @default 10 s */
   handshakeTimeoutMs: number;
+  /** Streams one connection may have open at once (advertised in SETTINGS). @default 100 */
+  maxConcurrentStreams: number;
+  /**
+   * Largest decoded size of one request's headers in bytes (HPACK sizes: name + value + 32 per
+   * field); a connection that sends more is cut. @default 16384
+   */
+  maxHeaderListBytes: number;
   /** Bound on concurrent Health/Watch streams. @default 1000 */
   maxHealthWatches: number;
   /** Per Subscribe stream, notifications not yet read before it is cut off. @default 1000 */
@@ -149,6 +157,8 @@ const SERVER_KEYS = [
   "max-subscribers",
   "max-connections",
   "handshake-timeout",
+  "max-concurrent-streams",
+  "max-header-list-size",
   "max-health-watches",
   "subscriber-queue",
   "subscriber-queue-bytes",
@@ -349,8 +359,15 @@ function readServer(
     shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", 10_000),
     drainDelayMs: r.duration(raw, s, "drain-delay", 1_000),
     maxSubscribers: r.positiveInt(raw, s, "max-subscribers", 10_000),
-    maxConnections: r.positiveInt(raw, s, "max-connections", 1_000),
-    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", 10_000, true),
+    maxConnections: r.positiveInt(raw, s, "max-connections", CONNECTION_DEFAULTS.maxConnections),
+    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", CONNECTION_DEFAULTS.handshakeTimeoutMs, true),
+    maxConcurrentStreams: r.positiveInt(
+      raw,
+      s,
+      "max-concurrent-streams",
+      CONNECTION_DEFAULTS.maxConcurrentStreams,
+    ),
+    maxHeaderListBytes: r.positiveInt(raw, s, "max-header-list-size", CONNECTION_DEFAULTS.maxHeaderListBytes),
     maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
     subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
     subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", MIB),

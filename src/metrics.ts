@@ -12,6 +12,9 @@ import process from "node:process";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import client from "prom-client";
 import { formatHostPort, type HostPort } from "./host_port.ts";
+import { CutReporter } from "./connection_cuts.ts";
+import { http2Guard } from "./http2_guard.ts";
+import type { CutReason } from "./http2_inbound.ts";
 
 const PREFIX = "notification_server_";
 /** etcd calls are milliseconds on a LAN; the top buckets catch a frozen etcd (dial-timeout 5 s). */
@@ -36,6 +39,12 @@ export interface MetricsOptions {
   worker?: { id: number; connections(): number };
 }
 
+/** Reports cut connections as a metric and a rate-limited WARN line (see connection_cuts.ts). */
+export function cutReporter(warn: (message: string) => void, metrics?: Metrics): (reason: CutReason) => void {
+  const reporter = new CutReporter(warn, (reason) => metrics?.connectionsCut.inc({ reason }));
+  return (reason) => reporter.cut(reason);
+}
+
 /**
  * Everything the service records: one per process, or with workers one per thread, merged into
  * one scrape by the main thread (counters and histograms summed).
@@ -54,6 +63,7 @@ export class Metrics {
   readonly notificationsForwarded: client.Counter;
   readonly notificationsReceived: client.Counter;
   readonly workerRestarts: client.Counter;
+  readonly connectionsCut: client.Counter<"reason">;
   readonly #etcdDuration: client.Histogram<"operation" | "code">;
   readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
   readonly #grpcDuration: client.Histogram<"service" | "method">;
@@ -120,6 +130,12 @@ export class Metrics {
       gauge("subscribers", "Live Subscribe streams on this instance.", live.subscribers);
       gauge("health_watches", "Live Health/Watch streams on this instance.", live.healthWatches);
       if (live.workers) gauge("workers", "gRPC serving workers running now.", live.workers);
+      gauge(
+        "http2_guard",
+        "1 while the guard against Deno's HTTP/2 use-after-free on GOAWAY is installed (src/http2_guard.ts), " +
+          "0 when this Deno's internals did not match and any client closing its connection can crash the process.",
+        () => http2Guard().installed ? 1 : 0,
+      );
     }
     const worker = options.worker;
     if (worker) {
@@ -133,6 +149,13 @@ export class Metrics {
         },
       });
     }
+    this.connectionsCut = new client.Counter({
+      name: `${PREFIX}connections_cut_total`,
+      help: "Client connections cut for going over a per-connection bound (reason: header_list_size, " +
+        "refused_streams, protocol).",
+      labelNames: ["reason"],
+      registers,
+    });
     this.workerRestarts = counter(
       "worker_restarts_total",
       "Serving workers restarted after a crash (workers > 1).",

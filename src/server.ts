@@ -1,4 +1,6 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
+import { limitServerInput } from "./http2_guard.ts";
+import type { CutReason } from "./http2_inbound.ts";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import * as net from "node:net";
@@ -6,7 +8,7 @@ import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "./config.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
-import type { Limit } from "./limits.ts";
+import { CONNECTION_DEFAULTS, type Limit } from "./limits.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
 import { notificationServerDefinition, services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
@@ -103,21 +105,37 @@ export function peerCredentials(tls: ServerTlsConfig | undefined): PeerCredentia
   };
 }
 
-/** A grpc-js server with our services and reflection, not yet bound. */
-function createServer(handlers: ServerServices): grpc.Server {
+/** Streams one connection may refuse (over max-concurrent-streams) before it is cut (Node's default). */
+const MAX_REFUSED_STREAMS = 100;
+
+/** What grpc-js hands node:http2 when it creates its server (private; grpc-js is pinned). */
+interface WithHttp2Options {
+  commonServerOptions?: { settings?: Record<string, number> };
+}
+
+/**
+ * A grpc-js server with our services and reflection, not yet bound. Every connection's input is
+ * checked against `limits` before nghttp2 sees it (http2_guard.ts, http2_inbound.ts); the stream
+ * and header limits are also advertised in SETTINGS, so well-behaved clients never meet the cut.
+ */
+function createServer(handlers: ServerServices, limits: StreamLimits): grpc.Server {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
+    "grpc.max_concurrent_streams": limits.maxConcurrentStreams,
+  });
+  const options = (server as unknown as WithHttp2Options).commonServerOptions;
+  if (options) options.settings = { ...options.settings, maxHeaderListSize: limits.maxHeaderListBytes };
+  limitServerInput({
+    limits: { ...limits, maxRefusedStreams: MAX_REFUSED_STREAMS },
+    onCut: (reason) => limits.onCut?.(reason),
   });
   const { Health, Cluster } = services();
   server.addService(notificationServerDefinition(), handlers.notification);
   server.addService(Health.service, handlers.health);
   if (handlers.cluster) server.addService(Cluster.service, handlers.cluster);
-  addReflection(server, [
-    "notification.v1.NotificationService",
-    "grpc.health.v1.Health",
-    ...(handlers.cluster ? ["notification.cluster.v1.Cluster"] : []),
-  ]);
+  // The Cluster service is internal: served for peers, never listed.
+  addReflection(server, ["notification.v1.NotificationService", "grpc.health.v1.Health"]);
   return server;
 }
 
@@ -130,9 +148,9 @@ export async function startGrpcServer(
   addr: HostPort,
   handlers: ServerServices,
   tls?: ServerTlsConfig,
-  limits: ConnectionLimits = { maxConnections: 10_000, handshakeTimeoutMs: 10_000 },
+  limits: ConnectionLimits = CONNECTION_DEFAULTS,
 ): Promise<BoundServer> {
-  const server = createServer(handlers);
+  const server = createServer(handlers, limits);
   const target = bindTarget(addr);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(target, credentials(tls), (error, boundPort) => {
@@ -186,9 +204,9 @@ export async function startSharedPortServer(
   addr: HostPort,
   handlers: ServerServices,
   tls: ServerTlsConfig | undefined,
-  limits: { connections: Limit; handshakeTimeoutMs: number },
+  limits: StreamLimits & { connections: Limit; handshakeTimeoutMs: number },
 ): Promise<SharedPortServer> {
-  const server = createServer(handlers);
+  const server = createServer(handlers, limits);
   const injector = server.createConnectionInjector(credentials(tls));
   const tracker = track(server);
   const listener = net.createServer((socket) => {
@@ -265,8 +283,18 @@ function listeningServers(server: grpc.Server): ListeningServer[] {
   return servers instanceof Map ? [...servers.keys()] : [];
 }
 
+/** What one connection may hold (see {@link createServer}). */
+export interface StreamLimits {
+  /** Streams open at once on one connection. */
+  maxConcurrentStreams: number;
+  /** Decoded size of one request's headers, in bytes (HPACK sizes). */
+  maxHeaderListBytes: number;
+  /** Told each time a connection is cut for going over one of these. */
+  onCut?(reason: CutReason): void;
+}
+
 /** Limits on client connections; see {@link guardConnections}. */
-export interface ConnectionLimits {
+export interface ConnectionLimits extends StreamLimits {
   /** Concurrent connections; more are closed as they arrive. */
   maxConnections: number;
   /** A connection that has sent no byte by then is closed. */

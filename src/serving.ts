@@ -6,7 +6,7 @@ import type { Config } from "./config.ts";
 import type { HealthService, ServingStatus } from "./health.ts";
 import { LocalLimit } from "./limits.ts";
 import type { Logger } from "./logger.ts";
-import type { Metrics, MetricsJson } from "./metrics.ts";
+import { cutReporter, type Metrics, type MetricsJson } from "./metrics.ts";
 import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
 import { buildServices, type Services } from "./services.ts";
 import { type PoolRouting, WorkerPool } from "./workers/pool.ts";
@@ -79,6 +79,9 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   const bound: BoundServer = await startGrpcServer(server.addr, services.handlers, server.tls, {
     maxConnections: server.maxConnections,
     handshakeTimeoutMs: server.handshakeTimeoutMs,
+    maxConcurrentStreams: server.maxConcurrentStreams,
+    maxHeaderListBytes: server.maxHeaderListBytes,
+    onCut: cutReporter((message) => options.logger.warn(message), options.metrics),
   });
   const { notifications } = services;
   return {

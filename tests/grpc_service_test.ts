@@ -1,5 +1,5 @@
 /** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
-import { LocalLimit } from "../src/limits.ts";
+import { CONNECTION_DEFAULTS, LocalLimit } from "../src/limits.ts";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
@@ -40,8 +40,9 @@ async function withServer(
     { notification: notifications.handlers(), health: health.handlers() },
     undefined,
     {
-      maxConnections: limits.maxConnections ?? 1_000,
-      handshakeTimeoutMs: limits.handshakeTimeoutMs ?? 10_000,
+      ...CONNECTION_DEFAULTS,
+      ...(limits.maxConnections ? { maxConnections: limits.maxConnections } : {}),
+      ...(limits.handshakeTimeoutMs ? { handshakeTimeoutMs: limits.handshakeTimeoutMs } : {}),
     },
   );
   const { server, port, coalescing, guarded } = bound;

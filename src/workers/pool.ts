@@ -323,6 +323,9 @@ export class WorkerPool {
       case "crashed":
         if (slot.worker) void this.#crashed(slot, slot.worker, message.reason);
         break;
+      case "warn":
+        this.#options.logger.warn(`Worker ${slot.index + 1}: ${message.message}`);
+        break;
     }
   }
 

@@ -69,5 +69,7 @@ export type FromWorker =
   | { type: "delivered"; id: number; count: number }
   | { type: "metrics"; id: number; metrics: MetricsJson }
   | { type: "stopped"; outcome: "graceful" | "forced" }
+  /** A line for the main thread to log (workers write none of their own). */
+  | { type: "warn"; message: string }
   /** An uncaught error or unhandled rejection: the worker ends itself and is replaced. */
   | { type: "crashed"; reason: string };

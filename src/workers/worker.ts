@@ -5,7 +5,7 @@
  */
 import { HealthService } from "../health.ts";
 import { SharedLimit } from "../limits.ts";
-import { Metrics } from "../metrics.ts";
+import { cutReporter, Metrics } from "../metrics.ts";
 import type { Routing } from "../notification/service.ts";
 import { BindError, startSharedPortServer, stopGrpcServer } from "../server.ts";
 import { buildServices } from "../services.ts";
@@ -123,6 +123,9 @@ async function start(
     {
       connections: new SharedLimit(init.limits.connections, server.maxConnections, init.index),
       handshakeTimeoutMs: server.handshakeTimeoutMs,
+      maxConcurrentStreams: server.maxConcurrentStreams,
+      maxHeaderListBytes: server.maxHeaderListBytes,
+      onCut: cutReporter((message) => post({ type: "warn", message }), metrics),
     },
   );
   connections = bound.connections;
