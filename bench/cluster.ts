@@ -19,7 +19,7 @@ import { startEtcd } from "../tests/helpers/etcd.ts";
 import { type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
 import { rawClient } from "../tests/helpers/kv.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
-import { cpuSeconds, rssMiB } from "./proc.ts";
+import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 
 /** What {@link clusterBench} measured. */
 export interface ClusterResult {

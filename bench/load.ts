@@ -1,5 +1,5 @@
 /** Closed-loop load runs with the Go load generators, and the numbers they give. */
-import { cpuSeconds, rssMiB } from "./proc.ts";
+import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 
 /** A server under test: a name, its address, its PID, and how to stop it. */
 export interface Target {

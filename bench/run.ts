@@ -8,14 +8,16 @@
  *
  * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s),
  * --workers LIST (the workers dimension, default "1,2"; e.g. "1,4,8,auto" on many cores),
- * --only workers (that section alone).
+ * --only workers (that section alone), --only http2 (the HTTP/2 guard and limits: soak, cost, header
+ * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { createEtcdClient } from "../src/registry/etcd_client.ts";
 import { clusterBench } from "./cluster.ts";
 import { fanOutStall } from "./fanout.ts";
-import { cpuSeconds, rssMiB } from "./proc.ts";
+import { http2Bench } from "./http2.ts";
+import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
 import { recordingCostNs } from "./metrics_cost.ts";
@@ -37,6 +39,9 @@ const args = parseArgs({
     quick: { type: "boolean" },
     workers: { type: "string", default: "1,2" },
     only: { type: "string" },
+    root: { type: "string" },
+    "soak-clients": { type: "string", default: "2000" },
+    "soak-runs": { type: "string", default: "3" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -350,6 +355,10 @@ async function main(): Promise<void> {
   const go = await buildGo();
   if (go.reason) note(go.reason);
   await using etcd = await startEtcd();
+  if (args.values.only === "http2") {
+    for (const table of await http2Section(etcd.endpoints)) printTable(table);
+    return;
+  }
   if (args.values.only === "workers") {
     if (!go.loadgen || !go.sendload || !go.peer) {
       throw new Error(`the workers section needs Go: ${go.reason}`);
@@ -477,6 +486,21 @@ async function main(): Promise<void> {
 
   printTable(rows);
   if (workerRows) printTable(workerRows);
+  note("HTTP/2 guard and limits: cost, soak, header attacks");
+  for (const table of await http2Section(etcd.endpoints)) printTable(table);
+}
+
+/** The HTTP/2 guard and inbound limits: soak, cost, header attacks (bench/http2.ts). */
+function http2Section(endpoints: string[]): Promise<string[][][]> {
+  return http2Bench({
+    endpoints,
+    root: args.values.root,
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    soakClients: Number(args.values["soak-clients"]),
+    soakRuns: Number(args.values["soak-runs"]),
+    note,
+  });
 }
 
 /** Health and Send on one process with each `--workers` count, beside Go, over many connections. */

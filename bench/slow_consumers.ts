@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { startEtcd } from "../tests/helpers/etcd.ts";
 import { notificationClient, send } from "../tests/helpers/grpc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
-import { rssMiB } from "./proc.ts";
+import { rssMiB } from "../tests/helpers/proc.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -7,7 +7,7 @@
  */
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
-import { rssMiB } from "./proc.ts";
+import { rssMiB } from "../tests/helpers/proc.ts";
 
 /** What {@link workersBench} needs. */
 export interface WorkersBenchOptions {
