@@ -65,6 +65,11 @@ export interface ServerConfig {
   subscriberQueue: number;
   /** The same bound in bytes. @default 1 MiB (Centrifugo's per-client queue default) */
   subscriberQueueBytes: number;
+  /**
+   * Bytes queued across every Subscribe stream of the instance (cut-off streams too, until they
+   * close); a stream that is behind when it is spent is cut off. @default 256 MiB
+   */
+  subscriberQueueTotalBytes: number;
   /** A peer that has not answered a forwarded notification by then counts 0 for it. @default 1 s */
   peerTimeoutMs: number;
   /**
@@ -162,6 +167,7 @@ const SERVER_KEYS = [
   "max-health-watches",
   "subscriber-queue",
   "subscriber-queue-bytes",
+  "subscriber-queue-total-bytes",
   "peer-timeout",
   "workers",
   "metrics-addr",
@@ -371,6 +377,7 @@ function readServer(
     maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
     subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
     subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", MIB),
+    subscriberQueueTotalBytes: r.size(raw, s, "subscriber-queue-total-bytes", 256 * MIB),
     peerTimeoutMs: r.duration(raw, s, "peer-timeout", 1_000, true),
     workers: workers(r, raw, s),
     metricsAddr: metricsAddr(r, raw, s, addr),

@@ -9,6 +9,9 @@ const WHY: Record<CutReason, string> = {
   header_list_size: "request headers over max-header-list-size",
   refused_streams: "streams over max-concurrent-streams again and again",
   protocol: "malformed HTTP/2 headers",
+  max_connections: "max-connections reached (refused)",
+  no_request: "no request within handshake-timeout",
+  memory: "the heap near its limit (connections holding the most streams first)",
 };
 
 /** How often at most the WARN line is written. */
@@ -42,4 +45,12 @@ export class CutReporter {
     this.#quietUntil = now + LOG_EVERY_MS;
     this.warn(`Cut client connections over their limits: ${parts.join(", ")}`);
   }
+}
+
+/** The WARN line when the heap passes the shedding mark (memory_pressure.ts) or is back under. */
+export function describePressure(active: boolean, heapFraction: number): string {
+  const pct = `${Math.round(heapFraction * 100)}%`;
+  return active
+    ? `Heap at ${pct} of V8's limit: cutting the connections that hold the most streams, and any that opens one, until it is back down`
+    : `Heap back down to ${pct} of V8's limit: accepting streams again`;
 }

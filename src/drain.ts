@@ -26,6 +26,8 @@ interface Connection {
   socket: Socket;
   /** Open HTTP/2 streams: calls in progress. */
   streams: number;
+  /** Whether it has started a request (a stream) yet. */
+  requested: boolean;
 }
 
 /** How long an ended connection may stay half-open before its socket is destroyed. */
@@ -55,7 +57,7 @@ export class ConnectionTracker {
         known.socket = socket; // the TLS socket over the TCP one seen first
         return;
       }
-      this.#byPeer.set(key, { socket, streams: 0 });
+      this.#byPeer.set(key, { socket, streams: 0, requested: false });
       socket.once("close", () => {
         this.#byPeer.delete(key);
         if (this.#draining && this.#byPeer.size === 0) this.#drained();
@@ -74,6 +76,7 @@ export class ConnectionTracker {
       }
       const open = connection;
       open.streams++;
+      open.requested = true;
       stream.once("close", () => {
         open.streams--;
         if (this.#draining && open.streams === 0) close(open.socket);
@@ -93,6 +96,21 @@ export class ConnectionTracker {
       if (connection.streams === 0) close(connection.socket);
     }
     return done;
+  }
+
+  /** Whether the connection of `socket` (TCP or TLS) has started a request. */
+  requested(socket: Socket): boolean {
+    return this.#byPeer.get(peerKey(socket))?.requested ?? false;
+  }
+
+  /** Destroys the connection with the most open streams; false when there is none. */
+  destroyLargest(): boolean {
+    let largest: Connection | undefined;
+    for (const connection of this.#byPeer.values()) {
+      if (!largest || connection.streams > largest.streams) largest = connection;
+    }
+    largest?.socket.destroy();
+    return largest !== undefined;
   }
 
   /** Destroys every connection at once (the shutdown deadline passed). */

@@ -13,7 +13,16 @@
  */
 
 /** Why a connection was cut (the `reason` label of the metric). */
-export type CutReason = "header_list_size" | "refused_streams" | "protocol";
+export type CutReason =
+  | "header_list_size"
+  | "refused_streams"
+  | "protocol"
+  /** Refused at once: `max-connections` reached. */
+  | "max_connections"
+  /** No request within `handshake-timeout`. */
+  | "no_request"
+  /** The thread's heap is near V8's limit (memory_pressure.ts): a stream opened, or the heaviest. */
+  | "memory";
 
 /** Limits on one connection's input. */
 export interface InboundLimits {
@@ -23,6 +32,11 @@ export interface InboundLimits {
   maxConcurrentStreams: number;
   /** Streams refused for being over `maxConcurrentStreams` before the connection is cut. */
   maxRefusedStreams: number;
+  /**
+   * Told of every new stream; while it answers true, a connection that opens one is cut (the heap
+   * is near its limit, memory_pressure.ts).
+   */
+  streamsOpened?: (n: number) => boolean;
 }
 
 const PREFACE_LENGTH = 24;
@@ -196,6 +210,7 @@ export class InboundLimiter {
         if (done) return done;
       }
     }
+    if (opened > 0 && this.limits.streamsOpened?.(opened)) return "memory";
     if (opened > 0) {
       // Of the streams this chunk opens, those past the limit are the ones nghttp2 will refuse.
       const over = Math.min(opened, openStreams() + opened - this.limits.maxConcurrentStreams);

@@ -6,13 +6,16 @@
  * have room.
  */
 
-/** A bound on concurrent things; `tryAcquire` takes one place, `release` gives it back. */
+/**
+ * A bound on concurrent things (or bytes); `tryAcquire` takes `n` places (1 by default), `release`
+ * gives them back.
+ */
 export interface Limit {
   readonly max: number;
   /** Places taken now, across the instance. */
   readonly used: number;
-  tryAcquire(): boolean;
-  release(): void;
+  tryAcquire(n?: number): boolean;
+  release(n?: number): void;
 }
 
 /** A limit for one thread. */
@@ -20,14 +23,14 @@ export class LocalLimit implements Limit {
   used = 0;
   constructor(readonly max: number) {}
 
-  tryAcquire(): boolean {
-    if (this.used >= this.max) return false;
-    this.used++;
+  tryAcquire(n = 1): boolean {
+    if (this.used + n > this.max) return false;
+    this.used += n;
     return true;
   }
 
-  release(): void {
-    if (this.used > 0) this.used--;
+  release(n = 1): void {
+    this.used = Math.max(0, this.used - n);
   }
 }
 
@@ -53,18 +56,18 @@ export class SharedLimit implements Limit {
     return Atomics.load(this.#cells, 0);
   }
 
-  tryAcquire(): boolean {
-    if (Atomics.add(this.#cells, 0, 1) >= this.max) {
-      Atomics.sub(this.#cells, 0, 1);
+  tryAcquire(n = 1): boolean {
+    if (Atomics.add(this.#cells, 0, n) + n > this.max) {
+      Atomics.sub(this.#cells, 0, n);
       return false;
     }
-    Atomics.add(this.#cells, this.#slot, 1);
+    Atomics.add(this.#cells, this.#slot, n);
     return true;
   }
 
-  release(): void {
-    Atomics.sub(this.#cells, this.#slot, 1);
-    Atomics.sub(this.#cells, 0, 1);
+  release(n = 1): void {
+    Atomics.sub(this.#cells, this.#slot, n);
+    Atomics.sub(this.#cells, 0, n);
   }
 }
 

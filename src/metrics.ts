@@ -151,8 +151,8 @@ export class Metrics {
     }
     this.connectionsCut = new client.Counter({
       name: `${PREFIX}connections_cut_total`,
-      help: "Client connections cut for going over a per-connection bound (reason: header_list_size, " +
-        "refused_streams, protocol).",
+      help: "Client connections cut or refused for going over a bound (reason: header_list_size, " +
+        "refused_streams, protocol, max_connections, no_request, memory).",
       labelNames: ["reason"],
       registers,
     });

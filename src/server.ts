@@ -1,6 +1,7 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
 import { limitServerInput } from "./http2_guard.ts";
 import type { CutReason } from "./http2_inbound.ts";
+import { MemoryPressure } from "./memory_pressure.ts";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import * as net from "node:net";
@@ -8,7 +9,7 @@ import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "./config.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
-import { CONNECTION_DEFAULTS, type Limit } from "./limits.ts";
+import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "./limits.ts";
 import { formatHostPort, type HostPort } from "./host_port.ts";
 import { notificationServerDefinition, services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
@@ -27,12 +28,12 @@ export interface BoundServer {
   port: number;
   /** Whether frame writes are coalesced (false only if grpc-js's internals changed; see below). */
   coalescing: boolean;
-  /** Whether connection limits are in force (likewise). */
-  guarded: boolean;
   /** Client connections open now. */
   connections(): number;
   /** Open connections and their calls, for a shutdown without GOAWAY (see drain.ts). */
   tracker: ConnectionTracker;
+  /** Stops accepting connections (with workers, the others still do); open ones are left alone. */
+  stopListening(): Promise<void>;
 }
 
 /** The server could not bind its address. */
@@ -126,10 +127,6 @@ function createServer(handlers: ServerServices, limits: StreamLimits): grpc.Serv
   });
   const options = (server as unknown as WithHttp2Options).commonServerOptions;
   if (options) options.settings = { ...options.settings, maxHeaderListSize: limits.maxHeaderListBytes };
-  limitServerInput({
-    limits: { ...limits, maxRefusedStreams: MAX_REFUSED_STREAMS },
-    onCut: (reason) => limits.onCut?.(reason),
-  });
   const { Health, Cluster } = services();
   server.addService(notificationServerDefinition(), handlers.notification);
   server.addService(Health.service, handlers.health);
@@ -143,78 +140,61 @@ function bindTarget(addr: HostPort): string {
   return formatHostPort({ host: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port });
 }
 
-/** Creates the server, adds the services and reflection, and binds `addr`. */
+/** Limits of {@link startGrpcServer}: per connection, and on connections. */
+export interface ServeLimits extends StreamLimits {
+  /** Concurrent connections (the instance's: workers share one counter). */
+  connections: Limit;
+  /** A connection that has not started a request by then is closed, whatever bytes it sent. */
+  handshakeTimeoutMs: number;
+}
+
+/** {@link ServeLimits} for one thread: the defaults (limits.ts) with `overrides`. */
+export function serveLimits(
+  overrides: Partial<StreamLimits & { maxConnections: number; handshakeTimeoutMs: number }> = {},
+): ServeLimits {
+  const { maxConnections, ...rest } = { ...CONNECTION_DEFAULTS, ...overrides };
+  return { ...rest, connections: new LocalLimit(maxConnections) };
+}
+
+/**
+ * Creates the server and binds `addr` with our own listener feeding grpc-js through a connection
+ * injector: one start path for one thread and for workers (`reusePort`: each worker binds the
+ * same port and the kernel spreads connections over them). Refuses connections past
+ * `limits.connections` and closes those that start no request within the handshake timeout.
+ */
 export async function startGrpcServer(
   addr: HostPort,
   handlers: ServerServices,
   tls?: ServerTlsConfig,
-  limits: ConnectionLimits = CONNECTION_DEFAULTS,
+  limits: ServeLimits = serveLimits(),
+  options: { reusePort?: boolean } = {},
 ): Promise<BoundServer> {
-  const server = createServer(handlers, limits);
-  const target = bindTarget(addr);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(target, credentials(tls), (error, boundPort) => {
-      if (error) {
-        reject(
-          new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error)}`, { cause: error }),
-        );
-      } else resolve(boundPort);
-    });
-  });
-  const tracker = track(server);
-  return {
-    server,
-    port,
-    coalescing: coalesceWrites(server),
-    guarded: guardConnections(server, limits),
-    connections: () => tracker.size,
-    tracker,
-  };
-}
-
-/** A worker's server on a port it shares with the instance's other workers. */
-export interface SharedPortServer extends BoundServer {
-  /** Stops accepting connections (the other workers still do); open ones are left alone. */
-  stopListening(): Promise<void>;
-}
-
-/**
- * Throws a {@link BindError} unless `addr` (a fixed port) is free, before workers share it with
- * {@link startSharedPortServer}. It is bound here for a moment without SO_REUSEPORT: that fails
- * while anything listens there, even another instance's workers, which the workers' own binds
- * (with SO_REUSEPORT) would silently join.
- */
-export function checkPortFree(addr: HostPort): void {
-  const target = bindTarget(addr);
-  try {
-    Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port }).close();
-  } catch (error) {
-    throw new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error as Error)}`, {
-      cause: error,
-    });
-  }
-}
-
-/**
- * One worker's server: its own listener on `addr` with SO_REUSEPORT (the kernel spreads new
- * connections over the workers' listeners) feeding grpc-js through a connection injector. The
- * connection limit is the instance's, shared by every worker.
- */
-export async function startSharedPortServer(
-  addr: HostPort,
-  handlers: ServerServices,
-  tls: ServerTlsConfig | undefined,
-  limits: StreamLimits & { connections: Limit; handshakeTimeoutMs: number },
-): Promise<SharedPortServer> {
   const server = createServer(handlers, limits);
   const injector = server.createConnectionInjector(credentials(tls));
   const tracker = track(server);
+  const pressure = new MemoryPressure({
+    shedLargest: () => {
+      const cut = tracker.destroyLargest();
+      if (cut) limits.onCut?.("memory");
+      return cut;
+    },
+    onPressure: (active, fraction) => limits.onPressure?.(active, fraction),
+  });
+  limitServerInput({
+    limits: {
+      ...limits,
+      maxRefusedStreams: MAX_REFUSED_STREAMS,
+      streamsOpened: (n) => pressure.streamsOpened(n),
+    },
+    onCut: (reason) => limits.onCut?.(reason),
+  });
   const listener = net.createServer((socket) => {
     if (!limits.connections.tryAcquire()) {
       socket.destroy();
+      limits.onCut?.("max_connections");
       return;
     }
-    closeIfSilent(socket, limits.handshakeTimeoutMs, () => limits.connections.release());
+    closeIfNoRequest(socket, tracker, limits);
     injector.injectConnection(socket);
   });
   const target = bindTarget(addr);
@@ -230,21 +210,44 @@ export async function startSharedPortServer(
       {
         host: addr.host === "" ? "0.0.0.0" : addr.host,
         port: addr.port,
-        reusePort: true,
+        reusePort: options.reusePort ?? false,
       } as net.ListenOptions,
       () => resolve(),
     );
   });
+  let listening = true;
   return {
     server,
     port: (listener.address() as net.AddressInfo).port,
-    // The injector's node:http2 server is in grpc-js's list, so the same hooks apply.
+    // The injector's node:http2 server is in grpc-js's list, so the write batching applies.
     coalescing: coalesceWrites(server),
-    guarded: true,
     connections: () => tracker.size,
     tracker,
-    stopListening: () => new Promise((resolve) => listener.close(() => resolve())),
+    stopListening: () =>
+      new Promise((resolve) => {
+        if (!listening) return resolve();
+        listening = false;
+        pressure.stop();
+        listener.close(() => resolve());
+      }),
   };
+}
+
+/**
+ * Throws a {@link BindError} unless `addr` (a fixed port) is free, before workers share it with
+ * {@link startGrpcServer}'s `reusePort`. It is bound here for a moment without SO_REUSEPORT: that
+ * fails while anything listens there, even another instance's workers, which the workers' own
+ * binds (with SO_REUSEPORT) would silently join.
+ */
+export function checkPortFree(addr: HostPort): void {
+  const target = bindTarget(addr);
+  try {
+    Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port }).close();
+  } catch (error) {
+    throw new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error as Error)}`, {
+      cause: error,
+    });
+  }
 }
 
 /** A node:http2 server as grpc-js keeps it. */
@@ -291,33 +294,8 @@ export interface StreamLimits {
   maxHeaderListBytes: number;
   /** Told each time a connection is cut for going over one of these. */
   onCut?(reason: CutReason): void;
-}
-
-/** Limits on client connections; see {@link guardConnections}. */
-export interface ConnectionLimits extends StreamLimits {
-  /** Concurrent connections; more are closed as they arrive. */
-  maxConnections: number;
-  /** A connection that has sent no byte by then is closed. */
-  handshakeTimeoutMs: number;
-}
-
-/**
- * Bounds what idle or abusive clients can hold: each connection costs a file descriptor, and
- * descriptors run out for etcd's reconnects first (400 silent connections under a 256-fd limit
- * kept the service from reaching etcd for 20 s). Connections that never send a byte are closed
- * after `handshakeTimeoutMs`; past `maxConnections` new ones are closed at once (node's
- * `net.Server.maxConnections`). Returns false if grpc-js's internals changed (a test pins it).
- */
-function guardConnections(server: grpc.Server, limits: ConnectionLimits): boolean {
-  const servers = listeningServers(server);
-  for (const http2Server of servers) {
-    http2Server.maxConnections = limits.maxConnections;
-    http2Server.on(
-      "connection",
-      (socket: Socket) => closeIfSilent(socket, limits.handshakeTimeoutMs, () => {}),
-    );
-  }
-  return servers.length > 0;
+  /** Told when the heap passes the shedding mark (true) and is back under it (false). */
+  onPressure?(active: boolean, heapFraction: number): void;
 }
 
 /** A tracker of `server`'s connections and calls (on every node:http2 server grpc-js has now). */
@@ -329,14 +307,20 @@ function track(server: grpc.Server): ConnectionTracker {
   return tracker;
 }
 
-/** Destroys `socket` if it has sent no byte after `timeoutMs`; `onClose` runs once it closes. */
-function closeIfSilent(socket: Socket, timeoutMs: number, onClose: () => void): void {
+/**
+ * Closes `socket` unless it has started a request within the handshake timeout (a TLS handshake,
+ * a preface or a trickle of bytes is not enough: each would hold a connection slot for ever), and
+ * gives its slot back once it closes.
+ */
+function closeIfNoRequest(socket: Socket, tracker: ConnectionTracker, limits: ServeLimits): void {
   const timer = setTimeout(() => {
-    if (socket.bytesRead === 0) socket.destroy();
-  }, timeoutMs);
+    if (tracker.requested(socket)) return;
+    socket.destroy();
+    limits.onCut?.("no_request");
+  }, limits.handshakeTimeoutMs);
   socket.once("close", () => {
     clearTimeout(timer);
-    onClose();
+    limits.connections.release();
   });
 }
 
@@ -375,6 +359,7 @@ export async function stopGrpcServer(
   endStreams: () => void,
 ): Promise<"graceful" | "forced"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const closing = bound.stopListening();
   const drained = bound.tracker.drain().then(() => "graceful" as const);
   endStreams();
   const deadline = new Promise<"forced">((resolve) => {
@@ -382,6 +367,7 @@ export async function stopGrpcServer(
   });
   const outcome = await Promise.race([drained, deadline]);
   clearTimeout(timer);
+  await closing;
   if (outcome === "forced") bound.tracker.destroyAll();
   // Closes the listener and grpc-js's own state; no connection is left to send a GOAWAY to.
   bound.server.forceShutdown();

@@ -19,6 +19,8 @@ export interface ServicesOptions {
   server: ServerConfig;
   health: HealthService;
   subscribers: Limit;
+  /** The instance's budget of bytes queued to subscribers (`subscriber-queue-total-bytes`). */
+  queuedBytes: Limit;
   metrics?: Metrics;
   /**
    * For a peer's forwarded notification: delivers it to this instance's other workers and
@@ -42,6 +44,7 @@ export function buildServices(options: ServicesOptions): Services {
   const notifications = new NotificationService({
     instanceId: "",
     subscribers: options.subscribers,
+    queuedBytes: options.queuedBytes,
     onSent: (delivered) => {
       metrics?.notificationsSent.inc();
       metrics?.notificationsDelivered.inc(delivered);

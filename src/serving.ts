@@ -6,6 +6,7 @@ import type { Config } from "./config.ts";
 import type { HealthService, ServingStatus } from "./health.ts";
 import { LocalLimit } from "./limits.ts";
 import type { Logger } from "./logger.ts";
+import { describePressure } from "./connection_cuts.ts";
 import { cutReporter, type Metrics, type MetricsJson } from "./metrics.ts";
 import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
 import { buildServices, type Services } from "./services.ts";
@@ -73,15 +74,17 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     server,
     health: options.health,
     subscribers: new LocalLimit(server.maxSubscribers),
+    queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
     metrics: options.metrics,
     reached: options.reached,
   });
   const bound: BoundServer = await startGrpcServer(server.addr, services.handlers, server.tls, {
-    maxConnections: server.maxConnections,
+    connections: new LocalLimit(server.maxConnections),
     handshakeTimeoutMs: server.handshakeTimeoutMs,
     maxConcurrentStreams: server.maxConcurrentStreams,
     maxHeaderListBytes: server.maxHeaderListBytes,
     onCut: cutReporter((message) => options.logger.warn(message), options.metrics),
+    onPressure: (active, fraction) => options.logger.warn(describePressure(active, fraction)),
   });
   const { notifications } = services;
   return {
@@ -94,6 +97,9 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     workers: () => 1,
     workerMetrics: () => Promise.resolve([]),
     drain: (timeoutMs) => stopGrpcServer(bound, timeoutMs, services.endStreams),
-    abort: () => bound.server.forceShutdown(),
+    abort: () => {
+      void bound.stopListening();
+      bound.server.forceShutdown();
+    },
   };
 }

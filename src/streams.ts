@@ -39,3 +39,20 @@ export class StreamTracker {
     }
   }
 }
+
+/** The part of grpc-js's private call state used by {@link resetStream} (grpc-js is pinned). */
+interface WithHttp2Stream {
+  call?: { stream?: { close?(code: number): void; closed?: boolean } };
+}
+
+/**
+ * Resets a server call's HTTP/2 stream with `code` (RST_STREAM), dropping whatever it still has
+ * queued: the one way to end a stream whose client stopped reading, since trailers wait behind
+ * the queued data. Returns false if grpc-js's internals changed (streams.ts's test pins it).
+ */
+export function resetStream(call: object, code: number): boolean {
+  const stream = (call as WithHttp2Stream).call?.stream;
+  if (typeof stream?.close !== "function") return false;
+  if (!stream.closed) stream.close(code);
+  return true;
+}

@@ -1,5 +1,5 @@
 /** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
-import { CONNECTION_DEFAULTS, LocalLimit } from "../src/limits.ts";
+import { LocalLimit } from "../src/limits.ts";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
@@ -7,8 +7,14 @@ import http2 from "node:http2";
 import { loadSync } from "@grpc/proto-loader";
 import { HealthService } from "../src/health.ts";
 import { NotificationService } from "../src/notification/service.ts";
-import { startGrpcServer, stopGrpcServer } from "../src/server.ts";
-import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
+import { serveLimits, startGrpcServer, stopGrpcServer } from "../src/server.ts";
+import {
+  eventually,
+  healthCheck,
+  type NotificationClient,
+  notificationClient,
+  send,
+} from "./helpers/grpc.ts";
 import { services } from "../src/protos.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -24,12 +30,14 @@ async function withServer(
     handshakeTimeoutMs?: number;
     maxHealthWatches?: number;
     subscriberQueue?: { messages: number; bytes: number };
+    queuedBytes?: number;
   } = {},
 ): Promise<void> {
   const notifications = new NotificationService({
     instanceId: "test-1",
     subscribers: new LocalLimit(maxSubscribers),
     subscriberQueue: limits.subscriberQueue,
+    queuedBytes: limits.queuedBytes ? new LocalLimit(limits.queuedBytes) : undefined,
   });
   const health = new HealthService(
     { "": "SERVING", "notification.v1.NotificationService": "SERVING" },
@@ -39,17 +47,14 @@ async function withServer(
     { host: "127.0.0.1", port: 0 },
     { notification: notifications.handlers(), health: health.handlers() },
     undefined,
-    {
-      ...CONNECTION_DEFAULTS,
+    serveLimits({
       ...(limits.maxConnections ? { maxConnections: limits.maxConnections } : {}),
       ...(limits.handshakeTimeoutMs ? { handshakeTimeoutMs: limits.handshakeTimeoutMs } : {}),
-    },
+    }),
   );
-  const { server, port, coalescing, guarded } = bound;
-  // The 1.8x throughput fix and the connection limits depend on grpc-js internals: fail loudly if
-  // an upgrade disables them.
+  const { server, port, coalescing } = bound;
+  // The 1.8x throughput fix depends on grpc-js internals: fail loudly if an upgrade disables it.
   assert.equal(coalescing, true, "HTTP/2 frame writes are coalesced");
-  assert.equal(guarded, true, "connection limits are in force");
   try {
     await fn(`127.0.0.1:${port}`, { server, notifications, health });
   } finally {
@@ -399,6 +404,84 @@ Deno.test(
 );
 
 /** Subscribe over a bare node:http2 stream that does not read until told to. */
+/** Sends 8 KB notifications to `recipient` until one reaches a single stream; how many were sent. */
+async function floodUntilCut(
+  sender: NotificationClient,
+  recipient: string,
+  subscribers: number,
+): Promise<number> {
+  const body = "x".repeat(8 * 1024);
+  for (let i = 0; i < 400; i++) {
+    const { delivered } = await send(sender, { recipient, title: `n${i}`, body });
+    if (delivered < subscribers) return i + 1;
+  }
+  throw new Error(`no subscriber of ${recipient} was cut off after 400 notifications`);
+}
+
+Deno.test(
+  "a cut-off subscriber that still does not read is reset (ENHANCE_YOUR_CALM), freeing its queue",
+  opts,
+  async () => {
+    await withServer(
+      async (addr) => {
+        const sender = notificationClient(addr, { "grpc.use_local_subchannel_pool": 1 });
+        const slow = rawSubscribe(addr, "stalled");
+        try {
+          await eventually(
+            async () => (await send(sender, { recipient: "stalled", title: "probe" })).delivered === 1,
+            3_000,
+            "subscribed",
+          );
+          await floodUntilCut(sender, "stalled", 1);
+          // Its trailers wait behind the data it does not read: the stream is reset instead.
+          const code = await Promise.race([
+            slow.closed,
+            new Promise<string>((r) => setTimeout(r, 5_000, "open")),
+          ]);
+          assert.equal(code, 11, "reset with ENHANCE_YOUR_CALM, not left open holding its queue");
+        } finally {
+          slow.close();
+          sender.close();
+        }
+      },
+      100,
+      { subscriberQueue: { messages: 50, bytes: 256 * 1024 } },
+    );
+  },
+);
+
+Deno.test(
+  "the instance's queued bytes are bounded across subscribers: a lagging one is cut when they are spent",
+  opts,
+  async () => {
+    await withServer(
+      async (addr) => {
+        const sender = notificationClient(addr, { "grpc.use_local_subchannel_pool": 1 });
+        const first = rawSubscribe(addr, "shared");
+        const second = rawSubscribe(addr, "shared");
+        try {
+          await eventually(
+            async () => (await send(sender, { recipient: "shared", title: "probe" })).delivered === 2,
+            3_000,
+            "both subscribed",
+          );
+          // Each stream may queue 1 MiB, but the instance only 256 KiB: a cut comes far sooner.
+          const sent = await floodUntilCut(sender, "shared", 2);
+          assert.ok(sent * 8 * 1024 < 1024 * 1024, `cut after ${sent} notifications of 8 KB`);
+          const cut = await Promise.race([first.closed, second.closed]);
+          assert.equal(cut, 11, "the cut-off stream was reset once it still did not read");
+        } finally {
+          first.close();
+          second.close();
+          sender.close();
+        }
+      },
+      100,
+      { subscriberQueue: { messages: 1_000, bytes: 1024 * 1024 }, queuedBytes: 256 * 1024 },
+    );
+  },
+);
+
 function rawSubscribe(addr: string, recipient: string) {
   const session = http2.connect(`http://${addr}`);
   const bytes = new TextEncoder().encode(recipient);
@@ -411,7 +494,12 @@ function rawSubscribe(addr: string, recipient: string) {
   });
   stream.end(Buffer.from([0, 0, 0, 0, message.length, ...message])); // gRPC length prefix + message
   stream.pause();
+  stream.on("error", () => {});
+  const closed = new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0)));
   return {
+    /** Resolves with the stream's RST_STREAM code (0 without one) once it closes, still unread. */
+    closed,
+    close: () => session.destroy(),
     resumeAndWait(): Promise<{ code: string; message: string }> {
       return new Promise((resolve) => {
         stream.on("trailers", (trailers) => {

@@ -1,5 +1,5 @@
 /**
- * HTTP/2 header abuse, written as an attacker would send it (frames built by hand,
+ * HTTP/2 abuse, written as an attacker would send it (frames built by hand,
  * tests/helpers/h2_attack.ts), against a real service: memory stays bounded, the service stays
  * alive, SERVING and registered, and a normal client is served throughout. Before the inbound
  * limits (src/http2_inbound.ts) the HPACK bomb grew RSS by ~480 MiB per attacking connection and
@@ -8,7 +8,16 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { healthClient } from "./helpers/grpc.ts";
-import { type HeaderAttack, headerAttack } from "./helpers/h2_attack.ts";
+import {
+  type HeaderAttack,
+  headerAttack,
+  holdStreams,
+  pipelineWithoutWindow,
+  PREFACE,
+  send,
+  serverSettings,
+  SETTING,
+} from "./helpers/h2_attack.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { rssMiB } from "./helpers/proc.ts";
 import { ServiceProcess } from "./helpers/service.ts";
@@ -75,3 +84,135 @@ for (const attack of ["hpack-bomb", "fat-open-streams"] as HeaderAttack[]) {
     },
   );
 }
+
+/** The service is running, answers SERVING on a new connection, and its record is in etcd. */
+async function assertServing(svc: ServiceProcess, endpoints: string[]): Promise<void> {
+  assert.equal(svc.exited, false, svc.lines.join("\n"));
+  const probe = healthClient(svc.addr);
+  try {
+    assert.equal(await probe.check(), "SERVING");
+  } finally {
+    probe.close();
+  }
+  using kv = scopedClient(endpoints);
+  assert.ok(await readRecord(kv, svc.key), "still registered");
+}
+
+Deno.test("the server advertises its stream and header limits in SETTINGS", opts, async () => {
+  await using etcd = await useEtcd();
+  await using svc = await ServiceProcess.start({
+    endpoints: etcd.endpoints,
+    instanceId: `settings-${crypto.randomUUID()}`,
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: svc.port });
+  try {
+    await send(conn, PREFACE);
+    const values = await serverSettings(conn);
+    assert.equal(values.get(SETTING.MAX_CONCURRENT_STREAMS), 100);
+    assert.equal(values.get(SETTING.MAX_HEADER_LIST_SIZE), 16_384);
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test(
+  "a client that pipelines calls and never opens its window is cut; memory stays bounded",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `window-${crypto.randomUUID()}`,
+    });
+    const idle = rssMiB(svc.pid);
+    const result = await pipelineWithoutWindow(svc.port, 20_000);
+    const peak = rssMiB(svc.pid);
+    console.log(
+      `zero-window pipelining: ${result.written} calls written, cut ${result.cut}; RSS ${
+        idle.toFixed(0)
+      } -> ${peak.toFixed(0)} MiB`,
+    );
+    assert.ok(result.cut, `the connection was not cut after ${result.written} calls`);
+    assert.ok(result.written < 20_000);
+    assert.ok(peak - idle < MAX_GROWTH_MIB, `RSS grew ${(peak - idle).toFixed(0)} MiB`);
+    await assertServing(svc, etcd.endpoints);
+  },
+);
+
+Deno.test(
+  "connections that start no request lose their slot after handshake-timeout, whatever they sent",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `slots-${crypto.randomUUID()}`,
+      serverExtra: "  max-connections: 30\n  handshake-timeout: 1s\n",
+    });
+    // Every slot taken: ten send one byte, ten a slow preface, ten a whole preface and SETTINGS.
+    const payloads = [PREFACE.subarray(0, 1), PREFACE.subarray(0, 10), PREFACE];
+    const conns = await Promise.all(Array.from({ length: 30 }, async (_, i) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: svc.port });
+      await send(conn, payloads[i % 3]);
+      return conn;
+    }));
+    try {
+      const closed = await Promise.all(conns.map(async (conn) => {
+        const buffer = new Uint8Array(1024);
+        const deadline = setTimeout(() => conn.close(), 5_000);
+        try {
+          while (await conn.read(buffer) !== null);
+          return true;
+        } catch {
+          return false;
+        } finally {
+          clearTimeout(deadline);
+        }
+      }));
+      assert.deepEqual(
+        closed.filter((c) => !c).length,
+        0,
+        "every silent connection was closed by the server",
+      );
+      await assertServing(svc, etcd.endpoints);
+      await svc.waitForLine(
+        /WARN (Worker \d+: )?Cut client connections over their limits: .*no request within handshake-timeout/,
+        11_000,
+      );
+    } finally {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+    }
+  },
+);
+
+Deno.test(
+  "streams that fill the heap within every per-connection bound are shed before V8 runs out",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    // A small heap, so that 120 connections x 100 streams x 12 KB of headers reach it quickly.
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `heap-${crypto.randomUUID()}`,
+      workers: 1,
+      env: { DENO_V8_FLAGS: "--max-old-space-size=160" },
+    });
+    const held = await holdStreams(svc.port, { connections: 120, streams: 100 });
+    try {
+      await svc.waitForLine(/WARN Heap at \d+% of V8's limit/, 10_000);
+      await svc.waitForLine(/WARN Heap back down to \d+% of V8's limit/, 10_000);
+      console.log(`heap pressure: ${held.open()} of 120 attacking connections left open`);
+      assert.ok(held.open() < 120, "connections were shed");
+      assert.equal(svc.exited, false, svc.lines.join("\n"));
+      // While the heap is over the mark new streams are refused; with the attacker gone, all is back.
+      held.close();
+      await assertServing(svc, etcd.endpoints);
+    } finally {
+      held.close();
+    }
+  },
+);

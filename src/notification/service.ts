@@ -5,13 +5,21 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Limit, LocalLimit } from "../limits.ts";
-import { StreamTracker } from "../streams.ts";
+import { resetStream, StreamTracker } from "../streams.ts";
 import { encodeNotification, invalidUtf8 } from "../protos.ts";
 import { Hub, type Notification } from "./hub.ts";
 import { recipientProblem, type SendInput, sendProblem } from "./validate.ts";
 
 /** Bytes of notifications written to subscribers before yielding to other calls. */
 const BYTES_PER_TURN = 64 * 1024;
+/**
+ * A cut-off stream ends with trailers after the data it has queued; a client that still does not
+ * read gets its stream reset this long after (ENHANCE_YOUR_CALM, which clients report as
+ * RESOURCE_EXHAUSTED), and what it held is freed.
+ */
+const CUT_GRACE_MS = 1_000;
+/** HTTP/2 ENHANCE_YOUR_CALM. */
+const ENHANCE_YOUR_CALM = 0xb;
 
 /** Options for {@link NotificationService}. */
 export interface NotificationServiceOptions {
@@ -27,6 +35,12 @@ export interface NotificationServiceOptions {
    * notification is not counted as delivered. @default 1000 notifications, 1 MiB (Centrifugo's default)
    */
   subscriberQueue?: { messages: number; bytes: number };
+  /**
+   * Bytes queued across every Subscribe stream of the instance, cut-off streams included
+   * (`subscriber-queue-total-bytes`). A stream that is behind when the budget is spent is cut off.
+   * @default 256 MiB
+   */
+  queuedBytes?: Limit;
   /** Told when a notification is dropped because its subscriber was too slow (for metrics). */
   onDropped?: () => void;
 }
@@ -53,6 +67,7 @@ export class NotificationService {
   readonly #subscribers: Limit;
   readonly #onSent: (delivered: number) => void;
   readonly #queue: { messages: number; bytes: number };
+  readonly #queuedBytes: Limit;
   readonly #onDropped: () => void;
 
   constructor(options: NotificationServiceOptions) {
@@ -60,6 +75,7 @@ export class NotificationService {
     this.#subscribers = options.subscribers ?? new LocalLimit(10_000);
     this.#onSent = options.onSent ?? (() => {});
     this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 1024 * 1024 };
+    this.#queuedBytes = options.queuedBytes ?? new LocalLimit(256 * 1024 * 1024);
     this.#onDropped = options.onDropped ?? (() => {});
   }
 
@@ -142,40 +158,65 @@ export class NotificationService {
         }
         let removed = false;
         let unsubscribe = () => {};
+        // Written but not yet taken by the client (a write completes when HTTP/2 flow control lets
+        // it out): bounded per stream, and across streams by the instance's budget, which a stream
+        // gives back as its writes complete or, at the latest, when it closes.
+        let queued = 0;
+        let queuedBytes = 0;
+        let budgeted = 0;
+        const budget = this.#queuedBytes;
+        let cut = false;
         const leave = () => {
           unsubscribe();
           if (removed) return;
           removed = true;
           limit.release();
         };
-        if (!this.#streams.add(call as never, leave)) {
+        const closed = () => {
           leave();
+          budget.release(budgeted);
+          budgeted = 0;
+        };
+        if (!this.#streams.add(call as never, closed)) {
+          closed();
           call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
           return;
         }
-        // Written but not yet taken by the client (a write completes when HTTP/2 flow control lets
-        // it out): bounded, so one subscriber that stops reading cannot hold unbounded memory.
-        let queued = 0;
-        let queuedBytes = 0;
-        let cut = false;
+        const cutOff = (why: string) => {
+          cut = true;
+          leave();
+          this.#onDropped();
+          call.emit("error", {
+            code: grpc.status.RESOURCE_EXHAUSTED,
+            details: `subscriber too slow: ${queued} notifications (${queuedBytes} bytes) not yet read${why}`,
+          });
+          // The trailers wait behind the queued data; a client that does not read gets a reset.
+          setTimeout(() => {
+            if (!call.writableFinished && !call.destroyed) resetStream(call, ENHANCE_YOUR_CALM);
+          }, CUT_GRACE_MS);
+        };
         const recipient = call.request.recipient;
         unsubscribe = this.hub.subscribe(recipient, (bytes) => {
           if (cut || call.cancelled || call.destroyed) return false;
           if (queued + 1 > this.#queue.messages || queuedBytes + bytes.length > this.#queue.bytes) {
-            cut = true;
-            leave();
-            this.#onDropped();
-            call.emit("error", {
-              code: grpc.status.RESOURCE_EXHAUSTED,
-              details: `subscriber too slow: ${queued} notifications (${queuedBytes} bytes) not yet read`,
-            });
+            cutOff("");
+            return false;
+          }
+          const taken = budget.tryAcquire(bytes.length);
+          if (!taken && queued > 0) {
+            cutOff(" (the instance's subscriber-queue-total-bytes is spent)");
             return false;
           }
           queued++;
           queuedBytes += bytes.length;
+          if (taken) budgeted += bytes.length;
           call.write(bytes, () => {
             queued--;
             queuedBytes -= bytes.length;
+            if (taken && budgeted >= bytes.length) {
+              budgeted -= bytes.length;
+              budget.release(bytes.length);
+            }
           });
           return true;
         });

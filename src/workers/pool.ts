@@ -85,6 +85,7 @@ export class WorkerPool {
       subscribers: sharedLimitBuffer(options.count),
       healthWatches: sharedLimitBuffer(options.count),
       connections: sharedLimitBuffer(options.count),
+      queuedBytes: sharedLimitBuffer(options.count),
     };
     this.#slots = Array.from({ length: options.count }, (_, index) => ({
       index,

@@ -12,6 +12,8 @@ export interface SharedLimits {
   subscribers: SharedArrayBuffer;
   healthWatches: SharedArrayBuffer;
   connections: SharedArrayBuffer;
+  /** Bytes queued to subscribers (`subscriber-queue-total-bytes`). */
+  queuedBytes: SharedArrayBuffer;
 }
 
 /** The first message a worker gets. */

@@ -5,9 +5,10 @@
  */
 import { HealthService } from "../health.ts";
 import { SharedLimit } from "../limits.ts";
+import { describePressure } from "../connection_cuts.ts";
 import { cutReporter, Metrics } from "../metrics.ts";
 import type { Routing } from "../notification/service.ts";
-import { BindError, startSharedPortServer, stopGrpcServer } from "../server.ts";
+import { BindError, startGrpcServer, stopGrpcServer } from "../server.ts";
 import { buildServices } from "../services.ts";
 import { Outbox } from "./outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
@@ -95,6 +96,7 @@ async function start(
     server,
     health,
     subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
+    queuedBytes: new SharedLimit(init.limits.queuedBytes, server.subscriberQueueTotalBytes, init.index),
     metrics,
     deliverToOtherWorkers: (recipient, bytes) =>
       filter.mayHold(recipient)
@@ -116,7 +118,7 @@ async function start(
     unsubscribed: (recipient) => post({ type: "unsubscribed", recipient }),
   };
   notifications.routing = routing;
-  const bound = await startSharedPortServer(
+  const bound = await startGrpcServer(
     { host: server.addr.host, port: init.port },
     services.handlers,
     server.tls,
@@ -126,7 +128,9 @@ async function start(
       maxConcurrentStreams: server.maxConcurrentStreams,
       maxHeaderListBytes: server.maxHeaderListBytes,
       onCut: cutReporter((message) => post({ type: "warn", message }), metrics),
+      onPressure: (active, fraction) => post({ type: "warn", message: describePressure(active, fraction) }),
     },
+    { reusePort: true },
   );
   connections = bound.connections;
   return {
@@ -150,7 +154,6 @@ async function start(
           );
           break;
         case "stop":
-          void bound.stopListening();
           void stopGrpcServer(bound, message.timeoutMs, services.endStreams).then((outcome) =>
             post({ type: "stopped", outcome })
           );

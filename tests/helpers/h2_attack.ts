@@ -177,3 +177,111 @@ export async function headerAttack(
   }
   return result;
 }
+
+/**
+ * Holds `streams` open streams on each of `connections` connections, every one with ~12 KB of
+ * headers (a 3 950-byte header and two references to it: under the header limit, so only memory
+ * pressure can stop it). Resolves once all is sent, with how many connections are still open and
+ * a function that closes them.
+ */
+export async function holdStreams(
+  port: number,
+  options: { connections: number; streams: number },
+): Promise<{ open(): number; close(): void }> {
+  const block = referenceBomb("/grpc.health.v1.Health/Check", 3_950, 2);
+  const conns: { conn: Deno.Conn; closed: boolean }[] = [];
+  await Promise.all(Array.from({ length: options.connections }, async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const entry = { conn, closed: false };
+    conns.push(entry);
+    void drain(conn).then(() => (entry.closed = true));
+    if (!await send(conn, PREFACE)) return;
+    for (let i = 0; i < options.streams && !entry.closed; i++) {
+      if (!await send(conn, headers(1 + 2 * i, block, false))) return;
+    }
+  }));
+  return {
+    open: () => conns.filter((c) => !c.closed).length,
+    close: () => {
+      for (const { conn } of conns) {
+        try {
+          conn.close();
+        } catch { /* closed by the server */ }
+      }
+    },
+  };
+}
+
+/** SETTINGS parameters (RFC 9113 §6.5.2) used here. */
+export const SETTING = { MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_HEADER_LIST_SIZE: 6 };
+
+/** A SETTINGS frame with `values` (id -> value). */
+export function settings(values: Record<number, number>): Uint8Array {
+  const entries = Object.entries(values);
+  const payload = new Uint8Array(6 * entries.length);
+  const view = new DataView(payload.buffer);
+  entries.forEach(([id, value], i) => {
+    view.setUint16(6 * i, Number(id));
+    view.setUint32(6 * i + 2, value);
+  });
+  return frame(FRAME.SETTINGS, 0, 0, payload);
+}
+
+/** Reads frames from `conn` until the server's first (non-ACK) SETTINGS; its parameters. */
+export async function serverSettings(conn: Deno.Conn): Promise<Map<number, number>> {
+  let bytes = new Uint8Array(0);
+  const buffer = new Uint8Array(16 * 1024);
+  for (;;) {
+    while (bytes.length >= 9) {
+      const length = (bytes[0] << 16) | (bytes[1] << 8) | bytes[2];
+      if (bytes.length < 9 + length) break;
+      if (bytes[3] === FRAME.SETTINGS && (bytes[4] & FLAG.ACK) === 0) {
+        const view = new DataView(bytes.buffer, bytes.byteOffset + 9, length);
+        const values = new Map<number, number>();
+        for (let at = 0; at + 6 <= length; at += 6) values.set(view.getUint16(at), view.getUint32(at + 2));
+        return values;
+      }
+      bytes = bytes.slice(9 + length);
+    }
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("closed before the server's SETTINGS");
+    bytes = new Uint8Array([...bytes, ...buffer.subarray(0, n)]);
+  }
+}
+
+/**
+ * A client that opens no receive window (INITIAL_WINDOW_SIZE 0) and pipelines `calls`
+ * Health/Check calls on one connection: no response can be sent, so every call stays open.
+ * Resolves with how many were written before the server closed the connection, and whether it did.
+ */
+export async function pipelineWithoutWindow(
+  port: number,
+  calls: number,
+): Promise<{ written: number; cut: boolean }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let closed = false;
+  const reading = drain(conn).then(() => (closed = true));
+  const block = new Uint8Array(grpcRequestHeaders("/grpc.health.v1.Health/Check"));
+  let written = 0;
+  let open = await send(
+    conn,
+    new Uint8Array([...PREFACE.subarray(0, 24), ...settings({ [SETTING.INITIAL_WINDOW_SIZE]: 0 })]),
+  );
+  // 100 calls per write: HEADERS then an empty gRPC message that ends the stream.
+  for (let batch = 0; open && !closed && written < calls; batch++) {
+    const frames: Uint8Array[] = [];
+    for (let i = 0; i < 100 && written + i < calls; i++) {
+      const stream = 1 + 2 * (written + i);
+      frames.push(headers(stream, block, false), grpcData(stream, new Uint8Array()));
+    }
+    open = await send(conn, new Uint8Array(frames.flatMap((f) => [...f])));
+    if (open) written += frames.length / 2;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.race([reading, new Promise((r) => setTimeout(r, 2_000))]);
+  const cut = closed;
+  try {
+    conn.close();
+  } catch { /* closed by the server */ }
+  return { written, cut };
+}
