@@ -4,15 +4,24 @@
  * - soak: Node grpc-js clients that connect, call Health/Check and close (every one sends a GOAWAY),
  *   without MALLOC_PERTURB_, several runs; crashes counted.
  * - cost: Health/Check through h2load (plain and TLS), rps and the service's CPU µs per call.
- * - attacks: the header attacks of tests/http2_abuse_test.ts, plain and under MALLOC_PERTURB_=165:
- *   RSS idle, peak and 10 s after, a normal client's Health p99 during, survival.
+ * - attacks: those of tests/http2_abuse_test.ts at bench size, and 400 subscribers that never read,
+ *   plain and under MALLOC_PERTURB_=165: RSS idle, peak and 10 s after, a normal client's Health
+ *   p99 during (one connection, every 20 ms), survival.
  * `--root DIR` runs another checkout's main.ts (e.g. a `git worktree` of an older commit) for a
  * before/after comparison; this checkout's clients and attacks are used either way.
  */
-import { healthClient } from "../tests/helpers/grpc.ts";
+import { healthClient, notificationClient, send as sendNotification } from "../tests/helpers/grpc.ts";
 import { makeCertificates } from "../tests/helpers/certs.ts";
 import { node } from "../tests/helpers/foreign.ts";
-import { type HeaderAttack, headerAttack } from "../tests/helpers/h2_attack.ts";
+import {
+  type HeaderAttack,
+  headerAttack,
+  holdStreams,
+  pipelineWithoutWindow,
+  PREFACE,
+  send,
+  stalledSubscribers,
+} from "../tests/helpers/h2_attack.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { fmt, median } from "./load.ts";
@@ -34,7 +43,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function start(
   options: Http2BenchOptions,
-  extra: { tls?: string; env?: Record<string, string>; workers?: number },
+  extra: { tls?: string; env?: Record<string, string>; workers?: number | undefined },
 ): Promise<ServiceProcess> {
   const script = options.root ? [`--config=${options.root}/deno.json`, `${options.root}/main.ts`] : undefined;
   return ServiceProcess.start({
@@ -110,13 +119,95 @@ async function cost(
   return await run(options.seconds);
 }
 
+/** An attack as the bench runs it: how the service is configured, and what the attacker does. */
+interface Attack {
+  name: string;
+  /** Service environment (a smaller V8 heap for the heap attack). */
+  env?: Record<string, string>;
+  workers?: number;
+  /** What the attacker did, in a few words. */
+  run(svc: ServiceProcess): Promise<string>;
+}
+
+/** The attacks of tests/http2_abuse_test.ts and the slow-subscriber flood, at bench size. */
+const ATTACKS: Attack[] = [
+  ...(["hpack-bomb", "fat-open-streams"] as HeaderAttack[]).map((name) => ({
+    name,
+    run: async (svc: ServiceProcess) => {
+      const results = await Promise.all(
+        [0, 1].map(() => headerAttack(svc.port, name, { rounds: 3, streams: 1_000 })),
+      );
+      return `${results.reduce((n, r) => n + r.streams, 0)} streams on 6 conns`;
+    },
+  })),
+  {
+    name: "zero-window pipelining",
+    run: async (svc) => {
+      const results = await Promise.all([0, 1].map(() => pipelineWithoutWindow(svc.port, 100_000)));
+      return `${results.reduce((n, r) => n + r.written, 0)} calls on 2 conns`;
+    },
+  },
+  {
+    name: "1 000 silent connections",
+    run: async (svc) => {
+      // One byte each, as many as max-connections allows; held until the server closes them.
+      const conns = await Promise.all(Array.from({ length: 1_000 }, async () => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: svc.port });
+        await send(conn, PREFACE.subarray(0, 1));
+        return conn;
+      }));
+      const started = performance.now();
+      const closedIn = await Promise.all(conns.map(async (conn) => {
+        const buffer = new Uint8Array(64);
+        const timer = setTimeout(() => conn.close(), 30_000);
+        try {
+          while (await conn.read(buffer) !== null);
+        } catch { /* closed */ }
+        clearTimeout(timer);
+        return performance.now() - started;
+      }));
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed by the server */ }
+      }
+      return `all closed by ${fmt(Math.max(...closedIn) / 1000)} s`;
+    },
+  },
+  {
+    name: "400 stalled subscribers",
+    run: async (svc) => {
+      const close = await stalledSubscribers(svc.port, "stalled", 400);
+      const sender = notificationClient(svc.addr);
+      const body = "x".repeat(8 * 1024);
+      let delivered = 0;
+      for (let i = 0; i < 200; i++) {
+        delivered +=
+          (await sendNotification(sender, { recipient: "stalled", title: `n${i}`, body })).delivered;
+      }
+      sender.close();
+      close();
+      return `${delivered} of ${200 * 400} queued`;
+    },
+  },
+  {
+    name: "heap: 120 conns x 100 streams (160 MB heap)",
+    env: { DENO_V8_FLAGS: "--max-old-space-size=160" },
+    workers: 1,
+    run: async (svc) => {
+      const held = await holdStreams(svc.port, { connections: 120, streams: 100 });
+      await sleep(3_000);
+      const open = held.open();
+      held.close();
+      return `${120 - open} of 120 conns shed`;
+    },
+  },
+];
+
 /** One attack on a fresh service: RSS idle, peak, 10 s after; Health p99 during; survival. */
-async function attackRow(
-  options: Http2BenchOptions,
-  attack: HeaderAttack,
-  perturb: boolean,
-): Promise<string[]> {
-  await using svc = await start(options, { env: perturb ? { MALLOC_PERTURB_: "165" } : undefined });
+async function attackRow(options: Http2BenchOptions, attack: Attack, perturb: boolean): Promise<string[]> {
+  const env = { ...attack.env, ...(perturb ? { MALLOC_PERTURB_: "165" } : {}) };
+  await using svc = await start(options, { env, workers: attack.workers });
   const probe = healthClient(svc.addr);
   try {
     await probe.check();
@@ -135,21 +226,21 @@ async function attackRow(
         await sleep(20);
       }
     })();
-    const results = await Promise.all(
-      [0, 1].map(() => headerAttack(svc.port, attack, { rounds: 3, streams: 1_000 })),
-    ).finally(() => (attacking = false));
+    const what = await attack.run(svc).catch((e) => `attacker failed: ${e}`).finally(
+      () => (attacking = false),
+    );
     await probing;
     await sleep(10_000);
     const after = rssMiB(svc.pid);
     const sorted = latencies.sort((a, b) => a - b);
     return [
-      `${attack}${perturb ? " (perturb)" : ""}`,
-      String(results.reduce((n, r) => n + r.streams, 0)),
+      `${attack.name}${perturb ? " (perturb)" : ""}`,
+      what,
       fmt(idle, 0),
       fmt(peak, 0),
       Number.isNaN(after) ? "gone" : fmt(after, 0),
       fmt(sorted[Math.floor(0.99 * (sorted.length - 1))] ?? NaN),
-      String(failures),
+      `${failures}/${latencies.length}`,
       svc.exited ? "died" : "alive",
     ];
   } finally {
@@ -172,18 +263,18 @@ export async function http2Bench(options: Http2BenchOptions): Promise<string[][]
   }
   const soakRows = [["soak", "clients", "crashes"], await soak(options, 1), await soak(options, 2)];
   const attackRows = [[
-    "attack (2 attackers x 3 connections)",
-    "streams sent",
+    "attack",
+    "what the attacker did",
     "RSS idle MiB",
     "peak",
     "10 s after",
     "Health p99 ms",
-    "probe failures",
+    "Health probes failed",
     "service",
   ]];
   for (const perturb of [false, true]) {
-    for (const attack of ["hpack-bomb", "fat-open-streams"] as const) {
-      options.note(`attack ${attack}${perturb ? " under MALLOC_PERTURB_" : ""}`);
+    for (const attack of ATTACKS) {
+      options.note(`attack ${attack.name}${perturb ? " under MALLOC_PERTURB_" : ""}`);
       attackRows.push(await attackRow(options, attack, perturb));
     }
   }

@@ -285,3 +285,32 @@ export async function pipelineWithoutWindow(
   } catch { /* closed by the server */ }
   return { written, cut };
 }
+
+/**
+ * `count` Subscribe streams for `recipient` that never read: the client's receive window is 0
+ * (SETTINGS INITIAL_WINDOW_SIZE), so the server can queue notifications for them but never send
+ * them. 100 streams per connection (the server's limit). Returns a function that closes them all.
+ */
+export async function stalledSubscribers(port: number, recipient: string, count: number): Promise<() => void> {
+  const name = encoder.encode(recipient);
+  const request = new Uint8Array([0x0a, name.length, ...name]); // SubscribeRequest.recipient
+  const block = new Uint8Array(grpcRequestHeaders("/notification.v1.NotificationService/Subscribe"));
+  const conns: Deno.Conn[] = [];
+  for (let opened = 0; opened < count; opened += 100) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.push(conn);
+    void drain(conn);
+    const frames: number[] = [...PREFACE.subarray(0, 24), ...settings({ [SETTING.INITIAL_WINDOW_SIZE]: 0 })];
+    for (let i = 0; i < Math.min(100, count - opened); i++) {
+      frames.push(...headers(1 + 2 * i, block, false), ...grpcData(1 + 2 * i, request));
+    }
+    await send(conn, new Uint8Array(frames));
+  }
+  return () => {
+    for (const conn of conns) {
+      try {
+        conn.close();
+      } catch { /* closed by the server */ }
+    }
+  };
+}
