@@ -53,7 +53,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const note = (msg: string) => console.error(`bench: ${msg}`);
 
 async function run(cmd: string, argv: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
-  const out = await new Deno.Command(cmd, { args: argv, ...opts, stdout: "piped", stderr: "piped" }).output();
+  let out;
+  try {
+    out = await new Deno.Command(cmd, { args: argv, ...opts, stdout: "piped", stderr: "piped" }).output();
+  } catch (error) {
+    return { ok: false, text: String(error) }; // no such program or directory (../shared missing)
+  }
   return {
     ok: out.success,
     text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
@@ -352,13 +357,14 @@ const describe = (r: LoadResult) =>
 
 async function main(): Promise<void> {
   note(`rounds=${ROUNDS}, ${SECONDS}s per load run, ${CALLERS} callers, ${Deno.env.get("HOSTNAME") ?? ""}`);
-  const go = await buildGo();
-  if (go.reason) note(go.reason);
   await using etcd = await startEtcd();
+  // Needs no Go: h2load and Node clients.
   if (args.values.only === "http2") {
     for (const table of await http2Section(etcd.endpoints)) printTable(table);
     return;
   }
+  const go = await buildGo();
+  if (go.reason) note(go.reason);
   if (args.values.only === "workers") {
     if (!go.loadgen || !go.sendload || !go.peer) {
       throw new Error(`the workers section needs Go: ${go.reason}`);
