@@ -36,6 +36,8 @@ export interface Http2BenchOptions {
   seconds: number;
   soakClients: number;
   soakRuns: number;
+  /** Which parts to run (default all). */
+  parts?: ("cost" | "soak" | "attacks")[];
   note(message: string): void;
 }
 
@@ -250,33 +252,43 @@ async function attackRow(options: Http2BenchOptions, attack: Attack, perturb: bo
 
 /** The section's tables, ready to print. */
 export async function http2Bench(options: Http2BenchOptions): Promise<string[][][]> {
-  const certs = await Deno.makeTempDir({ prefix: "bench-h2-certs-" });
-  await makeCertificates(certs);
-  const costRows: string[][] = [["Health via h2load (c=4, m=32)", "rps", "CPU µs/call"]];
-  for (const [name, tls] of [["plain", undefined], ["TLS", certs]] as const) {
-    const runs = [];
-    for (let round = 0; round < options.rounds; round++) {
-      runs.push(await cost(options, tls));
-      options.note(`cost ${name} round ${round + 1}: ${fmt(runs.at(-1)!.rps, 0)} rps`);
+  const parts = new Set(options.parts ?? ["cost", "soak", "attacks"]);
+  const tables: string[][][] = [];
+  if (parts.has("cost")) {
+    const certs = await Deno.makeTempDir({ prefix: "bench-h2-certs-" });
+    await makeCertificates(certs);
+    const costRows: string[][] = [["Health via h2load (c=4, m=32)", "rps", "CPU µs/call"]];
+    for (const [name, tls] of [["plain", undefined], ["TLS", certs]] as const) {
+      const runs = [];
+      for (let round = 0; round < options.rounds; round++) {
+        runs.push(await cost(options, tls));
+        options.note(`cost ${name} round ${round + 1}: ${fmt(runs.at(-1)!.rps, 0)} rps`);
+      }
+      costRows.push([name, fmt(median(runs.map((r) => r.rps)), 0), fmt(median(runs.map((r) => r.cpu)))]);
     }
-    costRows.push([name, fmt(median(runs.map((r) => r.rps)), 0), fmt(median(runs.map((r) => r.cpu)))]);
+    tables.push(costRows);
   }
-  const soakRows = [["soak", "clients", "crashes"], await soak(options, 1), await soak(options, 2)];
-  const attackRows = [[
-    "attack",
-    "what the attacker did",
-    "RSS idle MiB",
-    "peak",
-    "10 s after",
-    "Health p99 ms",
-    "Health probes failed",
-    "service",
-  ]];
-  for (const perturb of [false, true]) {
-    for (const attack of ATTACKS) {
-      options.note(`attack ${attack.name}${perturb ? " under MALLOC_PERTURB_" : ""}`);
-      attackRows.push(await attackRow(options, attack, perturb));
+  if (parts.has("soak")) {
+    tables.push([["soak", "clients", "crashes"], await soak(options, 1), await soak(options, 2)]);
+  }
+  if (parts.has("attacks")) {
+    const attackRows = [[
+      "attack",
+      "what the attacker did",
+      "RSS idle MiB",
+      "peak",
+      "10 s after",
+      "Health p99 ms",
+      "Health probes failed",
+      "service",
+    ]];
+    for (const perturb of [false, true]) {
+      for (const attack of ATTACKS) {
+        options.note(`attack ${attack.name}${perturb ? " under MALLOC_PERTURB_" : ""}`);
+        attackRows.push(await attackRow(options, attack, perturb));
+      }
     }
+    tables.push(attackRows);
   }
-  return [costRows, soakRows, attackRows];
+  return tables;
 }

@@ -9,11 +9,12 @@
  * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s),
  * --workers LIST (the workers dimension, default "1,2"; e.g. "1,4,8,auto" on many cores),
  * --only workers (that section alone), --only http2 (the HTTP/2 guard and limits: soak, cost, header
- * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N).
+ * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N,
+ * --parts cost,soak,attacks).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
-import { createEtcdClient } from "../src/registry/etcd_client.ts";
+import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { clusterBench } from "./cluster.ts";
 import { fanOutStall } from "./fanout.ts";
 import { http2Bench } from "./http2.ts";
@@ -21,8 +22,8 @@ import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
 import { recordingCostNs } from "./metrics_cost.ts";
-import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
-import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
+import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
+import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
 import { freePort, startEtcd, waitForPort } from "../tests/helpers/etcd.ts";
 import { notificationClient, send } from "../tests/helpers/grpc.ts";
 import { rawClient } from "../tests/helpers/kv.ts";
@@ -42,6 +43,7 @@ const args = parseArgs({
     root: { type: "string" },
     "soak-clients": { type: "string", default: "2000" },
     "soak-runs": { type: "string", default: "3" },
+    parts: { type: "string", default: "cost,soak,attacks" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -505,6 +507,7 @@ function http2Section(endpoints: string[]): Promise<string[][][]> {
     seconds: SECONDS,
     soakClients: Number(args.values["soak-clients"]),
     soakRuns: Number(args.values["soak-runs"]),
+    parts: args.values.parts.split(",").map((p) => p.trim()) as ("cost" | "soak" | "attacks")[],
     note,
   });
 }

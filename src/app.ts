@@ -8,19 +8,19 @@
  * close `/metrics` → close etcd. A second signal exits at once.
  */
 import { advertisedAddress } from "./advertise.ts";
-import { sleep } from "./backoff.ts";
+import { sleep } from "../packages/registry/src/backoff.ts";
 import type { Config } from "./config.ts";
-import { formatDuration } from "./duration.ts";
+import { formatDuration } from "../packages/registry/src/duration.ts";
 import { HealthService } from "./health.ts";
-import { http2Guard } from "./http2_guard.ts";
+import { http2Guard } from "../packages/registry/src/http2_guard.ts";
 import type { Logger } from "./logger.ts";
-import { createEtcdClient, deadlineAfter, waitForEtcd } from "./registry/etcd_client.ts";
-import { EtcdRegistrar } from "./registry/etcd_registrar.ts";
-import type { ServiceInstance } from "./registry/types.ts";
+import { createEtcdClient, deadlineAfter, waitForEtcd } from "../packages/registry/src/etcd_client.ts";
+import { EtcdRegistrar } from "../packages/registry/src/etcd_registrar.ts";
+import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import { peerCredentials } from "./server.ts";
 import { NOTIFICATION_SERVICE } from "./services.ts";
 import { type Serving, startServing } from "./serving.ts";
-import { formatHostPort } from "./host_port.ts";
+import { formatHostPort } from "../packages/registry/src/host_port.ts";
 import { mergedRegistry, Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
 import { Cluster } from "./cluster/cluster.ts";
 

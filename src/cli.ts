@@ -2,14 +2,19 @@
 import * as grpc from "@grpc/grpc-js";
 import { type Config, serviceNameProblem } from "./config.ts";
 import { services } from "./protos.ts";
-import { createEtcdClient, deadlineAfter, describeEtcdError, waitForEtcd } from "./registry/etcd_client.ts";
-import { EtcdDiscovery } from "./registry/etcd_discovery.ts";
-import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
-import type { ServiceInstance } from "./registry/types.ts";
+import {
+  createEtcdClient,
+  deadlineAfter,
+  describeEtcdError,
+  waitForEtcd,
+} from "../packages/registry/src/etcd_client.ts";
+import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
+import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
+import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import { consoleLogger } from "./logger.ts";
-import { serviceKey } from "./registry/codec.ts";
-import { formatDuration } from "./duration.ts";
-import { subscribe } from "./subscribe.ts";
+import { serviceKey } from "../packages/registry/src/codec.ts";
+import { formatDuration } from "../packages/registry/src/duration.ts";
+import { subscribe } from "../packages/registry/src/subscribe.ts";
 
 /** Bad command-line usage (exit 2). */
 export class UsageError extends Error {}

@@ -51,6 +51,6 @@ export class CutReporter {
 export function describePressure(active: boolean, heapFraction: number): string {
   const pct = `${Math.round(heapFraction * 100)}%`;
   return active
-    ? `Heap at ${pct} of V8's limit: cutting the connections that hold the most streams, and any that opens one, until it is back down`
+    ? `Heap at ${pct} of V8's limit: cutting the connections that hold the most streams, and any holding over 8 that opens one, until it is back down`
     : `Heap back down to ${pct} of V8's limit: accepting streams again`;
 }

@@ -33,13 +33,15 @@ export interface InboundLimits {
   /** Streams refused for being over `maxConcurrentStreams` before the connection is cut. */
   maxRefusedStreams: number;
   /**
-   * Told of every new stream; while it answers true, a connection that opens one is cut (the heap
-   * is near its limit, memory_pressure.ts).
+   * Told of every new stream; while it answers true (the heap is near its limit,
+   * memory_pressure.ts), a connection that opens a stream while holding more than a few is cut.
    */
   streamsOpened?: (n: number) => boolean;
 }
 
 const PREFACE_LENGTH = 24;
+/** Streams a connection may have open and still open more while the heap is near its limit. */
+const STREAMS_UNDER_PRESSURE = 8;
 const FRAME_HEADER = 9;
 /** A HEADERS frame's pad length byte, up to 255 bytes of padding and 5 of priority. */
 const MAX_PADDING = 261;
@@ -210,7 +212,10 @@ export class InboundLimiter {
         if (done) return done;
       }
     }
-    if (opened > 0 && this.limits.streamsOpened?.(opened)) return "memory";
+    // Under memory pressure a connection may still open a stream while it holds only a few (a
+    // client's calls go on); one holding more is what fills the heap, and is cut.
+    const pressed = opened > 0 && (this.limits.streamsOpened?.(opened) ?? false);
+    if (pressed && openStreams() + opened > STREAMS_UNDER_PRESSURE) return "memory";
     if (opened > 0) {
       // Of the streams this chunk opens, those past the limit are the ones nghttp2 will refuse.
       const over = Math.min(opened, openStreams() + opened - this.limits.maxConcurrentStreams);

@@ -9,16 +9,9 @@
  * A log line is never worth dying for: a closed stderr (`... 2>&1 | head`) is ignored.
  */
 
-/** Structured context for a line (printed by the JSON format only). */
-export type LogFields = Record<string, string | number | boolean | undefined>;
+import type { LogFields, Logger } from "../packages/registry/src/logger.ts";
 
-/** Where log lines go; tests and the CLI substitute their own. */
-export interface Logger {
-  debug?(message: string, fields?: LogFields): void;
-  info(message: string, fields?: LogFields): void;
-  warn(message: string, fields?: LogFields): void;
-  error(message: string, fields?: LogFields): void;
-}
+export type { LogFields, Logger };
 
 /** The formats and levels `log-format` and `log-level` take. */
 export const LOG_FORMATS = ["text", "json"] as const;
@@ -58,6 +51,3 @@ export function consoleLogger(options: { format?: LogFormat; level?: LogLevel } 
   };
   return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
-
-/** Discards everything (library default). */
-export const silentLogger: Logger = { info() {}, warn() {}, error() {} };

@@ -11,9 +11,9 @@ import { status as grpcStatus } from "@grpc/grpc-js";
 import process from "node:process";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import client from "prom-client";
-import { formatHostPort, type HostPort } from "./host_port.ts";
+import { formatHostPort, type HostPort } from "../packages/registry/src/host_port.ts";
 import { CutReporter } from "./connection_cuts.ts";
-import { http2Guard } from "./http2_guard.ts";
+import { http2Guard } from "../packages/registry/src/http2_guard.ts";
 import type { CutReason } from "./http2_inbound.ts";
 
 const PREFIX = "notification_server_";

@@ -1,7 +1,11 @@
-/** Loads our protos (notification.v1 and the standard grpc.health.v1) once, for server and clients. */
-// Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
-import "./http2_guard.ts";
-import "./http2_close.ts";
+/**
+ * Loads the service's protos once, for server and clients: notification.v1 (from the registry
+ * package, whose subscribe() is its client), cluster.v1 (internal) and the standard grpc.health.v1.
+ */
+// The HTTP/2 crash guard and GOAWAY-free closing, in every process that speaks gRPC (see the modules).
+import "../packages/registry/src/http2_guard.ts";
+import "../packages/registry/src/http2_close.ts";
+import { REGISTRY_PROTO_DIR } from "../packages/registry/src/notification_client.ts";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
@@ -15,7 +19,7 @@ let cached: PackageDefinition | undefined;
 /** The package definition for both protos (also what reflection describes). */
 export function packageDefinition(): PackageDefinition {
   cached ??= loadSync(["notification.proto", "grpc/health/v1/health.proto", "cluster.proto"], {
-    includeDirs: [PROTO_DIR],
+    includeDirs: [PROTO_DIR, REGISTRY_PROTO_DIR],
     keepCase: false,
     longs: Number,
     enums: String,

@@ -16,6 +16,7 @@ import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import descriptor from "protobufjs/ext/descriptor";
 import { readFileSync } from "node:fs";
 import { PROTO_DIR } from "./protos.ts";
+import { REGISTRY_PROTO_DIR } from "../packages/registry/src/notification_client.ts";
 
 /**
  * Every public proto the server serves, reflection's own included (so ListServices names it too).
@@ -65,7 +66,7 @@ export function addReflection(server: grpc.Server, served: readonly string[]): v
 
 /** Our protos' descriptors, corrected as described above, in the shape @grpc/reflection reads. */
 function correctedDefinition(): PackageDefinition {
-  const loaded = loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR], keepCase: true });
+  const loaded = loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR, REGISTRY_PROTO_DIR], keepCase: true });
   const fileType = (descriptor as unknown as { FileDescriptorProto: FileProtoType }).FileDescriptorProto;
   const pathOf = packagePaths();
   const files = new Map<string, Uint8Array>();
@@ -84,7 +85,8 @@ function correctedDefinition(): PackageDefinition {
 function packagePaths(): Map<string, string> {
   const paths = new Map<string, string>();
   for (const path of PROTO_FILES) {
-    const pkg = /^package\s+([\w.]+)\s*;/m.exec(readFileSync(`${PROTO_DIR}/${path}`, "utf8"))?.[1];
+    const dir = path === "notification.proto" ? REGISTRY_PROTO_DIR : PROTO_DIR;
+    const pkg = /^package\s+([\w.]+)\s*;/m.exec(readFileSync(`${dir}/${path}`, "utf8"))?.[1];
     if (pkg) paths.set(pkg, path);
   }
   return paths;

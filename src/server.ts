@@ -1,6 +1,6 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
-import { limitServerInput } from "./http2_guard.ts";
-import type { CutReason } from "./http2_inbound.ts";
+import { limitServerInput } from "../packages/registry/src/http2_guard.ts";
+import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
 import { MemoryPressure } from "./memory_pressure.ts";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
@@ -10,7 +10,7 @@ import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "./config.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
 import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "./limits.ts";
-import { formatHostPort, type HostPort } from "./host_port.ts";
+import { formatHostPort, type HostPort } from "../packages/registry/src/host_port.ts";
 import { notificationServerDefinition, services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
 
@@ -180,13 +180,22 @@ export async function startGrpcServer(
     },
     onPressure: (active, fraction) => limits.onPressure?.(active, fraction),
   });
+  const inbound: InboundLimits = {
+    ...limits,
+    maxRefusedStreams: MAX_REFUSED_STREAMS,
+    streamsOpened: (n) => pressure.streamsOpened(n),
+  };
   limitServerInput({
-    limits: {
-      ...limits,
-      maxRefusedStreams: MAX_REFUSED_STREAMS,
-      streamsOpened: (n) => pressure.streamsOpened(n),
+    connection: () => {
+      const limiter = new InboundLimiter(inbound);
+      return {
+        check: (chunk, openStreams) => {
+          const reason = limiter.check(chunk, openStreams);
+          if (reason) limits.onCut?.(reason);
+          return reason !== undefined;
+        },
+      };
     },
-    onCut: (reason) => limits.onCut?.(reason),
   });
   const listener = net.createServer((socket) => {
     if (!limits.connections.tryAcquire()) {

@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "../src/logger.ts";
-import { createEtcdClient } from "../src/registry/etcd_client.ts";
-import { EtcdDiscovery } from "../src/registry/etcd_discovery.ts";
-import type { ServiceInstance } from "../src/registry/types.ts";
+import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
+import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
+import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import { type EtcdHandle, PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";

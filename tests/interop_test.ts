@@ -11,6 +11,13 @@ import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const SOURCE = new URL("./interop/go_client/", import.meta.url).pathname;
+/** What reflection lists: the public services and itself, never the internal Cluster. */
+const LISTED_SERVICES = [
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+  "notification.v1.NotificationService",
+];
 const PYTHON_REFLECT = new URL("./interop/python_reflect.py", import.meta.url).pathname;
 
 let built: Promise<string> | undefined;
@@ -106,12 +113,7 @@ Deno.test("reflection serves descriptors Go's protodesc accepts, and lists itsel
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert.ok(out.success, text);
   const result = JSON.parse(text);
-  assert.deepEqual(result.services, [
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "notification.v1.NotificationService",
-  ]);
+  assert.deepEqual(result.services, LISTED_SERVICES);
   assert.ok(result.files.includes("notification.proto"), text);
   assert.ok(!result.files.includes("cluster.proto"), `the internal Cluster proto is not served: ${text}`);
 });
@@ -127,12 +129,7 @@ Deno.test(
     });
     const text = await python(PYTHON_REFLECT, svc.addr);
     const result = JSON.parse(text);
-    assert.deepEqual(result.services, [
-      "grpc.health.v1.Health",
-      "grpc.reflection.v1.ServerReflection",
-      "grpc.reflection.v1alpha.ServerReflection",
-      "notification.v1.NotificationService",
-    ]);
+    assert.deepEqual(result.services, LISTED_SERVICES);
     assert.deepEqual(result.send_fields, ["id", "created_at_ms", "delivered", "instance_id"]);
     assert.equal(result.delivered, 0);
   },

@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { Etcd3 } from "etcd3";
 import type { Logger } from "../src/logger.ts";
-import { createEtcdClient } from "../src/registry/etcd_client.ts";
-import { EtcdRegistrar, RegistrationConflictError } from "../src/registry/etcd_registrar.ts";
-import type { RegistrationState, ServiceInstance } from "../src/registry/types.ts";
+import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
+import { EtcdRegistrar, RegistrationConflictError } from "../packages/registry/src/etcd_registrar.ts";
+import type { RegistrationState, ServiceInstance } from "../packages/registry/src/types.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
 import { rawClient, readRecord } from "./helpers/kv.ts";

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
-import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../src/registry/grpc_resolver.ts";
+import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { rawClient } from "./helpers/kv.ts";

@@ -5,10 +5,10 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Etcd3 } from "etcd3";
-import { formatDuration } from "../duration.ts";
+import { formatDuration } from "../../packages/registry/src/duration.ts";
 import type { Logger } from "../logger.ts";
-import { EtcdDiscovery, type ResyncReason } from "../registry/etcd_discovery.ts";
-import type { ServiceInstance } from "../registry/types.ts";
+import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
+import type { ServiceInstance } from "../../packages/registry/src/types.ts";
 import type { Routing } from "../notification/service.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 import { PeerLinks } from "./peers.ts";

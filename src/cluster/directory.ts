@@ -13,10 +13,15 @@
  */
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
-import { Backoff, sleep } from "../backoff.ts";
-import { type Logger, silentLogger } from "../logger.ts";
-import { describeEtcdError } from "../registry/etcd_client.ts";
-import { type RangeOptions, type RangeUpdate, RevisionGate, watchRanges } from "../registry/range_watch.ts";
+import { Backoff, sleep } from "../../packages/registry/src/backoff.ts";
+import { type Logger, silentLogger } from "../../packages/registry/src/logger.ts";
+import { describeEtcdError } from "../../packages/registry/src/etcd_client.ts";
+import {
+  type RangeOptions,
+  type RangeUpdate,
+  RevisionGate,
+  watchRanges,
+} from "../../packages/registry/src/range_watch.ts";
 
 /** etcd refuses transactions of more operations than this (its --max-txn-ops default). */
 const MAX_TXN_OPS = 128;

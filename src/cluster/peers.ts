@@ -9,7 +9,7 @@
  *   peer that cannot be reached (connection refused, stream failed) counts 0 at once.
  */
 import * as grpc from "@grpc/grpc-js";
-import { Backoff } from "../backoff.ts";
+import { Backoff } from "../../packages/registry/src/backoff.ts";
 import { services } from "../protos.ts";
 import type { StreamTracker } from "../streams.ts";
 

@@ -1,15 +1,8 @@
 /** Live subscribers on this instance, by recipient: the fan-out behind Send. */
 import { setImmediate } from "node:timers";
+import type { Notification } from "../../packages/registry/src/notification_client.ts";
 
-/** A delivered notification. */
-export interface Notification {
-  id: string;
-  recipient: string;
-  title: string;
-  body: string;
-  data: Record<string, string>;
-  createdAtMs: number;
-}
+export type { Notification };
 
 /** Receives what is published for one recipient; false when the subscriber is gone. */
 export type Deliver<T> = (payload: T) => boolean | void;

@@ -8,7 +8,7 @@
  * instead of every worker keeping a copy of both. Per recipient, a stream gets notifications in
  * the order their Sends reached the main thread, as a single thread would.
  */
-import { sleep } from "../backoff.ts";
+import { sleep } from "../../packages/registry/src/backoff.ts";
 import type { ServerConfig } from "../config.ts";
 import type { ServingStatus } from "../health.ts";
 import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../limits.ts";

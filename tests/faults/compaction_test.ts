@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
-import { EtcdDiscovery } from "../../src/registry/etcd_discovery.ts";
-import { createEtcdClient } from "../../src/registry/etcd_client.ts";
+import { EtcdDiscovery } from "../../packages/registry/src/etcd_discovery.ts";
+import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
 import { rawClient, readRecord } from "../helpers/kv.ts";

@@ -5,8 +5,8 @@
  * whole again, and sees what changed meanwhile.
  */
 import assert from "node:assert/strict";
-import { createEtcdClient } from "../../src/registry/etcd_client.ts";
-import { EtcdDiscovery, type ResyncReason } from "../../src/registry/etcd_discovery.ts";
+import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
+import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
 import { PRIVATE_ETCD_ONLY, startEtcdCluster } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
 import { rawClient } from "../helpers/kv.ts";

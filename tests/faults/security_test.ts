@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { createEtcdClient } from "../../src/registry/etcd_client.ts";
+import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { services } from "../../src/protos.ts";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";

@@ -291,7 +291,11 @@ export async function pipelineWithoutWindow(
  * (SETTINGS INITIAL_WINDOW_SIZE), so the server can queue notifications for them but never send
  * them. 100 streams per connection (the server's limit). Returns a function that closes them all.
  */
-export async function stalledSubscribers(port: number, recipient: string, count: number): Promise<() => void> {
+export async function stalledSubscribers(
+  port: number,
+  recipient: string,
+  count: number,
+): Promise<() => void> {
   const name = encoder.encode(recipient);
   const request = new Uint8Array([0x0a, name.length, ...name]); // SubscribeRequest.recipient
   const block = new Uint8Array(grpcRequestHeaders("/notification.v1.NotificationService/Subscribe"));

@@ -1,6 +1,6 @@
 /** Direct etcd reads for assertions (a second, independent client). */
 import type { Etcd3 } from "etcd3";
-import { createEtcdClient } from "../../src/registry/etcd_client.ts";
+import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 
 /**
  * An etcd3 client on `endpoints` for test assertions. Built like the library's clients so grpc-js

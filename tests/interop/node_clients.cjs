@@ -10,7 +10,10 @@ const encode = (x) => Buffer.from(x);
 const decode = (x) => x;
 
 function once() {
-  const client = new grpc.Client(addr, grpc.credentials.createInsecure());
+  // Its own connection: grpc-js would otherwise share one connection between clients to an address.
+  const client = new grpc.Client(addr, grpc.credentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
   return new Promise((resolve) => {
     client.makeUnaryRequest(
       "/grpc.health.v1.Health/Check",

@@ -12,10 +12,9 @@
  * ```
  */
 import * as grpc from "@grpc/grpc-js";
-import type { Etcd3 } from "etcd3";
-import { type HostPort, parseHostPort } from "../host_port.ts";
-import { type Logger, silentLogger } from "../logger.ts";
-import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
+import { type HostPort, parseHostPort } from "./host_port.ts";
+import { type Logger, silentLogger } from "./logger.ts";
+import { createEtcdClient, type EtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
 import { EtcdDiscovery } from "./etcd_discovery.ts";
 import type { ServiceInstance } from "./types.ts";
 
@@ -24,14 +23,16 @@ type GrpcUri = grpc.experimental.GrpcUri;
 
 /** Options for {@link registerEtcdResolver}: the same etcd settings as the server's config. */
 export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
+  /** etcd endpoints, host:port or http(s)://host:port. */
   endpoints: readonly string[];
-  /** @default "/services" */
+  /** Key prefix of every service. @default "/services" */
   prefix?: string;
   /** Scheme to register. @default "etcd" */
   scheme?: string;
+  /** Where resolution problems go. */
   logger?: Logger;
   /** Use this client instead of creating one (it is not closed by the returned function). */
-  client?: Etcd3;
+  client?: EtcdClient;
   /** Called with the addresses each time a channel's list changes (for logs and metrics). */
   onUpdate?: (name: string, addrs: string[]) => void;
 }
@@ -41,7 +42,7 @@ export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
  * on another instance (a killed instance's calls fail over instead of failing). The retry policy
  * applies to every method (an empty name matches all).
  */
-export const ROUND_ROBIN_SERVICE_CONFIG = JSON.stringify({
+export const ROUND_ROBIN_SERVICE_CONFIG: string = JSON.stringify({
   loadBalancingConfig: [{ round_robin: {} }],
   methodConfig: [{
     name: [{}],

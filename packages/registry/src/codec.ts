@@ -10,7 +10,7 @@
  *   Metadata as an object (or null) are still read.
  * - `service` (the original design): `<prefix>/<name>` -> `host:port` as plain text.
  */
-import { parseHostPort } from "../host_port.ts";
+import { parseHostPort } from "./host_port.ts";
 import type { Layout, ServiceInstance } from "./types.ts";
 
 /** The key this instance is stored under. */

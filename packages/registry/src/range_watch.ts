@@ -15,7 +15,7 @@
  */
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { Buffer } from "node:buffer";
-import { Backoff, sleep } from "../backoff.ts";
+import { Backoff, sleep } from "./backoff.ts";
 import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
 
 /** One key, or every key under a prefix. */

@@ -7,7 +7,7 @@
  * under `<prefix>/<name>/` (the instance layout), never `<prefix>/<name>2/...`.
  */
 import type { Etcd3 } from "etcd3";
-import { type Logger, silentLogger } from "../logger.ts";
+import { type Logger, silentLogger } from "./logger.ts";
 import { decodeRecord, MalformedRecordError, serviceKey } from "./codec.ts";
 import { type KeyRange, readRanges, type ResyncReason, watchRanges } from "./range_watch.ts";
 import type { Discovery, ServiceInstance } from "./types.ts";
@@ -16,7 +16,7 @@ export type { ResyncReason } from "./range_watch.ts";
 
 /** Options for {@link EtcdDiscovery}. */
 export interface EtcdDiscoveryOptions {
-  /** @default "/services" */
+  /** Key prefix of every service. @default "/services" */
   prefix?: string;
   /** Where malformed-record warnings go. */
   logger?: Logger;
@@ -37,6 +37,7 @@ export class EtcdDiscovery implements Discovery {
   readonly #pageSize: number;
   readonly #onResync: EtcdDiscoveryOptions["onResync"];
 
+  /** Reads through `client` (not closed by discovery). */
   constructor(client: Etcd3, options: EtcdDiscoveryOptions = {}) {
     this.#client = client;
     this.#prefix = options.prefix ?? "/services";

@@ -4,7 +4,7 @@
  * etcd3 never re-grants a lost lease; the registrar starts a new session instead.
  */
 import type { Etcd3, Lease } from "etcd3";
-import type { Logger } from "../logger.ts";
+import type { Logger } from "./logger.ts";
 import { describeEtcdError } from "./etcd_client.ts";
 
 /** A granted lease with its keep-alive running. */

@@ -22,20 +22,22 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff, sleep } from "./backoff.ts";
-import type { Notification } from "./notification/hub.ts";
-import { services } from "./protos.ts";
-import { createEtcdClient, type EtcdClientOptions } from "./registry/etcd_client.ts";
-import { EtcdDiscovery } from "./registry/etcd_discovery.ts";
-import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./registry/grpc_resolver.ts";
+import { type Notification, notificationClient } from "./notification_client.ts";
+import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
+import { EtcdDiscovery } from "./etcd_discovery.ts";
+import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./grpc_resolver.ts";
 
 /** Options for {@link subscribe}. */
 export interface SubscribeOptions {
+  /** How to reach the etcd the service registers in. */
   etcd: EtcdClientOptions;
   /** Registration prefix. @default "/services" */
   prefix?: string;
   /** The service to follow. */
   name: string;
+  /** Whose notifications to receive. */
   recipient: string;
+  /** Ends the subscription (the generator returns). */
   signal?: AbortSignal;
   /** A stream ended with no other ready: why, and how long until the next try. */
   onGap?: (gap: { reason: string; retryInMs: number }) => void;
@@ -68,7 +70,7 @@ interface Live {
 export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Notification> {
   const etcd = createEtcdClient(options.etcd);
   const closeResolver = registerEtcdResolver({ ...options.etcd, prefix: options.prefix, client: etcd });
-  const { Notification: Client } = services();
+  const Client = notificationClient();
   const client = new Client(`etcd:///${options.name}`, grpc.credentials.createInsecure(), {
     "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
   });

@@ -16,8 +16,8 @@
  * - `destroy` inside is remembered and run once `receive` returns, after the flush (so a GOAWAY
  *   we answer with still leaves first).
  *
- * The same wrapper of `receive` is where a server session's input is checked before nghttp2 sees
- * it ({@link limitServerInput}, http2_inbound.ts): what is cut there never reaches nghttp2.
+ * The same wrapper of `receive` is where a server session's input can be checked before nghttp2
+ * sees it ({@link limitServerInput}): what is cut there never reaches nghttp2.
  *
  * It relies on Deno internals (the session handle behind a `kHandle` symbol and its method names),
  * so it checks that shape first and reports instead of guessing: {@link http2Guard} says whether
@@ -26,10 +26,10 @@
  */
 import http2 from "node:http2";
 import { Duplex } from "node:stream";
-import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
 
 /** Whether the guard is in force in this thread, and why not when it is not. */
 export interface Http2GuardState {
+  /** Whether the guard is in force in this thread. */
   installed: boolean;
   /** Set when not installed: what was expected and what was found. */
   reason?: string;
@@ -46,7 +46,7 @@ interface SessionHandle {
   [HELD]?: boolean;
   [DEFERRED]?: unknown[];
   /** The server session's input check; null for client sessions (created on first input). */
-  [LIMITER]?: InboundLimiter | null;
+  [LIMITER]?: ConnectionInput | null;
   [CUT]?: boolean;
 }
 
@@ -56,10 +56,18 @@ interface OwnedSession {
   destroy(): void;
 }
 
-/** How server sessions' input is limited, and who hears of a cut. */
+/** One server connection's input check (the service's is src/http2_inbound.ts). */
+export interface ConnectionInput {
+  /**
+   * Reads `chunk` before nghttp2 does; true cuts the connection (the chunk and all after it are
+   * dropped). `openStreams` says how many streams the session has open before the chunk.
+   */
+  check(chunk: Uint8Array, openStreams: () => number): boolean;
+}
+
+/** How server sessions' input is checked: one {@link ConnectionInput} per connection. */
 export interface ServerInputPolicy {
-  limits: InboundLimits;
-  onCut(reason: CutReason): void;
+  connection(): ConnectionInput;
 }
 
 const DEPTH = Symbol("http2-guard.depth");
@@ -118,30 +126,26 @@ function install(): Http2GuardState {
   const destroy = proto.destroy as SessionHandle["destroy"];
 
   /** The input check of a server session's handle, made on its first input while a policy is set. */
-  const limiterOf = (handle: SessionHandle): InboundLimiter | null => {
+  const limiterOf = (handle: SessionHandle): ConnectionInput | null => {
     let limiter = handle[LIMITER];
     if (limiter === undefined) {
       const session = (handle as unknown as Record<symbol, OwnedSession | undefined>)[owner];
-      limiter = handle[LIMITER] = policy && session?.type === SERVER_SESSION
-        ? new InboundLimiter(policy.limits)
-        : null;
+      limiter = handle[LIMITER] = policy && session?.type === SERVER_SESSION ? policy.connection() : null;
     }
     return limiter;
   };
   /** Drops the connection: its input stops here, and the session is destroyed once we are out. */
-  const cut = (handle: SessionHandle, reason: CutReason) => {
+  const cut = (handle: SessionHandle) => {
     handle[CUT] = true;
     const session = (handle as unknown as Record<symbol, OwnedSession | undefined>)[owner];
     queueMicrotask(() => session?.destroy());
-    policy?.onCut(reason);
   };
 
   proto.receive = function (this: SessionHandle, chunk: Uint8Array): unknown {
     if (this[CUT]) return undefined;
     const limiter = limiterOf(this);
     if (limiter) {
-      const reason = limiter.check(chunk, () => this.activeStreamCount());
-      if (reason) return cut(this, reason);
+      if (limiter.check(chunk, () => this.activeStreamCount())) return cut(this);
     }
     this[DEPTH] = (this[DEPTH] ?? 0) + 1;
     try {

@@ -22,9 +22,9 @@
  *   lease; all of it bounded by `callTimeoutMs` or the caller's signal.
  */
 import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Watcher } from "etcd3";
-import { Backoff, sleep, untilAborted } from "../backoff.ts";
-import { formatDuration } from "../duration.ts";
-import { type Logger, silentLogger } from "../logger.ts";
+import { Backoff, sleep, untilAborted } from "./backoff.ts";
+import { formatDuration } from "./duration.ts";
+import { type Logger, silentLogger } from "./logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
 import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
 import {
@@ -39,12 +39,13 @@ import type { DeregisterOutcome, Layout, Registrar, RegistrationState, ServiceIn
 
 /** Options for {@link EtcdRegistrar}. */
 export interface EtcdRegistrarOptions {
-  /** @default "/services" */
+  /** Key prefix of every service. @default "/services" */
   prefix?: string;
-  /** @default "instance" */
+  /** One key per instance, or the original design's single key per service. @default "instance" */
   layout?: Layout;
-  /** @default 10 */
+  /** The lease's TTL: a dead instance's record is gone this long after. @default 10 */
   leaseTtlSeconds?: number;
+  /** Where registration events are logged. */
   logger?: Logger;
   /** Called on every change between registered and unregistered. */
   onStateChange?: (state: RegistrationState) => void;
@@ -70,6 +71,7 @@ export interface DeregisterOptions {
 
 /** Options for one {@link EtcdRegistrar.register} call. */
 export interface RegisterOptions {
+  /** Stops waiting for etcd (the call then rejects). */
   signal?: AbortSignal;
   /**
    * Until when (epoch ms) the first registration retries an unreachable etcd; undefined retries
@@ -80,6 +82,7 @@ export interface RegisterOptions {
 
 /** Another live instance holds the key we would write. */
 export class RegistrationConflictError extends Error {
+  /** `message` names the key and the lease holding it. */
   constructor(message: string) {
     super(message);
     this.name = "RegistrationConflictError";
@@ -117,6 +120,7 @@ export class EtcdRegistrar implements Registrar {
   #inFlight?: Promise<unknown>;
   #deregistering?: Promise<DeregisterOutcome>;
 
+  /** Registers through `client` (not closed by the registrar). */
   constructor(client: Etcd3, options: EtcdRegistrarOptions = {}) {
     this.#client = client;
     this.#prefix = options.prefix ?? "/services";
@@ -138,6 +142,7 @@ export class EtcdRegistrar implements Registrar {
     return this.#session?.id;
   }
 
+  /** Whether our record is in etcd now. */
   get state(): RegistrationState {
     return this.#state;
   }

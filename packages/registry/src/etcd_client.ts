@@ -4,8 +4,8 @@
  * reopens quickly, and watches reconnect within about two seconds.
  */
 // Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
-import "../http2_guard.ts";
-import "../http2_close.ts";
+import "./http2_guard.ts";
+import "./http2_close.ts";
 import * as grpc from "@grpc/grpc-js";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
 import {
@@ -17,14 +17,17 @@ import {
   type IOptions,
   isRecoverableError,
 } from "etcd3";
-import { Buffer } from "node:buffer";
-import { Backoff, sleep, untilAborted } from "../backoff.ts";
-import { formatDuration } from "../duration.ts";
+import { readFileSync } from "node:fs";
+import { Backoff, sleep, untilAborted } from "./backoff.ts";
+import { formatDuration } from "./duration.ts";
 
 /** TLS towards etcd. */
 export interface EtcdTlsOptions {
+  /** PEM file of the CA that signed etcd's certificate. */
   caFile: string;
+  /** PEM client certificate, with `keyFile`, for etcd's client-certificate auth. */
   certFile?: string;
+  /** PEM private key of `certFile`. */
   keyFile?: string;
   /** Name expected in etcd's certificate when it differs from the endpoint host. */
   serverName?: string;
@@ -36,8 +39,11 @@ export interface EtcdClientOptions {
   endpoints: readonly string[];
   /** Bound on connecting and on every unary etcd call. */
   dialTimeoutMs: number;
+  /** etcd user (with `password`) when etcd's auth is on. */
   username?: string;
+  /** The user's password. */
   password?: string;
+  /** TLS towards etcd; plaintext when absent. */
   tls?: EtcdTlsOptions;
   /** Told of every unary request: operation (`Range`, `Txn`, `LeaseGrant`, ...), seconds, gRPC code. */
   observe?: (operation: string, seconds: number, code: number) => void;
@@ -86,8 +92,14 @@ function timeRequests(observe: NonNullable<EtcdClientOptions["observe"]>): grpc.
   };
 }
 
+/**
+ * An etcd client: the npm package etcd3's `Etcd3`, which this library takes and returns (its
+ * own API is there for anything else you need from etcd).
+ */
+export type EtcdClient = Etcd3;
+
 /** Creates a client; it connects lazily, so pair it with {@link waitForEtcd}. */
-export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
+export function createEtcdClient(options: EtcdClientOptions): EtcdClient {
   const secure = options.tls !== undefined;
   const timing = options.observe ? timeRequests(options.observe) : undefined;
   const hosts = options.endpoints.map((e) =>
@@ -127,9 +139,9 @@ export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
   }
   if (options.tls) {
     opts.credentials = {
-      rootCertificate: Buffer.from(Deno.readFileSync(options.tls.caFile)),
-      privateKey: options.tls.keyFile ? Buffer.from(Deno.readFileSync(options.tls.keyFile)) : undefined,
-      certChain: options.tls.certFile ? Buffer.from(Deno.readFileSync(options.tls.certFile)) : undefined,
+      rootCertificate: readFileSync(options.tls.caFile),
+      privateKey: options.tls.keyFile ? readFileSync(options.tls.keyFile) : undefined,
+      certChain: options.tls.certFile ? readFileSync(options.tls.certFile) : undefined,
     };
   }
   return new Etcd3(opts);
@@ -137,6 +149,7 @@ export function createEtcdClient(options: EtcdClientOptions): Etcd3 {
 
 /** etcd could not be reached (or refused us) within the allowed time. */
 export class EtcdUnavailableError extends Error {
+  /** `message` names the endpoints and the last error. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "EtcdUnavailableError";
@@ -204,7 +217,7 @@ export async function retryTransient<T>(attempt: () => Promise<T>, options: Retr
 
 /** Waits until etcd answers, retrying until `deadline` (see {@link retryTransient}). */
 export async function waitForEtcd(
-  client: Etcd3,
+  client: EtcdClient,
   options: { endpoints: readonly string[]; deadline?: number; signal?: AbortSignal },
 ): Promise<void> {
   const where = options.endpoints.join(",");

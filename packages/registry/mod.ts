@@ -1,0 +1,59 @@
+/**
+ * Service registration and discovery on etcd, for gRPC services: register an instance under a
+ * lease that is kept alive and restored by itself, list and watch a service's instances, dial
+ * `etcd:///<name>` with grpc-js and round-robin, and subscribe to a notification-server with
+ * hand-over between instances. Records are the JSON etcd's Go naming package reads, so Go clients
+ * resolve the same instances.
+ *
+ * @example Register an instance, then watch its service
+ * ```ts
+ * import { createEtcdClient, EtcdDiscovery, EtcdRegistrar } from "@notification-server/registry";
+ *
+ * const etcd = createEtcdClient({ endpoints: ["localhost:2379"], dialTimeoutMs: 5_000 });
+ * const registrar = new EtcdRegistrar(etcd, { leaseTtlSeconds: 10 });
+ * await registrar.register({ id: "a", name: "greeter", addr: "127.0.0.1:50051", metadata: {} });
+ * for await (const instances of new EtcdDiscovery(etcd).watch("greeter")) {
+ *   console.log(instances.map((i) => i.addr));
+ *   break;
+ * }
+ * await registrar.deregister();
+ * etcd.close();
+ * ```
+ *
+ * @module
+ */
+export type {
+  DeregisterOutcome,
+  Discovery,
+  Layout,
+  Registrar,
+  RegistrationState,
+  ServiceInstance,
+} from "./src/types.ts";
+export { decodeRecord, encodeInstance, instanceKey, serviceKey } from "./src/codec.ts";
+export {
+  createEtcdClient,
+  type EtcdClient,
+  type EtcdClientOptions,
+  type EtcdTlsOptions,
+  EtcdUnavailableError,
+  waitForEtcd,
+} from "./src/etcd_client.ts";
+export {
+  type DeregisterOptions,
+  EtcdRegistrar,
+  type EtcdRegistrarOptions,
+  type RegisterOptions,
+  type RegistrarEvent,
+  RegistrationConflictError,
+} from "./src/etcd_registrar.ts";
+export { EtcdDiscovery, type EtcdDiscoveryOptions, type ResyncReason } from "./src/etcd_discovery.ts";
+export {
+  type EtcdResolverOptions,
+  registerEtcdResolver,
+  ROUND_ROBIN_SERVICE_CONFIG,
+} from "./src/grpc_resolver.ts";
+export { subscribe, type SubscribeOptions } from "./src/subscribe.ts";
+export type { Notification } from "./src/notification_client.ts";
+export type { LogFields, Logger } from "./src/logger.ts";
+export { http2Guard, type Http2GuardState } from "./src/http2_guard.ts";
