@@ -154,9 +154,21 @@ async function startDeno(endpoints: string[], metrics = false): Promise<Target> 
   };
 }
 
+/** Copies the files under `from` into `to` (created as needed). */
+async function copyTree(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isDirectory) await copyTree(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    else await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+  }
+}
+
 async function startNode(): Promise<Target | undefined> {
-  await Deno.mkdir(BUILD, { recursive: true });
-  // Under .bench/ so `../proto` and node_modules resolve from the bundle as from src/.
+  // In the bundle every module's `import.meta.dirname` is the bundle's: .bench/node/, so both proto
+  // directories (the service's and the registry package's) are .bench/proto, which gets all the protos.
+  await Deno.mkdir(`${BUILD}/node`, { recursive: true });
+  await copyTree(`${ROOT}proto`, `${BUILD}/proto`);
+  await copyTree(`${ROOT}packages/registry/proto`, `${BUILD}/proto`);
   const bundled = await run(Deno.execPath(), [
     "bundle",
     "--platform",
@@ -164,7 +176,7 @@ async function startNode(): Promise<Target | undefined> {
     "--external",
     "@grpc/*",
     "-o",
-    `${BUILD}/node_peer.mjs`,
+    `${BUILD}/node/node_peer.mjs`,
     `${ROOT}bench/node_peer.ts`,
   ]);
   if (!bundled.ok) {
@@ -172,7 +184,7 @@ async function startNode(): Promise<Target | undefined> {
     return undefined;
   }
   const child = new Deno.Command("node", {
-    args: [`${BUILD}/node_peer.mjs`, "0"],
+    args: [`${BUILD}/node/node_peer.mjs`, "0"],
     stdout: "piped",
     stderr: "inherit",
   })

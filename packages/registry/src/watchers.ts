@@ -9,7 +9,7 @@
  * or released (we cancel it), never both, and a release never waits for ever.
  */
 import type { Watcher } from "etcd3";
-import { WatchManager } from "etcd3/lib/watch";
+import { WatchManager } from "etcd3/lib/watch.js";
 
 /**
  * The same crash can come from a race no caller can see: etcd cancels one watcher (compaction)

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { WatchManager } from "etcd3/lib/watch";
+import { WatchManager } from "etcd3/lib/watch.js";
 import { createEtcdClient } from "./etcd_client.ts";
 import { UNKNOWN_WATCH_RESPONSES_IGNORED } from "./watchers.ts";
 
