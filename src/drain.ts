@@ -28,6 +28,8 @@ interface Connection {
   streams: number;
   /** Whether it has started a request (a stream) yet. */
   requested: boolean;
+  /** Handed out by {@link ConnectionTracker.takeOldestSilent} to make room. */
+  evicted?: boolean;
 }
 
 /** How long an ended connection may stay half-open before its socket is destroyed. */
@@ -96,6 +98,20 @@ export class ConnectionTracker {
       if (connection.streams === 0) close(connection.socket);
     }
     return done;
+  }
+
+  /**
+   * The oldest connection that has not started a request, marked so that it is handed out once:
+   * with every slot taken, it makes room for a new one (http2 silence costs a slot, not a call).
+   */
+  takeOldestSilent(): Socket | undefined {
+    for (const connection of this.#byPeer.values()) {
+      if (!connection.requested && !connection.evicted) {
+        connection.evicted = true;
+        return connection.socket;
+      }
+    }
+    return undefined;
   }
 
   /** Whether the connection of `socket` (TCP or TLS) has started a request. */

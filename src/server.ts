@@ -197,14 +197,28 @@ export async function startGrpcServer(
       };
     },
   });
-  const listener = net.createServer((socket) => {
-    if (!limits.connections.tryAcquire()) {
-      socket.destroy();
-      limits.onCut?.("max_connections");
-      return;
-    }
+  const admit = (socket: Socket) => {
     closeIfNoRequest(socket, tracker, limits);
     injector.injectConnection(socket);
+  };
+  const refuse = (socket: Socket) => {
+    socket.destroy();
+    limits.onCut?.("max_connections");
+  };
+  const listener = net.createServer((socket) => {
+    if (limits.connections.tryAcquire()) return admit(socket);
+    // Every slot taken: a connection that has not started a request gives its slot to this one,
+    // so silent connections can delay new clients but never lock them out.
+    const silent = tracker.takeOldestSilent();
+    if (!silent) return refuse(socket);
+    // Its slot is given back when its TCP socket closes, which a TLS socket's close may precede.
+    silent.once("close", () =>
+      setTimeout(() => {
+        if (!socket.destroyed && limits.connections.tryAcquire()) admit(socket);
+        else refuse(socket);
+      }, 0));
+    silent.destroy();
+    limits.onCut?.("no_request");
   });
   const target = bindTarget(addr);
   await new Promise<void>((resolve, reject) => {

@@ -216,3 +216,36 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "with every slot held by silent connections, a new client still gets in at once",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `evict-${crypto.randomUUID()}`,
+      workers: 1,
+      serverExtra: "  max-connections: 20\n  handshake-timeout: 60s\n",
+    });
+    const conns = await Promise.all(Array.from({ length: 20 }, async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: svc.port });
+      await send(conn, PREFACE.subarray(0, 1));
+      return conn;
+    }));
+    try {
+      // Long before the 60 s handshake timeout: the oldest silent connection makes room.
+      await assertServing(svc, etcd.endpoints);
+      await svc.waitForLine(
+        /WARN Cut client connections over their limits: 1 for no request within handshake-timeout/,
+        5_000,
+      );
+    } finally {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+    }
+  },
+);
