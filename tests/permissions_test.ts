@@ -9,10 +9,7 @@ Deno.test("every environment variable our code or grpc-js reads is in deno.json'
   const allowed = new Set<string>(config.permissions.default.env);
   const wanted = new Set<string>(Object.keys(ENV_OVERRIDES));
   // Every Deno.env.get("NAME") in the code that `deno task start` runs.
-  const files = ["main.ts", ...[...Deno.readDirSync(`${ROOT}src`)].map((e) => `src/${e.name}`)];
-  for (const dir of ["src/registry", "src/notification"]) {
-    for (const e of Deno.readDirSync(`${ROOT}${dir}`)) files.push(`${dir}/${e.name}`);
-  }
+  const files = ["main.ts", ...sourcesUnder("src"), ...sourcesUnder("packages/registry/src")];
   for (const file of files.filter((f) => f.endsWith(".ts") && !f.endsWith("_test.ts"))) {
     for (
       const m of (await Deno.readTextFile(`${ROOT}${file}`)).matchAll(/Deno\.env\.get\("([A-Za-z_]+)"\)/g)
@@ -32,3 +29,10 @@ Deno.test("every environment variable our code or grpc-js reads is in deno.json'
     assert.match(config.tasks[task], / -P /, `deno task ${task} uses the permission set`);
   }
 });
+
+/** Every file under `dir` (relative to the repository root), recursively. */
+function sourcesUnder(dir: string): string[] {
+  return [...Deno.readDirSync(`${ROOT}${dir}`)].flatMap((e) =>
+    e.isDirectory ? sourcesUnder(`${dir}/${e.name}`) : [`${dir}/${e.name}`]
+  );
+}

@@ -6,7 +6,7 @@
  * as did test processes when etcd answered their clients' GOAWAY. A session with calls still open
  * (often ones just cancelled, as a peer link is when its peer leaves) is ended once they have
  * closed, or after 5 s. Installed once per process by the modules that make HTTP/2 clients
- * (src/protos.ts, src/registry/etcd_client.ts).
+ * (src/protos.ts, etcd_client.ts, notification_client.ts).
  */
 import http2 from "node:http2";
 import type { Duplex } from "node:stream";
