@@ -1,4 +1,4 @@
-/** The `discover` and `send` commands (run through main.ts or the compiled binary). */
+/** The `discover`, `send` and `subscribe` commands (run through main.ts or the compiled binary). */
 import * as grpc from "@grpc/grpc-js";
 import { type Config, serviceNameProblem } from "./config.ts";
 import { services } from "./protos.ts";

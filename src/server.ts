@@ -18,7 +18,7 @@ import { addReflection } from "./reflection.ts";
 export interface ServerServices {
   notification: grpc.UntypedServiceImplementation;
   health: grpc.UntypedServiceImplementation;
-  /** The internal Cluster service (forwarding between instances), when clustered. */
+  /** The internal Cluster service (forwarding between instances); served, never listed by reflection. */
   cluster?: grpc.UntypedServiceImplementation;
 }
 
@@ -276,7 +276,6 @@ export function checkPortFree(addr: HostPort): void {
 /** A node:http2 server as grpc-js keeps it. */
 interface ListeningServer {
   on(event: string, listener: (socket: Socket) => void): unknown;
-  maxConnections?: number;
 }
 
 /** The part of grpc-js's private state used here (grpc-js is pinned). */

@@ -48,7 +48,8 @@ interface WithHttp2Stream {
 /**
  * Resets a server call's HTTP/2 stream with `code` (RST_STREAM), dropping whatever it still has
  * queued: the one way to end a stream whose client stopped reading, since trailers wait behind
- * the queued data. Returns false if grpc-js's internals changed (streams.ts's test pins it).
+ * the queued data. Returns false if grpc-js's internals changed (the cut-off subscriber test in
+ * tests/grpc_service_test.ts sees the reset, so it pins this).
  */
 export function resetStream(call: object, code: number): boolean {
   const stream = (call as WithHttp2Stream).call?.stream;

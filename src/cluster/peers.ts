@@ -2,7 +2,7 @@
  * Notifications between instances: one long-lived `Cluster/Forward` stream per peer, carrying
  * batches one way and delivery counts back.
  *
- * - Batching: everything forwarded to a peer in one turn of the event loop goes out as one message.
+ * - Batching: everything forwarded to a peer before the microtask queue drains goes out as one message.
  * - Order: a peer delivers the items of its stream one after another, so notifications from one
  *   sender reach each recipient's streams in the order they were sent.
  * - Bounded: a peer that does not answer within `timeoutMs` counts 0 for that notification; a

@@ -1,6 +1,6 @@
 /**
- * Builds the etcd3 client with the guard rails the library lacks (see
- * shared/design/stack-findings.md): every unary call gets a deadline, the per-host circuit breaker
+ * Builds the etcd3 client with the guard rails the library lacks (measured in the project's
+ * design notes, ../shared/design/stack-findings.md beside a checkout): every unary call gets a deadline, the per-host circuit breaker
  * reopens quickly, and watches reconnect within about two seconds.
  */
 // Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).

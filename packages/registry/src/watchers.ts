@@ -5,7 +5,7 @@
  * a reconnect), etcd3 emits 'error' and drops the watcher from its stream, but the watcher keeps
  * its id. Calling `cancel()` on it then sends a cancel request that etcd answers, and etcd3 throws
  * "Failed to find watcher for IWatchResponse" inside its stream handler: an uncaught exception
- * that ended the service (issue 11, item 1). So a watcher is either forgotten (etcd cancelled it)
+ * that ended the process. So a watcher is either forgotten (etcd cancelled it)
  * or released (we cancel it), never both, and a release never waits for ever.
  */
 import type { Watcher } from "etcd3";
