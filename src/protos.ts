@@ -5,7 +5,8 @@
 // The HTTP/2 crash guard and GOAWAY-free closing, in every process that speaks gRPC (see the modules).
 import "../packages/registry/src/http2_guard.ts";
 import "../packages/registry/src/http2_close.ts";
-import { REGISTRY_PROTO_DIR } from "../packages/registry/src/notification_client.ts";
+import { type Notification, REGISTRY_PROTO_DIR } from "../packages/registry/src/notification_client.ts";
+import { sendProblem } from "./notification/validate.ts";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
@@ -81,6 +82,37 @@ const SEND_STRINGS: StringFields = {
   4: { 1: "data key", 2: "data value" },
 };
 const SUBSCRIBE_STRINGS: StringFields = { 1: "recipient" };
+const NOTIFICATION_STRINGS: StringFields = {
+  1: "id",
+  2: "recipient",
+  3: "title",
+  4: "body",
+  5: { 1: "data key", 2: "data value" },
+};
+
+/**
+ * What is wrong with a notification a peer forwarded for `recipient` (its encoded bytes), or
+ * undefined: it must decode, be valid UTF-8, be for that recipient and pass Send's own limits, as
+ * if it had been sent here. Subscribers must never receive bytes no Send could have produced.
+ */
+export function forwardedProblem(recipient: string, bytes: Uint8Array): string | undefined {
+  let notification: Notification;
+  try {
+    notification = services().Notification.service.Subscribe.responseDeserialize(Buffer.from(bytes)) as
+      Notification;
+  } catch {
+    return "it is not a notification.v1.Notification message";
+  }
+  const bad = firstInvalidUtf8(bytes, NOTIFICATION_STRINGS);
+  if (bad) return `${bad} is not valid UTF-8`;
+  if (notification.recipient !== recipient) {
+    return `it is for ${JSON.stringify(notification.recipient.slice(0, 64))}, not ${
+      JSON.stringify(recipient.slice(0, 64))
+    }`;
+  }
+  if (notification.id === "" || notification.id.length > 64) return "its id must be 1 to 64 characters";
+  return sendProblem(notification);
+}
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**

@@ -10,7 +10,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff } from "../../packages/registry/src/backoff.ts";
-import { services } from "../protos.ts";
+import { forwardedProblem, services } from "../protos.ts";
 import type { StreamTracker } from "../streams.ts";
 
 interface Forwarded {
@@ -215,8 +215,24 @@ export function forwardHandlers(
         return;
       }
       let chain = Promise.resolve();
+      let refused = false;
       call.on("data", ({ items }: { items: Forwarded[] }) => {
         chain = chain.then(async () => {
+          if (refused) return;
+          // Checked as a Send would be, before any of the batch reaches a subscriber.
+          for (const item of items) {
+            const problem = Number(item.barrierRevision ?? 0) > 0
+              ? undefined
+              : forwardedProblem(item.recipient, item.notification);
+            if (problem) {
+              refused = true;
+              call.emit("error", {
+                code: grpc.status.INVALID_ARGUMENT,
+                details: `Forwarded notification ${item.seq} refused: ${problem}`,
+              });
+              return;
+            }
+          }
           const acks: Ack[] = [];
           for (const item of items) {
             if (Number(item.barrierRevision ?? 0) > 0) {
@@ -232,7 +248,7 @@ export function forwardHandlers(
           if (!call.cancelled && !call.destroyed) call.write({ acks });
         });
       });
-      call.on("end", () => void chain.then(() => call.end()));
+      call.on("end", () => void chain.then(() => !refused && call.end()));
     },
   };
 }
