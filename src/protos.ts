@@ -98,8 +98,9 @@ const NOTIFICATION_STRINGS: StringFields = {
 export function forwardedProblem(recipient: string, bytes: Uint8Array): string | undefined {
   let notification: Notification;
   try {
-    notification = services().Notification.service.Subscribe.responseDeserialize(Buffer.from(bytes)) as
-      Notification;
+    notification = services().Notification.service.Subscribe.responseDeserialize(
+      Buffer.from(bytes),
+    ) as Notification;
   } catch {
     return "it is not a notification.v1.Notification message";
   }
