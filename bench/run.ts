@@ -164,11 +164,11 @@ async function copyTree(from: string, to: string): Promise<void> {
 }
 
 async function startNode(): Promise<Target | undefined> {
-  // In the bundle every module's `import.meta.dirname` is the bundle's: .bench/node/, so both proto
-  // directories (the service's and the registry package's) are .bench/proto, which gets all the protos.
+  // In the bundle every module's `import.meta.dirname` is the bundle's, .bench/node/: the protos go
+  // where src/protos.ts looks from there (../proto and ../packages/registry/proto).
   await Deno.mkdir(`${BUILD}/node`, { recursive: true });
   await copyTree(`${ROOT}proto`, `${BUILD}/proto`);
-  await copyTree(`${ROOT}packages/registry/proto`, `${BUILD}/proto`);
+  await copyTree(`${ROOT}packages/registry/proto`, `${BUILD}/packages/registry/proto`);
   const bundled = await run(Deno.execPath(), [
     "bundle",
     "--platform",

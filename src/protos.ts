@@ -5,7 +5,7 @@
 // The HTTP/2 crash guard and GOAWAY-free closing, in every process that speaks gRPC (see the modules).
 import "../packages/registry/src/http2_guard.ts";
 import "../packages/registry/src/http2_close.ts";
-import { type Notification, REGISTRY_PROTO_DIR } from "../packages/registry/src/notification_client.ts";
+import type { Notification } from "../packages/registry/src/notification_client.ts";
 import { sendProblem } from "./notification/validate.ts";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
@@ -14,6 +14,8 @@ import { join } from "node:path";
 
 /** The `proto/` directory; `deno compile` embeds it with `--include proto`. */
 export const PROTO_DIR = join(import.meta.dirname ?? ".", "..", "proto");
+/** The registry package's `proto/` (notification.proto); `--include packages/registry/proto`. */
+export const REGISTRY_PROTO_DIR = join(import.meta.dirname ?? ".", "..", "packages", "registry", "proto");
 
 let cached: PackageDefinition | undefined;
 

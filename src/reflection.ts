@@ -15,8 +15,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import descriptor from "protobufjs/ext/descriptor";
 import { readFileSync } from "node:fs";
-import { PROTO_DIR } from "./protos.ts";
-import { REGISTRY_PROTO_DIR } from "../packages/registry/src/notification_client.ts";
+import { PROTO_DIR, REGISTRY_PROTO_DIR } from "./protos.ts";
 
 /**
  * Every public proto the server serves, reflection's own included (so ListServices names it too).

@@ -1,15 +1,14 @@
 /**
  * The client side of `notification.v1.NotificationService` (proto/notification.proto, which the
- * service serves too): the message a subscriber receives and the generated client constructor.
+ * service serves too, embedded in notification_proto.ts): the message a subscriber receives and the
+ * generated client constructor.
  */
 import "./http2_guard.ts";
 import "./http2_close.ts";
 import * as grpc from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { join } from "node:path";
-
-/** The package's `proto/` directory (`deno compile` embeds it with `--include`). */
-export const REGISTRY_PROTO_DIR: string = join(import.meta.dirname ?? ".", "..", "proto");
+import { fromJSON } from "@grpc/proto-loader";
+import protobuf from "protobufjs";
+import { NOTIFICATION_PROTO } from "./notification_proto.ts";
 
 /** A delivered notification, as `Subscribe` streams it. */
 export interface Notification {
@@ -32,9 +31,9 @@ let client: grpc.ServiceClientConstructor | undefined;
 /** The `NotificationService` client constructor, loaded once. */
 export function notificationClient(): grpc.ServiceClientConstructor {
   if (!client) {
-    const definition = loadSync("notification.proto", {
-      includeDirs: [REGISTRY_PROTO_DIR],
-      keepCase: false,
+    // Field names in camelCase, as proto-loader's loadSync gives them with keepCase: false.
+    const { root } = protobuf.parse(NOTIFICATION_PROTO, { keepCase: false });
+    const definition = fromJSON(root.toJSON(), {
       longs: Number,
       enums: String,
       defaults: true,
