@@ -5,6 +5,7 @@
  *   main.ts discover <name> [--watch] [--json]   list (and follow) instances
  *   main.ts send --to R --title T --body B       send a notification through etcd:///<name>
  *   main.ts subscribe --to R [--json]            print R's notifications, across instance restarts
+ *   main.ts token --sub S [--scope X] [--ttl 1h]  print an HS256 token signed with the auth secret
  *
  * Exit codes: 0 done, 1 runtime failure (etcd, bind, conflict), 2 bad configuration or usage.
  */
@@ -17,8 +18,10 @@ import { consoleLogger } from "./src/logger.ts";
 
 const USAGE = `usage: notification-server [--config PATH]
        notification-server discover <name> [--watch] [--json] [--config PATH]
-       notification-server send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--config PATH]
-       notification-server subscribe --to RECIPIENT [--json] [--name NAME] [--config PATH]`;
+       notification-server send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--token JWT] [--config PATH]
+       notification-server subscribe --to RECIPIENT [--json] [--name NAME] [--token JWT] [--config PATH]
+       notification-server token --sub SUBJECT [--scope SCOPES] [--ttl 1h] [--config PATH]
+  --token defaults to NOTIFICATION_TOKEN; token signs with notification-server.auth.jwt.hmac-secret-file`;
 
 async function main(args: string[]): Promise<number> {
   let log = consoleLogger();
@@ -36,6 +39,10 @@ async function main(args: string[]): Promise<number> {
         body: { type: "string", default: "" },
         data: { type: "string", multiple: true, default: [] },
         name: { type: "string" },
+        token: { type: "string" },
+        sub: { type: "string" },
+        scope: { type: "string" },
+        ttl: { type: "string", default: "1h" },
         help: { type: "boolean", short: "h", default: false },
       },
     });

@@ -175,6 +175,11 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       );
       const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: serving.port });
       log.info(`gRPC server listening on ${listening}`, { addr: listening, workers: serving.workers() });
+      if (!config.server.auth) {
+        log.warn(
+          `No auth configured: anyone who can reach ${listening} can send to and subscribe on any recipient (set notification-server.auth)`,
+        );
+      }
       await stop.stopped;
     }
   } catch (error) {

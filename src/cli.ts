@@ -1,4 +1,4 @@
-/** The `discover`, `send` and `subscribe` commands (run through main.ts or the compiled binary). */
+/** The `discover`, `send`, `subscribe` and `token` commands (run through main.ts or the compiled binary). */
 import * as grpc from "@grpc/grpc-js";
 import { type Config, serviceNameProblem } from "./config.ts";
 import { services } from "./protos.ts";
@@ -13,8 +13,10 @@ import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/re
 import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import { consoleLogger } from "./logger.ts";
 import { serviceKey } from "../packages/registry/src/codec.ts";
-import { formatDuration } from "../packages/registry/src/duration.ts";
+import { formatDuration, parseDuration } from "../packages/registry/src/duration.ts";
+import { makeToken } from "./auth/tokens.ts";
 import { subscribe } from "../packages/registry/src/subscribe.ts";
+import { bearer } from "../packages/registry/src/notification_client.ts";
 
 /** Bad command-line usage (exit 2). */
 export class UsageError extends Error {}
@@ -28,9 +30,15 @@ export interface CommandFlags {
   body?: string;
   data?: string[];
   name?: string;
+  /** Bearer token for Send/Subscribe (else NOTIFICATION_TOKEN). */
+  token?: string;
+  /** `token`: the subject, scopes and lifetime of the token to print. */
+  sub?: string;
+  scope?: string;
+  ttl?: string;
 }
 
-/** Runs `discover`, `send` or `subscribe`; resolves with the exit code. */
+/** Runs `discover`, `send`, `subscribe` or `token`; resolves with the exit code. */
 export function runCommand(
   command: string,
   args: string[],
@@ -54,6 +62,11 @@ export function runCommand(
         throw new UsageError(`subscribe takes no positional arguments, found ${JSON.stringify(args)}`);
       }
       return subscribeCommand(flags, config);
+    case "token":
+      if (args.length !== 0) {
+        throw new UsageError(`token takes no positional arguments, found ${JSON.stringify(args)}`);
+      }
+      return tokenCommand(flags, config);
     default:
       throw new UsageError(`Unknown command ${JSON.stringify(command)}`);
   }
@@ -246,6 +259,7 @@ async function send(flags: CommandFlags, config: Config): Promise<number> {
       (resolve, reject) => {
         const call = client.send(
           { recipient: flags.to, title: flags.title ?? "", body: flags.body ?? "", data },
+          bearer(bearerToken(flags)),
           { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
           (error: grpc.ServiceError | null, value: { id: string; delivered: number; instanceId: string }) =>
             error ? reject(new Error(sendFailure(error, call.getPeer(), instances))) : resolve(value),
@@ -291,6 +305,7 @@ async function subscribeCommand(flags: CommandFlags, config: Config): Promise<nu
       name,
       recipient: flags.to,
       signal: interrupt.signal,
+      token: bearerToken(flags),
       onGap: ({ reason, retryInMs }) =>
         log.warn(`Subscription to ${name} ended (${reason}); re-subscribing in ${formatDuration(retryInMs)}`),
       onHandover: ({ from, to }) => log.info(`Moved to ${to}: ${from} left ${name} (no gap)`),
@@ -322,4 +337,27 @@ async function subscribeCommand(flags: CommandFlags, config: Config): Promise<nu
   } finally {
     interrupt.dispose();
   }
+}
+
+/** `token --sub S [--scope X] [--ttl 1h]`: an HS256 token for development, signed with the configured secret. */
+async function tokenCommand(flags: CommandFlags, config: Config): Promise<number> {
+  if (!flags.sub) throw new UsageError("token needs --sub SUBJECT (the recipient it may subscribe to)");
+  if (!config.server.auth) {
+    throw new UsageError(`token needs notification-server.auth in ${config.path} (the secret it signs with)`);
+  }
+  const ttlMs = parseDuration(flags.ttl ?? "1h");
+  if (!ttlMs) throw new UsageError(`--ttl: ${JSON.stringify(flags.ttl)} is not a duration like 1h or 15m`);
+  printLine(
+    await makeToken(config.server.auth, {
+      sub: flags.sub,
+      scope: flags.scope,
+      ttlSeconds: Math.max(1, Math.round(ttlMs / 1000)),
+    }),
+  );
+  return 0;
+}
+
+/** The bearer token for Send/Subscribe: `--token`, else NOTIFICATION_TOKEN; none when both are unset. */
+function bearerToken(flags: CommandFlags): string | undefined {
+  return flags.token ?? (Deno.env.get("NOTIFICATION_TOKEN") || undefined);
 }

@@ -30,6 +30,34 @@ export interface ServerTlsConfig {
   peerServerName?: string;
 }
 
+/** `notification-server.auth`: who may Send and Subscribe (JWT bearer tokens). */
+export interface AuthConfig {
+  jwt: {
+    /** HS256/384/512 secret (the file's bytes, a trailing newline dropped). */
+    hmacSecretFile?: string;
+    /** PEM public key (SPKI) for RS*, PS*, ES* or EdDSA tokens. */
+    publicKeyFile?: string;
+    /** A JWK Set; the key is chosen by the token's `kid` (rotation). */
+    jwksFile?: string;
+    /** Checked when set. */
+    issuer?: string;
+    /** Checked when set. */
+    audience?: string;
+  };
+  /** A Send token's space-separated `scope` must contain this. @default "notifications:send" */
+  sendScope: string;
+}
+
+/** Bounds per caller (identity: the token's `sub`, else the client's address). */
+export interface CallerLimits {
+  /** Subscribe streams one connection may hold. @default 100 */
+  subscribersPerConnection: number;
+  /** Subscribe streams one identity may hold on this instance (per serving thread). @default 100 */
+  subscribersPerIdentity: number;
+  /** Sends per second one identity may make, as a token bucket of twice that. @default 100 */
+  sendsPerSecond: number;
+}
+
 /** `notification-server:` section. */
 export interface ServerConfig {
   addr: HostPort;
@@ -84,6 +112,9 @@ export interface ServerConfig {
   /** @default "info" */
   logLevel: LogLevel;
   tls?: ServerTlsConfig;
+  /** Absent: anyone who can reach the port may Send and Subscribe (the original design). */
+  auth?: AuthConfig;
+  callerLimits: CallerLimits;
 }
 
 /** TLS towards etcd. */
@@ -174,6 +205,10 @@ const SERVER_KEYS = [
   "log-format",
   "log-level",
   "tls",
+  "auth",
+  "max-subscribers-per-connection",
+  "max-subscribers-per-identity",
+  "send-rate-per-identity",
 ];
 const ETCD_KEYS = [
   "endpoints",
@@ -384,7 +419,33 @@ function readServer(
     logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),
     logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, "info"),
     tls,
+    auth: auth(r, raw, s),
+    callerLimits: {
+      subscribersPerConnection: r.positiveInt(raw, s, "max-subscribers-per-connection", 100),
+      subscribersPerIdentity: r.positiveInt(raw, s, "max-subscribers-per-identity", 100),
+      sendsPerSecond: r.positiveInt(raw, s, "send-rate-per-identity", 100),
+    },
   };
+}
+
+function auth(r: Reader, raw: Record<string, unknown>, s: string): AuthConfig | undefined {
+  if (raw["auth"] === undefined || raw["auth"] === null) return undefined;
+  const a = r.map(raw["auth"], `${s}.auth`);
+  r.noUnknownKeys(a, `${s}.auth`, ["jwt", "send-scope"]);
+  const section = `${s}.auth.jwt`;
+  const j = r.map(a["jwt"], section, true);
+  r.noUnknownKeys(j, section, ["hmac-secret-file", "public-key-file", "jwks-file", "issuer", "audience"]);
+  const jwt = {
+    hmacSecretFile: r.file(j, section, "hmac-secret-file"),
+    publicKeyFile: r.file(j, section, "public-key-file"),
+    jwksFile: r.file(j, section, "jwks-file"),
+    issuer: r.string(j, section, "issuer"),
+    audience: r.string(j, section, "audience"),
+  };
+  if (!jwt.hmacSecretFile && !jwt.publicKeyFile && !jwt.jwksFile) {
+    r.fail(section, "expected one of hmac-secret-file, public-key-file or jwks-file, found none");
+  }
+  return { jwt, sendScope: r.string(a, `${s}.auth`, "send-scope") ?? "notifications:send" };
 }
 
 /** More threads than this only add memory: every one holds its own copy of the gRPC stack. */

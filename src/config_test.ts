@@ -144,6 +144,21 @@ const CASES: [string, string, string][] = [
     "name: 42",
     'notification-server.name: expected a string, found number "42"',
   ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  auth: { jwt: { issuer: "me" } }',
+    "notification-server.auth.jwt: expected one of hmac-secret-file, public-key-file or jwks-file, found none",
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  auth: { jwt: { hmac-secret-file: "/nonexistent/jwt.key" } }',
+    'notification-server.auth.jwt.hmac-secret-file: "/nonexistent/jwt.key" cannot be read',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  auth: { jwt: { secret: "x" } }',
+    "notification-server.auth.jwt.secret: unknown key (expected one of",
+  ],
 ];
 
 for (const [from, to, expected] of CASES) {

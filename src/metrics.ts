@@ -64,6 +64,7 @@ export class Metrics {
   readonly notificationsReceived: client.Counter;
   readonly workerRestarts: client.Counter;
   readonly connectionsCut: client.Counter<"reason">;
+  readonly callsRefused: client.Counter<"reason">;
   readonly #etcdDuration: client.Histogram<"operation" | "code">;
   readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
   readonly #grpcDuration: client.Histogram<"service" | "method">;
@@ -153,6 +154,13 @@ export class Metrics {
       name: `${PREFIX}connections_cut_total`,
       help: "Client connections cut or refused for going over a bound (reason: header_list_size, " +
         "refused_streams, protocol, max_connections, no_request, memory).",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.callsRefused = new client.Counter({
+      name: `${PREFIX}calls_refused_total`,
+      help: "Send and Subscribe calls refused (reason: unauthenticated, permission_denied, " +
+        "subscribers_per_connection, subscribers_per_identity, send_rate).",
       labelNames: ["reason"],
       registers,
     });

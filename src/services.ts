@@ -10,6 +10,7 @@ import { NotificationService } from "./notification/service.ts";
 import { forwardHandlers } from "./cluster/peers.ts";
 import type { ServerServices } from "./server.ts";
 import { StreamTracker } from "./streams.ts";
+import { CallerPolicy } from "./auth/callers.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -50,6 +51,11 @@ export function buildServices(options: ServicesOptions): Services {
       metrics?.notificationsDelivered.inc(delivered);
     },
     subscriberQueue: { messages: options.server.subscriberQueue, bytes: options.server.subscriberQueueBytes },
+    callers: new CallerPolicy({
+      auth: options.server.auth,
+      limits: options.server.callerLimits,
+      onRefused: (reason) => metrics?.callsRefused.inc({ reason }),
+    }),
     onDropped: () => metrics?.notificationsDropped.inc(),
   });
   const others = options.deliverToOtherWorkers;

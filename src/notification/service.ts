@@ -5,6 +5,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Limit, LocalLimit } from "../limits.ts";
+import type { CallerPolicy } from "../auth/callers.ts";
 import { resetStream, StreamTracker } from "../streams.ts";
 import { encodeNotification, invalidUtf8 } from "../protos.ts";
 import { Hub, type Notification } from "./hub.ts";
@@ -18,6 +19,8 @@ const BYTES_PER_TURN = 64 * 1024;
  * RESOURCE_EXHAUSTED), and what it held is freed.
  */
 const CUT_GRACE_MS = 1_000;
+/** Timers longer than 2^31-1 ms fire at once: long waits are taken in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** HTTP/2 ENHANCE_YOUR_CALM. */
 const ENHANCE_YOUR_CALM = 0xb;
 
@@ -41,6 +44,8 @@ export interface NotificationServiceOptions {
    * @default 256 MiB
    */
   queuedBytes?: Limit;
+  /** Who may Send and Subscribe, and how much one caller may take; absent: anyone, unbounded. */
+  callers?: CallerPolicy;
   /** Told when a notification is dropped because its subscriber was too slow (for metrics). */
   onDropped?: () => void;
 }
@@ -69,6 +74,7 @@ export class NotificationService {
   readonly #queue: { messages: number; bytes: number };
   readonly #queuedBytes: Limit;
   readonly #onDropped: () => void;
+  readonly #callers?: CallerPolicy;
 
   constructor(options: NotificationServiceOptions) {
     this.instanceId = options.instanceId;
@@ -77,6 +83,7 @@ export class NotificationService {
     this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 1024 * 1024 };
     this.#queuedBytes = options.queuedBytes ?? new LocalLimit(256 * 1024 * 1024);
     this.#onDropped = options.onDropped ?? (() => {});
+    this.#callers = options.callers;
   }
 
   /**
@@ -110,7 +117,12 @@ export class NotificationService {
 
   handlers(): grpc.UntypedServiceImplementation {
     return {
-      send: (call: grpc.ServerUnaryCall<SendInput, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      send: async (call: grpc.ServerUnaryCall<SendInput, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const refused = await this.#callers?.send(call);
+        if (refused) {
+          callback({ code: refused.code, details: refused.details });
+          return;
+        }
         const req = call.request;
         const problem = invalidUtf8(req) ?? sendProblem(req);
         if (problem) {
@@ -142,14 +154,26 @@ export class NotificationService {
         });
       },
       // Written with bytes that encodeNotification made; the server's serializer passes them through.
-      subscribe: (call: grpc.ServerWritableStream<{ recipient: string }, Uint8Array>) => {
+      subscribe: async (call: grpc.ServerWritableStream<{ recipient: string }, Uint8Array>) => {
         const problem = invalidUtf8(call.request) ?? recipientProblem(call.request.recipient);
         if (problem) {
           call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: problem });
           return;
         }
+        const admitted = this.#callers
+          ? await this.#callers.subscribe(call, call.request.recipient)
+          : undefined;
+        if (admitted && "code" in admitted) {
+          call.emit("error", { code: admitted.code, details: admitted.details });
+          return;
+        }
+        if (call.cancelled) {
+          admitted?.release(); // the client left while its token was being checked
+          return;
+        }
         const limit = this.#subscribers;
         if (!limit.tryAcquire()) {
+          admitted?.release();
           call.emit("error", {
             code: grpc.status.RESOURCE_EXHAUSTED,
             details: `This instance already serves ${limit.max} subscribers (max-subscribers)`,
@@ -172,8 +196,11 @@ export class NotificationService {
           removed = true;
           limit.release();
         };
+        let expiry: ReturnType<typeof setTimeout> | undefined;
         const closed = () => {
           leave();
+          admitted?.release();
+          clearTimeout(expiry);
           budget.release(budgeted);
           budgeted = 0;
         };
@@ -181,6 +208,22 @@ export class NotificationService {
           closed();
           call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
           return;
+        }
+        if (admitted?.expiresAtMs !== undefined) {
+          // The stream lives as long as its token: the client subscribes again with a fresh one.
+          const endWithToken = () => {
+            const left = admitted.expiresAtMs! - Date.now();
+            if (left > 0) {
+              expiry = setTimeout(endWithToken, Math.min(left, MAX_TIMER_MS));
+              return;
+            }
+            closed();
+            call.emit("error", {
+              code: grpc.status.UNAUTHENTICATED,
+              details: "token expired: subscribe again",
+            });
+          };
+          endWithToken();
         }
         const cutOff = (why: string) => {
           cut = true;

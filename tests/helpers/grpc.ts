@@ -28,10 +28,12 @@ export function send(
   client: NotificationClient,
   request: { recipient: string; title?: string; body?: string; data?: Record<string, string> },
   options: grpc.CallOptions = { deadline: Date.now() + 5_000 },
+  metadata: grpc.Metadata = new grpc.Metadata(),
 ): Promise<SendResult> {
   return new Promise((resolve, reject) => {
     const call: grpc.ClientUnaryCall = client.send(
       { title: "", body: "", data: {}, ...request },
+      metadata,
       options,
       (error: grpc.ServiceError | null, value: Omit<SendResult, "peer">) => {
         if (error) reject(error);

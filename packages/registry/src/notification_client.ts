@@ -26,6 +26,20 @@ export interface Notification {
   createdAtMs: number;
 }
 
+/** gRPC call metadata: grpc-js's `Metadata`, which every grpc-js call takes. */
+export type CallMetadata = grpc.Metadata;
+
+/**
+ * Call metadata carrying `token` as `authorization: Bearer <token>` (what a service with `auth`
+ * requires), or empty metadata without one. grpc-js sends call credentials over TLS only, so
+ * metadata is the way that works on plaintext channels too.
+ */
+export function bearer(token?: string): CallMetadata {
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  return metadata;
+}
+
 let client: grpc.ServiceClientConstructor | undefined;
 
 /** The `NotificationService` client constructor, loaded once. */

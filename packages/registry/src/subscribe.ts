@@ -22,7 +22,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff, sleep } from "./backoff.ts";
-import { type Notification, notificationClient } from "./notification_client.ts";
+import { bearer, type Notification, notificationClient } from "./notification_client.ts";
 import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
 import { EtcdDiscovery } from "./etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./grpc_resolver.ts";
@@ -39,6 +39,12 @@ export interface SubscribeOptions {
   recipient: string;
   /** Ends the subscription (the generator returns). */
   signal?: AbortSignal;
+  /**
+   * The bearer token when the service has `auth` on (its `sub` must be `recipient`), or a function
+   * giving the current one: it is called again for every (re-)subscription, so a stream that ended
+   * with UNAUTHENTICATED at its token's expiry comes back with a fresh token.
+   */
+  token?: string | (() => string);
   /** A stream ended with no other ready: why, and how long until the next try. */
   onGap?: (gap: { reason: string; retryInMs: number }) => void;
   /** A stream is open again after a gap of `gapMs`. */
@@ -84,7 +90,8 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
   let members: Set<string> | undefined;
 
   const open = (): Live => {
-    const stream = client.subscribe({ recipient: options.recipient }, {
+    const token = typeof options.token === "function" ? options.token() : options.token;
+    const stream = client.subscribe({ recipient: options.recipient }, bearer(token), {
       waitForReady: true,
     }) as grpc.ClientReadableStream<Notification>;
     const live: Live = { stream, ready: false, listed: false };

@@ -1,0 +1,184 @@
+/**
+ * Who may make a call, and how much one caller may take: the JWT checks of `auth` (Send needs the
+ * send scope, Subscribe a token whose `sub` is the recipient) and the per-caller bounds
+ * (subscribers per connection and per identity, a Send rate per identity). An identity is the
+ * token's `sub`, or the client's address when auth is off. Answers carry gRPC status codes and
+ * say which rule refused the call; they never echo a token or why its signature failed.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { AuthConfig, CallerLimits } from "../config.ts";
+import { type Claims, TokenVerifier } from "./tokens.ts";
+
+/** Why a call was refused (the `reason` label of notification_server_calls_refused_total). */
+export type RefusalReason =
+  | "unauthenticated"
+  | "permission_denied"
+  | "subscribers_per_connection"
+  | "subscribers_per_identity"
+  | "send_rate";
+
+/** A refused call: its status and why. */
+export interface Refusal {
+  code: grpc.status;
+  details: string;
+  reason: RefusalReason;
+}
+
+/** An admitted Subscribe: give its places back with `release` once it ends. */
+export interface Admitted {
+  /** When the token expires (epoch ms): the stream ends then; absent without auth. */
+  expiresAtMs?: number;
+  release(): void;
+}
+
+/** The part of a grpc-js call used here. */
+interface CallLike {
+  metadata: grpc.Metadata;
+  getPeer(): string;
+}
+
+/** Identities whose buckets are kept; idle ones are dropped first (a flood of names cannot grow it). */
+const MAX_BUCKETS = 100_000;
+
+export class CallerPolicy {
+  readonly #verifier?: TokenVerifier;
+  readonly #sendScope: string;
+  readonly #limits: CallerLimits;
+  readonly #onRefused: (reason: RefusalReason) => void;
+  readonly #byConnection = new Map<string, number>();
+  readonly #byIdentity = new Map<string, number>();
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(options: {
+    auth?: AuthConfig;
+    limits: CallerLimits;
+    onRefused?: (reason: RefusalReason) => void;
+  }) {
+    this.#verifier = options.auth ? new TokenVerifier(options.auth.jwt) : undefined;
+    this.#sendScope = options.auth?.sendScope ?? "";
+    this.#limits = options.limits;
+    this.#onRefused = options.onRefused ?? (() => {});
+  }
+
+  /** Whether a Send may go ahead: undefined, or why not. */
+  async send(call: CallLike): Promise<Refusal | undefined> {
+    const who = await this.#identify(call);
+    if ("code" in who) return this.#refuse(who);
+    if (this.#verifier && !who.claims!.scopes.has(this.#sendScope)) {
+      return this.#refuse({
+        code: grpc.status.PERMISSION_DENIED,
+        details: `the token does not allow Send: its scope lacks ${JSON.stringify(this.#sendScope)}`,
+        reason: "permission_denied",
+      });
+    }
+    if (!this.#take(who.identity)) {
+      return this.#refuse({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `too many Sends: send-rate-per-identity is ${this.#limits.sendsPerSecond} per second`,
+        reason: "send_rate",
+      });
+    }
+    return undefined;
+  }
+
+  /** Whether a Subscribe to `recipient` may go ahead: its places (release them when it ends), or why not. */
+  async subscribe(call: CallLike, recipient: string): Promise<Admitted | Refusal> {
+    const who = await this.#identify(call);
+    if ("code" in who) return this.#refuse(who);
+    if (this.#verifier && who.identity !== recipient) {
+      return this.#refuse({
+        code: grpc.status.PERMISSION_DENIED,
+        details: "a token may subscribe to its own recipient (its sub) only",
+        reason: "permission_denied",
+      });
+    }
+    const connection = call.getPeer();
+    if ((this.#byConnection.get(connection) ?? 0) >= this.#limits.subscribersPerConnection) {
+      return this.#refuse({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details:
+          `this connection already holds ${this.#limits.subscribersPerConnection} subscriptions (max-subscribers-per-connection)`,
+        reason: "subscribers_per_connection",
+      });
+    }
+    if ((this.#byIdentity.get(who.identity) ?? 0) >= this.#limits.subscribersPerIdentity) {
+      return this.#refuse({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details:
+          `this caller already holds ${this.#limits.subscribersPerIdentity} subscriptions (max-subscribers-per-identity)`,
+        reason: "subscribers_per_identity",
+      });
+    }
+    increment(this.#byConnection, connection, 1);
+    increment(this.#byIdentity, who.identity, 1);
+    let released = false;
+    return {
+      expiresAtMs: who.claims?.expiresAtMs,
+      release: () => {
+        if (released) return;
+        released = true;
+        increment(this.#byConnection, connection, -1);
+        increment(this.#byIdentity, who.identity, -1);
+      },
+    };
+  }
+
+  async #identify(call: CallLike): Promise<{ identity: string; claims?: Claims } | Refusal> {
+    if (!this.#verifier) return { identity: addressOf(call.getPeer()) };
+    const header = call.metadata.get("authorization")[0];
+    const token = typeof header === "string" ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
+    if (!token) {
+      return {
+        code: grpc.status.UNAUTHENTICATED,
+        details: "missing token: send `authorization: Bearer <JWT>` metadata",
+        reason: "unauthenticated",
+      };
+    }
+    try {
+      const claims = await this.#verifier.verify(token);
+      return { identity: claims.sub, claims };
+    } catch {
+      return {
+        code: grpc.status.UNAUTHENTICATED,
+        details: "invalid or expired token",
+        reason: "unauthenticated",
+      };
+    }
+  }
+
+  #refuse(refusal: Refusal): Refusal {
+    this.#onRefused(refusal.reason);
+    return refusal;
+  }
+
+  /** One Send from `identity`'s token bucket (refilled at the rate, holding two seconds' worth). */
+  #take(identity: string): boolean {
+    const rate = this.#limits.sendsPerSecond;
+    const now = Date.now();
+    let bucket = this.#buckets.get(identity);
+    if (!bucket) {
+      if (this.#buckets.size >= MAX_BUCKETS) this.#buckets.delete(this.#buckets.keys().next().value!);
+      bucket = { tokens: 2 * rate, at: now };
+    }
+    bucket.tokens = Math.min(2 * rate, bucket.tokens + ((now - bucket.at) / 1000) * rate);
+    bucket.at = now;
+    // Re-inserted so that the least recently used identity is the first to be dropped.
+    this.#buckets.delete(identity);
+    this.#buckets.set(identity, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+}
+
+function increment(counts: Map<string, number>, key: string, by: number): void {
+  const next = (counts.get(key) ?? 0) + by;
+  if (next <= 0) counts.delete(key);
+  else counts.set(key, next);
+}
+
+/** The host of a grpc-js peer string (`ipv4:1.2.3.4:5`, `[::1]:5`, `1.2.3.4:5`). */
+function addressOf(peer: string): string {
+  const bare = peer.replace(/^ipv[46]:/, "");
+  return bare.startsWith("[") ? bare.slice(0, bare.indexOf("]") + 1) : bare.slice(0, bare.lastIndexOf(":"));
+}

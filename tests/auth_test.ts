@@ -1,0 +1,164 @@
+/**
+ * Only the right people (`notification-server.auth`): JWT bearer tokens made by the `token` command
+ * and by hand (HMAC-SHA256 in Python, no JWT library), presented by Debian's Python grpcio and by
+ * grpc-js; the allow/deny matrix gives exactly the right codes, a token for bob cannot read alice,
+ * an expired token ends the stream, and one caller cannot take every place.
+ */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { bearer } from "../packages/registry/src/notification_client.ts";
+import { useEtcd } from "./helpers/etcd.ts";
+import { python } from "./helpers/foreign.ts";
+import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
+import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const PY = new URL("./interop/python_auth.py", import.meta.url).pathname;
+const ROOT = new URL("../", import.meta.url).pathname;
+
+/** A service with auth on (an HMAC secret in a temp file); its config path for the CLI. */
+async function authService(endpoints: string[], extra = "") {
+  const dir = await Deno.makeTempDir({ prefix: "auth-" });
+  const secret = `${dir}/jwt.key`;
+  await Deno.writeTextFile(secret, `${crypto.randomUUID()}${crypto.randomUUID()}\n`);
+  const options = {
+    endpoints,
+    instanceId: `auth-${crypto.randomUUID()}`,
+    serverExtra: `  auth:\n    jwt:\n      hmac-secret-file: "${secret}"\n${extra}`,
+  };
+  const config = await writeConfig(options);
+  const svc = await ServiceProcess.spawn(options, config);
+  await svc.waitForLine(/gRPC server listening on/, 20_000);
+  return { svc, config, secret, dir };
+}
+
+/** `main.ts token ...` with the service's config. */
+async function cliToken(config: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...startTaskArgs(), "token", ...args, "--config", config],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+const mint = async (secret: string, sub: string, scope: string, ttl: number) =>
+  (await python(PY, "mint", secret, sub, scope, String(ttl))).trim();
+const pySend = async (addr: string, token: string, recipient: string) =>
+  (await python(PY, "send", addr, token, recipient)).trim();
+
+Deno.test(
+  "the allow/deny matrix for Send and Subscribe, with CLI-made and hand-made tokens",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, config, secret } = await authService(etcd.endpoints);
+    await using _ = svc;
+    const other = `${secret}.other`;
+    await Deno.writeTextFile(other, "not-the-secret\n");
+    const sender = await mint(secret, "backend", "notifications:send", 600);
+    const cliSender = await cliToken(config, "--sub", "backend", "--scope", "notifications:send");
+    const cases: [string, string, string][] = [
+      ["no token", "-", "UNAUTHENTICATED"],
+      ["not a JWT", "garbage", "UNAUTHENTICATED"],
+      [
+        "signed with another secret",
+        await mint(other, "backend", "notifications:send", 600),
+        "UNAUTHENTICATED",
+      ],
+      ["expired", await mint(secret, "backend", "notifications:send", -120), "UNAUTHENTICATED"],
+      ["no send scope", await mint(secret, "alice", "-", 600), "PERMISSION_DENIED"],
+      ["other scopes only", await mint(secret, "backend", "profile:read", 600), "PERMISSION_DENIED"],
+      ["hand-made, send scope", sender, "OK"],
+      ["token command, send scope", cliSender, "OK"],
+    ];
+    for (const [what, token, code] of cases) {
+      assert.equal(
+        await pySend(svc.addr, token, "alice"),
+        code,
+        `Send: ${what}`,
+      );
+    }
+
+    const alice = await cliToken(config, "--sub", "alice");
+    const subscribe = (token: string, recipient: string, seconds: number) =>
+      python(PY, "subscribe", svc.addr, token, recipient, String(seconds)).then((out) => JSON.parse(out));
+    assert.deepEqual(await subscribe("-", "alice", 5), { titles: [], status: "UNAUTHENTICATED" });
+    assert.deepEqual(await subscribe(await mint(secret, "bob", "-", 600), "alice", 5), {
+      titles: [],
+      status: "PERMISSION_DENIED",
+    }, "a token for bob cannot read alice");
+    // alice reads alice: notifications sent meanwhile arrive, until the client's own deadline.
+    const reading = subscribe(alice, "alice", 4);
+    const client = notificationClient(svc.addr);
+    try {
+      await eventually(
+        async () =>
+          (await send(client, { recipient: "alice", title: "hi" }, undefined, bearer(sender))).delivered ===
+            1,
+        3_000,
+        "alice subscribed",
+      );
+    } finally {
+      client.close();
+    }
+    const read = await reading;
+    assert.ok(read.titles.includes("hi"), JSON.stringify(read));
+    assert.equal(read.status, "DEADLINE_EXCEEDED");
+    // Health stays open: probes carry no token.
+    assert.equal(await healthCheck(svc.addr), "SERVING");
+  },
+);
+
+Deno.test("a Subscribe stream ends with UNAUTHENTICATED when its token expires", opts, async () => {
+  await using etcd = await useEtcd();
+  const { svc, config } = await authService(etcd.endpoints);
+  await using _ = svc;
+  const token = await cliToken(config, "--sub", "carol", "--ttl", "2s");
+  const started = Date.now();
+  const out = JSON.parse(await python(PY, "subscribe", svc.addr, token, "carol", "15"));
+  assert.equal(out.status, "UNAUTHENTICATED", JSON.stringify(out));
+  assert.ok(Date.now() - started < 12_000, "ended at the token's expiry, not the client's deadline");
+});
+
+Deno.test("one caller cannot take every place: Send rate and subscribers per connection", opts, async () => {
+  await using etcd = await useEtcd();
+  const { svc, config } = await authService(
+    etcd.endpoints,
+    "  send-rate-per-identity: 5\n  max-subscribers-per-connection: 2\n",
+  );
+  await using _ = svc;
+  const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+  const client = notificationClient(svc.addr);
+  try {
+    const codes: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      codes.push(
+        await send(client, { recipient: "dave", title: `n${i}` }, undefined, sender).then(
+          () => grpc.status.OK,
+          (e: grpc.ServiceError) => e.code,
+        ),
+      );
+    }
+    assert.ok(codes.slice(0, 10).every((c) => c === grpc.status.OK), `a burst of 2 s worth passes: ${codes}`);
+    assert.ok(codes.includes(grpc.status.RESOURCE_EXHAUSTED), `then the rate holds: ${codes}`);
+    const dave = bearer(await cliToken(config, "--sub", "dave"));
+    const statuses = [0, 1, 2].map(() => {
+      const stream = client.subscribe({ recipient: "dave" }, dave) as grpc.ClientReadableStream<unknown>;
+      return new Promise<grpc.StatusObject>((resolve) => {
+        stream.on("status", resolve);
+        stream.on("error", () => {});
+        stream.on("data", () => {});
+        setTimeout(() => stream.cancel(), 1_500);
+      });
+    });
+    const ended = await Promise.all(statuses);
+    const refused = ended.filter((s) => s.code === grpc.status.RESOURCE_EXHAUSTED);
+    assert.equal(refused.length, 1, JSON.stringify(ended));
+    assert.match(refused[0].details, /max-subscribers-per-connection/);
+  } finally {
+    client.close();
+  }
+});
