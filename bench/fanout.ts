@@ -10,7 +10,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { startEtcd } from "../tests/helpers/etcd.ts";
-import { healthClient, notificationClient, send } from "../tests/helpers/grpc.ts";
+import { healthClient, type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 
 /** What one fan-out run measured. */
@@ -26,6 +26,17 @@ export interface FanOutResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))];
 
+/** Subscribers held per connection: under the server's max-concurrent-streams and per-connection bounds (100). */
+const SUBSCRIBERS_PER_CONNECTION = 50;
+
+/** Enough clients, each on its own connection, for `subscribers` streams within the per-connection bounds. */
+export function subscriberConnections(addr: string, subscribers: number): NotificationClient[] {
+  return Array.from(
+    { length: Math.max(4, Math.ceil(subscribers / SUBSCRIBERS_PER_CONNECTION)) },
+    () => notificationClient(addr, { "grpc.use_local_subchannel_pool": 1 }),
+  );
+}
+
 /** Runs the fan-out against the server at `addr` (which must allow `subscribers` subscribers). */
 export async function fanOutStall(
   addr: string,
@@ -33,10 +44,7 @@ export async function fanOutStall(
 ): Promise<FanOutResult> {
   const { subscribers, bodyBytes, sends } = options;
   // Subscribers on several connections, as many clients would be; the probe has its own.
-  const clients = Array.from(
-    { length: 4 },
-    () => notificationClient(addr, { "grpc.use_local_subchannel_pool": 1 }),
-  );
+  const clients = subscriberConnections(addr, subscribers);
   const streams: grpc.ClientReadableStream<unknown>[] = [];
   let received = 0;
   for (let i = 0; i < subscribers; i++) {

@@ -24,6 +24,7 @@ import {
 } from "../tests/helpers/h2_attack.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
+import { makeToken } from "../src/auth/tokens.ts";
 import { fmt, median } from "./load.ts";
 
 const NODE_CLIENTS = new URL("../tests/interop/node_clients.cjs", import.meta.url).pathname;
@@ -37,7 +38,7 @@ export interface Http2BenchOptions {
   soakClients: number;
   soakRuns: number;
   /** Which parts to run (default all). */
-  parts?: ("cost" | "soak" | "attacks")[];
+  parts?: ("cost" | "soak" | "attacks" | "auth")[];
   note(message: string): void;
 }
 
@@ -45,7 +46,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function start(
   options: Http2BenchOptions,
-  extra: { tls?: string; env?: Record<string, string>; workers?: number | undefined },
+  extra: { tls?: string; env?: Record<string, string>; workers?: number | undefined; serverExtra?: string },
 ): Promise<ServiceProcess> {
   const script = options.root ? [`--config=${options.root}/deno.json`, `${options.root}/main.ts`] : undefined;
   return ServiceProcess.start({
@@ -54,9 +55,9 @@ function start(
     workers: extra.workers ?? 1,
     env: extra.env,
     script,
-    serverExtra: extra.tls
+    serverExtra: (extra.tls
       ? `  tls:\n    cert-file: "${extra.tls}/server.pem"\n    key-file: "${extra.tls}/server.key"\n`
-      : undefined,
+      : "") + (extra.serverExtra ?? ""),
   });
 }
 
@@ -86,11 +87,16 @@ async function soak(options: Http2BenchOptions, workers: number): Promise<string
 async function cost(
   options: Http2BenchOptions,
   tls: string | undefined,
+  call: { path: string; message: Uint8Array; headers?: readonly string[]; serverExtra?: string } =
+    HEALTH_CHECK,
 ): Promise<{ rps: number; cpu: number }> {
-  await using svc = await start(options, { tls });
+  await using svc = await start(options, { tls, serverExtra: call.serverExtra });
   const body = await Deno.makeTempFile();
-  await Deno.writeFile(body, new Uint8Array(5)); // an empty gRPC message
-  const url = `${tls ? "https" : "http"}://127.0.0.1:${svc.port}/grpc.health.v1.Health/Check`;
+  const frame = new Uint8Array(5 + call.message.length); // a gRPC message: flag, length, bytes
+  new DataView(frame.buffer).setUint32(1, call.message.length);
+  frame.set(call.message, 5);
+  await Deno.writeFile(body, frame);
+  const url = `${tls ? "https" : "http"}://127.0.0.1:${svc.port}${call.path}`;
   const run = async (seconds: number) => {
     const cpu0 = cpuSeconds(svc.pid);
     const out = await new Deno.Command("h2load", {
@@ -107,6 +113,7 @@ async function cost(
         "content-type: application/grpc",
         "-H",
         "te: trailers",
+        ...(call.headers ?? []).flatMap((h) => ["-H", h]),
         url,
       ],
       stdout: "piped",
@@ -119,6 +126,49 @@ async function cost(
   };
   await run(1); // warm-up
   return await run(options.seconds);
+}
+
+const HEALTH_CHECK = { path: "/grpc.health.v1.Health/Check", message: new Uint8Array() };
+
+/**
+ * Send's cost with auth on and off: h2load sends one SendRequest (to a recipient nobody holds)
+ * over and over, with one bearer token (cached after its first check) when auth is on.
+ */
+async function authCost(options: Http2BenchOptions): Promise<string[][]> {
+  const dir = await Deno.makeTempDir({ prefix: "bench-auth-" });
+  const secretFile = `${dir}/jwt.key`;
+  await Deno.writeTextFile(secretFile, `${crypto.randomUUID()}\n`);
+  const auth = { jwt: { hmacSecretFile: secretFile }, sendScope: "notifications:send" };
+  const token = await makeToken(auth, { sub: "bench", scope: "notifications:send", ttlSeconds: 3_600 });
+  const text = (field: number, value: string) => {
+    const bytes = new TextEncoder().encode(value);
+    return [field << 3 | 2, bytes.length, ...bytes];
+  };
+  const message = new Uint8Array([...text(1, "nobody"), ...text(2, "t")]);
+  const path = "/notification.v1.NotificationService/Send";
+  const variants = [
+    ["auth off", { path, message }],
+    ["auth on (JWT, HS256)", {
+      path,
+      message,
+      headers: [`authorization: Bearer ${token}`],
+      serverExtra: `  auth:\n    jwt:\n      hmac-secret-file: "${secretFile}"\n`,
+    }],
+  ] as const;
+  const rows = [["Send via h2load (c=4, m=32)", "rps", "CPU µs/call"]];
+  const runs = new Map<string, { rps: number; cpu: number }[]>();
+  for (let round = 0; round < options.rounds; round++) {
+    for (const [name, call] of variants) {
+      const result = await cost(options, undefined, call);
+      runs.set(name, [...runs.get(name) ?? [], result]);
+      options.note(`auth cost ${name} round ${round + 1}: ${fmt(result.rps, 0)} rps, ${fmt(result.cpu)} µs`);
+    }
+  }
+  for (const [name] of variants) {
+    const r = runs.get(name)!;
+    rows.push([name, fmt(median(r.map((x) => x.rps)), 0), fmt(median(r.map((x) => x.cpu)))]);
+  }
+  return rows;
 }
 
 /** An attack as the bench runs it: how the service is configured, and what the attacker does. */
@@ -252,7 +302,7 @@ async function attackRow(options: Http2BenchOptions, attack: Attack, perturb: bo
 
 /** The section's tables, ready to print. */
 export async function http2Bench(options: Http2BenchOptions): Promise<string[][][]> {
-  const parts = new Set(options.parts ?? ["cost", "soak", "attacks"]);
+  const parts = new Set(options.parts ?? ["cost", "soak", "attacks", "auth"]);
   const tables: string[][][] = [];
   if (parts.has("cost")) {
     const certs = await Deno.makeTempDir({ prefix: "bench-h2-certs-" });
@@ -268,6 +318,7 @@ export async function http2Bench(options: Http2BenchOptions): Promise<string[][]
     }
     tables.push(costRows);
   }
+  if (parts.has("auth")) tables.push(await authCost(options));
   if (parts.has("soak")) {
     tables.push([["soak", "clients", "crashes"], await soak(options, 1), await soak(options, 2)]);
   }

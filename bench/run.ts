@@ -10,13 +10,13 @@
  * --workers LIST (the workers dimension, default "1,2"; e.g. "1,4,8,auto" on many cores),
  * --only workers (that section alone), --only http2 (the HTTP/2 guard and limits: soak, cost, header
  * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N,
- * --parts cost,soak,attacks).
+ * --parts cost,soak,attacks,auth).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { clusterBench } from "./cluster.ts";
-import { fanOutStall } from "./fanout.ts";
+import { fanOutStall, subscriberConnections } from "./fanout.ts";
 import { http2Bench } from "./http2.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
@@ -43,7 +43,7 @@ const args = parseArgs({
     root: { type: "string" },
     "soak-clients": { type: "string", default: "2000" },
     "soak-runs": { type: "string", default: "3" },
-    parts: { type: "string", default: "cost,soak,attacks" },
+    parts: { type: "string", default: "cost,soak,attacks,auth" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -333,12 +333,15 @@ async function discoveryTimes(endpoints: string[]) {
 /** One Send to a recipient with 1000 live Subscribe streams: time until all have it. */
 async function fanOut(target: Target): Promise<number> {
   const client = notificationClient(target.addr);
+  const holders = subscriberConnections(target.addr, 1000);
   let received = 0;
   let allAt = 0;
   let armed = false;
   const streams: grpc.ClientReadableStream<unknown>[] = [];
   for (let i = 0; i < 1000; i++) {
-    const s = client.subscribe({ recipient: "fan" }) as grpc.ClientReadableStream<unknown>;
+    const s = holders[i % holders.length].subscribe({ recipient: "fan" }) as grpc.ClientReadableStream<
+      unknown
+    >;
     s.on("data", () => {
       if (++received === 1000 && armed) allAt = performance.now();
     });
@@ -361,6 +364,7 @@ async function fanOut(target: Target): Promise<number> {
   while (!allAt) await sleep(1);
   for (const s of streams) s.cancel();
   client.close();
+  for (const holder of holders) holder.close();
   return allAt - t0;
 }
 
@@ -519,7 +523,7 @@ function http2Section(endpoints: string[]): Promise<string[][][]> {
     seconds: SECONDS,
     soakClients: Number(args.values["soak-clients"]),
     soakRuns: Number(args.values["soak-runs"]),
-    parts: args.values.parts.split(",").map((p) => p.trim()) as ("cost" | "soak" | "attacks")[],
+    parts: args.values.parts.split(",").map((p) => p.trim()) as ("cost" | "soak" | "attacks" | "auth")[],
     note,
   });
 }

@@ -14,7 +14,12 @@ import { formatDuration } from "../packages/registry/src/duration.ts";
 import { HealthService } from "./health.ts";
 import { http2Guard } from "../packages/registry/src/http2_guard.ts";
 import type { Logger } from "./logger.ts";
-import { createEtcdClient, deadlineAfter, waitForEtcd } from "../packages/registry/src/etcd_client.ts";
+import {
+  createEtcdClient,
+  deadlineAfter,
+  describeEtcdError,
+  waitForEtcd,
+} from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar } from "../packages/registry/src/etcd_registrar.ts";
 import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import { peerCredentials } from "./server.ts";
@@ -23,6 +28,7 @@ import { type Serving, startServing } from "./serving.ts";
 import { formatHostPort } from "../packages/registry/src/host_port.ts";
 import { mergedRegistry, Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
 import { Cluster } from "./cluster/cluster.ts";
+import { PEER_SECRET_PREFIX, PeerSecret } from "./cluster/peer_secret.ts";
 
 export { NOTIFICATION_SERVICE };
 /** Health entry that is SERVING only while our record is in etcd. */
@@ -103,6 +109,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
   });
   metrics?.registrationState.set(0);
   let cluster: Cluster | undefined;
+  let peerSecret: PeerSecret | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
     // One start-up budget for reaching etcd and registering, not one each.
@@ -140,12 +147,22 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
     };
     serving.setInstanceId(instance.id);
     const peers = peerCredentials(config.server.tls);
-    if ("off" in peers) {
-      log.warn(
-        `Cluster forwarding is off (each instance delivers to its own subscribers only): ${peers.off}`,
-      );
+    // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
+    const secret = "off" in peers ? peers.off : await PeerSecret.load(
+      etcd,
+      config.server.name,
+      (secrets) => serving?.setPeerSecrets(secrets),
+    ).catch((error: Error) =>
+      `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
+        describeEtcdError(error)
+      }): give the instances' etcd user readwrite on that key`
+    );
+    if (typeof secret === "string" || "off" in peers) {
+      log.warn(`Cluster forwarding is off (each instance delivers to its own subscribers only): ${secret}`);
     } else {
+      peerSecret = secret;
       cluster = new Cluster(etcd, {
+        peerCredential: () => secret.credential(),
         name: config.server.name,
         instanceId: instance.id,
         registryPrefix: config.etcd.prefix,
@@ -186,6 +203,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
     // Undo a partial start in reverse; nothing stays registered.
     const undone = await registrar.deregister();
     serving?.abort();
+    peerSecret?.close();
     await Promise.race([cluster?.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]);
     await metricsServer?.close();
     etcd.close();
@@ -224,6 +242,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
   const drained = Date.now() - started;
   // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold
   // the exit up to a second per watch.
+  peerSecret?.close();
   await Promise.race([cluster?.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]);
   await metricsServer?.close();
   etcd.close();

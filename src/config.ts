@@ -52,9 +52,12 @@ export interface AuthConfig {
 export interface CallerLimits {
   /** Subscribe streams one connection may hold. @default 100 */
   subscribersPerConnection: number;
-  /** Subscribe streams one identity may hold on this instance (per serving thread). @default 100 */
+  /**
+   * Subscribe streams one token subject may hold on this instance (per serving thread); with auth
+   * only (a client address is no identity: NAT, gateways). @default 100
+   */
   subscribersPerIdentity: number;
-  /** Sends per second one identity may make, as a token bucket of twice that. @default 100 */
+  /** Sends per second one identity may make, as a token bucket of twice that; 0: unbounded. @default 0 */
   sendsPerSecond: number;
 }
 
@@ -423,7 +426,9 @@ function readServer(
     callerLimits: {
       subscribersPerConnection: r.positiveInt(raw, s, "max-subscribers-per-connection", 100),
       subscribersPerIdentity: r.positiveInt(raw, s, "max-subscribers-per-identity", 100),
-      sendsPerSecond: r.positiveInt(raw, s, "send-rate-per-identity", 100),
+      sendsPerSecond: raw["send-rate-per-identity"] === 0
+        ? 0
+        : r.positiveInt(raw, s, "send-rate-per-identity", 0),
     },
   };
 }

@@ -36,6 +36,8 @@ export interface ServicesOptions {
 export interface Services {
   notifications: NotificationService;
   handlers: ServerServices;
+  /** Turns Forward on: callers must prove membership with one of `secrets` (peer_secret.ts). */
+  setPeerSecrets(secrets: readonly string[]): void;
   /** Ends Subscribe, Health/Watch and peers' Forward streams (they never end by themselves). */
   endStreams(): void;
 }
@@ -60,6 +62,8 @@ export function buildServices(options: ServicesOptions): Services {
   });
   const others = options.deliverToOtherWorkers;
   const peerStreams = new StreamTracker();
+  // Forwarding is off (Forward answers UNIMPLEMENTED) until the cluster hands over its secrets.
+  let peerSecrets: readonly string[] | undefined;
   const cluster = forwardHandlers(
     async (recipient, bytes) => {
       metrics?.notificationsReceived.inc();
@@ -69,9 +73,11 @@ export function buildServices(options: ServicesOptions): Services {
     },
     options.reached,
     peerStreams,
+    { name: options.server.name, secrets: () => peerSecrets },
   );
   return {
     notifications,
+    setPeerSecrets: (secrets) => (peerSecrets = secrets),
     handlers: {
       notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
         notifications.handlers(),

@@ -21,6 +21,8 @@ export interface Serving {
   setRouting(routing: PoolRouting): void;
   /** Health entries changed on the main thread (workers mirror them). */
   setHealth(service: string, status: ServingStatus): void;
+  /** Turns Cluster/Forward on for callers proving membership with one of `secrets`. */
+  setPeerSecrets(secrets: readonly string[]): void;
   subscribers(): number;
   healthWatches(): number;
   /** Workers serving now (1 on the main thread). */
@@ -62,6 +64,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
       setInstanceId: (id) => (pool.instanceId = id),
       setRouting: (routing) => (pool.routing = routing),
       setHealth: (service, status) => pool.setHealth(service, status),
+      setPeerSecrets: (secrets) => pool.setPeerSecrets(secrets),
       subscribers: () => pool.subscribers,
       healthWatches: () => pool.healthWatches,
       workers: () => pool.serving,
@@ -92,6 +95,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     setInstanceId: (id) => (notifications.instanceId = id),
     setRouting: (routing) => (notifications.routing = routing),
     setHealth: () => {}, // the health service is served from this thread
+    setPeerSecrets: (secrets) => services.setPeerSecrets(secrets),
     subscribers: () => notifications.hub.size,
     healthWatches: () => options.health.watches,
     workers: () => 1,

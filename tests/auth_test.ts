@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { bearer } from "../packages/registry/src/notification_client.ts";
 import { useEtcd } from "./helpers/etcd.ts";
-import { python } from "./helpers/foreign.ts";
+import { goClient, python } from "./helpers/foreign.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
@@ -16,20 +16,31 @@ const opts = { sanitizeOps: false, sanitizeResources: false };
 const PY = new URL("./interop/python_auth.py", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;
 
-/** A service with auth on (an HMAC secret in a temp file); its config path for the CLI. */
-async function authService(endpoints: string[], extra = "") {
+/** A new HMAC secret in a temp file. */
+async function newSecret(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "auth-" });
   const secret = `${dir}/jwt.key`;
   await Deno.writeTextFile(secret, `${crypto.randomUUID()}${crypto.randomUUID()}\n`);
+  return secret;
+}
+
+/** A service with auth on (an HMAC secret in a temp file); its config path for the CLI. */
+async function authService(
+  endpoints: string[],
+  extra = "",
+  shared?: { secret: string; name: string; id: string },
+) {
+  const secret = shared?.secret ?? await newSecret();
   const options = {
     endpoints,
-    instanceId: `auth-${crypto.randomUUID()}`,
+    name: shared?.name,
+    instanceId: shared?.id ?? `auth-${crypto.randomUUID()}`,
     serverExtra: `  auth:\n    jwt:\n      hmac-secret-file: "${secret}"\n${extra}`,
   };
   const config = await writeConfig(options);
   const svc = await ServiceProcess.spawn(options, config);
   await svc.waitForLine(/gRPC server listening on/, 20_000);
-  return { svc, config, secret, dir };
+  return { svc, config, secret };
 }
 
 /** `main.ts token ...` with the service's config. */
@@ -81,6 +92,45 @@ Deno.test(
         `Send: ${what}`,
       );
     }
+    // The same from grpc-go (Debian's packages), and from our CLI.
+    const go = await goClient();
+    const goSend = async (token: string) =>
+      new TextDecoder().decode(
+        (await new Deno.Command(go, {
+          args: [
+            "send",
+            "-addr",
+            svc.addr,
+            "-recipient",
+            "alice",
+            ...(token === "-" ? [] : ["-token", token]),
+          ],
+        }).output()).stdout,
+      ).trim();
+    assert.deepEqual(
+      [await goSend("-"), await goSend(cases[4][1]), await goSend(sender), await goSend(cliSender)],
+      ["Unauthenticated", "PermissionDenied", "OK", "OK"],
+      "Send from grpc-go: none, no scope, hand-made, token command",
+    );
+    const cli = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [...startTaskArgs(), "send", "--to", "alice", "--title", "hi", ...args, "--config", config],
+        cwd: ROOT,
+        env: { NOTIFICATION_TOKEN: "" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      return {
+        code: out.code,
+        text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+      };
+    };
+    const refused = await cli();
+    assert.equal(refused.code, 1, refused.text);
+    assert.match(refused.text, /UNAUTHENTICATED: missing token/);
+    const accepted = await cli("--token", cliSender);
+    assert.equal(accepted.code, 0, accepted.text);
+    assert.match(accepted.text, /delivered=0/);
 
     const alice = await cliToken(config, "--sub", "alice");
     const subscribe = (token: string, recipient: string, seconds: number) =>
@@ -162,3 +212,49 @@ Deno.test("one caller cannot take every place: Send rate and subscribers per con
     client.close();
   }
 });
+
+Deno.test(
+  "a three-instance cluster with auth on still delivers to every stream (delivered = 3)",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const secret = await newSecret();
+    const name = `authcl-${crypto.randomUUID().slice(0, 8)}`;
+    const started = [];
+    for (const id of ["a", "b", "c"]) {
+      started.push(
+        await authService(etcd.endpoints, "", { secret, name, id }),
+      );
+    }
+    await using a = started[0].svc;
+    await using b = started[1].svc;
+    await using c = started[2].svc;
+    const config = started[0].config;
+    const erin = bearer(await cliToken(config, "--sub", "erin"));
+    const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+    const clients = [a, b, c].map((svc) => notificationClient(svc.addr));
+    const titles: string[][] = [[], [], []];
+    const streams = clients.map((client, i) => {
+      const stream = client.subscribe({ recipient: "erin" }, erin) as grpc.ClientReadableStream<
+        { title: string }
+      >;
+      stream.on("data", (n: { title: string }) => titles[i].push(n.title));
+      stream.on("error", () => {});
+      return stream;
+    });
+    try {
+      await eventually(
+        async () =>
+          (await send(clients[0], { recipient: "erin", title: "probe" }, undefined, sender)).delivered === 3,
+        10_000,
+        "every instance's stream routed",
+      );
+      const result = await send(clients[1], { recipient: "erin", title: "to all three" }, undefined, sender);
+      assert.equal(result.delivered, 3);
+      await eventually(() => titles.every((t) => t.includes("to all three")), 5_000, "every stream got it");
+    } finally {
+      for (const stream of streams) stream.cancel();
+      for (const client of clients) client.close();
+    }
+  },
+);

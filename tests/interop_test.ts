@@ -6,11 +6,10 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
-import { python } from "./helpers/foreign.ts";
+import { goClient, python } from "./helpers/foreign.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-const SOURCE = new URL("./interop/go_client/", import.meta.url).pathname;
 /** What reflection lists: the public services and itself, never the internal Cluster. */
 const LISTED_SERVICES = [
   "grpc.health.v1.Health",
@@ -19,34 +18,6 @@ const LISTED_SERVICES = [
   "notification.v1.NotificationService",
 ];
 const PYTHON_REFLECT = new URL("./interop/python_reflect.py", import.meta.url).pathname;
-
-let built: Promise<string> | undefined;
-
-/** Builds tests/interop/go_client once per test run. */
-function goClient(): Promise<string> {
-  built ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "go-client-" });
-    let out;
-    try {
-      out = await new Deno.Command("go", {
-        args: ["build", "-o", `${dir}/go_client`, "."],
-        cwd: SOURCE,
-        env: { GOPATH: "/usr/share/gocode", GO111MODULE: "off", GOFLAGS: "", GOCACHE: `${dir}/cache` },
-      }).output();
-    } catch (error) {
-      throw new Error(
-        `No Go toolchain (${error}): run scripts/setup.sh, which installs Debian's golang packages`,
-      );
-    }
-    if (!out.success) {
-      throw new Error(
-        `go build failed (scripts/setup.sh installs the packages):\n${new TextDecoder().decode(out.stderr)}`,
-      );
-    }
-    return `${dir}/go_client`;
-  })();
-  return built;
-}
 
 Deno.test(
   "a Go client through etcd's naming resolver and round_robin reaches all three instances; a stopped one drops out",

@@ -71,7 +71,7 @@ export class CallerPolicy {
         reason: "permission_denied",
       });
     }
-    if (!this.#take(who.identity)) {
+    if (this.#limits.sendsPerSecond > 0 && !this.#take(who.identity)) {
       return this.#refuse({
         code: grpc.status.RESOURCE_EXHAUSTED,
         details: `too many Sends: send-rate-per-identity is ${this.#limits.sendsPerSecond} per second`,
@@ -101,7 +101,7 @@ export class CallerPolicy {
         reason: "subscribers_per_connection",
       });
     }
-    if ((this.#byIdentity.get(who.identity) ?? 0) >= this.#limits.subscribersPerIdentity) {
+    if (this.#verifier && (this.#byIdentity.get(who.identity) ?? 0) >= this.#limits.subscribersPerIdentity) {
       return this.#refuse({
         code: grpc.status.RESOURCE_EXHAUSTED,
         details:

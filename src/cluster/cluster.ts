@@ -26,6 +26,8 @@ export interface ClusterOptions {
   /** A peer that has not answered a forwarded notification by then counts 0 for it. */
   peerTimeoutMs: number;
   credentials: grpc.ChannelCredentials;
+  /** Proof of membership each peer stream opens with (peer_secret.ts). */
+  peerCredential: () => string;
   /** With TLS: the name in every instance's certificate (peers are dialed by address). */
   serverName?: string;
   logger: Logger;
@@ -76,6 +78,7 @@ export class Cluster implements Routing {
     const links = this.#links = new PeerLinks({
       credentials: options.credentials,
       timeoutMs: options.peerTimeoutMs,
+      credential: options.peerCredential,
       serverName: options.serverName,
     });
     // Membership: the registered instances of this service, from our own discovery.

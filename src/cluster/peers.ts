@@ -11,6 +11,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { Backoff } from "../../packages/registry/src/backoff.ts";
 import { forwardedProblem, services } from "../protos.ts";
+import { sleep } from "../../packages/registry/src/backoff.ts";
+import { PEER_HEADER, verifyPeer } from "./peer_secret.ts";
 import type { StreamTracker } from "../streams.ts";
 
 interface Forwarded {
@@ -43,7 +45,16 @@ class PeerLink {
   #downUntil = 0;
   #seq = 0;
 
-  constructor(addr: string, credentials: grpc.ChannelCredentials, timeoutMs: number, serverName?: string) {
+  readonly #credential: () => string;
+
+  constructor(
+    addr: string,
+    credentials: grpc.ChannelCredentials,
+    timeoutMs: number,
+    credential: () => string,
+    serverName?: string,
+  ) {
+    this.#credential = credential;
     const { Cluster } = services();
     this.#client = new Cluster(addr, credentials, {
       ...(serverName ? { "grpc.ssl_target_name_override": serverName } : {}),
@@ -93,7 +104,9 @@ class PeerLink {
       this.#downUntil = Date.now() + this.#backoff.next();
       return undefined;
     }
-    const stream = this.#client.forward() as ForwardStream;
+    const metadata = new grpc.Metadata();
+    metadata.set(PEER_HEADER, this.#credential());
+    const stream = this.#client.forward(metadata) as ForwardStream;
     stream.on("data", ({ acks }: { acks: Ack[] }) => {
       this.#backoff.reset();
       for (const ack of acks) this.#settle(Number(ack.seq), ack.delivered);
@@ -147,10 +160,18 @@ export class PeerLinks {
   readonly #credentials: grpc.ChannelCredentials;
   readonly #timeoutMs: number;
   readonly #serverName?: string;
+  readonly #credential: () => string;
 
-  constructor(options: { credentials: grpc.ChannelCredentials; timeoutMs: number; serverName?: string }) {
+  constructor(options: {
+    credentials: grpc.ChannelCredentials;
+    timeoutMs: number;
+    /** What a link opens its stream with to prove it is an instance (peer_secret.ts). */
+    credential: () => string;
+    serverName?: string;
+  }) {
     this.#credentials = options.credentials;
     this.#timeoutMs = options.timeoutMs;
+    this.#credential = options.credential;
     this.#serverName = options.serverName;
   }
 
@@ -188,7 +209,8 @@ export class PeerLinks {
     if (!addr) return undefined;
     let link = this.#links.get(id);
     if (!link) {
-      this.#links.set(id, link = new PeerLink(addr, this.#credentials, this.#timeoutMs, this.#serverName));
+      link = new PeerLink(addr, this.#credentials, this.#timeoutMs, this.#credential, this.#serverName);
+      this.#links.set(id, link);
     }
     return link;
   }
@@ -199,6 +221,15 @@ export class PeerLinks {
   }
 }
 
+/** Who may call Forward here: instances of `name`, proven with one of `secrets()` (undefined: forwarding is off). */
+export interface PeerAuth {
+  name: string;
+  secrets(): readonly string[] | undefined;
+}
+
+/** How long a peer's barrier may wait for this instance's directory view. */
+const BARRIER_WAIT_MS = 5_000;
+
 /**
  * The receiving side: `Cluster/Forward` handlers that deliver each item to local subscribers, in
  * the order they arrived, and answer with the counts (one acks message per batch).
@@ -207,9 +238,25 @@ export function forwardHandlers(
   deliver: (recipient: string, notification: Uint8Array) => Promise<number>,
   reached: (revision: bigint) => Promise<unknown>,
   streams: StreamTracker,
+  peers: PeerAuth,
 ): grpc.UntypedServiceImplementation {
   return {
     forward: (call: grpc.ServerDuplexStream<{ items: Forwarded[] }, { acks: Ack[] }>) => {
+      const secrets = peers.secrets();
+      if (!secrets) {
+        call.emit("error", {
+          code: grpc.status.UNIMPLEMENTED,
+          details: "Cluster forwarding is off on this instance",
+        });
+        return;
+      }
+      if (!verifyPeer(call.metadata.get(PEER_HEADER)[0], peers.name, secrets)) {
+        call.emit("error", {
+          code: grpc.status.UNAUTHENTICATED,
+          details: `only instances of ${JSON.stringify(peers.name)} may forward`,
+        });
+        return;
+      }
       if (!streams.add(call as never, () => {})) {
         call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
         return;
@@ -236,7 +283,14 @@ export function forwardHandlers(
           const acks: Ack[] = [];
           for (const item of items) {
             if (Number(item.barrierRevision ?? 0) > 0) {
-              await reached(BigInt(item.barrierRevision!));
+              // Bounded: the sender counts the barrier as failed after its timeout anyway, and a
+              // wait here holds every item behind it.
+              const waited = new AbortController();
+              await Promise.race([
+                reached(BigInt(item.barrierRevision!)),
+                sleep(BARRIER_WAIT_MS, waited.signal),
+              ]);
+              waited.abort();
               acks.push({ seq: Number(item.seq), delivered: 0 });
             } else {
               acks.push({

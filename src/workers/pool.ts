@@ -73,6 +73,7 @@ export class WorkerPool {
   readonly #reachable = new Map<string, Promise<void>>();
   #health: Record<string, ServingStatus>;
   #instanceId = "";
+  #peerSecrets: string[] | undefined;
   #routing?: PoolRouting;
   #stopping = false;
   #nextId = 1;
@@ -153,6 +154,12 @@ export class WorkerPool {
     for (const recipient of this.#holders.keys()) {
       this.#reachable.set(recipient, routing.subscribed(recipient));
     }
+  }
+
+  /** Turns Forward on in every worker (and in workers started later) for these secrets. */
+  setPeerSecrets(secrets: readonly string[]): void {
+    this.#peerSecrets = [...secrets];
+    this.#broadcast({ type: "peerSecrets", secrets: this.#peerSecrets });
   }
 
   /** Mirrors one health entry into every worker. */
@@ -244,6 +251,7 @@ export class WorkerPool {
         health: this.#health,
         metrics: this.#options.metrics,
         instanceId: this.#instanceId,
+        peerSecrets: this.#peerSecrets,
       });
     });
   }

@@ -34,6 +34,8 @@ export interface WorkerStart {
   metrics: boolean;
   /** Reported in SendResponse.instance_id; empty until the address is known. */
   instanceId: string;
+  /** Forward is on for callers proving membership with one of these (absent: off for now). */
+  peerSecrets?: string[];
 }
 
 /** Main thread → worker. */
@@ -41,6 +43,8 @@ export type ToWorker =
   | WorkerStart
   | { type: "instance"; instanceId: string }
   | { type: "health"; service: string; status: ServingStatus }
+  /** Cluster/Forward on, for callers proving membership with one of `secrets`. */
+  | { type: "peerSecrets"; secrets: string[] }
   /** Deliver to this worker's subscribers of `recipient`; answered with `delivered`. */
   | { type: "deliver"; id: number; recipient: string; bytes: Uint8Array }
   /** The answer to a worker's `request`. */

@@ -133,6 +133,7 @@ async function start(
     { reusePort: true },
   );
   connections = bound.connections;
+  if (init.peerSecrets) services.setPeerSecrets(init.peerSecrets);
   return {
     port: bound.port,
     handle(message: ToWorker): void {
@@ -142,6 +143,9 @@ async function start(
           break;
         case "health":
           health.set(message.service, message.status);
+          break;
+        case "peerSecrets":
+          services.setPeerSecrets(message.secrets);
           break;
         case "deliver":
           void notifications.deliverLocal(message.recipient, message.bytes).then((count) =>

@@ -9,6 +9,7 @@ import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually, notificationClient, send } from "../helpers/grpc.ts";
 import { rawClient, readRecord } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
+import { PEER_SECRET_PREFIX } from "../../src/cluster/peer_secret.ts";
 
 Deno.test(
   "the directory survives etcd restarts, with its data kept and wiped",
@@ -38,6 +39,15 @@ Deno.test(
       } finally {
         check.close();
       }
+      const secretBefore = await (async () => {
+        const kv = rawClient(etcd.endpoints);
+        try {
+          return await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string();
+        } finally {
+          kv.close();
+        }
+      })();
+      assert.ok(secretBefore, "the peer secret is in etcd");
       for (const wipe of [false, true]) {
         await etcd.restart({ wipe, crash: true });
         const back = Date.now();
@@ -67,6 +77,30 @@ Deno.test(
         }
       }
       assert.ok(titles.includes("after restart") && titles.includes("after wipe"), titles.join(","));
+      // The peers' secret was wiped with the rest: the instances write back the one they hold, so
+      // an instance started now proves membership with the same secret and reaches b's subscriber.
+      const kv = rawClient(etcd.endpoints);
+      try {
+        const stored = await eventually(
+          async () => (await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string()) ?? undefined,
+          15_000,
+          "the peer secret written back after the wipe",
+        );
+        assert.equal(stored, secretBefore, "the same secret");
+      } finally {
+        kv.close();
+      }
+      await using c = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "c" });
+      const toC = notificationClient(c.addr);
+      try {
+        await eventually(
+          async () => (await send(toC, { recipient: "x", title: "from c" })).delivered === 1,
+          15_000,
+          "c forwards to b after the wipe",
+        );
+      } finally {
+        toC.close();
+      }
     } finally {
       stream.cancel();
       toA.close();

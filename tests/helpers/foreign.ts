@@ -65,3 +65,33 @@ export function python(script: string, ...args: string[]): Promise<string> {
   }
   return finished(child, `python3 ${script}`);
 }
+
+const GO_SOURCE = new URL("../interop/go_client/", import.meta.url).pathname;
+
+let built: Promise<string> | undefined;
+
+/** Builds tests/interop/go_client (Debian's Go packages, GOPATH mode) once per test process. */
+export function goClient(): Promise<string> {
+  built ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "go-client-" });
+    let out;
+    try {
+      out = await new Deno.Command("go", {
+        args: ["build", "-o", `${dir}/go_client`, "."],
+        cwd: GO_SOURCE,
+        env: { GOPATH: "/usr/share/gocode", GO111MODULE: "off", GOFLAGS: "", GOCACHE: `${dir}/cache` },
+      }).output();
+    } catch (error) {
+      throw new Error(
+        `No Go toolchain (${error}): run scripts/setup.sh, which installs Debian's golang packages`,
+      );
+    }
+    if (!out.success) {
+      throw new Error(
+        `go build failed (scripts/setup.sh installs the packages):\n${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+    return `${dir}/go_client`;
+  })();
+  return built;
+}

@@ -3,12 +3,15 @@
 //
 //	go_client calls   -etcd HOST:PORT -target /services/NAME [-authority A] [-seconds S]
 //	go_client reflect -addr HOST:PORT
+//	go_client send    -addr HOST:PORT -recipient R [-token JWT]
 //
 // calls: dials etcd:///<target> through etcd's own naming resolver (clientv3/naming/resolver)
 // with grpc-go's round_robin, sends notifications in a loop, and prints one JSON line per 250 ms
 // window: which instance answered how often, and errors.
 // reflect: lists services over server reflection, fetches the files that define them and builds
 // them with protodesc.NewFiles, which rejects descriptors that are not what protoc would write.
+// send: one Send with `authorization: Bearer <token>` metadata (none without -token); prints the
+// status code (OK, Unauthenticated, PermissionDenied, ...).
 package main
 
 import (
@@ -23,6 +26,8 @@ import (
 	"go.etcd.io/etcd/clientv3"
 	"go.etcd.io/etcd/clientv3/naming/resolver"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -180,6 +185,28 @@ func reflect(addr string) {
 	fmt.Println(string(line))
 }
 
+// send makes one Send with the token as a bearer credential and prints the status code.
+func send(addr, token, recipient string) {
+	conn, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		fail("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	var req []byte
+	for i, s := range []string{recipient, "from go"} {
+		req = protowire.AppendTag(req, protowire.Number(i+1), protowire.BytesType)
+		req = protowire.AppendString(req, s)
+	}
+	var resp []byte
+	err = conn.Invoke(ctx, "/notification.v1.NotificationService/Send", &req, &resp)
+	fmt.Println(status.Code(err).String())
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: go_client calls|reflect [flags]")
@@ -189,13 +216,17 @@ func main() {
 	target := fs.String("target", "/services/notification-server", "key prefix the naming resolver follows")
 	authority := fs.String("authority", "", ":authority to send (grpc.WithAuthority)")
 	seconds := fs.Int("seconds", 3, "how long to send")
-	addr := fs.String("addr", "", "server for reflect")
+	addr := fs.String("addr", "", "server for reflect and send")
+	token := fs.String("token", "", "bearer token for send")
+	recipient := fs.String("recipient", "alice", "recipient for send")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "calls":
 		calls(*endpoint, *target, *authority, *seconds)
 	case "reflect":
 		reflect(*addr)
+	case "send":
+		send(*addr, *token, *recipient)
 	default:
 		fail("unknown mode %q", os.Args[1])
 	}
