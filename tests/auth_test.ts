@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { bearer } from "../packages/registry/src/notification_client.ts";
+import { subscribe } from "../packages/registry/src/subscribe.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
@@ -28,13 +29,14 @@ async function newSecret(): Promise<string> {
 async function authService(
   endpoints: string[],
   extra = "",
-  shared?: { secret: string; name: string; id: string },
+  shared?: { secret?: string; name?: string; id?: string; workers?: number },
 ) {
   const secret = shared?.secret ?? await newSecret();
   const options = {
     endpoints,
     name: shared?.name,
     instanceId: shared?.id ?? `auth-${crypto.randomUUID()}`,
+    workers: shared?.workers,
     serverExtra: `  auth:\n    jwt:\n      hmac-secret-file: "${secret}"\n${extra}`,
   };
   const config = await writeConfig(options);
@@ -258,3 +260,81 @@ Deno.test(
     }
   },
 );
+
+Deno.test("one identity's subscriptions are bounded across its connections", opts, async () => {
+  await using etcd = await useEtcd();
+  // One serving thread: the bound is per thread (README), and workers would each allow 2.
+  const { svc, config } = await authService(etcd.endpoints, "  max-subscribers-per-identity: 2\n", {
+    workers: 1,
+  });
+  await using _ = svc;
+  const frank = bearer(await cliToken(config, "--sub", "frank"));
+  // Three connections of one caller: the per-connection bound is not what refuses the third.
+  const clients = [0, 1, 2].map(() => notificationClient(svc.addr, { "grpc.use_local_subchannel_pool": 1 }));
+  try {
+    const ended = await Promise.all(clients.map((client, i) =>
+      new Promise<grpc.StatusObject>((resolve) => {
+        setTimeout(() => {
+          const stream = client.subscribe({ recipient: "frank" }, frank) as grpc.ClientReadableStream<
+            unknown
+          >;
+          stream.on("status", resolve);
+          stream.on("error", () => {});
+          stream.on("data", () => {});
+          setTimeout(() => stream.cancel(), 1_500);
+        }, 100 * i);
+      })
+    ));
+    const refused = ended.filter((s) => s.code === grpc.status.RESOURCE_EXHAUSTED);
+    assert.equal(refused.length, 1, JSON.stringify(ended));
+    assert.match(refused[0].details, /max-subscribers-per-identity/);
+  } finally {
+    for (const client of clients) client.close();
+  }
+});
+
+Deno.test("subscribe() asks its token provider again when a token expires, and goes on", opts, async () => {
+  await using etcd = await useEtcd();
+  const { svc, config, secret } = await authService(etcd.endpoints);
+  await using _ = svc;
+  let asked = 0;
+  const tokens: string[] = [];
+  // Tokens of 2 s: the stream ends at each expiry and subscribe() comes back with the next one.
+  for (let i = 0; i < 4; i++) tokens.push(await mint(secret, "gina", "-", 2 + 2 * i));
+  const stop = new AbortController();
+  const titles: string[] = [];
+  const reading = (async () => {
+    for await (
+      const n of subscribe({
+        etcd: { endpoints: etcd.endpoints, dialTimeoutMs: 2_000 },
+        name: "notification-server",
+        recipient: "gina",
+        signal: stop.signal,
+        token: () => tokens[Math.min(asked++, tokens.length - 1)],
+      })
+    ) titles.push(n.title);
+  })();
+  const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+  const client = notificationClient(svc.addr);
+  try {
+    await eventually(
+      async () =>
+        (await send(client, { recipient: "gina", title: "first" }, undefined, sender)).delivered === 1,
+      5_000,
+      "gina subscribed",
+    );
+    await eventually(() => asked >= 2, 10_000, "a second token after the first expired");
+    await eventually(
+      async () =>
+        (await send(client, { recipient: "gina", title: "later" }, undefined, sender)).delivered === 1,
+      10_000,
+      "delivered again with the fresh token",
+    );
+    await eventually(() => titles.includes("later"), 5_000, "the later notification");
+    assert.ok(titles.includes("first"), titles.join(","));
+  } finally {
+    stop.abort();
+    await reading;
+    client.close();
+  }
+});
