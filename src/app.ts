@@ -1,11 +1,12 @@
 /**
  * The service's lifecycle, top to bottom. Start: config is loaded by the caller → etcd answers →
  * gRPC port bound (never advertise a port we could not bind) → `/metrics` bound when configured →
- * lease granted and record written → keep-alive and self-healing in the background. Stop (the
- * first SIGINT/SIGTERM/SIGHUP, or an unexpected error, which then exits 1) runs in reverse:
- * health NOT_SERVING → deregister (delete our record, revoke the lease) → drain delay so watchers
- * drop us → refuse new calls, end streams, finish in-flight calls within `shutdown-timeout` →
- * close `/metrics` → close etcd. A second signal exits at once.
+ * the peers' secret read from etcd and the cluster started (forwarding) → lease granted and record
+ * written → keep-alive and self-healing in the background. Stop (the first SIGINT/SIGTERM/SIGHUP,
+ * or an unexpected error, which then exits 1) runs in reverse: health NOT_SERVING → deregister
+ * (delete our record, revoke the lease) → drain delay so watchers drop us → refuse new calls, end
+ * streams, finish in-flight calls within `shutdown-timeout` → stop watching the peers' secret, close
+ * the cluster → close `/metrics` → close etcd. A second signal exits at once.
  */
 import { advertisedAddress } from "./advertise.ts";
 import { sleep } from "../packages/registry/src/backoff.ts";

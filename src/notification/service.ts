@@ -1,7 +1,8 @@
 /**
  * NotificationService handlers. They answer with gRPC status codes and never throw:
- * INVALID_ARGUMENT for bad input, RESOURCE_EXHAUSTED past `maxSubscribers`, UNAVAILABLE once
- * shutdown has begun.
+ * UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED from the caller policy (auth/callers.ts)
+ * first, INVALID_ARGUMENT for bad input, RESOURCE_EXHAUSTED past `maxSubscribers` or a subscriber's
+ * queue, UNAVAILABLE once shutdown has begun.
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Limit, LocalLimit } from "../limits.ts";
