@@ -6,16 +6,18 @@
  * the HMAC-SHA256 of `<name>|<ts>` under the secret; the receiver accepts a time within 5 minutes
  * and a MAC under any secret it accepts.
  *
+ * The key is followed with the same watch as discovery and the directory (range_watch.ts), so a
+ * change is seen at once and nothing polls etcd:
  * - Rotation by overlap: the stored value is space-separated secrets, the first one signing and
- *   all of them accepted. Write "new old", wait for every instance to pick it up (5 s), then "new".
- * - An etcd wipe: every instance keeps what it had and writes it back (create-only) on its next
- *   look, so links keep working; a secret another instance wrote meanwhile is adopted, ours still
- *   accepted until the next change.
+ *   all of them accepted. Write "new old", wait for every instance to pick it up, then "new".
+ * - Deleted, or an etcd wipe (the watch's resync reads the key gone): every instance writes back
+ *   what it holds (create-only), so links keep working; a secret another instance wrote meanwhile
+ *   is adopted, ours still accepted until the next change.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
-import { setInterval } from "node:timers";
+import { watchRanges } from "../../packages/registry/src/range_watch.ts";
 
 /** Where the secrets live: apart from `/services` and the directory, so no lister ever sees them. */
 export const PEER_SECRET_PREFIX = "/notification-peer-secrets";
@@ -23,8 +25,6 @@ export const PEER_SECRET_PREFIX = "/notification-peer-secrets";
 export const PEER_HEADER = "x-notification-peer";
 /** How far a credential's time may be from ours. */
 const MAX_SKEW_MS = 5 * 60_000;
-/** How often the stored secret is looked at (rotation, wipe). */
-const LOOK_EVERY_MS = 5_000;
 
 /** The secrets of one service's instances, kept in step with etcd. */
 export class PeerSecret {
@@ -32,7 +32,7 @@ export class PeerSecret {
   readonly #key: string;
   readonly #name: string;
   readonly #etcd: Etcd3;
-  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #stop = new AbortController();
   readonly #onChange: (secrets: string[]) => void;
 
   private constructor(etcd: Etcd3, name: string, secrets: string[], onChange: (secrets: string[]) => void) {
@@ -41,33 +41,22 @@ export class PeerSecret {
     this.#key = `${PEER_SECRET_PREFIX}/${name}`;
     this.#secrets = secrets;
     this.#onChange = onChange;
-    this.#timer = setInterval(() => void this.look().catch(() => {}), LOOK_EVERY_MS).unref();
+    void this.#follow();
   }
 
-  /** Reads the service's secret from etcd, creating it if there is none yet. */
+  /** Reads the service's secret from etcd, creating it if there is none yet; then follows it. */
   static async load(etcd: Etcd3, name: string, onChange: (secrets: string[]) => void): Promise<PeerSecret> {
-    const secrets = await readOrCreate(etcd, `${PEER_SECRET_PREFIX}/${name}`, [
-      randomBytes(32).toString("hex"),
-    ]);
-    const secret = new PeerSecret(etcd, name, secrets, onChange);
+    const key = `${PEER_SECRET_PREFIX}/${name}`;
+    await createIfAbsent(etcd, key, [randomBytes(32).toString("hex")]);
+    const secrets = parse(await etcd.get(key).string());
+    if (!secrets) throw new Error(`${key} is empty`);
     onChange(secrets);
-    return secret;
+    return new PeerSecret(etcd, name, secrets, onChange);
   }
 
   /** The secrets accepted now (the first signs). */
   get secrets(): readonly string[] {
     return this.#secrets;
-  }
-
-  /** One look at etcd: adopt a rotated secret, or write ours back after a wipe. */
-  async look(): Promise<void> {
-    const stored = await readOrCreate(this.#etcd, this.#key, this.#secrets);
-    if (stored.join(" ") === this.#secrets.join(" ")) return;
-    // Adopted. Had we been signing with a secret etcd no longer lists (another instance wrote a new
-    // one after a wipe), it stays accepted until the next change, for links opened with it.
-    const signing = this.#secrets[0];
-    this.#secrets = stored.includes(signing) ? stored : [...stored, signing];
-    this.#onChange(this.#secrets);
   }
 
   /** The credential a peer link opens its stream with. */
@@ -76,7 +65,34 @@ export class PeerSecret {
   }
 
   close(): void {
-    clearInterval(this.#timer);
+    this.#stop.abort();
+  }
+
+  async #follow(): Promise<void> {
+    try {
+      for await (
+        const update of watchRanges(this.#etcd, [{ key: this.#key }], { signal: this.#stop.signal })
+      ) {
+        const value = update.kind === "reset"
+          ? update.entries.get(this.#key)
+          : update.changes.findLast((c) => c.key === this.#key)?.value;
+        const stored = parse(value);
+        // Gone (deleted, or etcd came back empty): write back ours; the watch then brings it.
+        if (!stored) await createIfAbsent(this.#etcd, this.#key, this.#secrets).catch(() => {});
+        else this.#adopt(stored);
+      }
+    } catch {
+      // Only once stopped (the watch itself retries): nothing left to follow.
+    }
+  }
+
+  #adopt(stored: string[]): void {
+    if (stored.join(" ") === this.#secrets.join(" ")) return;
+    // Had we been signing with a secret etcd no longer lists (another instance wrote a new one
+    // after a wipe), it stays accepted until the next change, for links opened with it.
+    const signing = this.#secrets[0];
+    this.#secrets = stored.includes(signing) ? stored : [...stored, signing];
+    this.#onChange(this.#secrets);
   }
 }
 
@@ -102,10 +118,13 @@ export function peerCredential(secret: string, name: string, ts: number): string
   return `${ts}.${createHmac("sha256", secret).update(`${name}|${ts}`).digest("hex")}`;
 }
 
-/** The stored secrets, after writing `fallback` if the key does not exist (create-only). */
-async function readOrCreate(etcd: Etcd3, key: string, fallback: string[]): Promise<string[]> {
-  await etcd.if(key, "Create", "==", 0).then(etcd.put(key).value(fallback.join(" "))).commit();
-  const value = await etcd.get(key).string();
+/** The secrets in a stored value; undefined when there are none. */
+function parse(value: string | null | undefined): string[] | undefined {
   const secrets = (value ?? "").split(" ").filter((s) => s !== "");
-  return secrets.length > 0 ? secrets : fallback;
+  return secrets.length > 0 ? secrets : undefined;
+}
+
+/** Writes `secrets` at `key` unless the key exists (one create-only transaction). */
+async function createIfAbsent(etcd: Etcd3, key: string, secrets: string[]): Promise<void> {
+  await etcd.if(key, "Create", "==", 0).then(etcd.put(key).value(secrets.join(" "))).commit();
 }
