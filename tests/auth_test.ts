@@ -12,6 +12,7 @@ import { useEtcd } from "./helpers/etcd.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
+import { scrape } from "./helpers/metrics.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const PY = new URL("./interop/python_auth.py", import.meta.url).pathname;
@@ -161,6 +162,7 @@ Deno.test(
     assert.equal(read.status, "DEADLINE_EXCEEDED");
     // Health stays open: probes carry no token.
     assert.equal(await healthCheck(svc.addr), "SERVING");
+    assert.ok(!svc.lines.some((l) => l.includes("No auth configured")), svc.lines.join("\n"));
   },
 );
 
@@ -179,7 +181,7 @@ Deno.test("one caller cannot take every place: Send rate and subscribers per con
   await using etcd = await useEtcd();
   const { svc, config } = await authService(
     etcd.endpoints,
-    "  send-rate-per-identity: 5\n  max-subscribers-per-connection: 2\n",
+    '  send-rate-per-identity: 5\n  max-subscribers-per-connection: 2\n  metrics-addr: "127.0.0.1:0"\n',
   );
   await using _ = svc;
   const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
@@ -210,6 +212,11 @@ Deno.test("one caller cannot take every place: Send rate and subscribers per con
     const refused = ended.filter((s) => s.code === grpc.status.RESOURCE_EXHAUSTED);
     assert.equal(refused.length, 1, JSON.stringify(ended));
     assert.match(refused[0].details, /max-subscribers-per-connection/);
+    const m = await scrape(svc.metricsPort);
+    const refusals = (reason: string) =>
+      m.value(`notification_server_calls_refused_total{reason="${reason}"}`);
+    assert.equal(refusals("send_rate"), codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length);
+    assert.equal(refusals("subscribers_per_connection"), 1);
   } finally {
     client.close();
   }

@@ -46,6 +46,13 @@ Deno.test("only instances may Forward, and what they forward is checked like a S
     endpoints: etcd.endpoints,
     instanceId: `fwd-${crypto.randomUUID()}`,
   });
+  // No auth section: open, as in the original design, and said once at start with the address.
+  await svc.waitForLine(
+    new RegExp(
+      `WARN No auth configured: anyone who can reach 127\\.0\\.0\\.1:${svc.port} can send to and subscribe on any recipient`,
+    ),
+    5_000,
+  );
   const client = notificationClient(svc.addr);
   const { Cluster } = services();
   const peer = new Cluster(svc.addr, grpc.credentials.createInsecure()) as

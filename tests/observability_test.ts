@@ -9,6 +9,7 @@ import { rawClient } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
 import { scrape } from "./helpers/metrics.ts";
+import { headerAttack } from "./helpers/h2_attack.ts";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const METRICS = `  metrics-addr: "127.0.0.1:0"\n`;
 
@@ -37,6 +38,18 @@ Deno.test(
       );
       assert.ok((m.value("process_resident_memory_bytes") ?? 0) > 0, "process metrics");
       assert.ok(m.value("nodejs_eventloop_lag_p99_seconds") !== undefined, "event-loop lag");
+      assert.equal(m.value("notification_server_http2_guard"), 1, "the HTTP/2 crash guard is installed");
+      // A connection cut for its headers is counted, by whichever thread cut it.
+      await headerAttack(svc.port, "hpack-bomb", { rounds: 1, streams: 10 });
+      await eventually(
+        async () =>
+          ((await scrape(port)).value(
+            'notification_server_connections_cut_total{reason="header_list_size"}',
+          ) ??
+            0) >= 1,
+        5_000,
+        "the cut counted",
+      );
 
       for (let i = 0; i < 3; i++) await health.check();
       await send(notify, { recipient: "ops", title: "a" });
