@@ -3,6 +3,7 @@
  * metric for each and a WARN line at most every 10 s: an attacker must not be able to flood the
  * log as well.
  */
+import { setTimeout } from "node:timers";
 import type { CutReason } from "./http2_inbound.ts";
 
 const WHY: Record<CutReason, string> = {
@@ -33,7 +34,8 @@ export class CutReporter {
     this.#counts.set(reason, (this.#counts.get(reason) ?? 0) + 1);
     const now = Date.now();
     if (now >= this.#quietUntil) this.#flush(now);
-    else this.#timer ??= setTimeout(() => this.#flush(Date.now()), this.#quietUntil - now);
+    // Unref'd: a line still waiting must not hold a stopping process.
+    else this.#timer ??= setTimeout(() => this.#flush(Date.now()), this.#quietUntil - now).unref();
   }
 
   #flush(now: number): void {

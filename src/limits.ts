@@ -1,6 +1,6 @@
 /**
- * Counted limits (subscribers, Health watches, connections) that hold per instance whether it
- * serves from one thread or from several workers. Workers share one counter in a
+ * Counted limits (subscribers, Health watches, connections, bytes queued to subscribers) that hold
+ * per instance whether it serves from one thread or from several workers. Workers share one counter in a
  * SharedArrayBuffer, so admission stays synchronous and exact: a worker that asked its neighbours
  * by message would admit on stale counts, and per-worker shares would refuse while other workers
  * have room.

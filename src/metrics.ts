@@ -150,20 +150,18 @@ export class Metrics {
         },
       });
     }
-    this.connectionsCut = new client.Counter({
-      name: `${PREFIX}connections_cut_total`,
-      help: "Client connections cut or refused for going over a bound (reason: header_list_size, " +
+    const byReason = (name: string, help: string) =>
+      new client.Counter({ name: PREFIX + name, help, labelNames: ["reason"], registers });
+    this.connectionsCut = byReason(
+      "connections_cut_total",
+      "Client connections cut or refused for going over a bound (reason: header_list_size, " +
         "refused_streams, protocol, max_connections, no_request, memory).",
-      labelNames: ["reason"],
-      registers,
-    });
-    this.callsRefused = new client.Counter({
-      name: `${PREFIX}calls_refused_total`,
-      help: "Send and Subscribe calls refused (reason: unauthenticated, permission_denied, " +
+    );
+    this.callsRefused = byReason(
+      "calls_refused_total",
+      "Send and Subscribe calls refused (reason: unauthenticated, permission_denied, " +
         "subscribers_per_connection, subscribers_per_identity, send_rate).",
-      labelNames: ["reason"],
-      registers,
-    });
+    );
     this.workerRestarts = counter(
       "worker_restarts_total",
       "Serving workers restarted after a crash (workers > 1).",

@@ -60,6 +60,11 @@ export class CallerPolicy {
     this.#onRefused = options.onRefused ?? (() => {});
   }
 
+  /** Whether Sends are checked at all (auth or a rate is on): without, the hot path skips the policy. */
+  get checksSends(): boolean {
+    return this.#verifier !== undefined || this.#limits.sendsPerSecond > 0;
+  }
+
   /** Whether a Send may go ahead: undefined, or why not. */
   async send(call: CallLike): Promise<Refusal | undefined> {
     const who = await this.#identify(call);

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { type CryptoKey, exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose";
+import { makeToken, TokenVerifier } from "./tokens.ts";
+
+const now = () => Math.floor(Date.now() / 1000);
+
+async function tempFile(text: string): Promise<string> {
+  const path = await Deno.makeTempFile();
+  await Deno.writeTextFile(path, text);
+  return path;
+}
+
+Deno.test("HMAC tokens: issuer and audience are checked when configured; exp and sub are required", async () => {
+  const secret = await tempFile("s3cret-for-tests\n");
+  const auth = {
+    jwt: { hmacSecretFile: secret, issuer: "backend", audience: "notifications" },
+    sendScope: "x",
+  };
+  const verifier = new TokenVerifier(auth.jwt);
+  const good = await makeToken(auth, { sub: "alice", scope: "x y", ttlSeconds: 60 });
+  const claims = await verifier.verify(good);
+  assert.equal(claims.sub, "alice");
+  assert.deepEqual([...claims.scopes], ["x", "y"]);
+  const key = new TextEncoder().encode("s3cret-for-tests");
+  const sign = (jwt: SignJWT) => jwt.setProtectedHeader({ alg: "HS256" }).sign(key);
+  const base = () => new SignJWT({}).setSubject("alice").setExpirationTime(now() + 60);
+  for (
+    const [what, token] of [
+      ["another issuer", await sign(base().setIssuer("evil").setAudience("notifications"))],
+      ["another audience", await sign(base().setIssuer("backend").setAudience("elsewhere"))],
+      [
+        "no exp",
+        await sign(new SignJWT({}).setSubject("a").setIssuer("backend").setAudience("notifications")),
+      ],
+      [
+        "no sub",
+        await sign(
+          new SignJWT({}).setExpirationTime(now() + 60).setIssuer("backend").setAudience("notifications"),
+        ),
+      ],
+    ] as const
+  ) {
+    await assert.rejects(verifier.verify(token), Error, what);
+  }
+});
+
+Deno.test("a PEM public key verifies ES256 tokens; a JWK Set picks the key by kid (rotation)", async () => {
+  const es = await generateKeyPair("ES256", { extractable: true });
+  const pem = await tempFile(await exportSPKI(es.publicKey));
+  const token = await new SignJWT({ scope: "s" }).setProtectedHeader({ alg: "ES256" }).setSubject("bob")
+    .setExpirationTime(now() + 60).sign(es.privateKey);
+  assert.equal((await new TokenVerifier({ publicKeyFile: pem }).verify(token)).sub, "bob");
+
+  const old = await generateKeyPair("RS256", { extractable: true });
+  const next = await generateKeyPair("EdDSA", { extractable: true });
+  const jwks = await tempFile(JSON.stringify({
+    keys: [
+      { ...await exportJWK(old.publicKey), kid: "old", alg: "RS256" },
+      { ...await exportJWK(next.publicKey), kid: "next", alg: "EdDSA" },
+    ],
+  }));
+  const verifier = new TokenVerifier({ jwksFile: jwks });
+  const signed = (kid: string, alg: string, key: CryptoKey) =>
+    new SignJWT({}).setProtectedHeader({ alg, kid }).setSubject(kid).setExpirationTime(now() + 60).sign(key);
+  assert.equal((await verifier.verify(await signed("old", "RS256", old.privateKey))).sub, "old");
+  assert.equal((await verifier.verify(await signed("next", "EdDSA", next.privateKey))).sub, "next");
+  await assert.rejects(
+    verifier.verify(await signed("old", "EdDSA", next.privateKey)),
+    Error,
+    "wrong key for kid",
+  );
+  await assert.rejects(verifier.verify(token), Error, "an ES256 token with no kid in the set");
+});
