@@ -12,9 +12,9 @@
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import { runServer } from "./src/app.ts";
-import { runCommand, UsageError } from "./src/cli.ts";
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "./src/config.ts";
-import { consoleLogger } from "./src/logger.ts";
+import { runCommand, UsageError } from "./src/cli/mod.ts";
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "./src/config/mod.ts";
+import { consoleLogger } from "./src/_util/logger.ts";
 
 const USAGE = `usage: notification-server [--config PATH]
        notification-server discover <name> [--watch] [--json] [--config PATH]

@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import type * as grpc from "@grpc/grpc-js";
-import { Metrics } from "../src/metrics.ts";
+import { Metrics } from "../src/metrics/mod.ts";
 
 /** Nanoseconds per call added by instrumentation: median of `rounds` interleaved runs. */
 export function recordingCostNs(calls = 1_000_000, rounds = 7): { plainNs: number; instrumentedNs: number } {

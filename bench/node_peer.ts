@@ -1,11 +1,11 @@
 /**
- * The benchmark's Node peer: the same grpc-js server code as the service (src/server.ts, health,
+ * The benchmark's Node peer: the same grpc-js server code as the service (src/transport/server.ts, health,
  * notification handlers), bundled by `deno bundle --platform node` and run on Node. It serves on
  * 127.0.0.1:<port> (argv[2], 0 for any) without etcd, prints the port, and stops on SIGTERM.
  */
-import { HealthService } from "../src/health.ts";
+import { HealthService } from "../src/serving/health.ts";
 import { NotificationService } from "../src/notification/service.ts";
-import { startGrpcServer } from "../src/server.ts";
+import { startGrpcServer } from "../src/transport/server.ts";
 import process from "node:process";
 
 const notifications = new NotificationService({ instanceId: "node-peer" });

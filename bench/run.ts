@@ -10,7 +10,8 @@
  * --workers LIST (the workers dimension, default "1,2"; e.g. "1,4,8,auto" on many cores),
  * --only workers (that section alone), --only http2 (the HTTP/2 guard and limits: soak, cost, header
  * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N,
- * --parts cost,soak,attacks,auth).
+ * --parts cost,soak,attacks,auth), --only routing (a Send's cost and latency by where its subscriber
+ * is: same worker, other worker, other instance; --root DIR as for http2, --sends N per path and round).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -18,6 +19,7 @@ import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { clusterBench } from "./cluster.ts";
 import { fanOutStall, subscriberConnections } from "./fanout.ts";
 import { http2Bench } from "./http2.ts";
+import { routingBench } from "./routing.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
@@ -44,6 +46,7 @@ const args = parseArgs({
     "soak-clients": { type: "string", default: "2000" },
     "soak-runs": { type: "string", default: "3" },
     parts: { type: "string", default: "cost,soak,attacks,auth" },
+    sends: { type: "string", default: "1000" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -165,7 +168,7 @@ async function copyTree(from: string, to: string): Promise<void> {
 
 async function startNode(): Promise<Target | undefined> {
   // In the bundle every module's `import.meta.dirname` is the bundle's, .bench/node/: the protos go
-  // where src/protos.ts looks from there (../proto and ../packages/registry/proto).
+  // where src/transport/protos.ts looks from there (../../proto and ../../packages/registry/proto).
   await Deno.mkdir(`${BUILD}/node`, { recursive: true });
   await copyTree(`${ROOT}proto`, `${BUILD}/proto`);
   await copyTree(`${ROOT}packages/registry/proto`, `${BUILD}/packages/registry/proto`);
@@ -377,6 +380,19 @@ async function main(): Promise<void> {
   note(`rounds=${ROUNDS}, ${SECONDS}s per load run, ${CALLERS} callers, ${Deno.env.get("HOSTNAME") ?? ""}`);
   await using etcd = await startEtcd();
   // Needs no Go: h2load and Node clients.
+  if (args.values.only === "routing") {
+    printTable(
+      await routingBench({
+        endpoints: etcd.endpoints,
+        root: args.values.root,
+        rounds: ROUNDS,
+        seconds: SECONDS,
+        sends: Number(args.values.sends),
+        note,
+      }),
+    );
+    return;
+  }
   if (args.values.only === "http2") {
     for (const table of await http2Section(etcd.endpoints)) printTable(table);
     return;

@@ -8,13 +8,13 @@
  * streams, finish in-flight calls within `shutdown-timeout` → stop watching the peers' secret, close
  * the cluster → close `/metrics` → close etcd. A second signal exits at once.
  */
-import { advertisedAddress } from "./advertise.ts";
+import { advertisedAddress } from "./serving/advertise.ts";
 import { sleep } from "../packages/registry/src/backoff.ts";
-import type { Config } from "./config.ts";
+import type { Config } from "./config/mod.ts";
 import { formatDuration } from "../packages/registry/src/duration.ts";
-import { HealthService } from "./health.ts";
+import { HealthService } from "./serving/health.ts";
 import { http2Guard } from "../packages/registry/src/http2_guard.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "./_util/logger.ts";
 import {
   createEtcdClient,
   deadlineAfter,
@@ -23,11 +23,11 @@ import {
 } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar } from "../packages/registry/src/etcd_registrar.ts";
 import type { ServiceInstance } from "../packages/registry/src/types.ts";
-import { peerCredentials } from "./server.ts";
-import { NOTIFICATION_SERVICE } from "./services.ts";
-import { type Serving, startServing } from "./serving.ts";
+import { peerCredentials } from "./transport/server.ts";
+import { NOTIFICATION_SERVICE } from "./serving/services.ts";
+import { type Serving, startServing } from "./serving/mod.ts";
 import { formatHostPort } from "../packages/registry/src/host_port.ts";
-import { mergedRegistry, Metrics, type MetricsServer, serveMetrics } from "./metrics.ts";
+import { mergedRegistry, Metrics, type MetricsServer, serveMetrics } from "./metrics/mod.ts";
 import { Cluster } from "./cluster/cluster.ts";
 import { PEER_SECRET_PREFIX, PeerSecret } from "./cluster/peer_secret.ts";
 

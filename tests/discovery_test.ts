@@ -1,7 +1,7 @@
 /** EtcdDiscovery on a real etcd: list, watch snapshots, continuity through an etcd restart. */
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
-import type { Logger } from "../src/logger.ts";
+import type { Logger } from "../src/_util/logger.ts";
 import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
 import type { ServiceInstance } from "../packages/registry/src/types.ts";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { PEER_HEADER, PEER_SECRET_PREFIX, peerCredential } from "../src/cluster/peer_secret.ts";
-import { services } from "../src/protos.ts";
+import { services } from "../src/transport/protos.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";

@@ -1,7 +1,7 @@
 /**
  * No HTTP/2 GOAWAY between our processes: a Deno process that receives one can crash inside
  * nghttp2 (denoland/deno#36788). A stopping server ends its connections with a plain close once
- * their calls are done (src/drain.ts), and our clients close theirs the same way, even right after
+ * their calls are done (src/transport/drain.ts), and our clients close theirs the same way, even right after
  * cancelling a call (packages/registry/src/http2_close.ts). Real gRPC servers and clients over loopback; the other
  * side is a raw node:http2 peer so the GOAWAY itself can be seen.
  */
@@ -10,10 +10,10 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { HealthService } from "../src/health.ts";
-import { LocalLimit } from "../src/limits.ts";
+import { HealthService } from "../src/serving/health.ts";
+import { LocalLimit } from "../src/_util/limits.ts";
 import { NotificationService } from "../src/notification/service.ts";
-import { startGrpcServer, stopGrpcServer } from "../src/server.ts";
+import { startGrpcServer, stopGrpcServer } from "../src/transport/server.ts";
 import { eventually } from "./helpers/grpc.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

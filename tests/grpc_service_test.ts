@@ -1,13 +1,13 @@
 /** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
-import { LocalLimit } from "../src/limits.ts";
+import { LocalLimit } from "../src/_util/limits.ts";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import { loadSync } from "@grpc/proto-loader";
-import { HealthService } from "../src/health.ts";
+import { HealthService } from "../src/serving/health.ts";
 import { NotificationService } from "../src/notification/service.ts";
-import { serveLimits, startGrpcServer, stopGrpcServer } from "../src/server.ts";
+import { serveLimits, startGrpcServer, stopGrpcServer } from "../src/transport/server.ts";
 import {
   eventually,
   healthCheck,
@@ -15,7 +15,7 @@ import {
   notificationClient,
   send,
 } from "./helpers/grpc.ts";
-import { services } from "../src/protos.ts";
+import { services } from "../src/transport/protos.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 

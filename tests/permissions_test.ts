@@ -1,6 +1,6 @@
 /** The one permission set in deno.json (`deno run -P`) covers everything the service reads. */
 import assert from "node:assert/strict";
-import { ENV_OVERRIDES } from "../src/config.ts";
+import { ENV_OVERRIDES } from "../src/config/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

@@ -1,7 +1,7 @@
 /** EtcdRegistrar against a real etcd: ownership, owned-only deletes, and repair of outside changes. */
 import assert from "node:assert/strict";
 import { Etcd3 } from "etcd3";
-import type { Logger } from "../src/logger.ts";
+import type { Logger } from "../src/_util/logger.ts";
 import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar, RegistrationConflictError } from "../packages/registry/src/etcd_registrar.ts";
 import type { RegistrationState, ServiceInstance } from "../packages/registry/src/types.ts";

@@ -6,7 +6,7 @@
  * say which rule refused the call; they never echo a token or why its signature failed.
  */
 import * as grpc from "@grpc/grpc-js";
-import type { AuthConfig, CallerLimits } from "../config.ts";
+import type { AuthConfig, CallerLimits } from "../config/mod.ts";
 import { type Claims, TokenVerifier } from "./tokens.ts";
 
 /** Why a call was refused (the `reason` label of notification_server_calls_refused_total). */

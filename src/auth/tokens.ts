@@ -16,7 +16,7 @@ import {
   SignJWT,
 } from "jose";
 import { readFileSync } from "node:fs";
-import type { AuthConfig } from "../config.ts";
+import type { AuthConfig } from "../config/mod.ts";
 
 /** What a verified token says about its bearer. */
 export interface Claims {

@@ -6,7 +6,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Etcd3 } from "etcd3";
 import { formatDuration } from "../../packages/registry/src/duration.ts";
-import type { Logger } from "../logger.ts";
+import type { Logger } from "../_util/logger.ts";
 import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
 import type { ServiceInstance } from "../../packages/registry/src/types.ts";
 import type { Routing } from "../notification/service.ts";

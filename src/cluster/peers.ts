@@ -10,10 +10,10 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff } from "../../packages/registry/src/backoff.ts";
-import { forwardedProblem, services } from "../protos.ts";
+import { forwardedProblem, services } from "../transport/protos.ts";
 import { sleep } from "../../packages/registry/src/backoff.ts";
 import { PEER_HEADER, verifyPeer } from "./peer_secret.ts";
-import type { StreamTracker } from "../streams.ts";
+import type { StreamTracker } from "../transport/streams.ts";
 
 interface Forwarded {
   seq: number;

@@ -5,10 +5,10 @@
  * queue, UNAVAILABLE once shutdown has begun.
  */
 import * as grpc from "@grpc/grpc-js";
-import { type Limit, LocalLimit } from "../limits.ts";
+import { type Limit, LocalLimit } from "../_util/limits.ts";
 import type { CallerPolicy } from "../auth/callers.ts";
-import { resetStream, StreamTracker } from "../streams.ts";
-import { encodeNotification, invalidUtf8 } from "../protos.ts";
+import { resetStream, StreamTracker } from "../transport/streams.ts";
+import { encodeNotification, invalidUtf8 } from "../transport/protos.ts";
 import { Hub, type Notification } from "./hub.ts";
 import { recipientProblem, type SendInput, sendProblem } from "./validate.ts";
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
-import { services } from "../../src/protos.ts";
+import { services } from "../../src/transport/protos.ts";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
 import { readRecord } from "../helpers/kv.ts";

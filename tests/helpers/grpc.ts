@@ -1,6 +1,6 @@
 /** Real grpc-js clients for the tests, with promise wrappers. */
 import * as grpc from "@grpc/grpc-js";
-import { services } from "../../src/protos.ts";
+import { services } from "../../src/transport/protos.ts";
 
 /** A NotificationService client. */
 export type NotificationClient = grpc.Client & Record<string, CallableFunction>;

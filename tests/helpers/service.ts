@@ -2,7 +2,7 @@
  * Runs the real service as a child process (`deno run` with exactly the permission flags of
  * `deno task start`, read from deno.json) with a config written to a temp file.
  */
-import { availableCpus } from "../../src/workers/cpus.ts";
+import { availableCpus } from "../../src/config/cpus.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 

@@ -4,13 +4,13 @@
  * {@link WorkerPool}; never run directly.
  */
 import { HealthService } from "../health.ts";
-import { SharedLimit } from "../limits.ts";
-import { describePressure } from "../connection_cuts.ts";
-import { cutReporter, Metrics } from "../metrics.ts";
-import type { Routing } from "../notification/service.ts";
-import { BindError, startGrpcServer, stopGrpcServer } from "../server.ts";
+import { SharedLimit } from "../../_util/limits.ts";
+import { describePressure } from "../../transport/connection_cuts.ts";
+import { cutReporter, Metrics } from "../../metrics/mod.ts";
+import type { Routing } from "../../notification/service.ts";
+import { BindError, startGrpcServer, stopGrpcServer } from "../../transport/server.ts";
 import { buildServices } from "../services.ts";
-import { Outbox } from "./outbox.ts";
+import { Outbox } from "../../_util/outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
 

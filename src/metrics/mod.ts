@@ -11,10 +11,10 @@ import { status as grpcStatus } from "@grpc/grpc-js";
 import process from "node:process";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import client from "prom-client";
-import { formatHostPort, type HostPort } from "../packages/registry/src/host_port.ts";
-import { CutReporter } from "./connection_cuts.ts";
-import { http2Guard } from "../packages/registry/src/http2_guard.ts";
-import type { CutReason } from "./http2_inbound.ts";
+import { formatHostPort, type HostPort } from "../../packages/registry/src/host_port.ts";
+import { CutReporter } from "../transport/connection_cuts.ts";
+import { http2Guard } from "../../packages/registry/src/http2_guard.ts";
+import type { CutReason } from "../transport/http2_inbound.ts";
 
 const PREFIX = "notification_server_";
 /** etcd calls are milliseconds on a LAN; the top buckets catch a frozen etcd (dial-timeout 5 s). */

@@ -8,7 +8,7 @@ import {
   headers,
   PREFACE,
   referenceBomb,
-} from "../tests/helpers/h2_attack.ts";
+} from "../../tests/helpers/h2_attack.ts";
 
 const LIMITS: InboundLimits = {
   maxHeaderListBytes: 16_384,

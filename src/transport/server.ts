@@ -1,5 +1,5 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
-import { limitServerInput } from "../packages/registry/src/http2_guard.ts";
+import { limitServerInput } from "../../packages/registry/src/http2_guard.ts";
 import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
 import { MemoryPressure } from "./memory_pressure.ts";
 import * as grpc from "@grpc/grpc-js";
@@ -7,10 +7,10 @@ import { Buffer } from "node:buffer";
 import * as net from "node:net";
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
-import type { ServerTlsConfig } from "./config.ts";
+import type { ServerTlsConfig } from "../config/mod.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
-import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "./limits.ts";
-import { formatHostPort, type HostPort } from "../packages/registry/src/host_port.ts";
+import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "../_util/limits.ts";
+import { formatHostPort, type HostPort } from "../../packages/registry/src/host_port.ts";
 import { notificationServerDefinition, services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
 

@@ -3,9 +3,9 @@
  * registration, the cluster and health; workers serve gRPC and ask the main thread for what only
  * it knows (which workers and instances hold a recipient's subscribers).
  */
-import type { ServerConfig } from "../config.ts";
+import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
-import type { MetricsJson } from "../metrics.ts";
+import type { MetricsJson } from "../../metrics/mod.ts";
 
 /** Counters every worker of the instance shares (see limits.ts). */
 export interface SharedLimits {

@@ -8,14 +8,14 @@
  * instead of every worker keeping a copy of both. Per recipient, a stream gets notifications in
  * the order their Sends reached the main thread, as a single thread would.
  */
-import { sleep } from "../../packages/registry/src/backoff.ts";
-import type { ServerConfig } from "../config.ts";
+import { sleep } from "../../../packages/registry/src/backoff.ts";
+import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
-import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../limits.ts";
-import type { Logger } from "../logger.ts";
-import type { MetricsJson } from "../metrics.ts";
-import { BindError, checkPortFree } from "../server.ts";
-import { Outbox } from "./outbox.ts";
+import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../../_util/limits.ts";
+import type { Logger } from "../../_util/logger.ts";
+import type { MetricsJson } from "../../metrics/mod.ts";
+import { BindError, checkPortFree } from "../../transport/server.ts";
+import { Outbox } from "../../_util/outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
 

@@ -2,15 +2,15 @@
  * The gRPC services one serving thread hosts (Notification, Health, Cluster), with metrics, built
  * the same way on the main thread (workers: 1) and in every worker.
  */
-import type { ServerConfig } from "./config.ts";
+import type { ServerConfig } from "../config/mod.ts";
 import type { HealthService } from "./health.ts";
-import type { Limit } from "./limits.ts";
-import type { Metrics } from "./metrics.ts";
-import { NotificationService } from "./notification/service.ts";
-import { forwardHandlers } from "./cluster/peers.ts";
-import type { ServerServices } from "./server.ts";
-import { StreamTracker } from "./streams.ts";
-import { CallerPolicy } from "./auth/callers.ts";
+import type { Limit } from "../_util/limits.ts";
+import type { Metrics } from "../metrics/mod.ts";
+import { NotificationService } from "../notification/service.ts";
+import { forwardHandlers } from "../cluster/peers.ts";
+import type { ServerServices } from "../transport/server.ts";
+import { StreamTracker } from "../transport/streams.ts";
+import { CallerPolicy } from "../auth/callers.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";

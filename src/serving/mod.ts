@@ -2,13 +2,13 @@
  * Where gRPC is served: on the main thread (`workers: 1`) or by a pool of workers sharing the
  * port. app.ts drives both through {@link Serving}, so the lifecycle reads the same either way.
  */
-import type { Config } from "./config.ts";
+import type { Config } from "../config/mod.ts";
 import type { HealthService, ServingStatus } from "./health.ts";
-import { LocalLimit } from "./limits.ts";
-import type { Logger } from "./logger.ts";
-import { describePressure } from "./connection_cuts.ts";
-import { cutReporter, type Metrics, type MetricsJson } from "./metrics.ts";
-import { type BoundServer, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { LocalLimit } from "../_util/limits.ts";
+import type { Logger } from "../_util/logger.ts";
+import { describePressure } from "../transport/connection_cuts.ts";
+import { cutReporter, type Metrics, type MetricsJson } from "../metrics/mod.ts";
+import { type BoundServer, startGrpcServer, stopGrpcServer } from "../transport/server.ts";
 import { buildServices, type Services } from "./services.ts";
 import { type PoolRouting, WorkerPool } from "./workers/pool.ts";
 

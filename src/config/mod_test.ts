@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { availableCpus } from "./workers/cpus.ts";
-import { ConfigError, loadConfig, parseConfig } from "./config.ts";
+import { availableCpus } from "./cpus.ts";
+import { ConfigError, loadConfig, parseConfig } from "./mod.ts";
 
 const FILE = "config/platform/config.yaml";
 const noEnv = () => undefined;
@@ -47,7 +47,7 @@ Deno.test("parseConfig() reads the original design's file with defaults for the 
 });
 
 Deno.test("parseConfig() reads the shipped config/platform/config.yaml", async () => {
-  const text = await Deno.readTextFile(new URL("../config/platform/config.yaml", import.meta.url));
+  const text = await Deno.readTextFile(new URL("../../config/platform/config.yaml", import.meta.url));
   const config = parseConfig(text, FILE, { env: noEnv });
   assert.equal(config.server.metadata.version, "1.0.0");
 });

@@ -3,8 +3,8 @@
  * the notification service, and "registration" (NOT_SERVING while the etcd record is missing).
  */
 import * as grpc from "@grpc/grpc-js";
-import { type Limit, LocalLimit } from "./limits.ts";
-import { StreamTracker } from "./streams.ts";
+import { type Limit, LocalLimit } from "../_util/limits.ts";
+import { StreamTracker } from "../transport/streams.ts";
 
 const encoder = new TextEncoder();
 

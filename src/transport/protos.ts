@@ -3,19 +3,26 @@
  * package, whose subscribe() is its client), cluster.v1 (internal) and the standard grpc.health.v1.
  */
 // The HTTP/2 crash guard and GOAWAY-free closing, in every process that speaks gRPC (see the modules).
-import "../packages/registry/src/http2_guard.ts";
-import "../packages/registry/src/http2_close.ts";
-import type { Notification } from "../packages/registry/src/notification_client.ts";
-import { sendProblem } from "./notification/validate.ts";
+import "../../packages/registry/src/http2_guard.ts";
+import "../../packages/registry/src/http2_close.ts";
+import type { Notification } from "../../packages/registry/src/notification_client.ts";
+import { sendProblem } from "../notification/validate.ts";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 
 /** The `proto/` directory; `deno compile` embeds it with `--include proto`. */
-export const PROTO_DIR = join(import.meta.dirname ?? ".", "..", "proto");
+export const PROTO_DIR = join(import.meta.dirname ?? ".", "..", "..", "proto");
 /** The registry package's `proto/` (notification.proto); `--include packages/registry/proto`. */
-export const REGISTRY_PROTO_DIR = join(import.meta.dirname ?? ".", "..", "packages", "registry", "proto");
+export const REGISTRY_PROTO_DIR = join(
+  import.meta.dirname ?? ".",
+  "..",
+  "..",
+  "packages",
+  "registry",
+  "proto",
+);
 
 let cached: PackageDefinition | undefined;
 

@@ -1,22 +1,25 @@
 /** The `discover`, `send`, `subscribe` and `token` commands (run through main.ts or the compiled binary). */
 import * as grpc from "@grpc/grpc-js";
-import { type Config, serviceNameProblem } from "./config.ts";
-import { services } from "./protos.ts";
+import { type Config, serviceNameProblem } from "../config/mod.ts";
+import { services } from "../transport/protos.ts";
 import {
   createEtcdClient,
   deadlineAfter,
   describeEtcdError,
   waitForEtcd,
-} from "../packages/registry/src/etcd_client.ts";
-import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
-import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
-import type { ServiceInstance } from "../packages/registry/src/types.ts";
-import { consoleLogger } from "./logger.ts";
-import { serviceKey } from "../packages/registry/src/codec.ts";
-import { formatDuration, parseDuration } from "../packages/registry/src/duration.ts";
-import { makeToken } from "./auth/tokens.ts";
-import { subscribe } from "../packages/registry/src/subscribe.ts";
-import { bearer } from "../packages/registry/src/notification_client.ts";
+} from "../../packages/registry/src/etcd_client.ts";
+import { EtcdDiscovery } from "../../packages/registry/src/etcd_discovery.ts";
+import {
+  registerEtcdResolver,
+  ROUND_ROBIN_SERVICE_CONFIG,
+} from "../../packages/registry/src/grpc_resolver.ts";
+import type { ServiceInstance } from "../../packages/registry/src/types.ts";
+import { consoleLogger } from "../_util/logger.ts";
+import { serviceKey } from "../../packages/registry/src/codec.ts";
+import { formatDuration, parseDuration } from "../../packages/registry/src/duration.ts";
+import { makeToken } from "../auth/tokens.ts";
+import { subscribe } from "../../packages/registry/src/subscribe.ts";
+import { bearer } from "../../packages/registry/src/notification_client.ts";
 
 /** Bad command-line usage (exit 2). */
 export class UsageError extends Error {}

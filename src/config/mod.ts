@@ -5,13 +5,13 @@
  * `config/platform/config.yaml: etcd.dial-timeout: "soon" is not a duration like 5s`.
  */
 import { isMap, isScalar, parseDocument } from "yaml";
-import { parseDuration } from "../packages/registry/src/duration.ts";
-import { type HostPort, isWildcard, parseHostPort } from "../packages/registry/src/host_port.ts";
-import type { EtcdClientOptions, EtcdTlsOptions } from "../packages/registry/src/etcd_client.ts";
-import type { Layout } from "../packages/registry/src/types.ts";
-import { availableCpus } from "./workers/cpus.ts";
-import { CONNECTION_DEFAULTS } from "./limits.ts";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./logger.ts";
+import { parseDuration } from "../../packages/registry/src/duration.ts";
+import { type HostPort, isWildcard, parseHostPort } from "../../packages/registry/src/host_port.ts";
+import type { EtcdClientOptions, EtcdTlsOptions } from "../../packages/registry/src/etcd_client.ts";
+import type { Layout } from "../../packages/registry/src/types.ts";
+import { availableCpus } from "./cpus.ts";
+import { CONNECTION_DEFAULTS } from "../_util/limits.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../_util/logger.ts";
 
 /** The default config path, relative to the working directory. */
 export const DEFAULT_CONFIG_PATH = "config/platform/config.yaml";
