@@ -177,7 +177,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
           if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
         },
       });
-      serving.setRouting(cluster);
+      serving.setCluster(cluster);
     }
     await registrar.register(instance, { signal: stop.signal, deadline });
     cluster?.publisher.setLease(registrar.leaseId);

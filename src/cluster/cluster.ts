@@ -9,9 +9,9 @@ import { formatDuration } from "../../packages/registry/src/duration.ts";
 import type { Logger } from "../_util/logger.ts";
 import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
 import type { ServiceInstance } from "../../packages/registry/src/types.ts";
-import type { Routing } from "../notification/service.ts";
+import type { PeerRouting, Reach } from "../notification/routing.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
-import { PeerLinks } from "./peers.ts";
+import { PeerLinks } from "./peer_links.ts";
 
 /** Options for {@link Cluster}. */
 export interface ClusterOptions {
@@ -37,8 +37,8 @@ export interface ClusterOptions {
   onResync?: (watch: "membership" | "directory", event: { reason: ResyncReason; attempts?: number }) => void;
 }
 
-/** Routing for the notification service across every instance of the service. */
-export class Cluster implements Routing {
+/** The outermost hop: every other instance of the service. */
+export class Cluster implements PeerRouting {
   readonly publisher: DirectoryPublisher;
   readonly view: DirectoryView;
   readonly #links: PeerLinks;
@@ -128,19 +128,29 @@ export class Cluster implements Routing {
   }
 
   /**
-   * Tells `onEntry` of every directory entry now and of every change from now on (synchronously,
-   * before the view's revision moves on). Workers count them to skip Sends nobody holds.
+   * Tells `onEntry` of every other instance's directory entry now and of every change from now on
+   * (synchronously, before the view's revision moves on). Workers count them to skip Sends nobody
+   * else holds.
    */
-  followDirectory(onEntry: (recipient: string, present: boolean) => void): void {
-    for (const recipient of this.view.entries()) onEntry(recipient, true);
-    this.view.onEntry = onEntry;
+  followPeers(onEntry: (recipient: string, present: boolean) => void): void {
+    for (const [recipient, instance] of this.view.entries()) {
+      if (instance !== this.#self) onEntry(recipient, true);
+    }
+    this.view.onEntry = (recipient, instance, present) => {
+      if (instance !== this.#self) onEntry(recipient, present);
+    };
   }
 
   unsubscribed(recipient: string): void {
     this.publisher.remove(recipient);
   }
 
-  async forward(recipient: string, notification: Uint8Array): Promise<number> {
+  /** To the other instances holding `recipient` when `reach` is the cluster (a peer's Forward never is). */
+  route(recipient: string, notification: Uint8Array, reach: Reach): Promise<number> {
+    return reach === "cluster" ? this.#forward(recipient, notification) : Promise.resolve(0);
+  }
+
+  async #forward(recipient: string, notification: Uint8Array): Promise<number> {
     const peers = [...this.view.instancesFor(recipient)].filter((id) => id !== this.#self);
     if (peers.length === 0) return 0;
     this.#onForwarded(peers.length);

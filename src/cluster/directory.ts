@@ -180,7 +180,7 @@ export class DirectoryView {
    * moves on. On a resync the new entries are told before the old ones go, so a count kept from
    * this never dips below the truth.
    */
-  onEntry: (recipient: string, present: boolean) => void = () => {};
+  onEntry: (recipient: string, instance: string, present: boolean) => void = () => {};
 
   constructor(
     client: Etcd3,
@@ -208,10 +208,10 @@ export class DirectoryView {
     return this.#byRecipient.get(recipient) ?? EMPTY;
   }
 
-  /** Every entry now, one recipient per instance that holds it. */
-  *entries(): Iterable<string> {
+  /** Every entry now: [recipient, instance] for each instance that holds the recipient. */
+  *entries(): Iterable<[string, string]> {
     for (const [recipient, instances] of this.#byRecipient) {
-      for (let i = 0; i < instances.size; i++) yield recipient;
+      for (const instance of instances) yield [recipient, instance];
     }
   }
 
@@ -236,7 +236,7 @@ export class DirectoryView {
       const old = [...this.entries()];
       this.#byRecipient.clear();
       for (const key of update.entries.keys()) this.#set(key, true);
-      for (const recipient of old) this.onEntry(recipient, false);
+      for (const [recipient, instance] of old) this.onEntry(recipient, instance, false);
       this.#ready();
     } else {
       for (const { key, value } of update.changes) this.#set(key, value !== undefined);
@@ -260,10 +260,10 @@ export class DirectoryView {
       if (!set) this.#byRecipient.set(recipient, set = new Set());
       if (set.has(instance)) return;
       set.add(instance);
-      this.onEntry(recipient, true);
+      this.onEntry(recipient, instance, true);
     } else if (set?.delete(instance)) {
       if (set.size === 0) this.#byRecipient.delete(recipient);
-      this.onEntry(recipient, false);
+      this.onEntry(recipient, instance, false);
     }
   }
 }

@@ -10,6 +10,7 @@ import type { CallerPolicy } from "../auth/callers.ts";
 import { resetStream, StreamTracker } from "../transport/streams.ts";
 import { encodeNotification, invalidUtf8 } from "../transport/protos.ts";
 import { Hub, type Notification } from "./hub.ts";
+import { Holders, type Reach, type Routing } from "./routing.ts";
 import { recipientProblem, type SendInput, sendProblem } from "./validate.ts";
 
 /** Bytes of notifications written to subscribers before yielding to other calls. */
@@ -51,22 +52,13 @@ export interface NotificationServiceOptions {
   onDropped?: () => void;
 }
 
-/** Delivery to the other instances of the service (the cluster); absent on a lone instance. */
-export interface Routing {
-  /** Delivers to the other instances holding subscribers of `recipient`; resolves with their count. */
-  forward(recipient: string, notification: Uint8Array): Promise<number>;
-  /** `recipient` got its first local subscriber; resolves once every instance can route to it. */
-  subscribed(recipient: string): Promise<void>;
-  /** `recipient` lost its last local subscriber. */
-  unsubscribed(recipient: string): void;
-}
+/** The hub's single holder at its hop: this thread. */
+const HERE = "here";
 
-/** Send/Subscribe over a {@link Hub}, and across instances through {@link Routing}. */
+/** Send/Subscribe over a {@link Hub}, and beyond this thread through {@link Routing}. */
 export class NotificationService {
   readonly hub = new Hub<Uint8Array>();
-  #routing?: Routing;
-  /** Per recipient: resolves once it is reachable from every instance. */
-  readonly #reachable = new Map<string, Promise<void>>();
+  readonly #holders = new Holders<typeof HERE>();
   readonly #streams = new StreamTracker();
   /** Reported in SendResponse.instance_id; set once the advertised address is known. */
   instanceId: string;
@@ -85,30 +77,30 @@ export class NotificationService {
     this.#queuedBytes = options.queuedBytes ?? new LocalLimit(256 * 1024 * 1024);
     this.#onDropped = options.onDropped ?? (() => {});
     this.#callers = options.callers;
+    this.hub.onRecipient = (recipient, present) => {
+      if (present) void this.#holders.hold(recipient, HERE);
+      else this.#holders.release(recipient, HERE);
+    };
   }
 
   /**
-   * Routes through `routing` from now on; recipients that already have subscribers are published.
-   * Set once the instance id is known (after the port is bound).
+   * The next hop from now on (the worker pool, or the cluster on one thread); recipients that
+   * already have subscribers are announced to it. Set once the instance id is known.
    */
-  set routing(routing: Routing) {
-    this.#routing = routing;
-    this.hub.onRecipient = (recipient, present) => {
-      if (present) this.#reachable.set(recipient, routing.subscribed(recipient));
-      else {
-        this.#reachable.delete(recipient);
-        routing.unsubscribed(recipient);
-      }
-    };
-    for (const recipient of this.hub.recipientNames()) {
-      this.#reachable.set(recipient, routing.subscribed(recipient));
-    }
+  set routing(next: Routing) {
+    this.#holders.next = next;
   }
 
-  /** Delivers bytes from `encodeNotification` to this instance's subscribers (peers' forwards too). */
-  deliverLocal(recipient: string, bytes: Uint8Array): Promise<number> {
+  /**
+   * The one delivery path: this thread's subscribers, then, when `reach` is given, the next hop
+   * as far as it says (routing.ts). `bytes` come from `encodeNotification`.
+   */
+  deliver(recipient: string, bytes: Uint8Array, reach?: Reach): Promise<number> {
     const slice = Math.max(1, Math.min(64, Math.floor(BYTES_PER_TURN / bytes.length)));
-    return this.hub.publish(recipient, bytes, slice);
+    const here = this.hub.publish(recipient, bytes, slice);
+    if (!reach) return here;
+    const beyond = this.#holders.next.route(recipient, bytes, reach);
+    return Promise.all([here, beyond]).then(([a, b]) => a + b);
   }
 
   /** Ends every Subscribe stream with OK; new ones are refused with UNAVAILABLE. */
@@ -141,10 +133,7 @@ export class NotificationService {
         // Encoded once for every stream here and on every peer (the Subscribe serializer passes
         // bytes through); handed out about 64 KB per turn of the event loop so other calls get in.
         const bytes = encodeNotification(notification);
-        const local = this.deliverLocal(notification.recipient, bytes);
-        const remote = this.#routing?.forward(notification.recipient, bytes) ?? Promise.resolve(0);
-        void Promise.all([local, remote]).then(([here, there]) => {
-          const delivered = here + there;
+        void this.deliver(notification.recipient, bytes, "cluster").then((delivered) => {
           this.#onSent(delivered);
           callback(null, {
             id: notification.id,
@@ -266,8 +255,7 @@ export class NotificationService {
         });
         // Response headers are the "ready" signal: sent once a Send to any instance reaches this
         // stream (its recipient is in the directory), so a client can send right after them.
-        const ready = this.#reachable.get(recipient) ?? Promise.resolve();
-        void ready.then(() => {
+        void this.#holders.ready(recipient).then(() => {
           if (!call.cancelled && !call.destroyed) call.sendMetadata(new grpc.Metadata());
         });
       },

@@ -10,15 +10,16 @@ import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter, type Metrics, type MetricsJson } from "../metrics/mod.ts";
 import { type BoundServer, startGrpcServer, stopGrpcServer } from "../transport/server.ts";
 import { buildServices, type Services } from "./services.ts";
-import { type PoolRouting, WorkerPool } from "./workers/pool.ts";
+import { WorkerPool } from "./workers/pool.ts";
+import type { PeerRouting } from "../notification/routing.ts";
 
 /** A bound, serving gRPC port. */
 export interface Serving {
   readonly port: number;
   /** Reported in SendResponse.instance_id (known once the port is bound). */
   setInstanceId(id: string): void;
-  /** Delivery across instances from now on. */
-  setRouting(routing: PoolRouting): void;
+  /** Delivery to the other instances from now on. */
+  setCluster(cluster: PeerRouting): void;
   /** Health entries changed on the main thread (workers mirror them). */
   setHealth(service: string, status: ServingStatus): void;
   /** Turns Cluster/Forward on for callers proving membership with one of `secrets`. */
@@ -62,7 +63,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     return {
       port: pool.port,
       setInstanceId: (id) => (pool.instanceId = id),
-      setRouting: (routing) => (pool.routing = routing),
+      setCluster: (cluster) => (pool.cluster = cluster),
       setHealth: (service, status) => pool.setHealth(service, status),
       setPeerSecrets: (secrets) => pool.setPeerSecrets(secrets),
       subscribers: () => pool.subscribers,
@@ -93,7 +94,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   return {
     port: bound.port,
     setInstanceId: (id) => (notifications.instanceId = id),
-    setRouting: (routing) => (notifications.routing = routing),
+    setCluster: (cluster) => (notifications.routing = cluster),
     setHealth: () => {}, // the health service is served from this thread
     setPeerSecrets: (secrets) => services.setPeerSecrets(secrets),
     subscribers: () => notifications.hub.size,

@@ -7,7 +7,7 @@ import type { HealthService } from "./health.ts";
 import type { Limit } from "../_util/limits.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { NotificationService } from "../notification/service.ts";
-import { forwardHandlers } from "../cluster/peers.ts";
+import { forwardHandlers } from "../cluster/forward_service.ts";
 import type { ServerServices } from "../transport/server.ts";
 import { StreamTracker } from "../transport/streams.ts";
 import { CallerPolicy } from "../auth/callers.ts";
@@ -23,11 +23,6 @@ export interface ServicesOptions {
   /** The instance's budget of bytes queued to subscribers (`subscriber-queue-total-bytes`). */
   queuedBytes: Limit;
   metrics?: Metrics;
-  /**
-   * For a peer's forwarded notification: delivers it to this instance's other workers and
-   * resolves with their count (absent with one thread: there are none).
-   */
-  deliverToOtherWorkers?: (recipient: string, bytes: Uint8Array) => Promise<number>;
   /** For a peer's barrier: whether this instance's directory view reached `revision`. */
   reached: (revision: bigint) => Promise<boolean>;
 }
@@ -60,16 +55,14 @@ export function buildServices(options: ServicesOptions): Services {
     }),
     onDropped: () => metrics?.notificationsDropped.inc(),
   });
-  const others = options.deliverToOtherWorkers;
   const peerStreams = new StreamTracker();
   // Forwarding is off (Forward answers UNIMPLEMENTED) until the cluster hands over its secrets.
   let peerSecrets: readonly string[] | undefined;
   const cluster = forwardHandlers(
-    async (recipient, bytes) => {
+    (recipient, bytes) => {
       metrics?.notificationsReceived.inc();
-      const here = notifications.deliverLocal(recipient, bytes);
-      const there = others ? others(recipient, bytes) : 0;
-      return await here + await there;
+      // The peer sent it to every other instance itself: it goes no further than this one.
+      return notifications.deliver(recipient, bytes, "instance");
     },
     options.reached,
     peerStreams,

@@ -1,14 +1,15 @@
 /**
- * The main thread's side of `workers > 1`: starts the serving workers on one port, routes
- * notifications between them (and, through the cluster, to other instances), mirrors health into
- * them, restarts a worker that crashes, and drains them all on stop.
+ * The main thread's side of `workers > 1`: starts the serving workers on one port, restarts one
+ * that crashes (backing off with jitter), mirrors health into them, and drains them all on stop.
+ * Routing between them is router.ts's; the pool only carries its messages (protocol.ts).
  *
- * Why route through the main thread: it is the one place that knows which workers hold which
- * recipients and what the cluster directory says, so a worker asks it with one message per Send
- * instead of every worker keeping a copy of both. Per recipient, a stream gets notifications in
- * the order their Sends reached the main thread, as a single thread would.
+ * Why a Send for another worker goes through the main thread: it is the one place that knows
+ * which workers hold which recipients and what the cluster directory says, so a worker asks it
+ * with one message instead of every worker keeping a copy of both. A Send that nobody else holds
+ * never comes here (worker_routing.ts). Per recipient, another worker's stream gets notifications
+ * in the order their Sends reached the main thread.
  */
-import { sleep } from "../../../packages/registry/src/backoff.ts";
+import { Backoff, sleep } from "../../../packages/registry/src/backoff.ts";
 import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
 import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../../_util/limits.ts";
@@ -16,17 +17,9 @@ import type { Logger } from "../../_util/logger.ts";
 import type { MetricsJson } from "../../metrics/mod.ts";
 import { BindError, checkPortFree } from "../../transport/server.ts";
 import { Outbox } from "../../_util/outbox.ts";
-import { RecipientFilter } from "./recipient_filter.ts";
+import { WorkerRouter } from "./router.ts";
+import type { PeerRouting } from "../../notification/routing.ts";
 import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
-
-/** What the pool needs of the cluster (the main thread's {@link Cluster}). */
-export interface PoolRouting {
-  forward(recipient: string, bytes: Uint8Array): Promise<number>;
-  subscribed(recipient: string): Promise<void>;
-  unsubscribed(recipient: string): void;
-  reached(revision: bigint): Promise<boolean>;
-  followDirectory(onEntry: (recipient: string, present: boolean) => void): void;
-}
 
 /** Options for {@link WorkerPool.start}. */
 export interface WorkerPoolOptions {
@@ -64,17 +57,14 @@ export class WorkerPool {
   #port: number;
   readonly #options: WorkerPoolOptions;
   readonly #limits: SharedLimits;
-  /** Counts of holders by recipient: workers skip the main thread for Sends nobody holds. */
-  readonly #filter = new RecipientFilter();
   readonly #slots: Slot[];
-  /** Which workers hold subscribers of each recipient. */
-  readonly #holders = new Map<string, Set<number>>();
-  /** Per recipient held here: resolves once every instance routes it to us. */
-  readonly #reachable = new Map<string, Promise<void>>();
+  /** Which workers hold which recipients; the filter workers read to skip this thread. */
+  readonly #router = new WorkerRouter((index, recipient, bytes) =>
+    this.#deliver(this.#slots[index], recipient, bytes)
+  );
   #health: Record<string, ServingStatus>;
   #instanceId = "";
   #peerSecrets: string[] | undefined;
-  #routing?: PoolRouting;
   #stopping = false;
   #nextId = 1;
 
@@ -145,15 +135,9 @@ export class WorkerPool {
     this.#broadcast({ type: "instance", instanceId: id });
   }
 
-  /** Routes through the cluster from now on; recipients already held are published. */
-  set routing(routing: PoolRouting) {
-    this.#routing = routing;
-    routing.followDirectory((recipient, present) =>
-      present ? this.#filter.add(recipient) : this.#filter.remove(recipient)
-    );
-    for (const recipient of this.#holders.keys()) {
-      this.#reachable.set(recipient, routing.subscribed(recipient));
-    }
+  /** Routes to other instances through `cluster` from now on; recipients already held are published. */
+  set cluster(cluster: PeerRouting) {
+    this.#router.cluster = cluster;
   }
 
   /** Turns Forward on in every worker (and in workers started later) for these secrets. */
@@ -247,7 +231,7 @@ export class WorkerPool {
         port: this.#port,
         server: this.#options.server,
         limits: this.#limits,
-        filter: this.#filter.buffer,
+        filter: this.#router.filter.buffer,
         health: this.#health,
         metrics: this.#options.metrics,
         instanceId: this.#instanceId,
@@ -266,7 +250,8 @@ export class WorkerPool {
       worker: slot.index + 1,
       error: reason,
     });
-    for (let delay = 100; !this.#stopping; delay = Math.min(delay * 2, MAX_RESTART_DELAY_MS)) {
+    const backoff = new Backoff({ initialMs: 100, maxMs: MAX_RESTART_DELAY_MS });
+    while (!this.#stopping) {
       slot.generation++;
       try {
         await this.#startWorker(slot);
@@ -277,6 +262,7 @@ export class WorkerPool {
         return;
       } catch (error) {
         this.#retire(slot);
+        const delay = backoff.next();
         log.error(
           `Worker ${slot.index + 1} could not restart: ${
             (error as Error).message
@@ -295,9 +281,7 @@ export class WorkerPool {
     slot.outbox = undefined;
     slot.serving = false;
     for (const buffer of Object.values(this.#limits)) releaseWorker(buffer, slot.index);
-    for (const [recipient, holders] of this.#holders) {
-      if (holders.has(slot.index)) this.#release(slot.index, recipient);
-    }
+    this.#router.releaseWorker(slot.index);
     for (const resolve of slot.deliveries.values()) resolve(0);
     slot.deliveries.clear();
     for (const resolve of slot.metrics.values()) resolve([]);
@@ -316,7 +300,7 @@ export class WorkerPool {
         break;
       }
       case "unsubscribed":
-        this.#release(slot.index, message.recipient);
+        this.#router.release(slot.index, message.recipient);
         break;
       case "delivered":
         slot.deliveries.get(message.id)?.(message.count);
@@ -341,24 +325,12 @@ export class WorkerPool {
   #answer(slot: Slot, request: WorkerRequest): Promise<number | boolean> {
     switch (request.call) {
       case "route":
-        return this.#route(slot.index, request.recipient, request.bytes, request.cluster);
+        return this.#router.route(slot.index, request.recipient, request.bytes, request.reach);
       case "subscribed":
-        return this.#hold(slot.index, request.recipient).then(() => 0);
+        return this.#router.hold(slot.index, request.recipient).then(() => 0);
       case "reached":
-        return this.#routing?.reached(request.revision) ?? Promise.resolve(false);
+        return this.#router.reached(request.revision);
     }
-  }
-
-  /** Delivers to every worker but `from` that holds `recipient`, and to the cluster when asked. */
-  async #route(from: number, recipient: string, bytes: Uint8Array, cluster: boolean): Promise<number> {
-    const counts: Promise<number>[] = [];
-    for (const index of this.#holders.get(recipient) ?? []) {
-      if (index !== from) counts.push(this.#deliver(this.#slots[index], recipient, bytes));
-    }
-    if (cluster && this.#routing) counts.push(this.#routing.forward(recipient, bytes));
-    let total = 0;
-    for (const count of await Promise.all(counts)) total += count;
-    return total;
   }
 
   #deliver(slot: Slot, recipient: string, bytes: Uint8Array): Promise<number> {
@@ -368,26 +340,6 @@ export class WorkerPool {
       slot.deliveries.set(id, resolve);
       this.#post(slot, { type: "deliver", id, recipient, bytes });
     });
-  }
-
-  #hold(index: number, recipient: string): Promise<void> {
-    let holders = this.#holders.get(recipient);
-    if (!holders) {
-      this.#holders.set(recipient, holders = new Set());
-      this.#filter.add(recipient); // before anyone is told it is ready
-      this.#reachable.set(recipient, this.#routing?.subscribed(recipient) ?? Promise.resolve());
-    }
-    holders.add(index);
-    return this.#reachable.get(recipient)!;
-  }
-
-  #release(index: number, recipient: string): void {
-    const holders = this.#holders.get(recipient);
-    if (!holders?.delete(index) || holders.size > 0) return;
-    this.#holders.delete(recipient);
-    this.#filter.remove(recipient);
-    this.#reachable.delete(recipient);
-    this.#routing?.unsubscribed(recipient);
   }
 
   #broadcast(message: ToWorker): void {

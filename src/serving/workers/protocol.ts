@@ -6,6 +6,7 @@
 import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
 import type { MetricsJson } from "../../metrics/mod.ts";
+import type { Reach } from "../../notification/routing.ts";
 
 /** Counters every worker of the instance shares (see limits.ts). */
 export interface SharedLimits {
@@ -56,10 +57,10 @@ export type ToWorker =
 /** What a worker asks the main thread, each answered by a `reply` with the same id. */
 export type WorkerRequest =
   /**
-   * Deliver to the instance's other workers' subscribers and, when `cluster`, to the other
-   * instances; the reply is how many streams took it.
+   * The worker delivered to its own subscribers; deliver to the other workers' and, when `reach` is
+   * the cluster, to the other instances. The reply is how many streams took it.
    */
-  | { call: "route"; recipient: string; bytes: Uint8Array; cluster: boolean }
+  | { call: "route"; recipient: string; bytes: Uint8Array; reach: Reach }
   /** This worker got its first subscriber of `recipient`; replied once every instance routes it. */
   | { call: "subscribed"; recipient: string }
   /** Whether the instance's directory view reached `revision` (a peer's barrier); boolean reply. */

@@ -5,9 +5,15 @@
  * notification service go to recipients who are not connected, and the round trip to the main
  * thread cost more CPU than the Send itself (bench/README.md).
  *
+ * A count is one per (worker, recipient) held and one per (other instance, recipient) in the
+ * directory (router.ts). A worker also remembers what it holds itself ({@link countOwn}) and takes
+ * the short way when the shared count is no more than its own: nobody else holds it.
+ *
  * Counts only err upwards: a bucket shared by two recipients sends some Sends the long way, never
  * one the short way by mistake. The main thread adds before it removes and before a subscriber is
- * reported ready, so a count is never below the truth when a worker reads it.
+ * reported ready, so a count is never below the truth when a worker reads it; a worker counts a
+ * recipient as its own only once the main thread has answered that it added it, and stops before
+ * telling the main thread it let go, so its own count is never above what it put in.
  */
 
 /** Buckets (Int32 each: 4 MiB in all, shared by every worker). */
@@ -16,6 +22,8 @@ const BUCKETS = 1 << 20;
 export class RecipientFilter {
   readonly buffer: SharedArrayBuffer;
   readonly #counts: Int32Array;
+  /** This thread's own holds by bucket (a worker's; always empty on the main thread). */
+  readonly #own = new Map<number, number>();
 
   constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(BUCKETS * Int32Array.BYTES_PER_ELEMENT)) {
     this.buffer = buffer;
@@ -33,6 +41,20 @@ export class RecipientFilter {
   /** False only when no worker and no instance holds subscribers of `recipient`. */
   mayHold(recipient: string): boolean {
     return Atomics.load(this.#counts, this.#bucket(recipient)) > 0;
+  }
+
+  /** This worker's own hold of `recipient` (counted in the shared buffer by the main thread): +1 or -1. */
+  countOwn(recipient: string, delta: 1 | -1): void {
+    const bucket = this.#bucket(recipient);
+    const n = (this.#own.get(bucket) ?? 0) + delta;
+    if (n === 0) this.#own.delete(bucket);
+    else this.#own.set(bucket, n);
+  }
+
+  /** False only when nobody but this thread holds subscribers of `recipient`. */
+  heldElsewhere(recipient: string): boolean {
+    const bucket = this.#bucket(recipient);
+    return Atomics.load(this.#counts, bucket) > (this.#own.get(bucket) ?? 0);
   }
 
   /** FNV-1a over UTF-16 code units, then murmur3's finalizer (FNV's low bits alone cluster). */

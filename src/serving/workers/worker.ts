@@ -7,11 +7,11 @@ import { HealthService } from "../health.ts";
 import { SharedLimit } from "../../_util/limits.ts";
 import { describePressure } from "../../transport/connection_cuts.ts";
 import { cutReporter, Metrics } from "../../metrics/mod.ts";
-import type { Routing } from "../../notification/service.ts";
 import { BindError, startGrpcServer, stopGrpcServer } from "../../transport/server.ts";
 import { buildServices } from "../services.ts";
 import { Outbox } from "../../_util/outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
+import { WorkerRouting } from "./worker_routing.ts";
 import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
 
 interface WorkerScope {
@@ -98,26 +98,16 @@ async function start(
     subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
     queuedBytes: new SharedLimit(init.limits.queuedBytes, server.subscriberQueueTotalBytes, init.index),
     metrics,
-    deliverToOtherWorkers: (recipient, bytes) =>
-      filter.mayHold(recipient)
-        ? request<number>({ call: "route", recipient, bytes, cluster: false })
-        : Promise.resolve(0),
     reached: (revision) => request<boolean>({ call: "reached", revision }),
   });
   const { notifications } = services;
   notifications.instanceId = init.instanceId;
-  // Every Send and subscription goes through the main thread, which knows the other workers and,
-  // through the cluster, the other instances.
-  const routing: Routing = {
-    // Nobody holds it anywhere (most Sends): answered here, without a round trip.
-    forward: (recipient, bytes) =>
-      filter.mayHold(recipient)
-        ? request<number>({ call: "route", recipient, bytes, cluster: true })
-        : Promise.resolve(0),
-    subscribed: async (recipient) => void await request<number>({ call: "subscribed", recipient }),
-    unsubscribed: (recipient) => post({ type: "unsubscribed", recipient }),
-  };
-  notifications.routing = routing;
+  // The main thread knows the other workers and, through the cluster, the other instances.
+  notifications.routing = new WorkerRouting(
+    filter,
+    request,
+    (recipient) => post({ type: "unsubscribed", recipient }),
+  );
   const bound = await startGrpcServer(
     { host: server.addr.host, port: init.port },
     services.handlers,
@@ -148,7 +138,7 @@ async function start(
           services.setPeerSecrets(message.secrets);
           break;
         case "deliver":
-          void notifications.deliverLocal(message.recipient, message.bytes).then((count) =>
+          void notifications.deliver(message.recipient, message.bytes).then((count) =>
             post({ type: "delivered", id: message.id, count })
           );
           break;

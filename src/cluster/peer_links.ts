@@ -1,6 +1,6 @@
 /**
- * Notifications between instances: one long-lived `Cluster/Forward` stream per peer, carrying
- * batches one way and delivery counts back.
+ * The sending side of the cluster: one long-lived `Cluster/Forward` stream per peer, carrying
+ * batches one way and delivery counts back (forward_service.ts is the receiving side).
  *
  * - Batching: everything forwarded to a peer before the microtask queue drains goes out as one message.
  * - Order: a peer delivers the items of its stream one after another, so notifications from one
@@ -10,24 +10,11 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff } from "../../packages/registry/src/backoff.ts";
-import { forwardedProblem, services } from "../transport/protos.ts";
-import { sleep } from "../../packages/registry/src/backoff.ts";
-import { PEER_HEADER, verifyPeer } from "./peer_secret.ts";
-import type { StreamTracker } from "../transport/streams.ts";
+import { services } from "../transport/protos.ts";
+import { PEER_HEADER } from "./peer_secret.ts";
+import { type Ack, type PeerItem, toWire, type WireItem } from "./peer_wire.ts";
 
-interface Forwarded {
-  seq: number;
-  recipient: string;
-  notification: Uint8Array;
-  barrierRevision?: number;
-}
-interface Ack {
-  seq: number;
-  delivered: number;
-}
-const EMPTY = new Uint8Array(0);
-
-type ForwardStream = grpc.ClientDuplexStream<{ items: Forwarded[] }, { acks: Ack[] }>;
+type ForwardStream = grpc.ClientDuplexStream<{ items: WireItem[] }, { acks: Ack[] }>;
 
 /** The sending side of one peer. */
 class PeerLink {
@@ -39,7 +26,7 @@ class PeerLink {
   >();
   readonly #backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
   #stream?: ForwardStream;
-  #outbox: Forwarded[] = [];
+  #outbox: WireItem[] = [];
   #flushScheduled = false;
   /** Until when (ms) a broken link answers 0 at once instead of reconnecting. */
   #downUntil = 0;
@@ -67,15 +54,15 @@ class PeerLink {
   }
 
   forward(recipient: string, notification: Uint8Array): Promise<number> {
-    return this.#send({ recipient, notification });
+    return this.#send({ kind: "notification", recipient, notification });
   }
 
   /** Resolves once the peer's directory view has applied `revision` (or it cannot say). */
   async barrier(revision: bigint): Promise<void> {
-    await this.#send({ recipient: "", notification: EMPTY, barrierRevision: Number(revision) });
+    await this.#send({ kind: "barrier", revision });
   }
 
-  #send(item: Omit<Forwarded, "seq">): Promise<number> {
+  #send(item: PeerItem): Promise<number> {
     if (Date.now() < this.#downUntil) return Promise.resolve(0);
     const stream = this.#open();
     if (!stream) return Promise.resolve(0);
@@ -83,7 +70,7 @@ class PeerLink {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#settle(seq, 0), this.#timeoutMs);
       this.#pending.set(seq, { resolve, timer });
-      this.#outbox.push({ seq, ...item });
+      this.#outbox.push(toWire(seq, item));
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         queueMicrotask(() => this.#flush());
@@ -219,90 +206,4 @@ export class PeerLinks {
     for (const link of this.#links.values()) link.close();
     this.#links.clear();
   }
-}
-
-/** Who may call Forward here: instances of `name`, proven with one of `secrets()` (undefined: forwarding is off). */
-export interface PeerAuth {
-  name: string;
-  secrets(): readonly string[] | undefined;
-}
-
-/** How long a peer's barrier may wait for this instance's directory view. */
-const BARRIER_WAIT_MS = 5_000;
-
-/**
- * The receiving side: `Cluster/Forward` handlers that deliver each item to local subscribers, in
- * the order they arrived, and answer with the counts (one acks message per batch).
- */
-export function forwardHandlers(
-  deliver: (recipient: string, notification: Uint8Array) => Promise<number>,
-  reached: (revision: bigint) => Promise<unknown>,
-  streams: StreamTracker,
-  peers: PeerAuth,
-): grpc.UntypedServiceImplementation {
-  return {
-    forward: (call: grpc.ServerDuplexStream<{ items: Forwarded[] }, { acks: Ack[] }>) => {
-      const secrets = peers.secrets();
-      if (!secrets) {
-        call.emit("error", {
-          code: grpc.status.UNIMPLEMENTED,
-          details: "Cluster forwarding is off on this instance",
-        });
-        return;
-      }
-      if (!verifyPeer(call.metadata.get(PEER_HEADER)[0], peers.name, secrets)) {
-        call.emit("error", {
-          code: grpc.status.UNAUTHENTICATED,
-          details: `only instances of ${JSON.stringify(peers.name)} may forward`,
-        });
-        return;
-      }
-      if (!streams.add(call as never, () => {})) {
-        call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
-        return;
-      }
-      let chain = Promise.resolve();
-      let refused = false;
-      call.on("data", ({ items }: { items: Forwarded[] }) => {
-        chain = chain.then(async () => {
-          if (refused) return;
-          // Checked as a Send would be, before any of the batch reaches a subscriber.
-          for (const item of items) {
-            const problem = Number(item.barrierRevision ?? 0) > 0
-              ? undefined
-              : forwardedProblem(item.recipient, item.notification);
-            if (problem) {
-              refused = true;
-              call.emit("error", {
-                code: grpc.status.INVALID_ARGUMENT,
-                details: `Forwarded notification ${item.seq} refused: ${problem}`,
-              });
-              return;
-            }
-          }
-          const acks: Ack[] = [];
-          for (const item of items) {
-            if (Number(item.barrierRevision ?? 0) > 0) {
-              // Bounded: the sender counts the barrier as failed after its timeout anyway, and a
-              // wait here holds every item behind it.
-              const waited = new AbortController();
-              await Promise.race([
-                reached(BigInt(item.barrierRevision!)),
-                sleep(BARRIER_WAIT_MS, waited.signal),
-              ]);
-              waited.abort();
-              acks.push({ seq: Number(item.seq), delivered: 0 });
-            } else {
-              acks.push({
-                seq: Number(item.seq),
-                delivered: await deliver(item.recipient, item.notification),
-              });
-            }
-          }
-          if (!call.cancelled && !call.destroyed) call.write({ acks });
-        });
-      });
-      call.on("end", () => void chain.then(() => !refused && call.end()));
-    },
-  };
 }
