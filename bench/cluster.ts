@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import { startEtcd } from "../tests/helpers/etcd.ts";
 import { type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
-import { rawClient } from "../tests/helpers/kv.ts";
+import { scopedClient } from "../tests/helpers/kv.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 
@@ -164,7 +164,7 @@ export async function clusterBench(
     }
 
     // Directory scale: keys as subscribed instances write them (under a lease), then a new instance loads them.
-    const kv = rawClient(endpoints);
+    using kv = scopedClient(endpoints);
     const lease = await kv.leaseClient.leaseGrant({ TTL: 600 });
     const t0 = performance.now();
     for (let i = 0; i < options.recipients; i += 128) {
@@ -194,7 +194,6 @@ export async function clusterBench(
       emptyRssMiB: rssMiB(other.pid),
     };
     await kv.leaseClient.leaseRevoke({ ID: lease.ID });
-    kv.close();
     await d[Symbol.asyncDispose]();
     await other[Symbol.asyncDispose]();
     return {

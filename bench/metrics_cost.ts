@@ -10,7 +10,7 @@ import { Metrics } from "../src/metrics/mod.ts";
 
 /** Nanoseconds per call added by instrumentation: median of `rounds` interleaved runs. */
 export function recordingCostNs(calls = 1_000_000, rounds = 7): { plainNs: number; instrumentedNs: number } {
-  const metrics = new Metrics({ live: { subscribers: () => 0, healthWatches: () => 0 } });
+  const metrics = new Metrics({ live: true });
   const reply = { status: "SERVING" };
   const plain: grpc.UntypedServiceImplementation = {
     check: (_call: unknown, callback: grpc.sendUnaryData<unknown>) => callback(null, reply),

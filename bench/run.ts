@@ -28,7 +28,7 @@ import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
 import { freePort, startEtcd, waitForPort } from "../tests/helpers/etcd.ts";
 import { notificationClient, send } from "../tests/helpers/grpc.ts";
-import { rawClient } from "../tests/helpers/kv.ts";
+import { rawClient, scopedClient } from "../tests/helpers/kv.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -272,7 +272,7 @@ async function lifecycleTimes(endpoints: string[], runs: number) {
 
 /** Record written → watch snapshot, over 200 changes; list() and resolver time with 1000 instances. */
 async function discoveryTimes(endpoints: string[]) {
-  const raw = rawClient(endpoints);
+  using raw = scopedClient(endpoints);
   const client = createEtcdClient({ endpoints, dialTimeoutMs: 5_000 });
   const discovery = new EtcdDiscovery(client);
   const abort = new AbortController();
@@ -329,7 +329,6 @@ async function discoveryTimes(endpoints: string[]) {
   channel.close();
   close();
   client.close();
-  raw.close();
   return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), list: median(listTimes), resolver: firstList };
 }
 

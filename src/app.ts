@@ -1,18 +1,28 @@
 /**
- * The service's lifecycle, top to bottom. Start: config is loaded by the caller → etcd answers →
- * gRPC port bound (never advertise a port we could not bind) → `/metrics` bound when configured →
- * the peers' secret read from etcd and the cluster started (forwarding) → lease granted and record
- * written → keep-alive and self-healing in the background. Stop (the first SIGINT/SIGTERM/SIGHUP,
- * or an unexpected error, which then exits 1) runs in reverse: health NOT_SERVING → deregister
- * (delete our record, revoke the lease) → drain delay so watchers drop us → refuse new calls, end
- * streams, finish in-flight calls within `shutdown-timeout` → stop watching the peers' secret, close
- * the cluster → close `/metrics` → close etcd. A second signal exits at once.
+ * The service's lifecycle, in one place. Start, top to bottom; each step puts its undo on one
+ * stack, so stop is the exact reverse of start by construction (as Kratos's app.go reads):
+ *
+ *   start                                         stop (the first SIGINT/SIGTERM/SIGHUP, or an
+ *                                                 unexpected error, which then exits 1)
+ *   1. signal handlers                            remove them
+ *   2. etcd client, etcd answers                  close etcd
+ *   3. gRPC port bound (never advertise a port    (a failed start stops it at once)
+ *      we could not bind)
+ *   4. /metrics bound, when configured            close /metrics
+ *   5. the peers' secret, the cluster             stop following the secret, close the cluster
+ *   6. calls served with delivery to peers        refuse new calls, end streams, finish in-flight
+ *                                                 calls within `shutdown-timeout` (the cluster
+ *                                                 still forwards meanwhile)
+ *   7. lease granted, record written, kept alive  health NOT_SERVING, deregister (delete our record,
+ *                                                 revoke the lease), drain delay so watchers drop us
+ *
+ * A start that fails (or is stopped) part-way undoes what it did, in the same reverse order:
+ * nothing stays registered. A second signal exits at once.
  */
 import { advertisedAddress } from "./serving/advertise.ts";
 import { sleep } from "../packages/registry/src/backoff.ts";
 import type { Config } from "./config/mod.ts";
 import { formatDuration } from "../packages/registry/src/duration.ts";
-import { HealthService } from "./serving/health.ts";
 import { http2Guard } from "../packages/registry/src/http2_guard.ts";
 import type { Logger } from "./_util/logger.ts";
 import {
@@ -22,18 +32,17 @@ import {
   waitForEtcd,
 } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar } from "../packages/registry/src/etcd_registrar.ts";
-import type { ServiceInstance } from "../packages/registry/src/types.ts";
-import { peerCredentials } from "./transport/server.ts";
-import { NOTIFICATION_SERVICE } from "./serving/services.ts";
+import type { DeregisterOutcome, ServiceInstance } from "../packages/registry/src/types.ts";
+import { peerCredentials } from "./cluster/peer_credentials.ts";
+import { NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
 import { type Serving, startServing } from "./serving/mod.ts";
 import { formatHostPort } from "../packages/registry/src/host_port.ts";
-import { mergedRegistry, Metrics, type MetricsServer, serveMetrics } from "./metrics/mod.ts";
+import { mergedRegistry, Metrics, serveMetrics } from "./metrics/mod.ts";
 import { Cluster } from "./cluster/cluster.ts";
 import { PEER_SECRET_PREFIX, PeerSecret } from "./cluster/peer_secret.ts";
+import type { Etcd3 } from "etcd3";
 
-export { NOTIFICATION_SERVICE };
-/** Health entry that is SERVING only while our record is in etcd. */
-export const REGISTRATION_HEALTH = "registration";
+export { NOTIFICATION_SERVICE, REGISTRATION_HEALTH };
 
 /** How long stopping waits for the cluster's etcd watches to be cancelled before closing etcd anyway. */
 const CLUSTER_CLOSE_GRACE_MS = 200;
@@ -51,136 +60,102 @@ export interface RunOptions {
 /** Runs the service until a signal stops it; resolves with the exit code. Startup errors throw. */
 export async function runServer(config: Config, log: Logger, options: RunOptions = {}): Promise<number> {
   log.info(`Using config file: ${config.path}`);
-  const guard = http2Guard();
-  if (!guard.installed) {
-    log.warn(
-      `HTTP/2 crash guard not installed (${guard.reason}): a client closing its connection can crash this process (denoland/deno#36788); run it under a supervisor`,
-      { reason: guard.reason },
-    );
-  }
-  const stop = listenForStopSignals(log);
-  // A bug or a library fault (etcd3 throwing inside its stream handlers) must not end the process
-  // registered: it is logged, and the service stops the normal way, then exits 1.
+  warnIfUnguarded(log);
+  const steps = new AsyncDisposableStack();
+  /** Set once registered: until then stopping is undoing a start (no drain delay, no drain). */
+  let running = false;
   let exitCode = 0;
-  const unexpected = stop.guard((reason) => {
+  let withdrawn: DeregisterOutcome | undefined;
+  let drained: { outcome: "graceful" | "forced"; ms: number } | undefined;
+  // 1. Signals. A bug or a library fault (etcd3 throwing inside its stream handlers) must not end
+  // the process registered: it is logged, and the service stops the normal way, then exits 1.
+  const stop = steps.use(listenForStopSignals(log));
+  steps.use(stop.guard((reason) => {
     exitCode = 1;
     log.error(`Unexpected error: ${describeUnexpected(reason)}; deregistering and exiting`, {
       error: describeUnexpected(reason),
     });
-  });
-  // Served here or mirrored into every worker; the registration entry follows the one registration.
-  let serving: Serving | undefined;
-  const health = new HealthService({
-    "": "SERVING",
-    [NOTIFICATION_SERVICE]: "SERVING",
-    [REGISTRATION_HEALTH]: "NOT_SERVING",
-  }, {
-    maxWatches: config.server.maxHealthWatches,
-    onChange: (service, status) => serving?.setHealth(service, status),
-  });
-  const metrics = config.server.metricsAddr
-    ? new Metrics({
-      live: {
-        subscribers: () => serving?.subscribers() ?? 0,
-        healthWatches: () => serving?.healthWatches() ?? 0,
-        workers: () => serving?.workers() ?? 0,
-      },
-    })
-    : undefined;
-  const etcd = createEtcdClient({ ...config.etcd, observe: metrics?.observeEtcd });
-  const registrar = new EtcdRegistrar(etcd, {
-    prefix: config.etcd.prefix,
-    layout: config.etcd.layout,
-    leaseTtlSeconds: config.etcd.leaseTtlSeconds,
-    callTimeoutMs: config.etcd.dialTimeoutMs,
-    logger: log,
-    onStateChange: (state) => {
-      health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING");
-      metrics?.registrationState.set(state === "registered" ? 1 : 0);
-    },
-    onEvent: (event) => {
-      // The directory lives under the registration's lease: a new lease means writing it again.
-      if (event === "restored") cluster?.publisher.setLease(registrar.leaseId);
-      if (!metrics) return;
-      if (event === "lost") metrics.registrationsLost.inc();
-      else if (event === "restored") metrics.registrationsRestored.inc();
-      else if (event === "keepaliveFailed") metrics.keepaliveFailures.inc();
-      else metrics.etcdWatchDisconnects.inc();
-    },
-  });
-  metrics?.registrationState.set(0);
-  let cluster: Cluster | undefined;
-  let peerSecret: PeerSecret | undefined;
-  let metricsServer: MetricsServer | undefined;
+  }));
   try {
-    // One start-up budget for reaching etcd and registering, not one each.
+    // 2. etcd. One start-up budget for reaching etcd and registering, not one each.
+    const metrics = config.server.metricsAddr ? new Metrics({ live: true }) : undefined;
+    const etcd = createEtcdClient({ ...config.etcd, observe: metrics?.observeEtcd });
+    steps.defer(() => etcd.close());
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
-    serving = await startServing(config, {
+
+    // 3. The gRPC port, on the main thread or in workers.
+    const health = serviceHealth(config.server);
+    const serving = await startServing(config, {
       health,
       metrics,
       logger: log,
-      reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
       workerModule: options.workerModule,
     });
+    steps.defer(() => void (running || serving.abort()));
+    metrics?.setLive(serving);
     if (serving.workers() > 1) {
       log.info(`Serving gRPC from ${serving.workers()} workers on one port`, { workers: serving.workers() });
     }
-    if (config.server.metricsAddr) {
-      const own = metrics!.registry;
-      const threads = serving;
-      metricsServer = await serveMetrics(
+
+    // 4. /metrics.
+    if (metrics && config.server.metricsAddr) {
+      const own = metrics.registry;
+      const server = await serveMetrics(
         config.server.metricsAddr,
-        async () => mergedRegistry(own, await threads.workerMetrics()),
+        async () => mergedRegistry(own, await serving.workerMetrics()),
       );
-      const host = config.server.metricsAddr.host || "0.0.0.0";
-      log.info(`Metrics on http://${formatHostPort({ host, port: metricsServer.port })}/metrics`, {
-        addr: formatHostPort({ host, port: metricsServer.port }),
-      });
+      steps.defer(() => server.close());
+      const addr = formatHostPort({ host: config.server.metricsAddr.host || "0.0.0.0", port: server.port });
+      log.info(`Metrics on http://${addr}/metrics`, { addr });
     }
-    const advertised = advertisedAddress(config.server.addr, serving.port, config.server.advertiseAddr);
-    if (advertised.derivedFrom) log.info(`Advertising ${advertised.addr} (from ${advertised.derivedFrom})`);
-    const instance: ServiceInstance = {
-      id: config.server.instanceId ?? advertised.addr,
-      name: config.server.name,
-      addr: advertised.addr,
-      metadata: config.server.metadata,
-    };
+
+    // 5. Who we are, and the cluster (forwarding to the instances holding a recipient).
+    const instance = describeInstance(config, serving.port, log);
     serving.setInstanceId(instance.id);
-    const peers = peerCredentials(config.server.tls);
-    // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
-    const secret = "off" in peers ? peers.off : await PeerSecret.load(
-      etcd,
-      config.server.name,
-      (secrets) => serving?.setPeerSecrets(secrets),
-    ).catch((error: Error) =>
-      `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
-        describeEtcdError(error)
-      }): give the instances' etcd user readwrite on that key`
-    );
-    if (typeof secret === "string" || "off" in peers) {
-      log.warn(`Cluster forwarding is off (each instance delivers to its own subscribers only): ${secret}`);
-    } else {
-      peerSecret = secret;
-      cluster = new Cluster(etcd, {
-        peerCredential: () => secret.credential(),
-        name: config.server.name,
-        instanceId: instance.id,
-        registryPrefix: config.etcd.prefix,
-        directoryPrefix: config.etcd.directoryPrefix,
-        peerTimeoutMs: config.server.peerTimeoutMs,
-        credentials: peers.credentials,
-        serverName: peers.serverName,
-        logger: log,
-        onForwarded: (n) => metrics?.notificationsForwarded.inc(n),
-        onResync: (watch, event) => {
-          if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
-        },
-      });
-      serving.setCluster(cluster);
-    }
+    const registrar = new EtcdRegistrar(etcd, {
+      prefix: config.etcd.prefix,
+      layout: config.etcd.layout,
+      leaseTtlSeconds: config.etcd.leaseTtlSeconds,
+      callTimeoutMs: config.etcd.dialTimeoutMs,
+      logger: log,
+      onStateChange: (state) => {
+        health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING");
+        metrics?.registrationState.set(state === "registered" ? 1 : 0);
+      },
+      onEvent: (event) => {
+        if (!metrics) return;
+        if (event === "lost") metrics.registrationsLost.inc();
+        else if (event === "restored") metrics.registrationsRestored.inc();
+        else if (event === "keepaliveFailed") metrics.keepaliveFailures.inc();
+        else metrics.etcdWatchDisconnects.inc();
+      },
+    });
+    metrics?.registrationState.set(0);
+    await joinCluster(steps, { config, etcd, instance, serving, registrar, metrics, log });
+
+    // 6. From here calls are served with delivery to peers. Stopping drains them while the
+    // cluster still forwards (it closes after this step).
+    steps.defer(async () => {
+      if (!running) return;
+      const started = Date.now();
+      const outcome = await serving.drain(config.server.shutdownTimeoutMs);
+      drained = { outcome, ms: Date.now() - started };
+    });
+
+    // 7. Registration. Undone before anything else, whether the start got this far or not.
+    steps.defer(async () => {
+      if (running) {
+        log.info("Shutting down server...");
+        health.setAllNotServing();
+      }
+      withdrawn = await registrar.deregister();
+      if (!running) return;
+      logWithdrawn(log, withdrawn, registrar.key, config.etcd.leaseTtlSeconds);
+      await sleep(config.server.drainDelayMs);
+    });
     await registrar.register(instance, { signal: stop.signal, deadline });
-    cluster?.publisher.setLease(registrar.leaseId);
+    running = true;
     if (!stop.signal.aborted) {
       log.info(
         `Service registered to etcd: ${registrar.key} -> ${instance.addr} (lease ${registrar.leaseId}, ttl ${config.etcd.leaseTtlSeconds}s)`,
@@ -201,64 +176,113 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       await stop.stopped;
     }
   } catch (error) {
-    // Undo a partial start in reverse; nothing stays registered.
-    const undone = await registrar.deregister();
-    serving?.abort();
-    peerSecret?.close();
-    await Promise.race([cluster?.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]);
-    await metricsServer?.close();
-    etcd.close();
-    stop.dispose();
-    unexpected.dispose();
-    if (stop.signal.aborted) {
-      log.info(
-        undone === "unreachable"
-          ? `Stopped during start-up; etcd unreachable, a record written meanwhile expires within ${config.etcd.leaseTtlSeconds}s`
-          : "Stopped during start-up; nothing is registered",
-      );
-      return exitCode;
-    }
-    throw error;
-  }
-
-  log.info("Shutting down server...");
-  health.setAllNotServing();
-  const outcome = await registrar.deregister();
-  if (outcome === "unreachable") {
-    log.warn(
-      `Service not deregistered (etcd unreachable): ${registrar.key} expires within ${config.etcd.leaseTtlSeconds}s`,
-      { key: registrar.key },
-    );
-  } else {
+    await steps.disposeAsync();
+    if (!stop.signal.aborted) throw error;
     log.info(
-      `Service deregistered from etcd: ${registrar.key}${
-        outcome === "absent" ? " (no record of ours was left)" : ""
-      }`,
-      { key: registrar.key },
+      withdrawn === "unreachable"
+        ? `Stopped during start-up; etcd unreachable, a record written meanwhile expires within ${config.etcd.leaseTtlSeconds}s`
+        : "Stopped during start-up; nothing is registered",
     );
+    return exitCode;
   }
-  await sleep(config.server.drainDelayMs);
-  const started = Date.now();
-  const stopped = await serving.drain(config.server.shutdownTimeoutMs);
-  const drained = Date.now() - started;
-  // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold
-  // the exit up to a second per watch.
-  peerSecret?.close();
-  await Promise.race([cluster?.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]);
-  await metricsServer?.close();
-  etcd.close();
-  stop.dispose();
-  unexpected.dispose();
-  if (stopped === "forced") {
+  await steps.disposeAsync();
+  if (drained?.outcome === "forced") {
     log.warn(
       `Server stopped: calls still running after ${
         formatDuration(config.server.shutdownTimeoutMs)
       } were cancelled`,
     );
-  } else {
-    log.info(`Server stopped gracefully (drained in ${formatDuration(drained)})`, { duration_ms: drained });
+  } else if (drained) {
+    log.info(`Server stopped gracefully (drained in ${formatDuration(drained.ms)})`, {
+      duration_ms: drained.ms,
+    });
   }
   return exitCode;
+}
+
+function warnIfUnguarded(log: Logger): void {
+  const guard = http2Guard();
+  if (guard.installed) return;
+  log.warn(
+    `HTTP/2 crash guard not installed (${guard.reason}): a client closing its connection can crash this process (denoland/deno#36788); run it under a supervisor`,
+    { reason: guard.reason },
+  );
+}
+
+/** The record this instance registers: its advertised address, and its id (the address by default). */
+function describeInstance(config: Config, port: number, log: Logger): ServiceInstance {
+  const advertised = advertisedAddress(config.server.addr, port, config.server.advertiseAddr);
+  if (advertised.derivedFrom) log.info(`Advertising ${advertised.addr} (from ${advertised.derivedFrom})`);
+  return {
+    id: config.server.instanceId ?? advertised.addr,
+    name: config.server.name,
+    addr: advertised.addr,
+    metadata: config.server.metadata,
+  };
+}
+
+/**
+ * Step 5: reads (or creates) the peers' secret in etcd, starts the cluster and hands it to the
+ * serving threads; both undone on `steps`. Without a secret (TLS without a peer CA, or an etcd user
+ * that may not read it) forwarding stays off and each instance delivers to its own subscribers.
+ */
+async function joinCluster(steps: AsyncDisposableStack, parts: {
+  config: Config;
+  etcd: Etcd3;
+  instance: ServiceInstance;
+  serving: Serving;
+  registrar: EtcdRegistrar;
+  metrics?: Metrics;
+  log: Logger;
+}): Promise<void> {
+  const { config, etcd, serving, metrics, log } = parts;
+  const peers = peerCredentials(config.server.tls);
+  // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
+  const secret = "off" in peers ? peers.off : await PeerSecret.load(
+    etcd,
+    config.server.name,
+    (secrets) => serving.setPeerSecrets(secrets),
+  ).catch((error: Error) =>
+    `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
+      describeEtcdError(error)
+    }): give the instances' etcd user readwrite on that key`
+  );
+  if (typeof secret === "string" || "off" in peers) {
+    log.warn(`Cluster forwarding is off (each instance delivers to its own subscribers only): ${secret}`);
+    return;
+  }
+  steps.defer(() => secret.close());
+  const cluster = new Cluster(etcd, {
+    peerCredential: () => secret.credential(),
+    name: config.server.name,
+    instanceId: parts.instance.id,
+    registryPrefix: config.etcd.prefix,
+    directoryPrefix: config.etcd.directoryPrefix,
+    peerTimeoutMs: config.server.peerTimeoutMs,
+    credentials: peers.credentials,
+    serverName: peers.serverName,
+    logger: log,
+    registration: parts.registrar,
+    onForwarded: (n) => metrics?.notificationsForwarded.inc(n),
+    onResync: (watch, event) => {
+      if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
+    },
+  });
+  // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold
+  // the exit up to a second per watch.
+  steps.defer(() => Promise.race([cluster.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]));
+  serving.setCluster(cluster);
+}
+
+function logWithdrawn(log: Logger, outcome: DeregisterOutcome, key: string, ttlSeconds: number): void {
+  if (outcome === "unreachable") {
+    log.warn(`Service not deregistered (etcd unreachable): ${key} expires within ${ttlSeconds}s`, { key });
+  } else {
+    log.info(
+      `Service deregistered from etcd: ${key}${outcome === "absent" ? " (no record of ours was left)" : ""}`,
+      { key },
+    );
+  }
 }
 
 function describeUnexpected(reason: unknown): string {
@@ -317,13 +341,13 @@ function listenForStopSignals(log: Logger) {
       globalThis.addEventListener("error", onError);
       globalThis.addEventListener("unhandledrejection", onRejection);
       return {
-        dispose: () => {
+        [Symbol.dispose]: () => {
           globalThis.removeEventListener("error", onError);
           globalThis.removeEventListener("unhandledrejection", onRejection);
         },
       };
     },
-    dispose: () => {
+    [Symbol.dispose]: () => {
       for (const { name, handler } of handlers) Deno.removeSignalListener(name, handler);
     },
   };

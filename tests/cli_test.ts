@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
-import { rawClient } from "./helpers/kv.ts";
+import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess, startTaskArgs, subscribeProcess, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -65,7 +65,7 @@ Deno.test("discover --watch prints each change as it happens until interrupted",
     }
   })();
   void child.stderr.cancel();
-  const kv = rawClient(etcd.endpoints);
+  using kv = scopedClient(etcd.endpoints);
   try {
     // A seed record, so the first listing prints a line: once it is out, the watch is open.
     await kv.put(`/services/${name}/seed`).value(JSON.stringify({ Op: 0, Addr: "127.0.0.1:9" })).exec();
@@ -85,7 +85,6 @@ Deno.test("discover --watch prints each change as it happens until interrupted",
     try {
       child.kill("SIGKILL");
     } catch { /* exited */ }
-    kv.close();
   }
 });
 
@@ -118,7 +117,7 @@ Deno.test("send says what is wrong in user terms, naming the endpoint or address
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     () => new Response("nope", { status: 404 }),
   );
-  const kv = rawClient(etcd.endpoints);
+  using kv = scopedClient(etcd.endpoints);
   try {
     const addr = `127.0.0.1:${http.addr.port}`;
     await kv.put(`/services/${name}/web`).value(JSON.stringify({ Op: 0, Addr: addr })).exec();
@@ -127,7 +126,6 @@ Deno.test("send says what is wrong in user terms, naming the endpoint or address
     assert.ok(wrong.stderr.includes(addr), wrong.stderr);
     assert.equal(wrong.stderr.trim().split("\n").length, 1, wrong.stderr);
   } finally {
-    kv.close();
     await http.shutdown();
   }
 
@@ -142,30 +140,26 @@ Deno.test("discover escapes control characters and caps fields written by anyone
   await using etcd = await useEtcd();
   const name = `clix-${crypto.randomUUID().slice(0, 8)}`;
   const config = await writeConfig({ endpoints: etcd.endpoints, name });
-  const kv = rawClient(etcd.endpoints);
-  try {
-    const metadata = JSON.stringify({ note: "\u001b[2J\u001b[31mred\nline2", long: "y".repeat(5_000) });
-    await kv.put(`/services/${name}/evil\u001b[1m`).value(
-      JSON.stringify({ Op: 0, Addr: "127.0.0.1:9", Metadata: metadata }),
-    )
-      .exec();
-    await kv.put(`/services/${name}/quoted`).value('{"Op":"0","Addr":"127.0.0.1:8"}').exec();
-    const table = await run(["discover", name, "--config", config]);
-    assert.equal(table.code, 0, table.stderr);
-    assert.ok(!table.stdout.includes("\u001b"), "no raw ESC in the table");
-    const rows = table.stdout.trim().split("\n");
-    assert.equal(rows.length, 2, table.stdout); // header + one instance; the newline did not split it
-    assert.match(rows[1], /^evil\\x1b\[1m\s+127\.0\.0\.1:9\s+/);
-    assert.ok(rows[1].length < 600, `row capped: ${rows[1].length}`);
-    assert.match(table.stderr, /Skipping malformed record .*quoted.*Op "0" is neither 0/);
-    const json = await run(["discover", name, "--json", "--config", config]);
-    assert.ok(!json.stdout.includes("\u001b"));
-    const parsed = JSON.parse(json.stdout.trim());
-    assert.equal(parsed.metadata.note, "\u001b[2J\u001b[31mred\nline2");
-    assert.equal(parsed.metadata.long.length, 256 + 3);
-  } finally {
-    kv.close();
-  }
+  using kv = scopedClient(etcd.endpoints);
+  const metadata = JSON.stringify({ note: "\u001b[2J\u001b[31mred\nline2", long: "y".repeat(5_000) });
+  await kv.put(`/services/${name}/evil\u001b[1m`).value(
+    JSON.stringify({ Op: 0, Addr: "127.0.0.1:9", Metadata: metadata }),
+  )
+    .exec();
+  await kv.put(`/services/${name}/quoted`).value('{"Op":"0","Addr":"127.0.0.1:8"}').exec();
+  const table = await run(["discover", name, "--config", config]);
+  assert.equal(table.code, 0, table.stderr);
+  assert.ok(!table.stdout.includes("\u001b"), "no raw ESC in the table");
+  const rows = table.stdout.trim().split("\n");
+  assert.equal(rows.length, 2, table.stdout); // header + one instance; the newline did not split it
+  assert.match(rows[1], /^evil\\x1b\[1m\s+127\.0\.0\.1:9\s+/);
+  assert.ok(rows[1].length < 600, `row capped: ${rows[1].length}`);
+  assert.match(table.stderr, /Skipping malformed record .*quoted.*Op "0" is neither 0/);
+  const json = await run(["discover", name, "--json", "--config", config]);
+  assert.ok(!json.stdout.includes("\u001b"));
+  const parsed = JSON.parse(json.stdout.trim());
+  assert.equal(parsed.metadata.note, "\u001b[2J\u001b[31mred\nline2");
+  assert.equal(parsed.metadata.long.length, 256 + 3);
 });
 
 Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts, async () => {
@@ -178,7 +172,7 @@ Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts,
     stdout: "piped",
     stderr: "null",
   }).spawn();
-  const kv = rawClient(etcd.endpoints);
+  using kv = scopedClient(etcd.endpoints);
   try {
     await kv.put(`/services/${name}/a`).value(JSON.stringify({ Op: 0, Addr: "127.0.0.1:9" })).exec();
     const reader = child.stdout.getReader();
@@ -196,7 +190,6 @@ Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts,
     try {
       child.kill("SIGKILL");
     } catch { /* exited */ }
-    kv.close();
   }
 });
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
-import { rawClient } from "./helpers/kv.ts";
+import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -105,19 +105,15 @@ Deno.test(
     console.log(`Sends after SIGKILL of a peer: slowest ${slowest.toFixed(1)} ms (peer-timeout 5s)`);
     assert.ok(slowest < 2_500, `never waits out the peer timeout: ${times.map((t) => t.toFixed(0))}`);
     // Its directory keys go with its lease.
-    const kv = rawClient(etcd.endpoints);
-    try {
-      await eventually(
-        async () => {
-          const keys = await kv.getAll().prefix(`/notification-directory/${c.name}/`).keys();
-          return keys.every((k) => !k.endsWith("/c"));
-        },
-        6_000,
-        "the killed instance's directory keys expire with its lease",
-      );
-    } finally {
-      kv.close();
-    }
+    using kv = scopedClient(etcd.endpoints);
+    await eventually(
+      async () => {
+        const keys = await kv.getAll().prefix(`/notification-directory/${c.name}/`).keys();
+        return keys.every((k) => !k.endsWith("/c"));
+      },
+      6_000,
+      "the killed instance's directory keys expire with its lease",
+    );
     for (const s of subs) s.cancel();
   },
 );

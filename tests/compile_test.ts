@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { healthCheck } from "./helpers/grpc.ts";
-import { rawClient, readRecord } from "./helpers/kv.ts";
+import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -46,28 +46,24 @@ Deno.test({
     assert.equal(compiled.code, 0, new TextDecoder().decode(compiled.stderr));
     const binary = `${ROOT}notification-server`;
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
-    try {
-      await using svc = await ServiceProcess.start({
-        endpoints: etcd.endpoints,
-        name: "compiled",
-        executable: binary,
-        workers: 2, // the worker module must be inside the binary
-      });
-      assert.ok(await readRecord(kv, svc.key));
-      assert.ok(svc.lines.some((l) => l.includes("Serving gRPC from 2 workers")), svc.lines.join("\n"));
-      assert.equal(await healthCheck(svc.addr, "registration"), "SERVING", "a worker answers");
-      const config = await writeConfig({ endpoints: etcd.endpoints });
-      const listed = await new Deno.Command(binary, {
-        args: ["discover", "compiled", "--json", "--config", config],
-      }).output();
-      assert.equal(listed.code, 0, new TextDecoder().decode(listed.stderr));
-      assert.equal(JSON.parse(new TextDecoder().decode(listed.stdout).trim()).addr, svc.addr);
-      svc.signal("SIGTERM");
-      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
-      assert.equal(await readRecord(kv, svc.key), undefined);
-    } finally {
-      kv.close();
-    }
+    using kv = scopedClient(etcd.endpoints);
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "compiled",
+      executable: binary,
+      workers: 2, // the worker module must be inside the binary
+    });
+    assert.ok(await readRecord(kv, svc.key));
+    assert.ok(svc.lines.some((l) => l.includes("Serving gRPC from 2 workers")), svc.lines.join("\n"));
+    assert.equal(await healthCheck(svc.addr, "registration"), "SERVING", "a worker answers");
+    const config = await writeConfig({ endpoints: etcd.endpoints });
+    const listed = await new Deno.Command(binary, {
+      args: ["discover", "compiled", "--json", "--config", config],
+    }).output();
+    assert.equal(listed.code, 0, new TextDecoder().decode(listed.stderr));
+    assert.equal(JSON.parse(new TextDecoder().decode(listed.stdout).trim()).addr, svc.addr);
+    svc.signal("SIGTERM");
+    assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
+    assert.equal(await readRecord(kv, svc.key), undefined);
   },
 });

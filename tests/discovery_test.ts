@@ -7,7 +7,7 @@ import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
 import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import { type EtcdHandle, PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
-import { rawClient } from "./helpers/kv.ts";
+import { scopedClient } from "./helpers/kv.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -25,13 +25,12 @@ async function withEtcd(
   fn: (ctx: { etcd: EtcdHandle; raw: Etcd3; client: Etcd3; name: string }) => Promise<void>,
 ): Promise<void> {
   await using etcd = await start();
-  const raw = rawClient(etcd.endpoints);
+  using raw = scopedClient(etcd.endpoints);
   const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
   try {
     await fn({ etcd, raw, client, name: uniqueName() });
   } finally {
     client.close();
-    raw.close();
   }
 }
 

@@ -10,10 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { HealthService } from "../src/serving/health.ts";
-import { LocalLimit } from "../src/_util/limits.ts";
-import { NotificationService } from "../src/notification/service.ts";
-import { startGrpcServer, stopGrpcServer } from "../src/transport/server.ts";
+import { serveInProcess } from "./helpers/in_process.ts";
 import { eventually } from "./helpers/grpc.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -27,13 +24,8 @@ function frame(message: Uint8Array): Buffer {
 }
 
 Deno.test("a stopping server ends a finished call's connection without a GOAWAY", opts, async () => {
-  const health = new HealthService({ "": "SERVING" });
-  const notifications = new NotificationService({ instanceId: "t", subscribers: new LocalLimit(10) });
-  const bound = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
-    notification: notifications.handlers(),
-    health: health.handlers(),
-  });
-  const session = http2.connect(`http://127.0.0.1:${bound.port}`);
+  const server = await serveInProcess();
+  const session = http2.connect(`http://${server.addr}`);
   let goaway = false;
   session.on("goaway", () => (goaway = true));
   session.on("error", () => {});
@@ -58,8 +50,8 @@ Deno.test("a stopping server ends a finished call's connection without a GOAWAY"
     assert.equal(await call("/grpc.health.v1.Health/Check", new Uint8Array()), "0");
     // SubscribeRequest { recipient: "a" }: field 1, length 1, "a".
     const subscription = call("/notification.v1.NotificationService/Subscribe", new Uint8Array([10, 1, 97]));
-    await eventually(() => notifications.hub.size === 1, 2_000, "subscribed");
-    const outcome = await stopGrpcServer(bound, 2_000, () => notifications.endSubscriptions());
+    await eventually(() => server.serving.subscribers() === 1, 2_000, "subscribed");
+    const outcome = await server.serving.drain(2_000);
     assert.equal(outcome, "graceful");
     assert.equal(await subscription, "0", "the open stream ended with OK first");
     await closed;

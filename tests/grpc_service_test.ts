@@ -1,13 +1,11 @@
 /** The gRPC surface on a real server over loopback: Send/Subscribe, limits, health, reflection, stop. */
-import { LocalLimit } from "../src/_util/limits.ts";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import { loadSync } from "@grpc/proto-loader";
-import { HealthService } from "../src/serving/health.ts";
-import { NotificationService } from "../src/notification/service.ts";
-import { serveLimits, startGrpcServer, stopGrpcServer } from "../src/transport/server.ts";
+import type { HealthService } from "../src/serving/health.ts";
+import { serveInProcess } from "./helpers/in_process.ts";
 import {
   eventually,
   healthCheck,
@@ -19,11 +17,9 @@ import { services } from "../src/transport/protos.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
+/** Runs `fn` against the service's serving side in this process (tests/helpers/in_process.ts). */
 async function withServer(
-  fn: (
-    addr: string,
-    parts: { server: grpc.Server; notifications: NotificationService; health: HealthService },
-  ) => Promise<void>,
+  fn: (addr: string, parts: { subscribers: () => number; health: HealthService }) => Promise<void>,
   maxSubscribers = 100,
   limits: {
     maxConnections?: number;
@@ -33,36 +29,17 @@ async function withServer(
     queuedBytes?: number;
   } = {},
 ): Promise<void> {
-  const notifications = new NotificationService({
-    instanceId: "test-1",
-    subscribers: new LocalLimit(maxSubscribers),
-    subscriberQueue: limits.subscriberQueue,
-    queuedBytes: limits.queuedBytes ? new LocalLimit(limits.queuedBytes) : undefined,
-  });
-  const health = new HealthService(
-    { "": "SERVING", "notification.v1.NotificationService": "SERVING" },
-    { maxWatches: limits.maxHealthWatches },
-  );
-  const bound = await startGrpcServer(
-    { host: "127.0.0.1", port: 0 },
-    { notification: notifications.handlers(), health: health.handlers() },
-    undefined,
-    serveLimits({
-      ...(limits.maxConnections ? { maxConnections: limits.maxConnections } : {}),
-      ...(limits.handshakeTimeoutMs ? { handshakeTimeoutMs: limits.handshakeTimeoutMs } : {}),
-    }),
-  );
-  const { server, port, coalescing } = bound;
-  // The 1.8x throughput fix depends on grpc-js internals: fail loudly if an upgrade disables it.
-  assert.equal(coalescing, true, "HTTP/2 frame writes are coalesced");
-  try {
-    await fn(`127.0.0.1:${port}`, { server, notifications, health });
-  } finally {
-    await stopGrpcServer(bound, 2_000, () => {
-      notifications.endSubscriptions();
-      health.endWatches();
-    });
-  }
+  const yaml = [
+    `max-subscribers: ${maxSubscribers}`,
+    limits.maxConnections && `max-connections: ${limits.maxConnections}`,
+    limits.handshakeTimeoutMs && `handshake-timeout: ${limits.handshakeTimeoutMs}ms`,
+    limits.maxHealthWatches && `max-health-watches: ${limits.maxHealthWatches}`,
+    limits.subscriberQueue && `subscriber-queue: ${limits.subscriberQueue.messages}`,
+    limits.subscriberQueue && `subscriber-queue-bytes: ${limits.subscriberQueue.bytes}`,
+    limits.queuedBytes && `subscriber-queue-total-bytes: ${limits.queuedBytes}`,
+  ].filter(Boolean).map((line) => `  ${line}\n`).join("");
+  await using server = await serveInProcess(yaml);
+  await fn(server.addr, { subscribers: () => server.serving.subscribers(), health: server.health });
 }
 
 function collect(stream: grpc.ClientReadableStream<unknown>) {
@@ -74,13 +51,13 @@ function collect(stream: grpc.ClientReadableStream<unknown>) {
 }
 
 Deno.test("Send delivers to every live subscriber of the recipient and only to them", opts, async () => {
-  await withServer(async (addr, { notifications }) => {
+  await withServer(async (addr, { subscribers }) => {
     const client = notificationClient(addr);
     try {
       const a1 = collect(client.subscribe({ recipient: "alice" }));
       const a2 = collect(client.subscribe({ recipient: "alice" }));
       const b = collect(client.subscribe({ recipient: "bob" }));
-      await eventually(() => notifications.hub.size === 3, 2_000, "three subscribers");
+      await eventually(() => subscribers() === 3, 2_000, "three subscribers");
       const before = Date.now();
       const res = await send(client, { recipient: "alice", title: "Hello", body: "World", data: { k: "v" } });
       assert.equal(res.delivered, 2);
@@ -138,12 +115,12 @@ Deno.test(
 );
 
 Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", opts, async () => {
-  await withServer(async (addr, { notifications }) => {
+  await withServer(async (addr, { subscribers }) => {
     const client = notificationClient(addr);
     try {
       collect(client.subscribe({ recipient: "a" }));
       collect(client.subscribe({ recipient: "b" }));
-      await eventually(() => notifications.hub.size === 2, 2_000, "two subscribers");
+      await eventually(() => subscribers() === 2, 2_000, "two subscribers");
       const third = collect(client.subscribe({ recipient: "c" }));
       const status = await third.status;
       assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
@@ -179,25 +156,21 @@ Deno.test(
   "stop ends open Subscribe and Watch streams with OK instead of waiting for the deadline",
   opts,
   async () => {
-    const notifications = new NotificationService({ instanceId: "x" });
-    const health = new HealthService({ "": "SERVING" });
-    const bound = await startGrpcServer({ host: "127.0.0.1", port: 0 }, {
-      notification: notifications.handlers(),
-      health: health.handlers(),
-    });
-    const { port } = bound;
+    const server = await serveInProcess();
+    const { port } = server;
     const client = notificationClient(`127.0.0.1:${port}`);
     const { Health } = services();
     const hc = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     try {
       const sub = collect(client.subscribe({ recipient: "a" }));
       const watch = collect(hc.watch({ service: "" }));
-      await eventually(() => notifications.hub.size === 1 && watch.items.length === 1, 2_000, "streams open");
+      await eventually(
+        () => server.serving.subscribers() === 1 && watch.items.length === 1,
+        2_000,
+        "streams open",
+      );
       const t0 = Date.now();
-      const outcome = await stopGrpcServer(bound, 5_000, () => {
-        notifications.endSubscriptions();
-        health.endWatches();
-      });
+      const outcome = await server.serving.drain(5_000);
       assert.equal(outcome, "graceful");
       assert.ok(Date.now() - t0 < 1_000, `stopped in ${Date.now() - t0} ms`);
       assert.equal((await sub.status).code, grpc.status.OK);

@@ -5,35 +5,22 @@
 import assert from "node:assert/strict";
 import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
-import { rawClient, readRecord } from "./helpers/kv.ts";
-import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
+import { readRecord, scopedClient } from "./helpers/kv.ts";
+import { assertCleanStop, ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 for (const fault of ["throw", "reject"] as const) {
   Deno.test(`an unexpected ${fault} inside the service deregisters, then exits 1`, opts, async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
-    try {
-      await using svc = await ServiceProcess.start({
-        endpoints: etcd.endpoints,
-        instanceId: `fault-${crypto.randomUUID()}`,
-        script: ["tests/fixtures/faulty_service.ts", fault],
-      });
-      const key = svc.key;
-      const status = await svc.status;
-      assert.equal(status.code, 1, svc.lines.join("\n"));
-      assert.ok(
-        svc.lines.some((l) =>
-          /ERROR Unexpected error: Error: injected .*; deregistering and exiting/.test(l)
-        ),
-        svc.lines.join("\n"),
-      );
-      assert.ok(svc.lines.some((l) => l.includes("Service deregistered from etcd")), svc.lines.join("\n"));
-      assert.equal(await readRecord(kv, key), undefined, "no record left behind");
-    } finally {
-      kv.close();
-    }
+    using kv = scopedClient(etcd.endpoints);
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `fault-${crypto.randomUUID()}`,
+      script: ["tests/fixtures/faulty_service.ts", fault],
+    });
+    const text = await assertCleanStop(svc, kv, { signal: null, code: 1 });
+    assert.match(text, /ERROR Unexpected error: Error: injected .*; deregistering and exiting/);
   });
 }
 
@@ -42,7 +29,7 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
     const id = `pipe-${crypto.randomUUID()}`;
     const child = new Deno.Command(Deno.execPath(), {
       args: [
@@ -74,7 +61,6 @@ Deno.test(
       try {
         child.kill("SIGKILL");
       } catch { /* exited */ }
-      kv.close();
     }
   },
 );
@@ -84,20 +70,12 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
-    try {
-      await using svc = await ServiceProcess.start({
-        endpoints: etcd.endpoints,
-        instanceId: `hup-${crypto.randomUUID()}`,
-      });
-      const key = svc.key;
-      svc.signal("SIGHUP");
-      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
-      assert.ok(svc.lines.some((l) => l.includes("Service deregistered from etcd")), svc.lines.join("\n"));
-      assert.equal(await readRecord(kv, key), undefined);
-    } finally {
-      kv.close();
-    }
+    using kv = scopedClient(etcd.endpoints);
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `hup-${crypto.randomUUID()}`,
+    });
+    await assertCleanStop(svc, kv, { signal: "SIGHUP" });
   },
 );
 
@@ -151,7 +129,7 @@ for (const workers of [1, 2]) {
     opts,
     async () => {
       await using etcd = await useEtcd();
-      const kv = rawClient(etcd.endpoints);
+      using kv = scopedClient(etcd.endpoints);
       const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       try {
         const addr = `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`;
@@ -171,7 +149,6 @@ for (const workers of [1, 2]) {
         assert.equal(await readRecord(kv, `/services/notification-server/${id}`), undefined);
       } finally {
         taken.close();
-        kv.close();
       }
     },
   );

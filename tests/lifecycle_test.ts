@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { freePort, useEtcd } from "./helpers/etcd.ts";
 import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
-import { rawClient, readRecord } from "./helpers/kv.ts";
-import { ServiceProcess, writeConfig } from "./helpers/service.ts";
+import { readRecord, scopedClient } from "./helpers/kv.ts";
+import { assertCleanStop, ServiceProcess, writeConfig } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -15,49 +15,36 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `life-${crypto.randomUUID()}`,
+    });
+    const key = svc.key;
+    assert.match(key, /^\/services\/notification-server\/life-/);
+    const record = await readRecord(kv, key);
+    assert.ok(record, "record is in etcd");
+    assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: `{"version":"test"}` });
+    assert.equal(record.grantedTtl, 10);
+    assert.ok(record.ttl > 0 && record.ttl <= 10, `lease ttl ${record.ttl}`);
+    const health = healthClient(svc.addr);
     try {
-      await using svc = await ServiceProcess.start({
-        endpoints: etcd.endpoints,
-        instanceId: `life-${crypto.randomUUID()}`,
-      });
-      const key = svc.key;
-      assert.match(key, /^\/services\/notification-server\/life-/);
-      const record = await readRecord(kv, key);
-      assert.ok(record, "record is in etcd");
-      assert.deepEqual(JSON.parse(record.value), { Op: 0, Addr: svc.addr, Metadata: `{"version":"test"}` });
-      assert.equal(record.grantedTtl, 10);
-      assert.ok(record.ttl > 0 && record.ttl <= 10, `lease ttl ${record.ttl}`);
-      const health = healthClient(svc.addr);
-      try {
-        assert.equal(await health.check(), "SERVING");
-        assert.equal(await health.check("notification.v1.NotificationService"), "SERVING");
-        assert.equal(await health.check("registration"), "SERVING");
-      } finally {
-        health.close();
-      }
-
-      svc.signal("SIGTERM");
-      const status = await svc.status;
-      assert.equal(status.code, 0, svc.lines.join("\n"));
-      assert.equal(await readRecord(kv, key), undefined, "record deleted");
-      const text = svc.lines.join("\n");
-      for (
-        const line of [
-          "Using config file: ",
-          `Service registered to etcd: ${key} -> ${svc.addr}`,
-          `gRPC server listening on 127.0.0.1:${svc.port}`,
-          "Shutting down server...",
-          `Service deregistered from etcd: ${key}`,
-          "Server stopped gracefully",
-        ]
-      ) assert.ok(text.includes(line), `log has ${JSON.stringify(line)}:\n${text}`);
-      const order = ["Shutting down server...", "Service deregistered from etcd", "Server stopped gracefully"]
-        .map((l) => text.indexOf(l));
-      assert.deepEqual([...order].sort((a, b) => a - b), order, "shutdown log lines in order");
+      assert.equal(await health.check(), "SERVING");
+      assert.equal(await health.check("notification.v1.NotificationService"), "SERVING");
+      assert.equal(await health.check("registration"), "SERVING");
     } finally {
-      kv.close();
+      health.close();
     }
+
+    const text = await assertCleanStop(svc, kv);
+    for (
+      const line of [
+        "Using config file: ",
+        `Service registered to etcd: ${key} -> ${svc.addr}`,
+        `gRPC server listening on 127.0.0.1:${svc.port}`,
+        "Server stopped gracefully",
+      ]
+    ) assert.ok(text.includes(line), `log has ${JSON.stringify(line)}:\n${text}`);
   },
 );
 
@@ -66,48 +53,38 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
     const name = `svc-${crypto.randomUUID().slice(0, 8)}`;
-    try {
-      await using svc = await ServiceProcess.start({
-        endpoints: etcd.endpoints,
-        name,
-        layout: "service",
-        leaseTtl: "7s",
-      });
-      assert.equal(svc.key, `/services/${name}`);
-      const record = await readRecord(kv, `/services/${name}`);
-      assert.equal(record?.value, svc.addr);
-      assert.equal(record?.grantedTtl, 7);
-      svc.signal("SIGINT");
-      assert.equal((await svc.status).code, 0);
-      assert.equal(await readRecord(kv, `/services/${name}`), undefined);
-    } finally {
-      kv.close();
-    }
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      layout: "service",
+      leaseTtl: "7s",
+    });
+    assert.equal(svc.key, `/services/${name}`);
+    const record = await readRecord(kv, `/services/${name}`);
+    assert.equal(record?.value, svc.addr);
+    assert.equal(record?.grantedTtl, 7);
+    await assertCleanStop(svc, kv, { signal: "SIGINT" });
   },
 );
 
 Deno.test("after SIGKILL the record disappears within the lease TTL", opts, async () => {
   await using etcd = await useEtcd();
-  const kv = rawClient(etcd.endpoints);
-  try {
-    const svc = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      instanceId: `kill-${crypto.randomUUID()}`,
-      leaseTtl: "2s",
-    });
-    const key = svc.key;
-    assert.ok(await readRecord(kv, key));
-    const killedAt = Date.now();
-    svc.signal("SIGKILL");
-    await svc.status;
-    await eventually(async () => (await readRecord(kv, key)) === undefined, 2_000 + 1_500, "record expiry");
-    const gone = Date.now() - killedAt;
-    assert.ok(gone <= 3_500, `gone after ${gone} ms`);
-  } finally {
-    kv.close();
-  }
+  using kv = scopedClient(etcd.endpoints);
+  const svc = await ServiceProcess.start({
+    endpoints: etcd.endpoints,
+    instanceId: `kill-${crypto.randomUUID()}`,
+    leaseTtl: "2s",
+  });
+  const key = svc.key;
+  assert.ok(await readRecord(kv, key));
+  const killedAt = Date.now();
+  svc.signal("SIGKILL");
+  await svc.status;
+  await eventually(async () => (await readRecord(kv, key)) === undefined, 2_000 + 1_500, "record expiry");
+  const gone = Date.now() - killedAt;
+  assert.ok(gone <= 3_500, `gone after ${gone} ms`);
 });
 
 Deno.test(
@@ -167,18 +144,14 @@ Deno.test(
     const path = await writeConfig({ endpoints: etcd.endpoints });
     const text = (await Deno.readTextFile(path)).replace("dial-timeout: 2s", 'dial-timeout: "soon"');
     await Deno.writeTextFile(path, text);
-    const kv = rawClient(etcd.endpoints);
-    try {
-      const before = (await kv.getAll().prefix("/services/").keys()).length;
-      await using svc = await ServiceProcess.spawn({ endpoints: etcd.endpoints }, path);
-      const status = await svc.status;
-      assert.equal(status.code, 2);
-      assert.equal(svc.lines.length, 1, svc.lines.join("\n"));
-      assert.match(svc.lines[0], new RegExp(`${path}: etcd.dial-timeout: "soon" is not a duration like 5s$`));
-      assert.equal((await kv.getAll().prefix("/services/").keys()).length, before);
-    } finally {
-      kv.close();
-    }
+    using kv = scopedClient(etcd.endpoints);
+    const before = (await kv.getAll().prefix("/services/").keys()).length;
+    await using svc = await ServiceProcess.spawn({ endpoints: etcd.endpoints }, path);
+    const status = await svc.status;
+    assert.equal(status.code, 2);
+    assert.equal(svc.lines.length, 1, svc.lines.join("\n"));
+    assert.match(svc.lines[0], new RegExp(`${path}: etcd.dial-timeout: "soon" is not a duration like 5s$`));
+    assert.equal((await kv.getAll().prefix("/services/").keys()).length, before);
   },
 );
 
@@ -213,7 +186,7 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
     const path = await writeConfig({ endpoints: etcd.endpoints, instanceId: `ctrlc-${crypto.randomUUID()}` });
     // setsid makes the task its own process group, as a terminal's foreground job is.
     const child = new Deno.Command("setsid", {
@@ -246,7 +219,6 @@ Deno.test(
       assert.ok(!text.includes("exiting now"), text);
       assert.equal(await readRecord(kv, key), undefined);
     } finally {
-      kv.close();
       try {
         Deno.kill(-child.pid, "SIGKILL");
       } catch { /* already gone */ }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { freePort, useEtcd, waitForPort } from "./helpers/etcd.ts";
 import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
-import { rawClient } from "./helpers/kv.ts";
+import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
 import { scrape } from "./helpers/metrics.ts";
@@ -26,7 +26,7 @@ Deno.test(
     });
     const port = svc.metricsPort;
     const key = svc.key;
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
     const health = healthClient(svc.addr);
     const notify = notificationClient(svc.addr);
     try {
@@ -113,7 +113,6 @@ Deno.test(
     } finally {
       health.close();
       notify.close();
-      kv.close();
     }
   },
 );

@@ -7,7 +7,7 @@ import { EtcdRegistrar, RegistrationConflictError } from "../packages/registry/s
 import type { RegistrationState, ServiceInstance } from "../packages/registry/src/types.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually } from "./helpers/grpc.ts";
-import { rawClient, readRecord } from "./helpers/kv.ts";
+import { readRecord, scopedClient } from "./helpers/kv.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -29,13 +29,12 @@ async function withSetup(
   fn: (endpoints: string[], raw: Etcd3, clients: Etcd3[]) => Promise<void>,
 ): Promise<void> {
   await using etcd = await useEtcd();
-  const raw = rawClient(etcd.endpoints);
+  using raw = scopedClient(etcd.endpoints);
   const clients: Etcd3[] = [];
   try {
     await fn(etcd.endpoints, raw, clients);
   } finally {
     for (const c of clients) c.close();
-    raw.close();
   }
 }
 

@@ -7,7 +7,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
-import { rawClient } from "./helpers/kv.ts";
+import { scopedClient } from "./helpers/kv.ts";
 import { type ServiceOptions, ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -95,7 +95,7 @@ Deno.test("rolling stop under steady load: zero failed calls", opts, async () =>
   const close = registerEtcdResolver({ endpoints: etcd.endpoints, onUpdate: log.onUpdate });
   const client = dial(name);
   // Deletion times as etcd reports them, to measure how long the resolver takes to drop an address.
-  const raw = rawClient(etcd.endpoints);
+  using raw = scopedClient(etcd.endpoints);
   const deletedAt = new Map<string, number>();
   const watcher = await raw.watch().prefix(`/services/${name}/`).create();
   watcher.on("delete", (kv) => deletedAt.set(kv.key.toString().split("/").pop()!, performance.now()));
@@ -127,7 +127,6 @@ Deno.test("rolling stop under steady load: zero failed calls", opts, async () =>
     assert.equal(load.stats.failed, 0, load.stats.errors.slice(0, 5).join("\n"));
   } finally {
     await watcher.cancel();
-    raw.close();
     client.close();
     close();
     for (const s of all) await s[Symbol.asyncDispose]();

@@ -8,9 +8,9 @@ import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
-import { rawClient, readRecord } from "./helpers/kv.ts";
+import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { scrape } from "./helpers/metrics.ts";
-import { ServiceProcess } from "./helpers/service.ts";
+import { assertCleanStop, ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -90,7 +90,7 @@ Deno.test(
 
 Deno.test("workers: 2 — SIGTERM drains both workers behind one deregistration, exit 0", opts, async () => {
   await using etcd = await useEtcd();
-  const kv = rawClient(etcd.endpoints);
+  using kv = scopedClient(etcd.endpoints);
   const svc = await ServiceProcess.start({ endpoints: etcd.endpoints, workers: 2, drainDelay: "200ms" });
   const clients = connections(svc.addr, 8);
   try {
@@ -99,16 +99,11 @@ Deno.test("workers: 2 — SIGTERM drains both workers behind one deregistration,
     const subs = clients.map((c) => subscriber(c, "bye"));
     const ended = subs.map((s) => new Promise<void>((resolve) => s.stream.on("end", () => resolve())));
     await Promise.all(subs.map((s) => s.ready));
-    svc.signal("SIGTERM");
-    const status = await svc.status;
-    assert.equal(status.code, 0, svc.lines.join("\n"));
+    const text = await assertCleanStop(svc, kv);
     await Promise.all(ended); // every stream on both workers was ended with OK
-    assert.equal(svc.lines.filter((l) => l.includes("Service deregistered from etcd")).length, 1);
-    assert.ok(svc.lines.some((l) => /Server stopped gracefully/.test(l)), svc.lines.join("\n"));
-    assert.equal(await readRecord(kv, key), undefined, "deregistered");
+    assert.match(text, /Server stopped gracefully/);
   } finally {
     for (const c of clients) c.close();
-    kv.close();
     await svc[Symbol.asyncDispose]();
   }
 });
@@ -118,7 +113,7 @@ Deno.test(
   opts,
   async () => {
     await using etcd = await useEtcd();
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
     const trigger = `${await Deno.makeTempDir({ prefix: "crash-" })}/now`;
     await using svc = await ServiceProcess.start({
       endpoints: etcd.endpoints,
@@ -168,12 +163,9 @@ Deno.test(
       assert.equal(await health.check("registration"), "SERVING", "health mirrored into the new worker");
       health.close();
       assert.ok(await readRecord(kv, svc.key), "still registered through the crash");
-      svc.signal("SIGTERM");
-      assert.equal((await svc.status).code, 0, svc.lines.join("\n"));
-      assert.equal(await readRecord(kv, svc.key), undefined, "deregistered");
+      await assertCleanStop(svc, kv);
     } finally {
       for (const c of clients) c.close();
-      kv.close();
     }
   },
 );

@@ -31,6 +31,8 @@ export interface ClusterOptions {
   /** With TLS: the name in every instance's certificate (peers are dialed by address). */
   serverName?: string;
   logger: Logger;
+  /** The registration, whose lease the directory keys live under (written again under each new one). */
+  registration: { onLeaseChange(listener: (leaseId: string) => void): () => void };
   /** Told how many peers each forwarded notification went to (for metrics). */
   onForwarded?: (peers: number) => void;
   /** Told when the membership or directory watch loses its stream or resyncs (for metrics). */
@@ -49,6 +51,7 @@ export class Cluster implements PeerRouting {
   readonly #abort = new AbortController();
   readonly #membership: Promise<void>;
   readonly #onForwarded: (peers: number) => void;
+  readonly #unfollowLease: () => void;
 
   constructor(client: Etcd3, options: ClusterOptions) {
     const root = directoryRoot(options.directoryPrefix, options.name);
@@ -66,6 +69,7 @@ export class Cluster implements PeerRouting {
       logger: options.logger,
       onResync: (event) => options.onResync?.("directory", event),
     });
+    this.#unfollowLease = options.registration.onLeaseChange((lease) => this.publisher.setLease(lease));
     const loading = performance.now();
     void this.view.ready.then(() =>
       options.logger.info(
@@ -159,6 +163,7 @@ export class Cluster implements PeerRouting {
   }
 
   async close(): Promise<void> {
+    this.#unfollowLease();
     this.#abort.abort();
     this.publisher.close();
     this.#links.close();

@@ -25,14 +25,17 @@ const GRPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 export interface LiveGauges {
   subscribers(): number;
   healthWatches(): number;
-  /** Serving workers, when there are workers. */
-  workers?(): number;
+  /** Serving workers (1 on the main thread). */
+  workers(): number;
 }
 
 /** Which parts of {@link Metrics} a thread records. */
 export interface MetricsOptions {
-  /** Gauges of live streams; absent in serving workers (the main thread reads the instance's). */
-  live?: LiveGauges;
+  /**
+   * Gauges of live streams, read from what {@link Metrics.setLive} is given (0 until then); off in
+   * serving workers (the main thread reads the instance's).
+   */
+  live?: boolean;
   /** Process metrics (memory, CPU, event loop); off in workers, which share the process. */
   process?: boolean;
   /** In a serving worker: its number and its open connections (how evenly the kernel spreads them). */
@@ -51,6 +54,7 @@ export function cutReporter(warn: (message: string) => void, metrics?: Metrics):
  */
 export class Metrics {
   readonly registry = new client.Registry();
+  #live?: LiveGauges;
   readonly registrationState: client.Gauge;
   readonly registrationsLost: client.Counter;
   readonly registrationsRestored: client.Counter;
@@ -126,11 +130,14 @@ export class Metrics {
       "notifications_received_total",
       "Notifications received from peers for this instance's subscribers.",
     );
-    const live = options.live;
-    if (live) {
-      gauge("subscribers", "Live Subscribe streams on this instance.", live.subscribers);
-      gauge("health_watches", "Live Health/Watch streams on this instance.", live.healthWatches);
-      if (live.workers) gauge("workers", "gRPC serving workers running now.", live.workers);
+    if (options.live) {
+      gauge("subscribers", "Live Subscribe streams on this instance.", () => this.#live?.subscribers() ?? 0);
+      gauge(
+        "health_watches",
+        "Live Health/Watch streams on this instance.",
+        () => this.#live?.healthWatches() ?? 0,
+      );
+      gauge("workers", "gRPC serving workers running now.", () => this.#live?.workers() ?? 0);
       gauge(
         "http2_guard",
         "1 while the guard against Deno's HTTP/2 use-after-free on GOAWAY is installed (packages/registry/src/http2_guard.ts), " +
@@ -187,6 +194,11 @@ export class Metrics {
       registers,
     });
     if (options.process ?? true) registerProcessMetrics(this.registry);
+  }
+
+  /** Where the live gauges read from (the serving threads, once they are up). */
+  setLive(gauges: LiveGauges): void {
+    this.#live = gauges;
   }
 
   /** Records one etcd request (for the etcd client's `observe` hook). */

@@ -22,8 +22,6 @@ export interface HealthLimits {
   maxWatches?: number;
   /** The same bound shared with other workers of the instance (overrides `maxWatches`). */
   watches?: Limit;
-  /** Told of every change of an entry (workers mirror the main thread's entries). */
-  onChange?: (service: string, status: ServingStatus) => void;
 }
 
 /**
@@ -36,12 +34,17 @@ export class HealthService {
   readonly #watchers = new Map<string, Set<WatchCall>>();
   readonly #streams = new StreamTracker();
   readonly #watchLimit: Limit;
-  readonly #onChange: (service: string, status: ServingStatus) => void;
+  readonly #listeners = new Set<(service: string, status: ServingStatus) => void>();
 
   constructor(initial: Record<string, ServingStatus> = {}, limits: HealthLimits = {}) {
     this.#watchLimit = limits.watches ?? new LocalLimit(limits.maxWatches ?? 1_000);
-    this.#onChange = limits.onChange ?? (() => {});
     for (const [service, status] of Object.entries(initial)) this.#status.set(service, status);
+  }
+
+  /** Tells `listener` of every change of an entry from now on (workers mirror them); returns the undo. */
+  onChange(listener: (service: string, status: ServingStatus) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Names with live watchers (for tests and metrics). */
@@ -63,7 +66,7 @@ export class HealthService {
   set(service: string, status: ServingStatus): void {
     if (this.#status.get(service) === status) return;
     this.#status.set(service, status);
-    this.#onChange(service, status);
+    for (const listener of this.#listeners) listener(service, status);
     for (const call of this.#watchers.get(service) ?? []) call.write({ status });
   }
 

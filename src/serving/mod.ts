@@ -3,7 +3,7 @@
  * port. app.ts drives both through {@link Serving}, so the lifecycle reads the same either way.
  */
 import type { Config } from "../config/mod.ts";
-import type { HealthService, ServingStatus } from "./health.ts";
+import type { HealthService } from "./health.ts";
 import { LocalLimit } from "../_util/limits.ts";
 import type { Logger } from "../_util/logger.ts";
 import { describePressure } from "../transport/connection_cuts.ts";
@@ -20,8 +20,6 @@ export interface Serving {
   setInstanceId(id: string): void;
   /** Delivery to the other instances from now on. */
   setCluster(cluster: PeerRouting): void;
-  /** Health entries changed on the main thread (workers mirror them). */
-  setHealth(service: string, status: ServingStatus): void;
   /** Turns Cluster/Forward on for callers proving membership with one of `secrets`. */
   setPeerSecrets(secrets: readonly string[]): void;
   subscribers(): number;
@@ -41,8 +39,6 @@ export interface ServingOptions {
   health: HealthService;
   metrics?: Metrics;
   logger: Logger;
-  /** For peers' barriers on a single thread (workers ask the pool, which asks the cluster). */
-  reached: (revision: bigint) => Promise<boolean>;
   /** Worker module override (tests inject faults with it). */
   workerModule?: URL;
 }
@@ -60,27 +56,30 @@ export async function startServing(config: Config, options: ServingOptions): Pro
       module: options.workerModule,
       onRestart: () => options.metrics?.workerRestarts.inc(),
     });
+    // Workers mirror the main thread's health entries.
+    const unfollow = options.health.onChange((service, status) => pool.setHealth(service, status));
     return {
       port: pool.port,
       setInstanceId: (id) => (pool.instanceId = id),
       setCluster: (cluster) => (pool.cluster = cluster),
-      setHealth: (service, status) => pool.setHealth(service, status),
       setPeerSecrets: (secrets) => pool.setPeerSecrets(secrets),
       subscribers: () => pool.subscribers,
       healthWatches: () => pool.healthWatches,
       workers: () => pool.serving,
       workerMetrics: () => pool.collectMetrics(),
-      drain: (timeoutMs) => pool.stop(timeoutMs),
-      abort: () => pool.terminate(),
+      drain: (timeoutMs) => (unfollow(), pool.stop(timeoutMs)),
+      abort: () => (unfollow(), pool.terminate()),
     };
   }
+  // A peer's barrier asks the cluster, once there is one (workers ask the pool, which asks it).
+  let cluster: PeerRouting | undefined;
   const services: Services = buildServices({
     server,
     health: options.health,
     subscribers: new LocalLimit(server.maxSubscribers),
     queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
     metrics: options.metrics,
-    reached: options.reached,
+    reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
   });
   const bound: BoundServer = await startGrpcServer(server.addr, services.handlers, server.tls, {
     connections: new LocalLimit(server.maxConnections),
@@ -94,8 +93,10 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   return {
     port: bound.port,
     setInstanceId: (id) => (notifications.instanceId = id),
-    setCluster: (cluster) => (notifications.routing = cluster),
-    setHealth: () => {}, // the health service is served from this thread
+    setCluster: (next) => {
+      cluster = next;
+      notifications.routing = next;
+    },
     setPeerSecrets: (secrets) => services.setPeerSecrets(secrets),
     subscribers: () => notifications.hub.size,
     healthWatches: () => options.health.watches,

@@ -3,7 +3,7 @@
  * the same way on the main thread (workers: 1) and in every worker.
  */
 import type { ServerConfig } from "../config/mod.ts";
-import type { HealthService } from "./health.ts";
+import { HealthService } from "./health.ts";
 import type { Limit } from "../_util/limits.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { NotificationService } from "../notification/service.ts";
@@ -14,6 +14,17 @@ import { CallerPolicy } from "../auth/callers.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
+/** Health entry that is SERVING only while our record is in etcd. */
+export const REGISTRATION_HEALTH = "registration";
+
+/** The service's health entries, as it starts: serving, not registered yet. */
+export function serviceHealth(server: ServerConfig): HealthService {
+  return new HealthService({
+    "": "SERVING",
+    [NOTIFICATION_SERVICE]: "SERVING",
+    [REGISTRATION_HEALTH]: "NOT_SERVING",
+  }, { maxWatches: server.maxHealthWatches });
+}
 
 /** Options for {@link buildServices}. */
 export interface ServicesOptions {

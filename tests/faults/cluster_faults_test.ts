@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually, notificationClient, send } from "../helpers/grpc.ts";
-import { rawClient, readRecord } from "../helpers/kv.ts";
+import { readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
 import { PEER_SECRET_PREFIX } from "../../src/cluster/peer_secret.ts";
 
@@ -29,23 +29,15 @@ Deno.test(
       await new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
       assert.equal((await send(toA, { recipient: "x", title: "before" })).delivered, 1);
       // Written once, and left alone while nothing changes (no rewrites in the background).
-      const check = rawClient(etcd.endpoints);
-      try {
-        const key = `/notification-directory/${name}/x/b`;
-        const version = async () => (await check.get(key).exec()).kvs[0]?.version;
-        assert.equal(await version(), "1");
-        await new Promise((r) => setTimeout(r, 300));
-        assert.equal(await version(), "1", "the directory key is not rewritten");
-      } finally {
-        check.close();
-      }
+      using check = scopedClient(etcd.endpoints);
+      const key = `/notification-directory/${name}/x/b`;
+      const version = async () => (await check.get(key).exec()).kvs[0]?.version;
+      assert.equal(await version(), "1");
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await version(), "1", "the directory key is not rewritten");
       const secretBefore = await (async () => {
-        const kv = rawClient(etcd.endpoints);
-        try {
-          return await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string();
-        } finally {
-          kv.close();
-        }
+        using kv = scopedClient(etcd.endpoints);
+        return await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string();
       })();
       assert.ok(secretBefore, "the peer secret is in etcd");
       for (const wipe of [false, true]) {
@@ -66,30 +58,22 @@ Deno.test(
           } ms after etcd was back`,
         );
         // Not only a's view from before: b's key is in etcd, under b's live lease.
-        const kv = rawClient(etcd.endpoints);
-        try {
-          const key = `/notification-directory/${name}/x/b`;
-          const record = await eventually(() => readRecord(kv, key), 15_000, `${key} written again`);
-          assert.ok(record.ttl > 0, `under a live lease: ${JSON.stringify(record)}`);
-          assert.equal(record.lease, (await readRecord(kv, b.key))?.lease, "the registration's lease");
-        } finally {
-          kv.close();
-        }
+        using kv = scopedClient(etcd.endpoints);
+        const key = `/notification-directory/${name}/x/b`;
+        const record = await eventually(() => readRecord(kv, key), 15_000, `${key} written again`);
+        assert.ok(record.ttl > 0, `under a live lease: ${JSON.stringify(record)}`);
+        assert.equal(record.lease, (await readRecord(kv, b.key))?.lease, "the registration's lease");
       }
       assert.ok(titles.includes("after restart") && titles.includes("after wipe"), titles.join(","));
       // The peers' secret was wiped with the rest: the instances write back the one they hold, so
       // an instance started now proves membership with the same secret and reaches b's subscriber.
-      const kv = rawClient(etcd.endpoints);
-      try {
-        const stored = await eventually(
-          async () => (await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string()) ?? undefined,
-          15_000,
-          "the peer secret written back after the wipe",
-        );
-        assert.equal(stored, secretBefore, "the same secret");
-      } finally {
-        kv.close();
-      }
+      using kv = scopedClient(etcd.endpoints);
+      const stored = await eventually(
+        async () => (await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string()) ?? undefined,
+        15_000,
+        "the peer secret written back after the wipe",
+      );
+      assert.equal(stored, secretBefore, "the same secret");
       await using c = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "c" });
       const toC = notificationClient(c.addr);
       try {

@@ -10,7 +10,7 @@ import { EtcdDiscovery } from "../../packages/registry/src/etcd_discovery.ts";
 import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
-import { rawClient, readRecord } from "../helpers/kv.ts";
+import { rawClient, readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
 
 /** Writes unrelated keys so the revision moves past every watch, then compacts all history. */
@@ -87,20 +87,12 @@ Deno.test(
       // SIGKILL, not a graceful stop: this process keeps its connection (see tests/helpers/etcd.ts).
       await etcd.restart({ crash: true });
       // While the watch is away, a change it must not miss (the compacted resume cannot replay it).
-      const writer = rawClient(etcd.endpoints);
-      try {
-        await writer.put("/services/svc/b").value('{"Op":0,"Addr":"127.0.0.1:2"}').exec();
-        await compactEverything(writer);
-      } finally {
-        writer.close();
-      }
+      using writer = scopedClient(etcd.endpoints);
+      await writer.put("/services/svc/b").value('{"Op":0,"Addr":"127.0.0.1:2"}').exec();
+      await compactEverything(writer);
       await eventually(() => snapshots.at(-1) === 2, 10_000, `b seen after compaction: ${snapshots}`);
-      const after = rawClient(etcd.endpoints);
-      try {
-        await after.delete().key("/services/svc/a").exec();
-      } finally {
-        after.close();
-      }
+      using after = scopedClient(etcd.endpoints);
+      await after.delete().key("/services/svc/a").exec();
       await eventually(() => snapshots.at(-1) === 1, 5_000, `a's delete seen: ${snapshots}`);
     } finally {
       abort.abort();

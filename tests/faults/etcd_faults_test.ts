@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { PRIVATE_ETCD_ONLY, startEtcd, startEtcdCluster } from "../helpers/etcd.ts";
 import { eventually, healthCheck, healthClient } from "../helpers/grpc.ts";
-import { rawClient, readRecord } from "../helpers/kv.ts";
+import { rawClient, readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
 
 /** Polls until the record exists under a lease other than `oldLease`; returns it. */
@@ -114,7 +114,7 @@ Deno.test(
     await using etcd = await startEtcd();
     await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, leaseTtl: "2s" });
     const health = watchHealth(svc.addr);
-    const kv = rawClient(etcd.endpoints);
+    using kv = scopedClient(etcd.endpoints);
     try {
       etcd.signal("SIGSTOP");
       await new Promise((r) => setTimeout(r, 5_000)); // well past the 2 s TTL
@@ -132,7 +132,6 @@ Deno.test(
       assert.deepEqual(health.problems, [], "gRPC kept serving while etcd was frozen");
     } finally {
       await health.stop();
-      kv.close();
     }
   },
 );
@@ -168,37 +167,29 @@ Deno.test(
       for (let i = 0; i < 3; i++) {
         await cluster.kill(i);
         const live = cluster.endpoints.filter((_, j) => j !== i);
-        const kv = rawClient(live);
-        try {
-          const lease = (await eventually(() => readRecord(kv, key), 5_000, "record readable"))!.lease;
-          await new Promise((r) => setTimeout(r, 6_000));
-          // Present now, possibly re-registered if the keep-alive stream sat on the killed member.
-          const r = await eventually(
-            () => readRecord(kv, key),
-            10_000,
-            `record present\n${svc.lines.join("\n")}`,
-          );
-          assert.ok(r.ttl > 0, `member ${i} down: record alive (ttl ${r.ttl})`);
-          if (r.lease !== lease) console.log(`member ${i} down: re-registered under a new lease`);
-          // Writes go through the live members: an outside delete is repaired.
-          await kv.delete().key(key).exec();
-          await eventually(async () => ((await readRecord(kv, key))?.ttl ?? 0) > 0, 5_000, "delete repaired");
-        } finally {
-          kv.close();
-        }
+        using kv = scopedClient(live);
+        const lease = (await eventually(() => readRecord(kv, key), 5_000, "record readable"))!.lease;
+        await new Promise((r) => setTimeout(r, 6_000));
+        // Present now, possibly re-registered if the keep-alive stream sat on the killed member.
+        const r = await eventually(
+          () => readRecord(kv, key),
+          10_000,
+          `record present\n${svc.lines.join("\n")}`,
+        );
+        assert.ok(r.ttl > 0, `member ${i} down: record alive (ttl ${r.ttl})`);
+        if (r.lease !== lease) console.log(`member ${i} down: re-registered under a new lease`);
+        // Writes go through the live members: an outside delete is repaired.
+        await kv.delete().key(key).exec();
+        await eventually(async () => ((await readRecord(kv, key))?.ttl ?? 0) > 0, 5_000, "delete repaired");
         await cluster.start(i);
         // Before the next kill, the restarted member must take part in writes again; otherwise the
         // next kill leaves no quorum, which no client can survive.
-        const rejoined = rawClient([cluster.endpoints[i]]);
-        try {
-          await eventually(
-            () => rejoined.put("/probe").value(String(i)).exec().then(() => true),
-            10_000,
-            `member ${i} rejoined`,
-          );
-        } finally {
-          rejoined.close();
-        }
+        using rejoined = scopedClient([cluster.endpoints[i]]);
+        await eventually(
+          () => rejoined.put("/probe").value(String(i)).exec().then(() => true),
+          10_000,
+          `member ${i} rejoined`,
+        );
       }
       await health.stop();
       assert.deepEqual(health.problems, []);

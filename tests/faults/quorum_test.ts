@@ -9,7 +9,7 @@ import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
 import { PRIVATE_ETCD_ONLY, startEtcdCluster } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
-import { rawClient } from "../helpers/kv.ts";
+import { scopedClient } from "../helpers/kv.ts";
 
 Deno.test(
   "a watch on a member that lost its leader is ended by etcd, retried, and catches up when quorum returns",
@@ -34,16 +34,12 @@ Deno.test(
       assert.equal(events[0].reason, "disconnected");
       await cluster.start(1);
       await cluster.start(2);
-      const writer = rawClient(cluster.endpoints.slice(1));
-      try {
-        await eventually(
-          () => writer.put("/services/q/a").value(value(1)).exec().then(() => true),
-          20_000,
-          "a write once quorum is back",
-        );
-      } finally {
-        writer.close();
-      }
+      using writer = scopedClient(cluster.endpoints.slice(1));
+      await eventually(
+        () => writer.put("/services/q/a").value(value(1)).exec().then(() => true),
+        20_000,
+        "a write once quorum is back",
+      );
       await eventually(
         () => sizes.at(-1) === 1,
         20_000,

@@ -2,7 +2,10 @@
  * Runs the real service as a child process (`deno run` with exactly the permission flags of
  * `deno task start`, read from deno.json) with a config written to a temp file.
  */
+import assert from "node:assert/strict";
+import type { Etcd3 } from "etcd3";
 import { availableCpus } from "../../src/config/cpus.ts";
+import { readRecord } from "./kv.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -257,4 +260,30 @@ async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
     pending = lines.pop()!;
     for (const line of lines) if (line.trim() !== "") onLine(line);
   }
+}
+
+/** Shutdown lines, in the order a clean stop logs them. */
+const CLEAN_STOP_LINES = ["Shutting down server...", "Service deregistered from etcd: ", "Server stopped"];
+
+/**
+ * Stops `svc` with `signal` (null: it is stopping by itself) and asserts a clean stop: exit `code`,
+ * one deregistration, the shutdown lines in order, and no record left at its key in etcd (read
+ * through `kv`). Returns the whole log.
+ */
+export async function assertCleanStop(
+  svc: ServiceProcess,
+  kv: Etcd3,
+  options: { signal?: Deno.Signal | null; code?: number } = {},
+): Promise<string> {
+  const key = svc.key;
+  if (options.signal !== null) svc.signal(options.signal ?? "SIGTERM");
+  const status = await svc.status;
+  const text = svc.lines.join("\n");
+  assert.equal(status.code, options.code ?? 0, text);
+  assert.equal(svc.lines.filter((l) => l.includes(`Service deregistered from etcd: ${key}`)).length, 1, text);
+  const at = CLEAN_STOP_LINES.map((line) => text.indexOf(line));
+  assert.ok(at.every((i) => i >= 0), `log has ${JSON.stringify(CLEAN_STOP_LINES)}:\n${text}`);
+  assert.deepEqual([...at].sort((a, b) => a - b), at, `shutdown lines in order:\n${text}`);
+  assert.equal(await readRecord(kv, key), undefined, "record deleted");
+  return text;
 }

@@ -14,19 +14,20 @@
  * - One reconcile step (`#reconcile`, run through `#ensure`, which remembers it as in flight) makes
  *   sure a live lease exists and the key holds our value under it. `registering` runs it until it
  *   succeeds; `registered`/`lost` run it from the supervisor loop whenever something may have
- *   changed: the lease was lost, the watch on our own key saw it deleted or overwritten, the watch
- *   reconnected, or a periodic check (one TTL) came due. Failures back off (250 ms doubling to 5 s,
+ *   changed: the lease was lost, the watch on our own key (range_watch.ts) saw it change or
+ *   resynced, or a periodic check (one TTL) came due. A record under a new lease is announced
+ *   to `onLeaseChange` listeners. Failures back off (250 ms doubling to 5 s,
  *   jittered) and mark the registration lost; the next success restores it.
  * - `withdrawing` may start in any phase: it stops the loop, lets a step in flight land (a lease it
  *   grants after that is revoked at once), deletes the key only while our lease holds it, revokes the
  *   lease; all of it bounded by `callTimeoutMs` or the caller's signal.
  */
-import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Watcher } from "etcd3";
+import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue } from "etcd3";
 import { Backoff, sleep, untilAborted } from "./backoff.ts";
 import { formatDuration } from "./duration.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
-import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
+import { watchRanges } from "./range_watch.ts";
 import {
   deadlineAfter,
   describeEtcdError,
@@ -107,7 +108,9 @@ export class EtcdRegistrar implements Registrar {
   #session?: LeaseSession;
   /** Leases this registrar granted, so a record left under an earlier one is ours to take back. */
   readonly #ownLeases = new Set<string>();
-  #watcher?: Watcher;
+  /** The lease last told to `onLeaseChange`. */
+  #announcedLease?: string;
+  readonly #leaseListeners = new Set<(leaseId: string) => void>();
   #state: RegistrationState = "unregistered";
   #lostAt = 0;
   #wake: () => void = () => {};
@@ -140,6 +143,18 @@ export class EtcdRegistrar implements Registrar {
   /** The current lease id, if any. */
   get leaseId(): string | undefined {
     return this.#session?.id;
+  }
+
+  /**
+   * Tells `listener` of the lease our record is under each time it is in etcd under a new one (the
+   * first registration, and a restoration after the lease was lost), and at once if it is now:
+   * whatever else should live and die with the registration is written under it again. Returns
+   * the undo.
+   */
+  onLeaseChange(listener: (leaseId: string) => void): () => void {
+    this.#leaseListeners.add(listener);
+    if (this.#announcedLease !== undefined) listener(this.#announcedLease);
+    return () => this.#leaseListeners.delete(listener);
   }
 
   /** Whether our record is in etcd now. */
@@ -204,7 +219,8 @@ export class EtcdRegistrar implements Registrar {
     }
     signal.throwIfAborted();
     this.#setState("registered");
-    this.#watchOwnKey();
+    this.#announceLease();
+    void this.#followOwnKey(); // ends with #stop
     this.#loop = this.#supervise();
   }
 
@@ -226,9 +242,6 @@ export class EtcdRegistrar implements Registrar {
   async #withdraw(options: DeregisterOptions): Promise<DeregisterOutcome> {
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.#callTimeoutMs);
     const bound = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    const watcher = this.#watcher;
-    this.#watcher = undefined;
-    watcher?.removeAllListeners();
     // A reconcile step still in flight may be granting a lease or writing the record: let it land
     // (within the bound) so what it wrote is ours to remove.
     await untilAborted(Promise.all([this.#registering, this.#loop, this.#inFlight]), bound).catch(() => {});
@@ -261,7 +274,6 @@ export class EtcdRegistrar implements Registrar {
         );
       }
     }
-    if (watcher) void releaseWatcher(watcher);
     this.#setState("unregistered");
     return outcome;
   }
@@ -361,8 +373,8 @@ export class EtcdRegistrar implements Registrar {
           );
           this.#setState("registered");
           this.#onEvent("restored");
-          this.#watchOwnKey();
         }
+        this.#announceLease();
         backoff.reset();
       } catch (error) {
         if (signal.aborted) break;
@@ -404,29 +416,41 @@ export class EtcdRegistrar implements Registrar {
     this.#onEvent("lost");
   }
 
-  /** Watches our own key so deletes and overwrites from outside are repaired within moments. */
-  #watchOwnKey(): void {
-    const old = this.#watcher;
-    this.#watcher = undefined;
-    if (old) void releaseWatcher(old);
-    const poke = () => this.#poke();
-    const watcher = this.#client.watch().key(this.#key).watcher();
-    watcher.on("put", (kv) => {
-      if (kv.lease !== this.#session?.id || kv.value.toString() !== this.#value) poke();
-    });
-    watcher.on("delete", poke);
-    watcher.on("connected", poke); // after a reconnect we may have missed events
-    watcher.on("disconnected", () => this.#onEvent("watchDisconnected"));
-    watcher.on("error", () => {
-      // etcd cancelled the watch (its resume revision was compacted) and etcd3 has forgotten it:
-      // it must not be cancelled again (see releaseWatcher). Start afresh and re-check the key.
-      if (this.#watcher === watcher) this.#watcher = undefined;
-      forgetCancelledWatcher(watcher);
-      if (this.#stop.signal.aborted) return;
-      this.#watchOwnKey();
-      this.#poke();
-    });
-    this.#watcher = watcher;
+  /**
+   * Follows our own key so deletes and overwrites from outside are repaired within moments: any
+   * change (ours too: a reconcile that finds all well writes nothing) and any resync wake the
+   * supervisor. The periodic check covers the time a watch cannot be had.
+   */
+  async #followOwnKey(): Promise<void> {
+    const signal = this.#stop.signal;
+    const backoff = new Backoff();
+    while (!signal.aborted) {
+      try {
+        const updates = watchRanges(this.#client, [{ key: this.#key }], {
+          signal,
+          onResync: (event) => {
+            if (event.reason === "disconnected" && event.attempts === undefined) {
+              this.#onEvent("watchDisconnected");
+            }
+          },
+        });
+        for await (const _ of updates) {
+          backoff.reset();
+          this.#poke();
+        }
+      } catch {
+        // etcd unreachable for the first read: the supervisor's own checks go on meanwhile.
+      }
+      if (!signal.aborted) await sleep(backoff.next(), signal);
+    }
+  }
+
+  /** Tells `onLeaseChange` of the lease our record is under now, once per lease. */
+  #announceLease(): void {
+    const lease = this.#session?.id;
+    if (lease === undefined || lease === this.#announcedLease || this.#state !== "registered") return;
+    this.#announcedLease = lease;
+    for (const listener of this.#leaseListeners) listener(lease);
   }
 
   async #grantedTtl(leaseId: string): Promise<number> {
