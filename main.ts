@@ -10,59 +10,33 @@
  * Exit codes: 0 done, 1 runtime failure (etcd, bind, conflict), 2 bad configuration or usage.
  */
 import * as grpc from "@grpc/grpc-js";
-import { parseArgs } from "node:util";
 import { runServer } from "./src/app.ts";
-import { runCommand, UsageError } from "./src/cli/mod.ts";
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "./src/config/mod.ts";
+import { type CommandLine, parseCommandLine, USAGE, UsageError } from "./src/cli/mod.ts";
+import { ConfigError, loadConfig } from "./src/config/mod.ts";
 import { consoleLogger } from "./src/_util/logger.ts";
-
-const USAGE = `usage: notification-server [--config PATH]
-       notification-server discover <name> [--watch] [--json] [--config PATH]
-       notification-server send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--token JWT] [--config PATH]
-       notification-server subscribe --to RECIPIENT [--json] [--name NAME] [--token JWT] [--config PATH]
-       notification-server token --sub SUBJECT [--scope SCOPES] [--ttl 1h] [--config PATH]
-  --token defaults to NOTIFICATION_TOKEN; token signs with notification-server.auth.jwt.hmac-secret-file`;
 
 async function main(args: string[]): Promise<number> {
   let log = consoleLogger();
-  let parsed;
+  let line: CommandLine;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", default: DEFAULT_CONFIG_PATH },
-        watch: { type: "boolean", default: false },
-        json: { type: "boolean", default: false },
-        to: { type: "string" },
-        title: { type: "string", default: "" },
-        body: { type: "string", default: "" },
-        data: { type: "string", multiple: true, default: [] },
-        name: { type: "string" },
-        token: { type: "string" },
-        sub: { type: "string" },
-        scope: { type: "string" },
-        ttl: { type: "string", default: "1h" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
+    line = parseCommandLine(args);
   } catch (error) {
-    console.error(`${(error as Error).message}\n${USAGE}`);
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${error.message}\n${USAGE}`);
     return 2;
   }
-  if (parsed.values.help) {
+  if (line.help) {
     console.log(USAGE);
     return 0;
   }
-  const [command, ...rest] = parsed.positionals;
   try {
-    const config = await loadConfig(parsed.values.config);
-    if (command === undefined) {
+    const config = await loadConfig(line.configPath);
+    if (!line.command) {
       // From here on every line, a start-up error too, is in the format the config asks for.
       log = consoleLogger({ format: config.server.logFormat, level: config.server.logLevel });
       return await runServer(config, log);
     }
-    return await runCommand(command, rest, parsed.values, config);
+    return await line.command(config);
   } catch (error) {
     if (error instanceof ConfigError) {
       consoleLogger({ format: error.logFormat }).error(error.message);

@@ -178,3 +178,32 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a scheme is held by one registration: a second throws until the first is closed, then follows the new one",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `scheme-${crypto.randomUUID().slice(0, 8)}`;
+    await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, name });
+    const scheme = `etcd-test-${crypto.randomUUID().slice(0, 8)}`;
+    const first = registerEtcdResolver({ endpoints: etcd.endpoints, scheme, prefix: "/elsewhere" });
+    assert.throws(
+      () => registerEtcdResolver({ endpoints: etcd.endpoints, scheme }),
+      /the scheme "etcd-test-[0-9a-f]+" is already registered and not closed/,
+    );
+    first();
+    // Registered again (with the right prefix): a new channel follows the new registration.
+    const second = registerEtcdResolver({ endpoints: etcd.endpoints, scheme });
+    const client = notificationClient(`${scheme}:///${name}`, {
+      "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
+    });
+    try {
+      const res = await send(client, { recipient: "r", title: "via the second" });
+      assert.equal(res.peer, svc.addr);
+    } finally {
+      client.close();
+      second();
+    }
+  },
+);

@@ -54,6 +54,12 @@ export {
   ROUND_ROBIN_SERVICE_CONFIG,
 } from "./src/grpc_resolver.ts";
 export { subscribe, type SubscribeOptions } from "./src/subscribe.ts";
-export { bearer, type CallMetadata, type Notification } from "./src/notification_client.ts";
+export {
+  bearer,
+  type CallMetadata,
+  type ChannelCredentials,
+  type ChannelOptions,
+  type Notification,
+} from "./src/notification_client.ts";
 export type { LogFields, Logger } from "./src/logger.ts";
 export { http2Guard, type Http2GuardState } from "./src/http2_guard.ts";

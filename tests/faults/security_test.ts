@@ -11,7 +11,7 @@ import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
 import { readRecord } from "../helpers/kv.ts";
 import { makeCertificates, sh } from "../helpers/certs.ts";
-import { ServiceProcess } from "../helpers/service.ts";
+import { ServiceProcess, startTaskArgs, subscribeProcess, writeConfig } from "../helpers/service.ts";
 
 Deno.test(
   "etcd auth: a user limited to the prefix registers; a wrong password fails fast in one line",
@@ -186,3 +186,62 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "our CLI dials a TLS service over TLS: send and subscribe trust the instances' CA, plaintext fails",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cli-tls-" });
+    await makeCertificates(dir);
+    await using etcd = await startEtcd();
+    const name = `clitls-${crypto.randomUUID().slice(0, 6)}`;
+    const serverExtra =
+      `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n    client-ca-file: "${dir}/ca.pem"\n    peer-server-name: "localhost"\n`;
+    await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, name, serverExtra });
+    const config = await writeConfig({ endpoints: etcd.endpoints, name, serverExtra });
+    const sub = subscribeProcess(config, "tls-cli");
+    try {
+      // Sends until the subscriber's stream is ready (its ready line is not printed by the CLI).
+      let sent: { code: number; stdout: string; stderr: string } | undefined;
+      await eventually(
+        async () => {
+          sent = await runMain(["send", "--to", "tls-cli", "--title", "over tls", "--config", config]);
+          return sent.code === 0 && sub.titles.length > 0;
+        },
+        20_000,
+        "a send over TLS that reaches the TLS subscriber",
+      );
+      assert.match(sent!.stdout, /delivered=1 instance=/, sent!.stderr);
+      assert.equal(sub.titles[0], "over tls");
+      // Without a CA to trust, the CLI says so in one line instead of dialing in plaintext.
+      const noCa = await writeConfig({
+        endpoints: etcd.endpoints,
+        name,
+        serverExtra: `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n`,
+      });
+      const refused = await runMain(["send", "--to", "tls-cli", "--title", "x", "--config", noCa]);
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stderr,
+        /The service serves TLS .*; to dial it, set notification-server\.tls\.peer-ca-file/,
+      );
+      assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+    } finally {
+      sub.child.kill("SIGTERM");
+      await sub.child.status;
+      await sub.reading;
+      await Deno.remove(dir, { recursive: true });
+    }
+    assert.ok(svc.lines.some((l) => l.includes("gRPC server listening on")));
+  },
+);
+
+/** `main.ts ARGS` as a user runs it; its exit code and output. */
+async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...startTaskArgs(), ...args],
+    cwd: new URL("../../", import.meta.url).pathname,
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}

@@ -24,6 +24,7 @@ export interface InProcessServer extends AsyncDisposable {
 export async function serveInProcess(serverYaml = ""): Promise<InProcessServer> {
   const yaml = `notification-server:
   addr: "127.0.0.1:0"
+  name: "notification-server"
   instance-id: "test-1"
   workers: 1
 ${serverYaml}etcd:

@@ -5,6 +5,10 @@
  *
  * Exactly our keys are read and watched: `<prefix>/<name>` (the service layout) and everything
  * under `<prefix>/<name>/` (the instance layout), never `<prefix>/<name>2/...`.
+ *
+ * One etcd watch per name, shared by every concurrent `watch(name)` of this object (as go-zero keeps
+ * one per key): a grpc-js channel through the resolver and the code beside it that follows the
+ * same service cost one watch, not one each. A late watcher starts from the latest snapshot.
  */
 import type { Etcd3 } from "etcd3";
 import { type Logger, silentLogger } from "./logger.ts";
@@ -29,9 +33,18 @@ export interface EtcdDiscoveryOptions {
   onResync?: (event: { reason: ResyncReason; attempts?: number }) => void;
 }
 
+/** One etcd watch of a name and the watchers it feeds. */
+interface SharedWatch {
+  latest?: ServiceInstance[];
+  /** Each watcher's own queue of snapshots (none is skipped), or the error that ended the watch. */
+  listeners: Set<(next: ServiceInstance[] | Error) => void>;
+  abort: AbortController;
+}
+
 /** Finds instances registered in etcd under `<prefix>/<name>` (both layouts). */
 export class EtcdDiscovery implements Discovery {
   readonly #client: Etcd3;
+  readonly #shared = new Map<string, SharedWatch>();
   readonly #prefix: string;
   readonly #log: Logger;
   readonly #pageSize: number;
@@ -53,11 +66,62 @@ export class EtcdDiscovery implements Discovery {
     return sorted(instances);
   }
 
+  /** Snapshots of `name`'s instances: the current one first, then one per change, until `signal`. */
   async *watch(name: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<ServiceInstance[]> {
+    const signal = options.signal;
+    if (signal?.aborted) return;
+    const shared = this.#join(name);
+    const queue: (ServiceInstance[] | Error)[] = shared.latest ? [shared.latest] : [];
+    let wake = () => {};
+    const listener = (next: ServiceInstance[] | Error) => {
+      queue.push(next);
+      wake();
+    };
+    const onAbort = () => wake();
+    shared.listeners.add(listener);
+    signal?.addEventListener("abort", onAbort);
+    try {
+      while (!signal?.aborted) {
+        const next = queue.shift();
+        if (next instanceof Error) throw next;
+        if (next) yield next;
+        else await new Promise<void>((resolve) => (wake = resolve));
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      shared.listeners.delete(listener);
+      if (shared.listeners.size === 0 && this.#shared.get(name) === shared) {
+        this.#shared.delete(name);
+        shared.abort.abort();
+      }
+    }
+  }
+
+  /** The watch of `name`, started by its first watcher. */
+  #join(name: string): SharedWatch {
+    let shared = this.#shared.get(name);
+    if (shared) return shared;
+    const created: SharedWatch = { listeners: new Set(), abort: new AbortController() };
+    this.#shared.set(name, shared = created);
+    void (async () => {
+      try {
+        for await (const snapshot of this.#follow(name, created.abort.signal)) {
+          created.latest = snapshot;
+          for (const listener of created.listeners) listener(snapshot);
+        }
+      } catch (error) {
+        if (this.#shared.get(name) === created) this.#shared.delete(name);
+        for (const listener of created.listeners) listener(error as Error);
+      }
+    })();
+    return created;
+  }
+
+  async *#follow(name: string, signal: AbortSignal): AsyncGenerator<ServiceInstance[]> {
     let instances = new Map<string, ServiceInstance>();
     let last: string | undefined;
     const updates = watchRanges(this.#client, this.#ranges(name), {
-      signal: options.signal,
+      signal,
       pageSize: this.#pageSize,
       onResync: this.#onResync,
     });

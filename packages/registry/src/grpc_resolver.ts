@@ -23,8 +23,8 @@ type GrpcUri = grpc.experimental.GrpcUri;
 
 /** Options for {@link registerEtcdResolver}: the same etcd settings as the server's config. */
 export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
-  /** etcd endpoints, host:port or http(s)://host:port. */
-  endpoints: readonly string[];
+  /** etcd endpoints, host:port or http(s)://host:port (unless `client` or `discovery` is given). */
+  endpoints?: readonly string[];
   /** Key prefix of every service. @default "/services" */
   prefix?: string;
   /** Scheme to register. @default "etcd" */
@@ -33,6 +33,11 @@ export interface EtcdResolverOptions extends Partial<EtcdClientOptions> {
   logger?: Logger;
   /** Use this client instead of creating one (it is not closed by the returned function). */
   client?: EtcdClient;
+  /**
+   * Follow services through this discovery (its watches are shared with whatever else in the
+   * process watches the same service through it) instead of one of the resolver's own.
+   */
+  discovery?: EtcdDiscovery;
   /** Called with the addresses each time a channel's list changes (for logs and metrics). */
   onUpdate?: (name: string, addrs: string[]) => void;
 }
@@ -62,22 +67,56 @@ function toEndpoint(instance: ServiceInstance): Endpoint {
   return { addresses: [{ host, port }] };
 }
 
+/** Schemes grpc-js has a resolver class of ours for (it cannot forget one). */
+const registeredWithGrpc = new Set<string>();
+/** What each registered scheme resolves through now. */
+const bySchemes = new Map<string, { discovery: EtcdDiscovery; onUpdate?: EtcdResolverOptions["onUpdate"] }>();
+
 /**
- * Registers the scheme with grpc-js; channels for `etcd:///<name>` then follow `<prefix>/<name>`.
- * Returns a function that stops the shared etcd client (channels already open keep their last list).
+ * Registers the scheme with grpc-js; channels for `<scheme>:///<name>` then follow `<prefix>/<name>`.
+ * A scheme is held by one registration at a time: registering it again before closing the first
+ * throws (grpc-js schemes are process-wide, and a second registration would silently take the
+ * first one's channels). Returns a function that gives the scheme back and stops the etcd client
+ * it created (channels already open keep their last list).
  */
 export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
-  const client = options.client ?? createEtcdClient({ dialTimeoutMs: 5_000, ...options });
-  const discovery = new EtcdDiscovery(client, {
+  const scheme = options.scheme ?? "etcd";
+  if (bySchemes.has(scheme)) {
+    throw new Error(
+      `registerEtcdResolver: the scheme ${JSON.stringify(scheme)} is already registered and not closed; ` +
+        `close the first registration, or pass a scheme of its own`,
+    );
+  }
+  if (!options.discovery && !options.client && !options.endpoints?.length) {
+    throw new Error("registerEtcdResolver needs endpoints, a client or a discovery");
+  }
+  const client = options.discovery ? undefined : options.client ??
+    createEtcdClient({ dialTimeoutMs: 5_000, ...options, endpoints: options.endpoints ?? [] });
+  const discovery = options.discovery ?? new EtcdDiscovery(client!, {
     prefix: options.prefix,
     logger: options.logger ?? silentLogger,
   });
+  const binding = { discovery, onUpdate: options.onUpdate };
+  bySchemes.set(scheme, binding);
+  if (!registeredWithGrpc.has(scheme)) {
+    grpc.experimental.registerResolver(scheme, resolverFor(scheme));
+    registeredWithGrpc.add(scheme);
+  }
+  return () => {
+    if (bySchemes.get(scheme) === binding) bySchemes.delete(scheme);
+    if (client && !options.client) client.close();
+  };
+}
 
+/** The resolver class grpc-js gets for `scheme`: each channel's resolver follows the binding it finds. */
+function resolverFor(scheme: string): Parameters<typeof grpc.experimental.registerResolver>[1] {
   class EtcdResolver implements grpc.experimental.Resolver {
     readonly #name: string;
     readonly #listener: grpc.experimental.ResolverListener;
     #abort?: AbortController;
     #last?: string;
+
+    readonly #binding = bySchemes.get(scheme);
 
     constructor(target: GrpcUri, listener: grpc.experimental.ResolverListener) {
       this.#name = target.path.replace(/^\/+/, "");
@@ -101,7 +140,9 @@ export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
 
     async #follow(signal: AbortSignal): Promise<void> {
       try {
-        for await (const instances of discovery.watch(this.#name, { signal })) {
+        const binding = this.#binding;
+        if (!binding) throw new Error(`no etcd resolver is registered for ${scheme}: (it was closed)`);
+        for await (const instances of binding.discovery.watch(this.#name, { signal })) {
           if (signal.aborted) return;
           const endpoints = instances.map(toEndpoint);
           const key = JSON.stringify(endpoints);
@@ -109,7 +150,7 @@ export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
           this.#last = key;
           // An empty OK list really removes the last address; an error would keep the old ones.
           this.#listener(grpc.experimental.statusOrFromValue(endpoints), {}, null, "");
-          options.onUpdate?.(this.#name, instances.map((i) => i.addr));
+          binding.onUpdate?.(this.#name, instances.map((i) => i.addr));
         }
       } catch (error) {
         if (signal.aborted) return;
@@ -132,8 +173,5 @@ export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
     }
   }
 
-  grpc.experimental.registerResolver(options.scheme ?? "etcd", EtcdResolver);
-  return () => {
-    if (!options.client) client.close();
-  };
+  return EtcdResolver;
 }

@@ -29,6 +29,12 @@ export interface Notification {
 /** gRPC call metadata: grpc-js's `Metadata`, which every grpc-js call takes. */
 export type CallMetadata = grpc.Metadata;
 
+/** How a channel dials: grpc-js credentials (`grpc.credentials.createSsl(...)` for TLS). */
+export type ChannelCredentials = grpc.ChannelCredentials;
+
+/** grpc-js channel options (e.g. `grpc.ssl_target_name_override`). */
+export type ChannelOptions = grpc.ChannelOptions;
+
 /**
  * Call metadata carrying `token` as `authorization: Bearer <token>` (what a service with `auth`
  * requires), or empty metadata without one. grpc-js sends call credentials over TLS only, so

@@ -22,7 +22,13 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff, sleep } from "./backoff.ts";
-import { bearer, type Notification, notificationClient } from "./notification_client.ts";
+import {
+  bearer,
+  type ChannelCredentials,
+  type ChannelOptions,
+  type Notification,
+  notificationClient,
+} from "./notification_client.ts";
 import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
 import { EtcdDiscovery } from "./etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./grpc_resolver.ts";
@@ -53,6 +59,10 @@ export interface SubscribeOptions {
   onReady?: () => void;
   /** The stream moved to another instance because its instance left the registry (no gap). */
   onHandover?: (handover: { from: string; to: string }) => void;
+  /** How to dial the instances. @default plaintext */
+  credentials?: ChannelCredentials;
+  /** More channel options (with TLS: `grpc.ssl_target_name_override` when dialing by IP). */
+  channelOptions?: ChannelOptions;
 }
 
 /** Wait before a second try at moving off a leaving instance (its resolver update is on its way). */
@@ -72,14 +82,29 @@ interface Live {
   ended?: string;
 }
 
+/** Resolver schemes of the subscribe() calls running now: each has its own (grpc_resolver.ts). */
+const schemesInUse = new Set<number>();
+
+function takeScheme(): { scheme: string; release: () => void } {
+  let n = 1;
+  while (schemesInUse.has(n)) n++;
+  schemesInUse.add(n);
+  return { scheme: `etcd-subscribe-${n}`, release: () => schemesInUse.delete(n) };
+}
+
 /** Notifications for `recipient`, across instance restarts, until `signal` aborts. */
 export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Notification> {
   const etcd = createEtcdClient(options.etcd);
-  const closeResolver = registerEtcdResolver({ ...options.etcd, prefix: options.prefix, client: etcd });
+  // One watch of the service for both the channel's resolver and the handover below.
+  const discovery = new EtcdDiscovery(etcd, { prefix: options.prefix });
+  const { scheme, release } = takeScheme();
+  const closeResolver = registerEtcdResolver({ scheme, discovery });
   const Client = notificationClient();
-  const client = new Client(`etcd:///${options.name}`, grpc.credentials.createInsecure(), {
-    "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
-  });
+  const client = new Client(
+    `${scheme}:///${options.name}`,
+    options.credentials ?? grpc.credentials.createInsecure(),
+    { ...options.channelOptions, "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG },
+  );
   const signal = options.signal;
   const stop = new AbortController();
   const backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
@@ -115,7 +140,6 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
   };
 
   // The registry, to see our instance leave before its stream ends.
-  const discovery = new EtcdDiscovery(etcd, { prefix: options.prefix });
   const following = (async () => {
     try {
       for await (const instances of discovery.watch(options.name, { signal: stop.signal })) {
@@ -192,6 +216,7 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
     await following;
     client.close();
     closeResolver();
+    release();
     etcd.close();
   }
 }

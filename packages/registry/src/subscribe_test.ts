@@ -1,0 +1,172 @@
+/**
+ * subscribe() against fake instances: real grpc-js servers on loopback that serve Subscribe from
+ * a script (ready headers, notifications pushed by the test, an end on demand), registered in a
+ * real etcd with this package's registrar. What is under test is the client: gaps, resumption,
+ * handover before break, and passing each notification on once.
+ */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { useEtcd } from "../../../tests/helpers/etcd.ts";
+import { createEtcdClient, type EtcdClient } from "./etcd_client.ts";
+import { EtcdRegistrar } from "./etcd_registrar.ts";
+import { type Notification, notificationClient } from "./notification_client.ts";
+import { subscribe } from "./subscribe.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+type SubscribeCall = grpc.ServerWritableStream<{ recipient: string }, Notification>;
+
+/** A fake instance: its Subscribe streams, held open until the test ends or pushes to them. */
+interface FakeInstance extends AsyncDisposable {
+  addr: string;
+  /** Streams open now. */
+  calls: Set<SubscribeCall>;
+  /** Every stream ever opened. */
+  opened: number;
+  push(notification: Partial<Notification> & { id: string; title: string }): void;
+  /** Ends every open stream with OK (a stopping instance). */
+  endAll(): void;
+  registrar: EtcdRegistrar;
+}
+
+async function fakeInstance(etcd: EtcdClient, name: string, id: string): Promise<FakeInstance> {
+  const calls = new Set<SubscribeCall>();
+  let opened = 0;
+  const server = new grpc.Server();
+  server.addService(notificationClient().service, {
+    subscribe: (call: SubscribeCall) => {
+      opened++;
+      calls.add(call);
+      call.on("cancelled", () => calls.delete(call));
+      call.sendMetadata(new grpc.Metadata()); // ready: routed from every instance
+    },
+    send: (_call: unknown, callback: grpc.sendUnaryData<unknown>) =>
+      callback({ code: grpc.status.UNIMPLEMENTED }),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e ? reject(e) : resolve(p),
+    )
+  );
+  const addr = `127.0.0.1:${port}`;
+  const registrar = new EtcdRegistrar(etcd, { leaseTtlSeconds: 5 });
+  await registrar.register({ id, name, addr, metadata: {} });
+  return {
+    addr,
+    calls,
+    get opened() {
+      return opened;
+    },
+    registrar,
+    push(n) {
+      for (const call of calls) {
+        call.write({ recipient: "alice", body: "", data: {}, createdAtMs: Date.now(), ...n });
+      }
+    },
+    endAll() {
+      for (const call of calls) call.end();
+      calls.clear();
+    },
+    [Symbol.asyncDispose]: async () => {
+      await registrar.deregister();
+      server.forceShutdown();
+    },
+  };
+}
+
+/** Runs subscribe() in the background, collecting titles and events. */
+function follow(endpoints: string[], name: string) {
+  const abort = new AbortController();
+  const titles: string[] = [];
+  const events: string[] = [];
+  const done = (async () => {
+    for await (
+      const n of subscribe({
+        etcd: { endpoints, dialTimeoutMs: 2_000 },
+        name,
+        recipient: "alice",
+        signal: abort.signal,
+        onGap: ({ reason }) => events.push(`gap: ${reason}`),
+        onResumed: () => events.push("resumed"),
+        onHandover: ({ from, to }) => events.push(`handover ${from} -> ${to}`),
+      })
+    ) titles.push(n.title);
+  })();
+  return { titles, events, stop: async () => (abort.abort(), await done) };
+}
+
+async function waitFor(what: string, condition: () => boolean, timeoutMs = 8_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test(
+  "a stream that ends is a gap: subscribe() says so, opens another, and says when it is back",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+    const name = `sub-${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      await using a = await fakeInstance(client, name, "a");
+      const sub = follow(etcd.endpoints, name);
+      try {
+        await waitFor("a stream on a", () => a.calls.size === 1);
+        a.push({ id: "1", title: "first" });
+        await waitFor("first", () => sub.titles.length === 1);
+        a.endAll();
+        await waitFor("a second stream", () => a.opened === 2 && a.calls.size === 1);
+        await waitFor("resumed", () => sub.events.includes("resumed"));
+        assert.match(sub.events[0], /^gap: /);
+        a.push({ id: "2", title: "second" });
+        await waitFor("second", () => sub.titles.length === 2);
+        assert.deepEqual(sub.titles, ["first", "second"]);
+      } finally {
+        await sub.stop();
+      }
+      await waitFor("the stream cancelled when the subscription ends", () => a.calls.size === 0);
+    } finally {
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "an instance leaving the registry hands the stream over before it ends: no gap, no duplicate",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+    const name = `sub-${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      await using a = await fakeInstance(client, name, "a");
+      await using b = await fakeInstance(client, name, "b");
+      const sub = follow(etcd.endpoints, name);
+      try {
+        await waitFor("one stream", () => a.calls.size + b.calls.size === 1);
+        const [from, to] = a.calls.size === 1 ? [a, b] : [b, a];
+        from.push({ id: "1", title: "before" });
+        await waitFor("before", () => sub.titles.length === 1);
+        await from.registrar.deregister(); // leaving: still serving, no longer listed
+        await waitFor("a stream on the other instance", () => to.calls.size === 1);
+        await waitFor("the old stream let go", () => from.calls.size === 0);
+        assert.deepEqual(sub.events, [`handover ${from.addr} -> ${to.addr}`], "no gap");
+        // One notification on both streams while they overlapped would come through once; after the
+        // handover only the new stream carries them.
+        to.push({ id: "1", title: "before" });
+        to.push({ id: "2", title: "after" });
+        await waitFor("after", () => sub.titles.includes("after"));
+        assert.deepEqual(sub.titles, ["before", "after"], "the repeated id passed on once");
+      } finally {
+        await sub.stop();
+      }
+    } finally {
+      client.close();
+    }
+  },
+);

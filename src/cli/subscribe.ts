@@ -1,0 +1,84 @@
+/** `subscribe --to R [--json]`: prints R's notifications as they arrive, across instance restarts. */
+import type { Config } from "../config/mod.ts";
+import { consoleLogger } from "../_util/logger.ts";
+import { formatDuration } from "../../packages/registry/src/duration.ts";
+import { subscribe } from "../../packages/registry/src/subscribe.ts";
+import { dialOptions } from "../client/dial.ts";
+import { bearerToken, type Command, parseFlags, serviceName, UsageError } from "./command.ts";
+import { capped, cell, onInterrupt, OutputClosed, printLine } from "./output.ts";
+
+interface SubscribeFlags {
+  to: string;
+  json: boolean;
+  name?: string;
+  token?: string;
+}
+
+export const subscribeCommand: Command = {
+  name: "subscribe",
+  usage: "subscribe --to RECIPIENT [--json] [--name NAME] [--token JWT]",
+  parse(args) {
+    const { values } = parseFlags("subscribe", args, {
+      to: { type: "string" },
+      json: { type: "boolean", default: false },
+      name: { type: "string" },
+      token: { type: "string" },
+    });
+    const to = values.to;
+    if (!to) throw new UsageError("subscribe needs --to RECIPIENT");
+    return {
+      configPath: values.config,
+      help: values.help,
+      run: (config) => subscribeTo({ ...values, to }, config),
+    };
+  },
+};
+
+/** `subscribe --to R`: prints notifications as they arrive, across instance restarts, until a signal. */
+async function subscribeTo(flags: SubscribeFlags, config: Config): Promise<number> {
+  const name = serviceName(flags.name, config);
+  const dial = dialOptions(config);
+  const log = consoleLogger();
+  const interrupt = onInterrupt();
+  try {
+    const notifications = subscribe({
+      etcd: config.etcd,
+      prefix: config.etcd.prefix,
+      name,
+      recipient: flags.to,
+      signal: interrupt.signal,
+      token: bearerToken(flags.token),
+      credentials: dial.credentials,
+      channelOptions: dial.channelOptions,
+      onGap: ({ reason, retryInMs }) =>
+        log.warn(`Subscription to ${name} ended (${reason}); re-subscribing in ${formatDuration(retryInMs)}`),
+      onHandover: ({ from, to }) => log.info(`Moved to ${to}: ${from} left ${name} (no gap)`),
+      onResumed: ({ gapMs }) =>
+        log.info(
+          `Re-subscribed after ${formatDuration(gapMs)}; notifications sent meanwhile were not delivered`,
+        ),
+    });
+    for await (const n of notifications) {
+      if (flags.json) {
+        printLine(JSON.stringify({
+          id: n.id,
+          recipient: capped(n.recipient),
+          title: capped(n.title),
+          body: capped(n.body),
+          data: n.data,
+          createdAtMs: n.createdAtMs,
+        }));
+      } else {
+        const data = Object.entries(n.data).map(([k, v]) => ` ${k}=${v}`).join("");
+        const text = [n.title, n.body].filter((part) => part !== "").join(": ");
+        printLine(`${new Date(n.createdAtMs).toISOString()} ${n.id} ${cell(`${text}${data}`)}`);
+      }
+    }
+    return 0;
+  } catch (error) {
+    if (error instanceof OutputClosed) return 0;
+    throw error;
+  } finally {
+    interrupt.dispose();
+  }
+}

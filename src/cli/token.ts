@@ -1,0 +1,45 @@
+/** `token --sub S [--scope X] [--ttl 1h]`: an HS256 token for development, signed with the configured secret. */
+import type { Config } from "../config/mod.ts";
+import { parseDuration } from "../../packages/registry/src/duration.ts";
+import { makeToken } from "../auth/tokens.ts";
+import { type Command, parseFlags, UsageError } from "./command.ts";
+import { printLine } from "./output.ts";
+
+export const tokenCommand: Command = {
+  name: "token",
+  usage: "token --sub SUBJECT [--scope SCOPES] [--ttl 1h]",
+  parse(args) {
+    const { values } = parseFlags("token", args, {
+      sub: { type: "string" },
+      scope: { type: "string" },
+      ttl: { type: "string", default: "1h" },
+    });
+    const sub = values.sub;
+    if (!sub) throw new UsageError("token needs --sub SUBJECT (the recipient it may subscribe to)");
+    return {
+      configPath: values.config,
+      help: values.help,
+      run: (config) => printToken({ ...values, sub }, config),
+    };
+  },
+};
+
+/** `token --sub S [--scope X] [--ttl 1h]`: an HS256 token for development, signed with the configured secret. */
+async function printToken(
+  flags: { sub: string; scope?: string; ttl: string },
+  config: Config,
+): Promise<number> {
+  if (!config.server.auth) {
+    throw new UsageError(`token needs notification-server.auth in ${config.path} (the secret it signs with)`);
+  }
+  const ttlMs = parseDuration(flags.ttl);
+  if (!ttlMs) throw new UsageError(`--ttl: ${JSON.stringify(flags.ttl)} is not a duration like 1h or 15m`);
+  printLine(
+    await makeToken(config.server.auth, {
+      sub: flags.sub,
+      scope: flags.scope,
+      ttlSeconds: Math.max(1, Math.round(ttlMs / 1000)),
+    }),
+  );
+  return 0;
+}
