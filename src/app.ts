@@ -33,7 +33,7 @@ import {
 } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar } from "../packages/registry/src/etcd_registrar.ts";
 import type { DeregisterOutcome, ServiceInstance } from "../packages/registry/src/types.ts";
-import { peerCredentials } from "./cluster/peer_credentials.ts";
+import { peerCredentials } from "./transport/tls.ts";
 import { NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
 import { type Serving, startServing } from "./serving/mod.ts";
 import { formatHostPort } from "../packages/registry/src/host_port.ts";

@@ -1,8 +1,11 @@
 /**
- * Messages between threads, batched per turn of the event loop: each `postMessage` costs a
- * structured clone and a wake-up of the other thread, and under load a worker answers dozens of
- * Sends per turn, each needing the main thread. One message per turn per direction instead
- * (order kept); the receiver handles the array in order.
+ * Messages batched per turn, the one way this is done here: what is pushed before the turn ends
+ * leaves as one batch, in order.
+ *
+ * - Between threads (the default, `setImmediate`): each `postMessage` costs a structured clone and
+ *   a wake-up of the other thread, and under load a worker answers dozens of Sends per turn.
+ * - To a peer (`queueMicrotask`): the Sends of one batch of client calls go out as one message,
+ *   before the event loop turns.
  */
 import { setImmediate } from "node:timers";
 
@@ -10,16 +13,18 @@ export class Outbox<T> {
   #queue: T[] = [];
   #scheduled = false;
   readonly #send: (batch: T[]) => void;
+  readonly #schedule: (flush: () => void) => void;
 
-  constructor(send: (batch: T[]) => void) {
+  constructor(send: (batch: T[]) => void, schedule: (flush: () => void) => void = setImmediate) {
     this.#send = send;
+    this.#schedule = schedule;
   }
 
   push(message: T): void {
     this.#queue.push(message);
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(() => this.flush());
+    this.#schedule(() => this.flush());
   }
 
   /** Sends what is queued now (before the thread ends, say). */
@@ -29,5 +34,12 @@ export class Outbox<T> {
     const batch = this.#queue;
     this.#queue = [];
     this.#send(batch);
+  }
+
+  /** Drops what is queued (the link it was for is gone). */
+  clear(): T[] {
+    const dropped = this.#queue;
+    this.#queue = [];
+    return dropped;
   }
 }

@@ -1,7 +1,6 @@
 /** `send --to R [--title T] [--body B] [--data k=v ...]`: one notification through `etcd:///<name>`. */
 import * as grpc from "@grpc/grpc-js";
 import type { Config } from "../config/mod.ts";
-import { services } from "../transport/protos.ts";
 import {
   createEtcdClient,
   deadlineAfter,
@@ -9,13 +8,10 @@ import {
   waitForEtcd,
 } from "../../packages/registry/src/etcd_client.ts";
 import { EtcdDiscovery } from "../../packages/registry/src/etcd_discovery.ts";
-import {
-  registerEtcdResolver,
-  ROUND_ROBIN_SERVICE_CONFIG,
-} from "../../packages/registry/src/grpc_resolver.ts";
+import { registerEtcdResolver } from "../../packages/registry/src/grpc_resolver.ts";
 import type { ServiceInstance } from "../../packages/registry/src/types.ts";
 import { serviceKey } from "../../packages/registry/src/codec.ts";
-import { bearer } from "../../packages/registry/src/notification_client.ts";
+import { bearer, dialNotifications } from "../../packages/registry/src/notification_client.ts";
 import { dialOptions } from "../client/dial.ts";
 import { bearerToken, type Command, parseFlags, serviceName, UsageError } from "./command.ts";
 import { OutputClosed, printLine } from "./output.ts";
@@ -64,11 +60,7 @@ async function send(flags: SendFlags, config: Config): Promise<number> {
   const where = config.etcd.endpoints.join(",");
   const etcd = createEtcdClient(config.etcd);
   const closeResolver = registerEtcdResolver({ ...config.etcd, client: etcd });
-  const { Notification } = services();
-  const client = new Notification(`etcd:///${name}`, dial.credentials, {
-    ...dial.channelOptions,
-    "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
-  });
+  const client = dialNotifications(`etcd:///${name}`, dial);
   try {
     // Said in user terms before the call, rather than as "circuit breaker is open" or
     // "Waiting for LB pick" after it.

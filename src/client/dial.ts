@@ -4,14 +4,9 @@
  * CA (`peer-ca-file`, else `client-ca-file`) and checking `peer-server-name`, with the configured
  * certificate as the client certificate; plaintext without it.
  */
-import type * as grpc from "@grpc/grpc-js";
 import type { Config } from "../config/mod.ts";
-import { peerCredentials } from "../cluster/peer_credentials.ts";
-
-export interface DialOptions {
-  credentials: grpc.ChannelCredentials;
-  channelOptions: grpc.ChannelOptions;
-}
+import { peerCredentials } from "../transport/tls.ts";
+import type { DialOptions } from "../../packages/registry/src/notification_client.ts";
 
 /** Throws a one-line error when the service serves TLS but the config names no CA to trust. */
 export function dialOptions(config: Config): DialOptions {

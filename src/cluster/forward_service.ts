@@ -5,7 +5,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { sleep } from "../../packages/registry/src/backoff.ts";
-import { forwardedProblem } from "../transport/protos.ts";
+import { forwardedProblem } from "../notification/validate.ts";
 import type { StreamTracker } from "../transport/streams.ts";
 import { PEER_HEADER, verifyPeer } from "./peer_secret.ts";
 import { type Ack, fromWire, type WireItem } from "./peer_wire.ts";

@@ -11,6 +11,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { Backoff } from "../../packages/registry/src/backoff.ts";
 import { services } from "../transport/protos.ts";
+import { Outbox } from "../_util/outbox.ts";
 import { PEER_HEADER } from "./peer_secret.ts";
 import { type Ack, type PeerItem, toWire, type WireItem } from "./peer_wire.ts";
 
@@ -26,8 +27,8 @@ class PeerLink {
   >();
   readonly #backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
   #stream?: ForwardStream;
-  #outbox: WireItem[] = [];
-  #flushScheduled = false;
+  /** Everything forwarded before the microtask queue drains leaves as one message. */
+  readonly #outbox = new Outbox<WireItem>((items) => this.#flush(items), queueMicrotask);
   /** Until when (ms) a broken link answers 0 at once instead of reconnecting. */
   #downUntil = 0;
   #seq = 0;
@@ -71,10 +72,6 @@ class PeerLink {
       const timer = setTimeout(() => this.#settle(seq, 0), this.#timeoutMs);
       this.#pending.set(seq, { resolve, timer });
       this.#outbox.push(toWire(seq, item));
-      if (!this.#flushScheduled) {
-        this.#flushScheduled = true;
-        queueMicrotask(() => this.#flush());
-      }
     });
   }
 
@@ -109,11 +106,7 @@ class PeerLink {
     return stream;
   }
 
-  #flush(): void {
-    this.#flushScheduled = false;
-    const items = this.#outbox;
-    this.#outbox = [];
-    if (items.length === 0) return;
+  #flush(items: WireItem[]): void {
     const stream = this.#stream;
     if (!stream) {
       for (const item of items) this.#settle(item.seq, 0);
@@ -128,7 +121,7 @@ class PeerLink {
     this.#stream = undefined;
     stream?.cancel();
     for (const seq of [...this.#pending.keys()]) this.#settle(seq, 0);
-    this.#outbox = [];
+    this.#outbox.clear();
   }
 
   #settle(seq: number, delivered: number): void {

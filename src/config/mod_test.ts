@@ -305,3 +305,25 @@ Deno.test("loadConfig() refuses a FIFO and an endless file with one line, withou
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("parseConfig() asks the machine only through ConfigIO: files, secrets and CPUs", () => {
+  const asked: string[] = [];
+  const io = {
+    fileProblem: (
+      path: string,
+    ) => (asked.push(`file ${path}`), path === "/missing" ? `"${path}" is gone` : undefined),
+    readText: (path: string) => (asked.push(`read ${path}`), "s3cret\n"),
+    cpus: () => (asked.push("cpus"), 7),
+  };
+  const yaml = BASE.replace(/(name: "notification-server")/, "$1\n  workers: auto") +
+    `  password-file: "/etc/pw"\n  username: "svc"\n`;
+  const config = parseConfig(yaml, FILE, { env: noEnv, io });
+  assert.equal(config.server.workers, 7);
+  assert.equal(config.etcd.password, "s3cret");
+  assert.deepEqual(asked, ["cpus", "file /etc/pw", "read /etc/pw"]);
+  assert.throws(
+    () => parseConfig(yaml.replace("/etc/pw", "/missing"), FILE, { env: noEnv, io }),
+    (error: Error) =>
+      error instanceof ConfigError && error.message === `${FILE}: etcd.password-file: "/missing" is gone`,
+  );
+});

@@ -8,10 +8,9 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { status as grpcStatus } from "@grpc/grpc-js";
-import process from "node:process";
-import { monitorEventLoopDelay } from "node:perf_hooks";
 import client from "prom-client";
-import { formatHostPort, type HostPort } from "../../packages/registry/src/host_port.ts";
+import { instrumentService } from "./grpc.ts";
+import { registerProcessMetrics } from "./process.ts";
 import { CutReporter } from "../transport/connection_cuts.ts";
 import { http2Guard } from "../../packages/registry/src/http2_guard.ts";
 import type { CutReason } from "../transport/http2_inbound.ts";
@@ -73,7 +72,6 @@ export class Metrics {
   readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
   readonly #grpcDuration: client.Histogram<"service" | "method">;
   readonly #etcdChildren = new Map<string, client.Histogram.Internal<"operation" | "code">>();
-  readonly #callChildren = new Map<string, client.Counter.Internal>();
 
   constructor(options: MetricsOptions) {
     const registers = [this.registry];
@@ -222,147 +220,11 @@ export class Metrics {
     service: string,
     implementation: grpc.UntypedServiceImplementation,
   ): grpc.UntypedServiceImplementation {
-    const wrapped: grpc.UntypedServiceImplementation = {};
-    for (const [name, handler] of Object.entries(implementation)) {
-      const method = name.charAt(0).toUpperCase() + name.slice(1);
-      const duration = this.#grpcDuration.labels(service, method);
-      const record = (code: number, started: number) => {
-        const key = `${service}|${method}|${code}`;
-        let calls = this.#callChildren.get(key);
-        if (!calls) {
-          this.#callChildren.set(
-            key,
-            calls = this.#grpcCalls.labels(service, method, grpcStatus[code] ?? String(code)),
-          );
-        }
-        calls.inc();
-        duration.observe((performance.now() - started) / 1000);
-      };
-      const fn = handler as (...args: unknown[]) => void;
-      wrapped[name] = fn.length >= 2
-        ? (call: unknown, callback: grpc.sendUnaryData<unknown>) => {
-          const started = performance.now();
-          fn(call, (error: grpc.ServerErrorResponse | null, value?: unknown) => {
-            record(error ? error.code ?? grpcStatus.UNKNOWN : grpcStatus.OK, started);
-            callback(error, value);
-          });
-        }
-        : (call: grpc.ServerWritableStream<unknown, unknown>) => {
-          const started = performance.now();
-          let done = false;
-          const end = (code: number) => {
-            if (done) return;
-            done = true;
-            record(code, started);
-          };
-          call.on("finish", () => end(grpcStatus.OK));
-          call.on("cancelled", () => end(grpcStatus.CANCELLED));
-          call.on("error", (error: { code?: number }) => end(error?.code ?? grpcStatus.UNKNOWN));
-          fn(call);
-        };
-    }
-    return wrapped;
+    return instrumentService(service, implementation, {
+      calls: this.#grpcCalls,
+      duration: this.#grpcDuration,
+    });
   }
 }
 
-/** A running `/metrics` endpoint. */
-export interface MetricsServer {
-  port: number;
-  close(): Promise<void>;
-}
-
-/** Metric values as `Registry.getMetricsAsJSON()` gives them (what workers send the main thread). */
-export type MetricsJson = Awaited<ReturnType<client.Registry["getMetricsAsJSON"]>>;
-
-/** `own` and the workers' metrics as one registry: counters, histograms and gauges summed. */
-export async function mergedRegistry(own: client.Registry, workers: MetricsJson[]): Promise<client.Registry> {
-  if (workers.length === 0) return own;
-  return client.AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...workers]);
-}
-
-/** Serves the registry `collect` gives as Prometheus text on `http://addr/metrics` (and nothing else). */
-export function serveMetrics(
-  addr: HostPort,
-  collect: () => Promise<client.Registry>,
-): Promise<MetricsServer> {
-  return new Promise((resolve, reject) => {
-    try {
-      const server = Deno.serve({
-        hostname: addr.host === "" ? "0.0.0.0" : addr.host,
-        port: addr.port,
-        onListen: ({ port }) => resolve({ port, close: () => server.shutdown() }),
-        onError: () => new Response("internal error\n", { status: 500 }),
-      }, async (request) => {
-        if (new URL(request.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
-        const registry = await collect();
-        return new Response(await registry.metrics(), { headers: { "content-type": registry.contentType } });
-      });
-    } catch (error) {
-      reject(new Error(`Cannot serve metrics on ${formatHostPort(addr)}: ${(error as Error).message}`));
-    }
-  });
-}
-
-/**
- * Process metrics under their usual names. prom-client's defaults read /proc/self, which Deno
- * allows only with --allow-all (so they reported zeros under our permission set); these come from
- * Deno's and Node's own APIs. Open file descriptors cannot be had without /proc and are left out.
- */
-function registerProcessMetrics(registry: client.Registry): void {
-  const registers = [registry];
-  const gauge = (name: string, help: string, read: () => number) =>
-    new client.Gauge({
-      name,
-      help,
-      registers,
-      collect(this: client.Gauge) {
-        this.set(read());
-      },
-    });
-  gauge("process_resident_memory_bytes", "Resident memory size in bytes.", () => Deno.memoryUsage().rss);
-  gauge("nodejs_heap_size_used_bytes", "V8 heap in use, in bytes.", () => Deno.memoryUsage().heapUsed);
-  gauge("nodejs_heap_size_total_bytes", "V8 heap reserved, in bytes.", () => Deno.memoryUsage().heapTotal);
-  gauge(
-    "nodejs_external_memory_bytes",
-    "Memory outside the V8 heap (buffers), in bytes.",
-    () => Deno.memoryUsage().external,
-  );
-  const started = Date.now() / 1000 - performance.now() / 1000;
-  gauge(
-    "process_start_time_seconds",
-    "Start time of the process since the Unix epoch, in seconds.",
-    () => started,
-  );
-  let cpuSeconds = 0;
-  new client.Counter({
-    name: "process_cpu_seconds_total",
-    help: "User and system CPU time spent, in seconds.",
-    registers,
-    collect(this: client.Counter) {
-      const { user, system } = process.cpuUsage();
-      const now = (user + system) / 1e6;
-      if (now > cpuSeconds) this.inc(now - cpuSeconds);
-      cpuSeconds = now;
-    },
-  });
-  // Event-loop delay since the last scrape: what every call waited on top of its own work.
-  const delay = monitorEventLoopDelay({ resolution: 10 });
-  delay.enable();
-  const lag = (name: string, help: string, read: () => number) =>
-    gauge(name, help, () => (Number.isFinite(read()) ? read() / 1e9 : 0));
-  lag(
-    "nodejs_eventloop_lag_p50_seconds",
-    "Event-loop delay, median since the last scrape.",
-    () => delay.percentile(50),
-  );
-  lag(
-    "nodejs_eventloop_lag_p99_seconds",
-    "Event-loop delay, 99th percentile since the last scrape.",
-    () => delay.percentile(99),
-  );
-  lag("nodejs_eventloop_lag_max_seconds", "Event-loop delay, maximum since the last scrape.", () => {
-    const max = delay.max;
-    delay.reset(); // read last: the three gauges are collected in registration order
-    return max;
-  });
-}
+export { mergedRegistry, type MetricsJson, type MetricsServer, serveMetrics } from "./http.ts";

@@ -1,4 +1,5 @@
-/** Input limits for Send and Subscribe (documented in the README). */
+/** Input limits for Send and Subscribe (documented in the README), and for what peers forward. */
+import { decodeNotification } from "../transport/protos.ts";
 
 /** The limits, in UTF-8 bytes where the field is text. */
 export const LIMITS = {
@@ -60,4 +61,21 @@ export function sendProblem(req: SendInput): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * What is wrong with a notification a peer forwarded for `recipient` (its encoded bytes), or
+ * undefined: it must decode, be valid UTF-8, be for that recipient and pass Send's own limits, as
+ * if it had been sent here. Subscribers must never receive bytes no Send could have produced.
+ */
+export function forwardedProblem(recipient: string, bytes: Uint8Array): string | undefined {
+  const notification = decodeNotification(bytes);
+  if (typeof notification === "string") return notification;
+  if (notification.recipient !== recipient) {
+    return `it is for ${JSON.stringify(notification.recipient.slice(0, 64))}, not ${
+      JSON.stringify(recipient.slice(0, 64))
+    }`;
+  }
+  if (notification.id === "" || notification.id.length > 64) return "its id must be 1 to 64 characters";
+  return sendProblem(notification);
 }

@@ -8,6 +8,7 @@
  * the instance has been out of discovery for the drain delay, so no client is starting calls here.
  */
 import type { Socket } from "node:net";
+import { endThenDestroy } from "../../packages/registry/src/http2_close.ts";
 
 /** A node:http2 server as grpc-js keeps it (the events used here). */
 export interface Http2ServerEvents {
@@ -31,9 +32,6 @@ interface Connection {
   /** Handed out by {@link ConnectionTracker.takeOldestSilent} to make room. */
   evicted?: boolean;
 }
-
-/** How long an ended connection may stay half-open before its socket is destroyed. */
-const LINGER_MS = 1_000;
 
 export class ConnectionTracker {
   readonly #byPeer = new Map<string, Connection>();
@@ -141,7 +139,5 @@ function peerKey(socket: { remoteAddress?: string; remotePort?: number }): strin
 
 /** Flushes what is written (our write batching holds frames until the turn ends), then FIN. */
 function close(socket: Socket): void {
-  socket.end();
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  socket.once("close", () => clearTimeout(timer));
+  endThenDestroy(socket);
 }

@@ -6,7 +6,6 @@
 import "../../packages/registry/src/http2_guard.ts";
 import "../../packages/registry/src/http2_close.ts";
 import type { Notification } from "../../packages/registry/src/notification_client.ts";
-import { sendProblem } from "../notification/validate.ts";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
@@ -26,7 +25,7 @@ export const REGISTRY_PROTO_DIR = join(
 
 let cached: PackageDefinition | undefined;
 
-/** The package definition for both protos (also what reflection describes). */
+/** The package definition for the three protos (also what reflection describes, Cluster aside). */
 export function packageDefinition(): PackageDefinition {
   cached ??= loadSync(["notification.proto", "grpc/health/v1/health.proto", "cluster.proto"], {
     includeDirs: [PROTO_DIR, REGISTRY_PROTO_DIR],
@@ -100,11 +99,11 @@ const NOTIFICATION_STRINGS: StringFields = {
 };
 
 /**
- * What is wrong with a notification a peer forwarded for `recipient` (its encoded bytes), or
- * undefined: it must decode, be valid UTF-8, be for that recipient and pass Send's own limits, as
- * if it had been sent here. Subscribers must never receive bytes no Send could have produced.
+ * A Notification's encoded bytes (as a peer forwards them), decoded; or what is wrong with them:
+ * not the message, or a string field that is not valid UTF-8 (the wire bytes are checked, since
+ * protobufjs would decode them to U+FFFD).
  */
-export function forwardedProblem(recipient: string, bytes: Uint8Array): string | undefined {
+export function decodeNotification(bytes: Uint8Array): Notification | string {
   let notification: Notification;
   try {
     notification = services().Notification.service.Subscribe.responseDeserialize(
@@ -114,14 +113,7 @@ export function forwardedProblem(recipient: string, bytes: Uint8Array): string |
     return "it is not a notification.v1.Notification message";
   }
   const bad = firstInvalidUtf8(bytes, NOTIFICATION_STRINGS);
-  if (bad) return `${bad} is not valid UTF-8`;
-  if (notification.recipient !== recipient) {
-    return `it is for ${JSON.stringify(notification.recipient.slice(0, 64))}, not ${
-      JSON.stringify(recipient.slice(0, 64))
-    }`;
-  }
-  if (notification.id === "" || notification.id.length > 64) return "its id must be 1 to 64 characters";
-  return sendProblem(notification);
+  return bad ? `${bad} is not valid UTF-8` : notification;
 }
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 

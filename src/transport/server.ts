@@ -3,11 +3,11 @@ import { limitServerInput } from "../../packages/registry/src/http2_guard.ts";
 import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
 import { MemoryPressure } from "./memory_pressure.ts";
 import * as grpc from "@grpc/grpc-js";
-import { Buffer } from "node:buffer";
 import * as net from "node:net";
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "../config/mod.ts";
+import { serverCredentials } from "./tls.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
 import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "../_util/limits.ts";
 import { formatHostPort, type HostPort } from "../../packages/registry/src/host_port.ts";
@@ -42,6 +42,11 @@ export class BindError extends Error {
     super(message, options);
     this.name = "BindError";
   }
+
+  /** The one line for failing to bind `addr` because of `cause`. */
+  static of(addr: HostPort, cause: Error): BindError {
+    return new BindError(`Cannot bind gRPC server to ${bindTarget(addr)}: ${bindProblem(cause)}`, { cause });
+  }
 }
 
 /**
@@ -58,20 +63,6 @@ function bindProblem(error: Error): string {
 
 /** Largest request accepted; larger ones get RESOURCE_EXHAUSTED from grpc-js itself. */
 export const MAX_REQUEST_BYTES = 256 * 1024;
-
-function credentials(tls: ServerTlsConfig | undefined): grpc.ServerCredentials {
-  if (!tls) return grpc.ServerCredentials.createInsecure();
-  const certChain = Buffer.from(Deno.readFileSync(tls.certFile));
-  const clientCa = tls.clientCaFile ? Buffer.from(Deno.readFileSync(tls.clientCaFile)) : null;
-  // Without a client CA, grpc-js fills the server's `ca` with the whole system root bundle
-  // (~220 KB) and Deno's TLS server then breaks the handshake ("excessive message size"). When
-  // client certificates are not checked the list is unused, so give it our own certificate.
-  return grpc.ServerCredentials.createSsl(
-    clientCa ?? certChain,
-    [{ cert_chain: certChain, private_key: Buffer.from(Deno.readFileSync(tls.keyFile)) }],
-    clientCa !== null,
-  );
-}
 
 /** Streams one connection may refuse (over max-concurrent-streams) before it is cut (Node's default). */
 const MAX_REFUSED_STREAMS = 100;
@@ -137,7 +128,7 @@ export async function startGrpcServer(
   options: { reusePort?: boolean } = {},
 ): Promise<BoundServer> {
   const server = createServer(handlers, limits);
-  const injector = server.createConnectionInjector(credentials(tls));
+  const injector = server.createConnectionInjector(serverCredentials(tls));
   const tracker = track(server);
   const pressure = new MemoryPressure({
     shedLargest: () => {
@@ -187,15 +178,8 @@ export async function startGrpcServer(
     silent.destroy();
     limits.onCut?.("no_request");
   });
-  const target = bindTarget(addr);
   await new Promise<void>((resolve, reject) => {
-    listener.once(
-      "error",
-      (error) =>
-        reject(
-          new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error)}`, { cause: error }),
-        ),
-    );
+    listener.once("error", (error) => reject(BindError.of(addr, error)));
     listener.listen(
       {
         host: addr.host === "" ? "0.0.0.0" : addr.host,
@@ -230,13 +214,10 @@ export async function startGrpcServer(
  * binds (with SO_REUSEPORT) would silently join.
  */
 export function checkPortFree(addr: HostPort): void {
-  const target = bindTarget(addr);
   try {
     Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port }).close();
   } catch (error) {
-    throw new BindError(`Cannot bind gRPC server to ${target}: ${bindProblem(error as Error)}`, {
-      cause: error,
-    });
+    throw BindError.of(addr, error as Error);
   }
 }
 

@@ -1,7 +1,8 @@
 /**
- * Builds the etcd3 client with the guard rails the library lacks (measured in the project's
- * design notes, ../shared/design/stack-findings.md beside a checkout): every unary call gets a deadline, the per-host circuit breaker
- * reopens quickly, and watches reconnect within about two seconds.
+ * Builds the etcd3 client with the guard rails the library lacks (each measured against a real
+ * etcd when it was added; the tests that pin them are in tests/faults/): every unary call gets a
+ * deadline, the per-host circuit breaker reopens quickly, and watches reconnect within about two
+ * seconds.
  */
 // Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
 import "./http2_guard.ts";

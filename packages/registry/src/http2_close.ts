@@ -48,11 +48,7 @@ function install(): void {
     const end = () => {
       if (ended || !socket) return;
       ended = true;
-      const raw = socket;
-      raw.end();
-      const timer = setTimeout(() => raw.destroy(), LINGER_MS);
-      raw.once("close", () => {
-        clearTimeout(timer);
+      endThenDestroy(socket, () => {
         if (!session.destroyed) session.destroy();
       });
     };
@@ -77,6 +73,19 @@ function install(): void {
     }) as typeof session.close;
     return session;
   } as Connect;
+}
+
+/**
+ * Ends `socket` without a GOAWAY: what is written is flushed, then FIN; destroyed if the peer has
+ * not closed within a second. `onClose` runs once it is closed. (The server's drain uses it too.)
+ */
+export function endThenDestroy(socket: Duplex, onClose: () => void = () => {}): void {
+  socket.end();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once("close", () => {
+    clearTimeout(timer);
+    onClose();
+  });
 }
 
 install();

@@ -6,6 +6,7 @@
 import "./http2_guard.ts";
 import "./http2_close.ts";
 import * as grpc from "@grpc/grpc-js";
+import { ROUND_ROBIN_SERVICE_CONFIG } from "./grpc_resolver.ts";
 import { fromJSON } from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import { NOTIFICATION_PROTO } from "./notification_proto.ts";
@@ -65,4 +66,26 @@ export function notificationClient(): grpc.ServiceClientConstructor {
     client = loaded.notification.v1.NotificationService;
   }
   return client;
+}
+
+/** How {@link dialNotifications} dials: plaintext unless `credentials` say otherwise. */
+export interface DialOptions {
+  credentials?: ChannelCredentials;
+  channelOptions?: ChannelOptions;
+}
+
+/**
+ * A NotificationService client for `target` (`etcd:///<name>` through the resolver, or an address),
+ * round robin over the instances with UNAVAILABLE retried on another: the one way our clients
+ * (the CLI's send, subscribe()) dial the service.
+ */
+export function dialNotifications(
+  target: string,
+  options: DialOptions = {},
+): grpc.Client & Record<string, CallableFunction> {
+  const Client = notificationClient();
+  return new Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
+    ...options.channelOptions,
+    "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
+  }) as unknown as grpc.Client & Record<string, CallableFunction>;
 }

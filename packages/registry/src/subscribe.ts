@@ -26,12 +26,12 @@ import {
   bearer,
   type ChannelCredentials,
   type ChannelOptions,
+  dialNotifications,
   type Notification,
-  notificationClient,
 } from "./notification_client.ts";
 import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
 import { EtcdDiscovery } from "./etcd_discovery.ts";
-import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "./grpc_resolver.ts";
+import { registerEtcdResolver } from "./grpc_resolver.ts";
 
 /** Options for {@link subscribe}. */
 export interface SubscribeOptions {
@@ -99,12 +99,7 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
   const discovery = new EtcdDiscovery(etcd, { prefix: options.prefix });
   const { scheme, release } = takeScheme();
   const closeResolver = registerEtcdResolver({ scheme, discovery });
-  const Client = notificationClient();
-  const client = new Client(
-    `${scheme}:///${options.name}`,
-    options.credentials ?? grpc.credentials.createInsecure(),
-    { ...options.channelOptions, "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG },
-  );
+  const client = dialNotifications(`${scheme}:///${options.name}`, options);
   const signal = options.signal;
   const stop = new AbortController();
   const backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });

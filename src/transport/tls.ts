@@ -1,7 +1,25 @@
-/** How this instance dials its peers: the same TLS material as its own server, or plaintext without it. */
+/**
+ * TLS from `notification-server.tls`, both ways: what the server presents, and how the instances
+ * (peer links) and our own clients (the CLI) dial an instance.
+ */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import type { ServerTlsConfig } from "../config/mod.ts";
+
+/** The server's credentials: plaintext without TLS. */
+export function serverCredentials(tls: ServerTlsConfig | undefined): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const certChain = Buffer.from(Deno.readFileSync(tls.certFile));
+  const clientCa = tls.clientCaFile ? Buffer.from(Deno.readFileSync(tls.clientCaFile)) : null;
+  // Without a client CA, grpc-js fills the server's `ca` with the whole system root bundle
+  // (~220 KB) and Deno's TLS server then breaks the handshake ("excessive message size"). When
+  // client certificates are not checked the list is unused, so give it our own certificate.
+  return grpc.ServerCredentials.createSsl(
+    clientCa ?? certChain,
+    [{ cert_chain: certChain, private_key: Buffer.from(Deno.readFileSync(tls.keyFile)) }],
+    clientCa !== null,
+  );
+}
 
 /** How this instance dials its peers (cluster forwarding), or why it cannot. */
 export type PeerCredentials =

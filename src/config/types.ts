@@ -1,0 +1,137 @@
+/** The validated configuration, as the rest of the service sees it (read by mod.ts). */
+import type { HostPort } from "../../packages/registry/src/host_port.ts";
+import type { EtcdClientOptions, EtcdTlsOptions } from "../../packages/registry/src/etcd_client.ts";
+import type { Layout } from "../../packages/registry/src/types.ts";
+import type { LogFormat, LogLevel } from "../_util/logger.ts";
+
+/** The default config path, relative to the working directory. */
+export const DEFAULT_CONFIG_PATH = "config/platform/config.yaml";
+
+export type { Layout };
+
+/** TLS for the gRPC server. */
+export interface ServerTlsConfig {
+  certFile: string;
+  keyFile: string;
+  /** When set, clients must present a certificate signed by this CA. */
+  clientCaFile?: string;
+  /** CA that signed the other instances' certificates (cluster forwarding). @default clientCaFile */
+  peerCaFile?: string;
+  /** Name in every instance's certificate, checked when dialing a peer (Deno refuses an IP as the name). */
+  peerServerName?: string;
+}
+
+/** `notification-server.auth`: who may Send and Subscribe (JWT bearer tokens). */
+export interface AuthConfig {
+  jwt: {
+    /** HS256/384/512 secret (the file's bytes, a trailing newline dropped). */
+    hmacSecretFile?: string;
+    /** PEM public key (SPKI) for RS*, PS*, ES* or EdDSA tokens. */
+    publicKeyFile?: string;
+    /** A JWK Set; the key is chosen by the token's `kid` (rotation). */
+    jwksFile?: string;
+    /** Checked when set. */
+    issuer?: string;
+    /** Checked when set. */
+    audience?: string;
+  };
+  /** A Send token's space-separated `scope` must contain this. @default "notifications:send" */
+  sendScope: string;
+}
+
+/** Bounds per caller (identity: the token's `sub`, else the client's address). */
+export interface CallerLimits {
+  /** Subscribe streams one connection may hold. @default 100 */
+  subscribersPerConnection: number;
+  /**
+   * Subscribe streams one token subject may hold on this instance (per serving thread); with auth
+   * only (a client address is no identity: NAT, gateways). @default 100
+   */
+  subscribersPerIdentity: number;
+  /** Sends per second one identity may make, as a token bucket of twice that; 0: unbounded. @default 0 */
+  sendsPerSecond: number;
+}
+
+/** `notification-server:` section. */
+export interface ServerConfig {
+  addr: HostPort;
+  name: string;
+  /** Address clients dial; derived from `addr` and the machine's interfaces when unset. */
+  advertiseAddr?: HostPort;
+  /** Defaults to the advertised host:port. */
+  instanceId?: string;
+  metadata: Readonly<Record<string, string>>;
+  /** In-flight calls get this long after shutdown begins before they are cancelled. @default 10 s */
+  shutdownTimeoutMs: number;
+  /** Time between deregistration and refusing new calls, so watchers drop us first. @default 1 s */
+  drainDelayMs: number;
+  /** Bound on concurrent Subscribe streams. @default 10000 */
+  maxSubscribers: number;
+  /**
+   * Bound on concurrent client connections; keep it below the open-file limit (`ulimit -n`) less
+   * about 64 for etcd and files. @default 1000
+   */
+  maxConnections: number;
+  /** A client connection that sends nothing for this long is closed. @default 10 s */
+  handshakeTimeoutMs: number;
+  /** Streams one connection may have open at once (advertised in SETTINGS). @default 100 */
+  maxConcurrentStreams: number;
+  /**
+   * Largest decoded size of one request's headers in bytes (HPACK sizes: name + value + 32 per
+   * field); a connection that sends more is cut. @default 16384
+   */
+  maxHeaderListBytes: number;
+  /** Bound on concurrent Health/Watch streams. @default 1000 */
+  maxHealthWatches: number;
+  /** Per Subscribe stream, notifications not yet read before it is cut off. @default 1000 */
+  subscriberQueue: number;
+  /** The same bound in bytes. @default 1 MiB (Centrifugo's per-client queue default) */
+  subscriberQueueBytes: number;
+  /**
+   * Bytes queued across every Subscribe stream of the instance (cut-off streams too, until they
+   * close); a stream that is behind when it is spent is cut off. @default 256 MiB
+   */
+  subscriberQueueTotalBytes: number;
+  /** A peer that has not answered a forwarded notification by then counts 0 for it. @default 1 s */
+  peerTimeoutMs: number;
+  /**
+   * gRPC serving threads behind the one port and registration; 1 serves from the main thread.
+   * @default the CPUs this process may use ("auto": cgroup quota honoured)
+   */
+  workers: number;
+  /** Where `/metrics` is served (never the gRPC port); off when unset. */
+  metricsAddr?: HostPort;
+  /** @default "text" */
+  logFormat: LogFormat;
+  /** @default "info" */
+  logLevel: LogLevel;
+  tls?: ServerTlsConfig;
+  /** Absent: anyone who can reach the port may Send and Subscribe (the original design). */
+  auth?: AuthConfig;
+  callerLimits: CallerLimits;
+}
+
+/** TLS towards etcd. */
+export type EtcdTlsConfig = EtcdTlsOptions;
+
+/** `etcd:` section: how to reach etcd (the registry's client options), and where to register. */
+export interface EtcdConfig extends EtcdClientOptions {
+  /** @default 10 */
+  leaseTtlSeconds: number;
+  /** @default "/services" */
+  prefix: string;
+  /** Where the recipient directory lives (apart from `prefix`). @default "/notification-directory" */
+  directoryPrefix: string;
+  /** @default "instance" */
+  layout: Layout;
+  /** How long start-up keeps retrying an unreachable etcd; 0 waits forever. @default 30 s */
+  startupTimeoutMs: number;
+}
+
+/** The whole validated configuration. */
+export interface Config {
+  /** The file it came from, as given. */
+  path: string;
+  server: ServerConfig;
+  etcd: EtcdConfig;
+}
