@@ -3,17 +3,16 @@ import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
-import { ServiceProcess, startTaskArgs, subscribeProcess, writeConfig } from "./helpers/service.ts";
+import {
+  runMain as run,
+  ServiceProcess,
+  startTaskArgs,
+  subscribeProcess,
+  writeConfig,
+} from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = new URL("..", import.meta.url).pathname;
-
-async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), { args: [...startTaskArgs(), ...args], cwd: ROOT })
-    .output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
 
 Deno.test(
   "discover prints live instances as a table and as JSON lines; send goes through the resolver",

@@ -11,7 +11,7 @@ import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
 import { eventually } from "../helpers/grpc.ts";
 import { readRecord } from "../helpers/kv.ts";
 import { makeCertificates, sh } from "../helpers/certs.ts";
-import { ServiceProcess, startTaskArgs, subscribeProcess, writeConfig } from "../helpers/service.ts";
+import { runMain, ServiceProcess, subscribeProcess, writeConfig } from "../helpers/service.ts";
 
 Deno.test(
   "etcd auth: a user limited to the prefix registers; a wrong password fails fast in one line",
@@ -235,13 +235,3 @@ Deno.test(
     assert.ok(svc.lines.some((l) => l.includes("gRPC server listening on")));
   },
 );
-
-/** `main.ts ARGS` as a user runs it; its exit code and output. */
-async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [...startTaskArgs(), ...args],
-    cwd: new URL("../../", import.meta.url).pathname,
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}

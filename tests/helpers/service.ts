@@ -262,6 +262,14 @@ async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
   }
 }
 
+/** `main.ts ARGS` as a user runs it (a command, with `deno task start`'s flags): exit code and output. */
+export async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), { args: [...startTaskArgs(), ...args], cwd: ROOT })
+    .output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
 /** Shutdown lines, in the order a clean stop logs them. */
 const CLEAN_STOP_LINES = ["Shutting down server...", "Service deregistered from etcd: ", "Server stopped"];
 

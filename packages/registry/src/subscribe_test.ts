@@ -105,16 +105,26 @@ async function waitFor(what: string, condition: () => boolean, timeoutMs = 8_000
   }
 }
 
+/** A real etcd, a client on it and a service name of the test's own. */
+async function withEtcd(
+  fn: (parts: { endpoints: string[]; client: EtcdClient; name: string }) => Promise<void>,
+) {
+  await using etcd = await useEtcd();
+  const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
+  try {
+    await fn({ endpoints: etcd.endpoints, client, name: `sub-${crypto.randomUUID().slice(0, 8)}` });
+  } finally {
+    client.close();
+  }
+}
+
 Deno.test(
   "a stream that ends is a gap: subscribe() says so, opens another, and says when it is back",
   opts,
-  async () => {
-    await using etcd = await useEtcd();
-    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-    const name = `sub-${crypto.randomUUID().slice(0, 8)}`;
-    try {
+  () =>
+    withEtcd(async ({ endpoints, client, name }) => {
       await using a = await fakeInstance(client, name, "a");
-      const sub = follow(etcd.endpoints, name);
+      const sub = follow(endpoints, name);
       try {
         await waitFor("a stream on a", () => a.calls.size === 1);
         a.push({ id: "1", title: "first" });
@@ -130,23 +140,17 @@ Deno.test(
         await sub.stop();
       }
       await waitFor("the stream cancelled when the subscription ends", () => a.calls.size === 0);
-    } finally {
-      client.close();
-    }
-  },
+    }),
 );
 
 Deno.test(
   "an instance leaving the registry hands the stream over before it ends: no gap, no duplicate",
   opts,
-  async () => {
-    await using etcd = await useEtcd();
-    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 2_000 });
-    const name = `sub-${crypto.randomUUID().slice(0, 8)}`;
-    try {
+  () =>
+    withEtcd(async ({ endpoints, client, name }) => {
       await using a = await fakeInstance(client, name, "a");
       await using b = await fakeInstance(client, name, "b");
-      const sub = follow(etcd.endpoints, name);
+      const sub = follow(endpoints, name);
       try {
         await waitFor("one stream", () => a.calls.size + b.calls.size === 1);
         const [from, to] = a.calls.size === 1 ? [a, b] : [b, a];
@@ -156,8 +160,8 @@ Deno.test(
         await waitFor("a stream on the other instance", () => to.calls.size === 1);
         await waitFor("the old stream let go", () => from.calls.size === 0);
         assert.deepEqual(sub.events, [`handover ${from.addr} -> ${to.addr}`], "no gap");
-        // One notification on both streams while they overlapped would come through once; after the
-        // handover only the new stream carries them.
+        // After the handover only the new stream carries notifications; one already passed on (same
+        // id, as a notification reaching both streams while they overlapped would be) comes through once.
         to.push({ id: "1", title: "before" });
         to.push({ id: "2", title: "after" });
         await waitFor("after", () => sub.titles.includes("after"));
@@ -165,8 +169,5 @@ Deno.test(
       } finally {
         await sub.stop();
       }
-    } finally {
-      client.close();
-    }
-  },
+    }),
 );
