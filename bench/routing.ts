@@ -139,10 +139,22 @@ export async function routingBench(options: RoutingBenchOptions): Promise<string
       if (worker && !receivers.has(path)) receivers.set(path, receiver!);
     }
     if (receivers.size < 2) throw new Error("the kernel put 40 connections on one worker");
-    const remote = await subscribe(b.svc.addr, "remote");
-    opened.push(remote.client);
-    receivers.set("other instance", remote);
-    options.note(`sender on worker ${senderWorker} of A`);
+    // On B: A's peer link is there already (the barriers of A's subscribers opened it); the remote
+    // subscriber's connection comes next. Whether the two share a worker decides B's crossings.
+    const linkOnB = (await workerConnections(b.metricsPort)).findIndex((n) => n === 1) + 1;
+    let remote: Receiver | undefined;
+    const remoteWorker = await workerOf(b.metricsPort, async () => {
+      remote = await subscribe(b.svc.addr, "remote");
+    });
+    opened.push(remote!.client);
+    receivers.set("other instance", remote!);
+    options.note(
+      `sender on worker ${senderWorker} of A; on B the peer link is on worker ${
+        linkOnB || "?"
+      }, the subscriber on ${remoteWorker ?? "?"} (${
+        linkOnB && linkOnB === remoteWorker ? "same worker" : "other workers"
+      })`,
+    );
 
     const lat = new Map<Path, { p50: number[]; p99: number[]; cpu: number[] }>(
       PATHS.map((p) => [p, { p50: [], p99: [], cpu: [] }]),
