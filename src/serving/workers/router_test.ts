@@ -85,23 +85,24 @@ Deno.test("once another worker holds the recipient too, the sender's worker rout
 Deno.test("a worker counts its hold as its own only once the main thread has answered", async () => {
   const { router, sides } = workers(2);
   await sides[1].routing.subscribed("carol");
-  // Worker 0's subscription is asked but not answered yet: its Sends must still reach worker 1.
-  let answer!: () => void;
-  const held = new Promise<void>((resolve) => (answer = resolve));
+  // Worker 0's "subscribed" message has not reached the main thread yet: its Sends must still reach
+  // worker 1, whose hold the filter counts (counting its own hold now would cancel worker 1's out).
+  let arrive!: () => void;
+  const inFlight = new Promise<void>((resolve) => (arrive = resolve));
   const filter = new RecipientFilter(router.filter.buffer);
   const slow = new WorkerRouting(filter, async <T>(body: WorkerRequest): Promise<T> => {
     if (body.call === "subscribed") {
+      await inFlight;
       await router.hold(0, body.recipient);
-      await held;
       return 0 as T;
     }
     return router.route(0, (body as { recipient: string }).recipient, BYTES, "cluster") as Promise<T>;
   }, (recipient) => router.release(0, recipient));
   const subscribing = slow.subscribed("carol");
   assert.equal(await slow.route("carol", BYTES, "cluster"), 1, "worker 1 still reached");
-  answer();
+  arrive();
   await subscribing;
-  assert.equal(await slow.route("carol", BYTES, "cluster"), 1);
+  assert.equal(await slow.route("carol", BYTES, "cluster"), 1, "and after the answer");
 });
 
 Deno.test("an answer to an earlier hold does not count a later one as the worker's own", async () => {
