@@ -77,6 +77,41 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "concurrent watch() of one name share one etcd watch; a late watcher starts from the latest list",
+  opts,
+  async () => {
+    await withEtcd(useEtcd, async ({ raw, client, name }) => {
+      // Counts the watches the discovery opens on the (real) client.
+      let opened = 0;
+      const watch = client.watch.bind(client);
+      client.watch = () => (opened++, watch());
+      const discovery = new EtcdDiscovery(client);
+      await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
+      const first = follow(discovery, name);
+      await eventually(() => first.snapshots.length === 1, 3_000, "first watcher's list");
+      const perWatch = opened; // one etcd watcher per key range (the service key, and under it)
+      const second = follow(discovery, name);
+      await eventually(() => second.snapshots.length === 1, 3_000, "second watcher's list");
+      assert.deepEqual(second.latest().map((i) => i.id), ["a"], "starts from the latest list");
+      await raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec();
+      await eventually(
+        () => first.latest().length === 2 && second.latest().length === 2,
+        3_000,
+        "both see b",
+      );
+      assert.equal(opened, perWatch, "the second watcher opened no watch of its own");
+      await first.stop();
+      await second.stop();
+      // With its last watcher gone the watch ends; a new watcher opens a new one.
+      const third = follow(discovery, name);
+      await eventually(() => third.snapshots.length === 1, 3_000, "third watcher's list");
+      assert.equal(opened, 2 * perWatch);
+      await third.stop();
+    });
+  },
+);
+
 Deno.test("watch() yields the current list, then a full snapshot after each change", opts, async () => {
   await withEtcd(useEtcd, async ({ raw, client, name }) => {
     await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
