@@ -6,10 +6,9 @@ import type { Config } from "../config/mod.ts";
 import type { HealthService } from "./health.ts";
 import { LocalLimit } from "../_util/limits.ts";
 import type { Logger } from "../_util/logger.ts";
-import { describePressure } from "../transport/connection_cuts.ts";
-import { cutReporter, type Metrics, type MetricsJson } from "../metrics/mod.ts";
+import type { Metrics, MetricsJson } from "../metrics/mod.ts";
 import { type BoundServer, startGrpcServer, stopGrpcServer } from "../transport/server.ts";
-import { buildServices, type Services } from "./services.ts";
+import { buildServices, type Services, threadLimits } from "./services.ts";
 import { WorkerPool } from "./workers/pool.ts";
 import type { PeerRouting } from "../notification/routing.ts";
 
@@ -81,14 +80,17 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     metrics: options.metrics,
     reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
   });
-  const bound: BoundServer = await startGrpcServer(server.addr, services.handlers, server.tls, {
-    connections: new LocalLimit(server.maxConnections),
-    handshakeTimeoutMs: server.handshakeTimeoutMs,
-    maxConcurrentStreams: server.maxConcurrentStreams,
-    maxHeaderListBytes: server.maxHeaderListBytes,
-    onCut: cutReporter((message) => options.logger.warn(message), options.metrics),
-    onPressure: (active, fraction) => options.logger.warn(describePressure(active, fraction)),
-  });
+  const bound: BoundServer = await startGrpcServer(
+    server.addr,
+    services.handlers,
+    server.tls,
+    threadLimits(
+      server,
+      new LocalLimit(server.maxConnections),
+      (line) => options.logger.warn(line),
+      options.metrics,
+    ),
+  );
   const { notifications } = services;
   return {
     port: bound.port,

@@ -8,7 +8,9 @@ import type { Limit } from "../_util/limits.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { NotificationService } from "../notification/service.ts";
 import { forwardHandlers } from "../cluster/forward_service.ts";
-import type { ServerServices } from "../transport/server.ts";
+import type { ServeLimits, ServerServices } from "../transport/server.ts";
+import { describePressure } from "../transport/connection_cuts.ts";
+import { cutReporter } from "../metrics/mod.ts";
 import { StreamTracker } from "../transport/streams.ts";
 import { CallerPolicy } from "../auth/callers.ts";
 
@@ -93,5 +95,25 @@ export function buildServices(options: ServicesOptions): Services {
       health.endWatches();
       peerStreams.endAll();
     },
+  };
+}
+
+/**
+ * One serving thread's connection bounds from the config: `connections` is the thread's view of
+ * `max-connections` (shared by the workers), `warn` where its cut and pressure lines go.
+ */
+export function threadLimits(
+  server: ServerConfig,
+  connections: Limit,
+  warn: (message: string) => void,
+  metrics?: Metrics,
+): ServeLimits {
+  return {
+    connections,
+    handshakeTimeoutMs: server.handshakeTimeoutMs,
+    maxConcurrentStreams: server.maxConcurrentStreams,
+    maxHeaderListBytes: server.maxHeaderListBytes,
+    onCut: cutReporter(warn, metrics),
+    onPressure: (active, fraction) => warn(describePressure(active, fraction)),
   };
 }

@@ -90,9 +90,11 @@ export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
   if (!options.discovery && !options.client && !options.endpoints?.length) {
     throw new Error("registerEtcdResolver needs endpoints, a client or a discovery");
   }
-  const client = options.discovery ? undefined : options.client ??
-    createEtcdClient({ dialTimeoutMs: 5_000, ...options, endpoints: options.endpoints ?? [] });
-  const discovery = options.discovery ?? new EtcdDiscovery(client!, {
+  // A client of our own only when given neither a discovery nor a client; closed with the scheme.
+  const owned = options.discovery || options.client
+    ? undefined
+    : createEtcdClient({ dialTimeoutMs: 5_000, ...options, endpoints: options.endpoints ?? [] });
+  const discovery = options.discovery ?? new EtcdDiscovery((options.client ?? owned)!, {
     prefix: options.prefix,
     logger: options.logger ?? silentLogger,
   });
@@ -104,7 +106,7 @@ export function registerEtcdResolver(options: EtcdResolverOptions): () => void {
   }
   return () => {
     if (bySchemes.get(scheme) === binding) bySchemes.delete(scheme);
-    if (client && !options.client) client.close();
+    owned?.close();
   };
 }
 
@@ -141,7 +143,7 @@ function resolverFor(scheme: string): Parameters<typeof grpc.experimental.regist
     async #follow(signal: AbortSignal): Promise<void> {
       try {
         const binding = this.#binding;
-        if (!binding) throw new Error(`no etcd resolver is registered for ${scheme}: (it was closed)`);
+        if (!binding) throw new Error(`the ${scheme}:/// resolver was closed before this channel started`);
         for await (const instances of binding.discovery.watch(this.#name, { signal })) {
           if (signal.aborted) return;
           const endpoints = instances.map(toEndpoint);

@@ -5,10 +5,9 @@
  */
 import { HealthService } from "../health.ts";
 import { SharedLimit } from "../../_util/limits.ts";
-import { describePressure } from "../../transport/connection_cuts.ts";
-import { cutReporter, Metrics } from "../../metrics/mod.ts";
+import { Metrics } from "../../metrics/mod.ts";
 import { BindError, startGrpcServer, stopGrpcServer } from "../../transport/server.ts";
-import { buildServices } from "../services.ts";
+import { buildServices, threadLimits } from "../services.ts";
 import { Outbox } from "../../_util/outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import { WorkerRouting } from "./worker_routing.ts";
@@ -112,14 +111,12 @@ async function start(
     { host: server.addr.host, port: init.port },
     services.handlers,
     server.tls,
-    {
-      connections: new SharedLimit(init.limits.connections, server.maxConnections, init.index),
-      handshakeTimeoutMs: server.handshakeTimeoutMs,
-      maxConcurrentStreams: server.maxConcurrentStreams,
-      maxHeaderListBytes: server.maxHeaderListBytes,
-      onCut: cutReporter((message) => post({ type: "warn", message }), metrics),
-      onPressure: (active, fraction) => post({ type: "warn", message: describePressure(active, fraction) }),
-    },
+    threadLimits(
+      server,
+      new SharedLimit(init.limits.connections, server.maxConnections, init.index),
+      (message) => post({ type: "warn", message }),
+      metrics,
+    ),
     { reusePort: true },
   );
   connections = bound.connections;
