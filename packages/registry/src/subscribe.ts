@@ -119,6 +119,7 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
       live.ready = true;
       live.peer = stream.getPeer();
       live.listed = members?.has(live.peer) ?? false;
+      options.onReady?.();
       changed();
     });
     stream.on("data", (n: Notification) => {
