@@ -1,5 +1,5 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
-import { limitServerInput } from "../../packages/registry/src/http2_guard.ts";
+import { limitServerInput, type ServerInputPolicy } from "../../packages/registry/src/http2_guard.ts";
 import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
 import { MemoryPressure } from "./memory_pressure.ts";
 import * as grpc from "@grpc/grpc-js";
@@ -106,11 +106,9 @@ export interface ServeLimits extends StreamLimits {
   handshakeTimeoutMs: number;
 }
 
-/** {@link ServeLimits} for one thread: the defaults (limits.ts) with `overrides`. */
-export function serveLimits(
-  overrides: Partial<StreamLimits & { maxConnections: number; handshakeTimeoutMs: number }> = {},
-): ServeLimits {
-  const { maxConnections, ...rest } = { ...CONNECTION_DEFAULTS, ...overrides };
+/** {@link ServeLimits} for one thread from the defaults (limits.ts): servers built without a config. */
+function defaultLimits(): ServeLimits {
+  const { maxConnections, ...rest } = CONNECTION_DEFAULTS;
   return { ...rest, connections: new LocalLimit(maxConnections) };
 }
 
@@ -124,7 +122,7 @@ export async function startGrpcServer(
   addr: HostPort,
   handlers: ServerServices,
   tls?: ServerTlsConfig,
-  limits: ServeLimits = serveLimits(),
+  limits: ServeLimits = defaultLimits(),
   options: { reusePort?: boolean } = {},
 ): Promise<BoundServer> {
   const server = createServer(handlers, limits);
@@ -143,7 +141,7 @@ export async function startGrpcServer(
     maxRefusedStreams: MAX_REFUSED_STREAMS,
     streamsOpened: (n) => pressure.streamsOpened(n),
   };
-  limitServerInput({
+  const policy: ServerInputPolicy = {
     connection: () => {
       const limiter = new InboundLimiter(inbound);
       return {
@@ -154,7 +152,12 @@ export async function startGrpcServer(
         },
       };
     },
-  });
+  };
+  // The injector's node:http2 server, so servers in one thread keep their own limits; the whole
+  // thread's should grpc-js's internals change (then coalescing is off too, and a test says so).
+  const http2Servers = listeningServers(server);
+  if (http2Servers.length === 0) limitServerInput(policy);
+  for (const http2Server of http2Servers) limitServerInput(policy, http2Server);
   const admit = (socket: Socket) => {
     closeIfNoRequest(socket, tracker, limits);
     injector.injectConnection(socket);

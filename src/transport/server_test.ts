@@ -3,6 +3,8 @@ import type { Buffer } from "node:buffer";
 import net from "node:net";
 import process from "node:process";
 import { batchWritesPerTurn, startGrpcServer, stopGrpcServer } from "./server.ts";
+import { serveInProcess } from "../../tests/helpers/in_process.ts";
+import { FRAME, headers, PREFACE, referenceBomb, send, settings } from "../../tests/helpers/h2_attack.ts";
 
 /** A connected loopback pair: `server` is the accepted side. */
 async function socketPair(): Promise<{ server: net.Socket; client: net.Socket; close: () => void }> {
@@ -79,4 +81,45 @@ Deno.test("a started server coalesces its frame writes (fails loudly if a grpc-j
   } finally {
     await stopGrpcServer(bound, 1_000, () => {});
   }
+});
+
+/**
+ * What a raw client gets after one HEADERS frame: "response" once the server answers its stream,
+ * "closed" when the server cuts the connection instead.
+ */
+async function answerTo(port: number, block: Uint8Array): Promise<"response" | "closed"> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await send(conn, PREFACE);
+    await send(conn, settings({}));
+    await send(conn, headers(1, block, true));
+    let pending = new Uint8Array(0);
+    const buffer = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) return "closed";
+      pending = new Uint8Array([...pending, ...buffer.subarray(0, n)]);
+      while (pending.length >= 9) {
+        const length = (pending[0] << 16) | (pending[1] << 8) | pending[2];
+        const type = pending[3];
+        const stream = new DataView(pending.buffer, pending.byteOffset + 5, 4).getUint32(0) & 0x7fffffff;
+        if (type === FRAME.HEADERS && stream === 1) return "response";
+        if (pending.length < 9 + length) break;
+        pending = pending.subarray(9 + length);
+      }
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed by the server */ }
+  }
+}
+
+Deno.test("servers in one thread keep their own input limits (the later one does not replace the first's)", async () => {
+  // About 8 KB of headers once decoded: over the first server's 4 KiB, under the second's 16 KiB.
+  const block = referenceBomb("/grpc.health.v1.Health/Check", 3_950, 2);
+  await using strict = await serveInProcess("  max-header-list-size: 4096\n");
+  await using lenient = await serveInProcess();
+  assert.equal(await answerTo(lenient.port, block), "response");
+  assert.equal(await answerTo(strict.port, block), "closed", "cut by its own 4 KiB limit");
 });

@@ -53,6 +53,8 @@ interface SessionHandle {
 /** The JS session a native handle belongs to (Deno's `ownerSymbol`). */
 interface OwnedSession {
   type?: number;
+  /** A server session's node:http2 server. */
+  server?: object;
   destroy(): void;
 }
 
@@ -77,7 +79,9 @@ const LIMITER = Symbol("http2-guard.limiter");
 const CUT = Symbol("http2-guard.cut");
 /** `session.type` of a server session (NGHTTP2_SESSION_SERVER). */
 const SERVER_SESSION = 0;
-let policy: ServerInputPolicy | undefined;
+/** Per node:http2 server; the thread's default for servers without one of their own. */
+const policies = new WeakMap<object, ServerInputPolicy>();
+let threadPolicy: ServerInputPolicy | undefined;
 const INSTALLED = Symbol.for("notification-server.http2-guard");
 const METHODS = ["receive", "getOutgoingChunk", "destroy", "activeStreamCount"] as const;
 
@@ -130,7 +134,10 @@ function install(): Http2GuardState {
     let limiter = handle[LIMITER];
     if (limiter === undefined) {
       const session = (handle as unknown as Record<symbol, OwnedSession | undefined>)[owner];
-      limiter = handle[LIMITER] = policy && session?.type === SERVER_SESSION ? policy.connection() : null;
+      const policy = session?.type === SERVER_SESSION
+        ? (session.server && policies.get(session.server)) ?? threadPolicy
+        : undefined;
+      limiter = handle[LIMITER] = policy ? policy.connection() : null;
     }
     return limiter;
   };
@@ -192,11 +199,14 @@ function install(): Http2GuardState {
 const state = install();
 
 /**
- * Checks every server session's input in this thread from now on (sessions that already had
- * input keep what they had). Without the guard installed this does nothing: see {@link http2Guard}.
+ * Checks the input of `server`'s sessions with `next` from now on (sessions that already had input
+ * keep what they had); without `server`, of every server in this thread that has no policy of its
+ * own. Without the guard installed this does nothing: see {@link http2Guard}.
  */
-export function limitServerInput(next: ServerInputPolicy | undefined): void {
-  policy = next;
+export function limitServerInput(next: ServerInputPolicy | undefined, server?: object): void {
+  if (!server) threadPolicy = next;
+  else if (next) policies.set(server, next);
+  else policies.delete(server);
 }
 
 /** Whether the guard is installed in this thread (installed on import). */
