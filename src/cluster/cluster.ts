@@ -89,6 +89,7 @@ export class Cluster implements PeerRouting {
     const discovery = this.#discovery = new EtcdDiscovery(client, {
       prefix: options.registryPrefix,
       onResync: (event) => options.onResync?.("membership", event),
+      retryFirstRead: true,
     });
     this.#membership = (async () => {
       try {

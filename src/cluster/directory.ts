@@ -192,6 +192,7 @@ export class DirectoryView {
       const updates = watchRanges(client, [{ prefix: root }], {
         signal: this.#abort.signal,
         onResync: options.onResync,
+        retryFirstRead: true,
       });
       try {
         for await (const update of updates) this.#apply(update);

@@ -71,7 +71,10 @@ export class PeerSecret {
   async #follow(): Promise<void> {
     try {
       for await (
-        const update of watchRanges(this.#etcd, [{ key: this.#key }], { signal: this.#stop.signal })
+        const update of watchRanges(this.#etcd, [{ key: this.#key }], {
+          signal: this.#stop.signal,
+          retryFirstRead: true,
+        })
       ) {
         const value = update.kind === "reset"
           ? update.entries.get(this.#key)
@@ -82,7 +85,7 @@ export class PeerSecret {
         else this.#adopt(stored);
       }
     } catch {
-      // Only once stopped (the watch itself retries): nothing left to follow.
+      // etcd faults are retried by the watch until stopped: nothing else here throws.
     }
   }
 

@@ -31,6 +31,11 @@ export interface EtcdDiscoveryOptions {
    * back in step, with the number of reads that took (for logs and metrics).
    */
   onResync?: (event: { reason: ResyncReason; attempts?: number }) => void;
+  /**
+   * `watch` retries its first read until etcd answers instead of throwing (for a follower that must
+   * not stop, such as the cluster's membership). @default false
+   */
+  retryFirstRead?: boolean;
 }
 
 /** One etcd watch of a name and the watchers it feeds. */
@@ -49,6 +54,7 @@ export class EtcdDiscovery implements Discovery {
   readonly #log: Logger;
   readonly #pageSize: number;
   readonly #onResync: EtcdDiscoveryOptions["onResync"];
+  readonly #retryFirstRead: boolean;
 
   /** Reads through `client` (not closed by discovery). */
   constructor(client: Etcd3, options: EtcdDiscoveryOptions = {}) {
@@ -57,6 +63,7 @@ export class EtcdDiscovery implements Discovery {
     this.#log = options.logger ?? silentLogger;
     this.#pageSize = options.pageSize ?? 500;
     this.#onResync = options.onResync;
+    this.#retryFirstRead = options.retryFirstRead ?? false;
   }
 
   async list(name: string): Promise<ServiceInstance[]> {
@@ -124,6 +131,7 @@ export class EtcdDiscovery implements Discovery {
       signal,
       pageSize: this.#pageSize,
       onResync: this.#onResync,
+      retryFirstRead: this.#retryFirstRead,
     });
     for await (const update of updates) {
       if (update.kind === "reset") {

@@ -220,7 +220,10 @@ export class EtcdRegistrar implements Registrar {
     signal.throwIfAborted();
     this.#setState("registered");
     this.#announceLease();
-    void this.#followOwnKey(); // ends with #stop
+    // Ends with #stop; should it end otherwise, the periodic check (one TTL) still repairs the key.
+    void this.#followOwnKey().catch((error) =>
+      this.#log.warn(`Watching ${this.#key} ended: ${describeEtcdError(error)}`)
+    );
     this.#loop = this.#supervise();
   }
 
@@ -419,30 +422,19 @@ export class EtcdRegistrar implements Registrar {
   /**
    * Follows our own key so deletes and overwrites from outside are repaired within moments: any
    * change (ours too: a reconcile that finds all well writes nothing) and any resync wake the
-   * supervisor. The periodic check covers the time a watch cannot be had.
+   * supervisor. Ends with `#stop`.
    */
   async #followOwnKey(): Promise<void> {
-    const signal = this.#stop.signal;
-    const backoff = new Backoff();
-    while (!signal.aborted) {
-      try {
-        const updates = watchRanges(this.#client, [{ key: this.#key }], {
-          signal,
-          onResync: (event) => {
-            if (event.reason === "disconnected" && event.attempts === undefined) {
-              this.#onEvent("watchDisconnected");
-            }
-          },
-        });
-        for await (const _ of updates) {
-          backoff.reset();
-          this.#poke();
+    const updates = watchRanges(this.#client, [{ key: this.#key }], {
+      signal: this.#stop.signal,
+      retryFirstRead: true,
+      onResync: (event) => {
+        if (event.reason === "disconnected" && event.attempts === undefined) {
+          this.#onEvent("watchDisconnected");
         }
-      } catch {
-        // etcd unreachable for the first read: the supervisor's own checks go on meanwhile.
-      }
-      if (!signal.aborted) await sleep(backoff.next(), signal);
-    }
+      },
+    });
+    for await (const _ of updates) this.#poke();
   }
 
   /** Tells `onLeaseChange` of the lease our record is under now, once per lease. */

@@ -39,6 +39,12 @@ export interface RangeOptions {
    * back in step, with the number of reads that took.
    */
   onResync?: (event: { reason: ResyncReason; attempts?: number }) => void;
+  /**
+   * Retry the first read as well (same backoff) until it succeeds or `signal` aborts, instead of
+   * throwing: for followers that must outlive an etcd blip at their start (the registrar's own key,
+   * the peers' secret, the cluster's views). @default false: the first read's error is thrown
+   */
+  retryFirstRead?: boolean;
 }
 
 /** Every key and value in `ranges`, at one revision. */
@@ -84,7 +90,12 @@ export async function* watchRanges(
   const { signal, pageSize = 500 } = options;
   const onResync = options.onResync ?? (() => {});
   if (signal?.aborted) return;
-  const first = await readRanges(client, ranges, pageSize);
+  let first: { entries: Map<string, string>; revision: bigint };
+  if (options.retryFirstRead) {
+    const fresh = await readUntilDone(client, ranges, pageSize, signal);
+    if (!fresh) return; // aborted
+    first = fresh.read;
+  } else first = await readRanges(client, ranges, pageSize);
   /** The last full read's revision: events at or below it are in it already. */
   let base = first.revision;
   /** Highest revision seen: the base, then every event since. */
