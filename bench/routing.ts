@@ -1,6 +1,6 @@
 /**
  * `deno task bench --only routing`: what one Send costs by where its subscriber is, with `workers: 2`
- * on two instances (issue 18's measure). A sender connection on instance A; a subscriber on the
+ * on two instances. A sender connection on instance A; a subscriber on the
  * sender's worker ("same worker"), one on A's other worker ("other worker"), one on instance B
  * ("other instance"). Which worker took a connection is read from `worker_connections` on A's
  * `/metrics` after each connection opens, so the classification needs nothing of the code measured

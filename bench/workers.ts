@@ -1,5 +1,5 @@
 /**
- * The workers dimension (issue 13): one service process with `workers: N` for each N asked, beside
+ * The workers dimension: one service process with `workers: N` for each N asked, beside
  * the Go original, under the same closed-loop loads spread over many connections (the kernel
  * hands each connection to one worker, so one connection would measure one worker). Reports rps,
  * server CPU µs per call (the figure that means something on a 2-core machine, where the load

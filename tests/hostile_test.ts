@@ -1,5 +1,5 @@
 /**
- * Hostile and unlucky conditions (issue 11), each against a real etcd and a real service process:
+ * Hostile and unlucky conditions, each against a real etcd and a real service process:
  * faults inside the process, closed output pipes, hang-ups, absurd config values, odd input files.
  */
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 /**
- * One process, several serving workers (issue 13), against real etcd and a real service process
+ * One process, several serving workers, against real etcd and a real service process
  * with `workers: 2`: connections spread over both workers, notifications cross workers with exact
  * counts, the instance's limits hold across workers, a crashed worker is restarted, and SIGTERM
  * drains both behind one deregistration.

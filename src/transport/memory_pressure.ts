@@ -3,9 +3,10 @@
  * (1 000 connections x 100 streams x 16 KiB of headers is more than V8's heap): when the JS heap
  * passes `high` of V8's limit, the connections holding the most open streams are cut, most first,
  * until it is back under `low`, and meanwhile a connection holding more than a few streams that
- * opens another is cut (http2_inbound.ts). Dying of "JavaScript heap out of memory" ends every worker and leaves the record
- * for a whole lease TTL; cutting the heaviest connections (an attacker's, as legitimate clients
- * hold a few streams each) keeps the service and its other clients up.
+ * opens another is cut (http2_inbound.ts). Dying of "JavaScript heap out of memory" ends every
+ * worker and leaves the record for a whole lease TTL; cutting the heaviest connections (an
+ * attacker's, as legitimate clients hold a few streams each) keeps the service and its other
+ * clients up.
  */
 import { setInterval } from "node:timers";
 import v8 from "node:v8";
