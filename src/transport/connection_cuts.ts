@@ -4,7 +4,7 @@
  * log as well.
  */
 import { setTimeout } from "node:timers";
-import type { CutReason } from "./http2_inbound.ts";
+import { type CutReason, STREAMS_UNDER_PRESSURE } from "./http2_inbound.ts";
 
 const WHY: Record<CutReason, string> = {
   header_list_size: "request headers over max-header-list-size",
@@ -53,6 +53,6 @@ export class CutReporter {
 export function describePressure(active: boolean, heapFraction: number): string {
   const pct = `${Math.round(heapFraction * 100)}%`;
   return active
-    ? `Heap at ${pct} of V8's limit: cutting the connections that hold the most streams, and any holding over 8 that opens one, until it is back down`
+    ? `Heap at ${pct} of V8's limit: cutting the connections that hold the most streams, and any holding over ${STREAMS_UNDER_PRESSURE} that opens one, until it is back down`
     : `Heap back down to ${pct} of V8's limit: accepting streams again`;
 }

@@ -41,7 +41,7 @@ export interface InboundLimits {
 
 const PREFACE_LENGTH = 24;
 /** Streams a connection may have open and still open more while the heap is near its limit. */
-const STREAMS_UNDER_PRESSURE = 8;
+export const STREAMS_UNDER_PRESSURE = 8;
 const FRAME_HEADER = 9;
 /** A HEADERS frame's pad length byte, up to 255 bytes of padding and 5 of priority. */
 const MAX_PADDING = 261;
