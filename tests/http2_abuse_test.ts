@@ -2,7 +2,7 @@
  * HTTP/2 abuse, written as an attacker would send it (frames built by hand,
  * tests/helpers/h2_attack.ts), against a real service: memory stays bounded, the service stays
  * alive, SERVING and registered, and a normal client is served throughout. Before the inbound
- * limits (src/http2_inbound.ts) the HPACK bomb grew RSS by ~480 MiB per attacking connection and
+ * limits (src/transport/http2_inbound.ts) the HPACK bomb grew RSS by ~480 MiB per attacking connection and
  * never gave it back, and the fat open streams took ~0.5 MB each.
  */
 import assert from "node:assert/strict";
@@ -18,11 +18,13 @@ import {
   serverSettings,
   SETTING,
 } from "./helpers/h2_attack.ts";
+import { python } from "./helpers/foreign.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { rssMiB } from "./helpers/proc.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
+const PIPELINED_CUT = new URL("./interop/h2_pipelined_cut.py", import.meta.url).pathname;
 /** RSS may grow at most this far above idle during the attack. */
 const MAX_GROWTH_MIB = 100;
 
@@ -116,6 +118,27 @@ Deno.test("the server advertises its stream and header limits in SETTINGS", opts
 });
 
 Deno.test(
+  "a cut answers every whole request sent before the offending one, then GOAWAY names the last",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `pipelined-cut-${crypto.randomUUID()}`,
+    });
+    // 20 Health/Checks and then one whose headers are 20 000 bytes decoded, in one write.
+    const out = JSON.parse(await python(PIPELINED_CUT, svc.addr, "20", "20000"));
+    const streams = Array.from({ length: 20 }, (_, i) => String(1 + 2 * i));
+    assert.deepEqual(out.answered, Object.fromEntries(streams.map((id) => [id, 0])), JSON.stringify(out));
+    assert.deepEqual(out.goaway, { code: 0xb, last_stream: 39 }, "ENHANCE_YOUR_CALM, last stream 39");
+    // Just under the limit: nothing is cut.
+    const under = JSON.parse(await python(PIPELINED_CUT, svc.addr, "2", "15000"));
+    assert.deepEqual(under, { answered: { 1: 0, 3: 0, 5: 0 }, goaway: null }, JSON.stringify(under));
+    await assertServing(svc, etcd.endpoints);
+  },
+);
+
+Deno.test(
   "a client that pipelines calls and never opens its window is cut; memory stays bounded",
   opts,
   async () => {
@@ -132,8 +155,11 @@ Deno.test(
         idle.toFixed(0)
       } -> ${peak.toFixed(0)} MiB`,
     );
-    assert.ok(result.cut, `the connection was not cut after ${result.written} calls`);
-    assert.ok(result.written < 20_000);
+    assert.ok(result.cut, `the connection was not closed after ${result.written} calls`);
+    await svc.waitForLine(
+      /Cut client connections over their limits: .*streams over max-concurrent-streams/,
+      11_000,
+    );
     assert.ok(peak - idle < MAX_GROWTH_MIB, `RSS grew ${(peak - idle).toFixed(0)} MiB`);
     await assertServing(svc, etcd.endpoints);
   },

@@ -66,6 +66,7 @@ export class Metrics {
   readonly notificationsForwarded: client.Counter;
   readonly notificationsReceived: client.Counter;
   readonly workerRestarts: client.Counter;
+  readonly connectionsAccepted: client.Counter;
   readonly connectionsCut: client.Counter<"reason">;
   readonly callsRefused: client.Counter<"reason">;
   readonly #etcdDuration: client.Histogram<"operation" | "code">;
@@ -157,6 +158,10 @@ export class Metrics {
     }
     const byReason = (name: string, help: string) =>
       new client.Counter({ name: PREFIX + name, help, labelNames: ["reason"], registers });
+    this.connectionsAccepted = counter(
+      "connections_accepted_total",
+      "Client connections accepted (handed to the gRPC server); with connections_cut_total, how often clients reconnect.",
+    );
     this.connectionsCut = byReason(
       "connections_cut_total",
       "Client connections cut or refused for going over a bound (reason: header_list_size, " +

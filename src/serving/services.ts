@@ -113,6 +113,7 @@ export function threadLimits(
     handshakeTimeoutMs: server.handshakeTimeoutMs,
     maxConcurrentStreams: server.maxConcurrentStreams,
     maxHeaderListBytes: server.maxHeaderListBytes,
+    onAccept: () => metrics?.connectionsAccepted.inc(),
     onCut: cutReporter(warn, metrics),
     onPressure: (active, fraction) => warn(describePressure(active, fraction)),
   };

@@ -4,13 +4,12 @@
  * {@link InboundLimiter}). Deno keeps up to 128 header pairs per stream whatever their size and
  * leaks what it kept when it refuses the stream, so a few KB/s of HPACK references to one large
  * header (a 16 KB block decodes to ~48 MB) took the service past 1.7 GB: no setting of node:http2
- * bounds it. Here every header block's decoded size is counted with HPACK's own rule (name +
- * value + 32 per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts) without decoding it: indexed
- * fields cost the size of their table entry, Huffman strings are charged at their largest
- * decoded length (8/5 of their wire length), and a reference this meter cannot place is charged
- * the whole table. The counts are upper bounds, so a legitimate client is never cut for less than
- * the limit; a connection whose block passes it is cut before any of it is decoded.
+ * bounds it. Here every header block is sized as its bytes arrive, exactly as the decoder will size
+ * it (hpack_size.ts): a block is cut once its decoded size passes the limit, and a client that keeps
+ * to the SETTINGS we advertise is never cut. A cut names the offending frame: the complete frames
+ * before it still reach nghttp2 and their requests are answered (see {@link InboundCut}).
  */
+import { HeaderListMeter, HpackError } from "./hpack_size.ts";
 
 /** Why a connection was cut (the `reason` label of the metric). */
 export type CutReason =
@@ -39,126 +38,72 @@ export interface InboundLimits {
   streamsOpened?: (n: number) => boolean;
 }
 
+/**
+ * Why and where to cut a connection: the first `pass` bytes of the chunk (whole frames before the
+ * offending one) are still handed to nghttp2, then the client is told with a GOAWAY naming
+ * `lastStream`, the last stream whose request headers it sent whole, so it knows which calls were
+ * taken (those are answered) and which to retry elsewhere.
+ */
+export interface InboundCut {
+  reason: CutReason;
+  /** Bytes at the start of the chunk to pass on before the cut. */
+  pass: number;
+  /** The last stream whose header block was passed whole (0: none). */
+  lastStream: number;
+  /** The HTTP/2 error code of the GOAWAY (RFC 9113 §7). */
+  code: number;
+}
+
+/** RFC 9113 §7 error codes. */
+export const H2_ERROR = { PROTOCOL: 0x1, COMPRESSION: 0x9, ENHANCE_YOUR_CALM: 0xb } as const;
+
 const PREFACE_LENGTH = 24;
 /** Streams a connection may have open and still open more while the heap is near its limit. */
 export const STREAMS_UNDER_PRESSURE = 8;
 const FRAME_HEADER = 9;
-/** A HEADERS frame's pad length byte, up to 255 bytes of padding and 5 of priority. */
-const MAX_PADDING = 261;
 const TYPE = { HEADERS: 1, PUSH_PROMISE: 5, CONTINUATION: 9 };
 const FLAG = { END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 };
-/** RFC 7541 §4.1: each entry costs its name, its value and 32 bytes. */
-const ENTRY_OVERHEAD = 32;
-/** The largest static-table entry (`access-control-allow-origin`, `accept-encoding: gzip, deflate`). */
-const STATIC_ENTRY_MAX = ENTRY_OVERHEAD + 27 + 13;
-const STATIC_ENTRIES = 61;
-/** The decoder's table size until SETTINGS say otherwise (we never raise it). */
-const DEFAULT_TABLE = 4096;
 
-/**
- * The decoded size of HPACK header blocks, as upper bounds, and the dynamic table they build
- * (one per connection: the table outlives each block).
- */
-export class HeaderBlockMeter {
-  /** Upper bounds of the dynamic table's entry sizes, newest first. */
-  readonly #entries: number[] = [];
-  #used = 0;
-  #capacity = DEFAULT_TABLE;
-
-  /** The decoded size of `block` (an upper bound); "malformed" if it cannot be parsed. */
-  measure(block: Uint8Array): number | "malformed" {
-    let total = 0;
-    let at = 0;
-    const int = (prefix: number): number => {
-      const max = (1 << prefix) - 1;
-      let value = block[at++] & max;
-      if (value < max) return value;
-      for (let shift = 0;; shift += 7) {
-        if (at >= block.length || shift > 28) throw new RangeError("bad integer");
-        const byte = block[at++];
-        value += (byte & 0x7f) * 2 ** shift;
-        if ((byte & 0x80) === 0) return value;
-      }
-    };
-    /** Skips a string literal; its largest decoded length. */
-    const string = (): number => {
-      if (at >= block.length) throw new RangeError("truncated string");
-      const huffman = (block[at] & 0x80) !== 0;
-      const length = int(7);
-      at += length;
-      if (at > block.length) throw new RangeError("truncated string");
-      return huffman ? Math.ceil(length * 8 / 5) : length;
-    };
-    /** The size of the entry at `index` (static or dynamic); the largest table when unknown. */
-    const entry = (index: number): number => {
-      if (index <= STATIC_ENTRIES) return STATIC_ENTRY_MAX;
-      return this.#entries[index - STATIC_ENTRIES - 1] ?? DEFAULT_TABLE;
-    };
-    try {
-      while (at < block.length) {
-        const first = block[at];
-        if (first & 0x80) {
-          const index = int(7);
-          if (index === 0) return "malformed";
-          total += entry(index);
-        } else if (first & 0x40) {
-          const index = int(6);
-          const name = index === 0 ? string() : entry(index) - ENTRY_OVERHEAD;
-          const size = name + string() + ENTRY_OVERHEAD;
-          total += size;
-          this.#add(size);
-        } else if (first & 0x20) {
-          this.#resize(Math.min(int(5), DEFAULT_TABLE));
-        } else {
-          const index = int(4);
-          const name = index === 0 ? string() : entry(index) - ENTRY_OVERHEAD;
-          total += name + string() + ENTRY_OVERHEAD;
-        }
-      }
-    } catch {
-      return "malformed";
-    }
-    return total;
-  }
-
-  #add(size: number): void {
-    this.#entries.unshift(size);
-    this.#used += size;
-    this.#evict();
-  }
-
-  #resize(capacity: number): void {
-    this.#capacity = capacity;
-    this.#evict();
-  }
-
-  #evict(): void {
-    while (this.#used > this.#capacity && this.#entries.length > 0) this.#used -= this.#entries.pop()!;
-  }
+/** Where the bytes of the current frame's payload go. */
+const enum Part {
+  /** A HEADERS frame's pad length and priority fields. */
+  Prefix,
+  /** Header block fragment: to the meter. */
+  Fragment,
+  /** Padding, or a payload we do not read. */
+  Skip,
 }
 
 /**
  * One server connection's input, frame by frame across chunk boundaries: header blocks are
- * measured ({@link HeaderBlockMeter}), new streams counted against what is open. `check` says
- * why to cut the connection, or undefined to let the chunk through.
+ * sized as they arrive ({@link HeaderListMeter}), new streams counted against what is open.
+ * `check` says where and why to cut the connection, or undefined to let the chunk through.
  */
 export class InboundLimiter {
-  readonly #meter = new HeaderBlockMeter();
+  readonly #meter = new HeaderListMeter();
   /** Bytes of the client preface still to skip. */
   #preface = PREFACE_LENGTH;
   /** A frame header split across chunks. */
-  #head = new Uint8Array(FRAME_HEADER);
+  readonly #head = new Uint8Array(FRAME_HEADER);
   #headLength = 0;
-  /** Payload bytes of the current frame still to come, and what to do with them. */
-  #remaining = 0;
-  #collect = false;
-  /** The header block being assembled (HEADERS then CONTINUATIONs). */
-  #block: Uint8Array[] = [];
-  #blockLength = 0;
-  #frameFlags = 0;
   #frameType = 0;
+  #frameFlags = 0;
   #frameLength = 0;
+  #frameStream = 0;
+  /** Where the current frame starts in this chunk; 0 when it started in an earlier one. */
+  #frameStart = 0;
+  #part = Part.Skip;
+  /** Payload bytes left in the current part, and after it. */
+  #partLeft = 0;
+  #padding = 0;
+  #prefixRead = 0;
+  /** The stream of the header block being read (HEADERS, then CONTINUATIONs), 0 when none. */
+  #blockStream = 0;
+  /** Where that block's HEADERS frame starts in this chunk; 0 when it started in an earlier one. */
+  #blockStart = 0;
   #lastStream = 0;
+  /** The last stream whose header block was read whole and within the limit. */
+  #lastComplete = 0;
   #refused = 0;
 
   constructor(readonly limits: InboundLimits) {}
@@ -169,122 +114,150 @@ export class InboundLimiter {
   }
 
   /**
-   * Reads `chunk`; `openStreams` says how many streams the session has open before it. Returns
-   * the reason to cut the connection, or undefined.
+   * Reads `chunk`; `openStreams` says how many streams the session had open before it. Returns
+   * where and why to cut the connection, or undefined to pass the whole chunk.
    */
-  check(chunk: Uint8Array, openStreams: () => number): CutReason | undefined {
+  check(chunk: Uint8Array, openStreams: () => number): InboundCut | undefined {
     let at = 0;
     let opened = 0;
     if (this.#preface > 0) {
-      const skip = Math.min(this.#preface, chunk.length);
-      this.#preface -= skip;
-      at = skip;
+      at = Math.min(this.#preface, chunk.length);
+      this.#preface -= at;
     }
-    while (at < chunk.length) {
-      if (this.#remaining === 0 && this.#headLength < FRAME_HEADER) {
-        const take = Math.min(FRAME_HEADER - this.#headLength, chunk.length - at);
-        this.#head.set(chunk.subarray(at, at + take), this.#headLength);
-        this.#headLength += take;
-        at += take;
-        if (this.#headLength < FRAME_HEADER) break;
-        const reason = this.#startFrame();
-        if (reason) return reason;
-        if (this.#frameType === TYPE.HEADERS && this.#isNewStream()) opened++;
-        if (this.#remaining === 0) {
-          const done = this.#endFrame();
-          if (done) return done;
+    // Frames and blocks that began in an earlier chunk have had their start passed already.
+    this.#frameStart = 0;
+    this.#blockStart = 0;
+    try {
+      while (at < chunk.length) {
+        if (this.#headLength < FRAME_HEADER) {
+          if (this.#headLength === 0) this.#frameStart = at;
+          const take = Math.min(FRAME_HEADER - this.#headLength, chunk.length - at);
+          this.#head.set(chunk.subarray(at, at + take), this.#headLength);
+          this.#headLength += take;
+          at += take;
+          if (this.#headLength < FRAME_HEADER) break;
+          const problem = this.#startFrame();
+          if (problem) return problem;
+          if (this.#frameType === TYPE.HEADERS && this.#frameStream > this.#lastStream) {
+            this.#lastStream = this.#frameStream;
+            opened++;
+            const refused = this.#newStream(openStreams() + opened);
+            if (refused) return refused;
+          }
+        } else {
+          const take = Math.min(this.#partLeft, chunk.length - at);
+          if (this.#part === Part.Fragment) {
+            this.#meter.write(chunk.subarray(at, at + take));
+            if (this.#meter.atLeast > this.limits.maxHeaderListBytes) {
+              return this.#cutBlock("header_list_size");
+            }
+          } else if (this.#part === Part.Prefix && take > 0) {
+            if (this.#prefixRead === 0 && this.#frameFlags & FLAG.PADDED) this.#padding = chunk[at];
+            this.#prefixRead += take;
+          }
+          this.#partLeft -= take;
+          at += take;
         }
-        continue;
+        const problem = this.#nextPart();
+        if (problem) return problem;
       }
-      const take = Math.min(this.#remaining, chunk.length - at);
-      if (this.#collect) {
-        this.#blockLength += take;
-        if (this.#blockLength > this.limits.maxHeaderListBytes + MAX_PADDING) {
-          // The wire bytes alone already pass the limit: decoded, they are at least as many.
-          return "header_list_size";
-        }
-        this.#block.push(chunk.slice(at, at + take));
-      }
-      this.#remaining -= take;
-      at += take;
-      if (this.#remaining === 0) {
-        const done = this.#endFrame();
-        if (done) return done;
-      }
-    }
-    // Under memory pressure a connection may still open a stream while it holds only a few (a
-    // client's calls go on); one holding more is what fills the heap, and is cut.
-    const pressed = opened > 0 && (this.limits.streamsOpened?.(opened) ?? false);
-    if (pressed && openStreams() + opened > STREAMS_UNDER_PRESSURE) return "memory";
-    if (opened > 0) {
-      // Of the streams this chunk opens, those past the limit are the ones nghttp2 will refuse.
-      const over = Math.min(opened, openStreams() + opened - this.limits.maxConcurrentStreams);
-      if (over > 0) this.#refused += over;
-      if (this.#refused > this.limits.maxRefusedStreams) return "refused_streams";
+    } catch (error) {
+      if (error instanceof HpackError) return this.#cutBlock("protocol", H2_ERROR.COMPRESSION);
+      throw error;
     }
     return undefined;
   }
 
-  #stream(): number {
-    return new DataView(this.#head.buffer).getUint32(5) & 0x7fffffff;
+  /** A stream is opened with `open` streams open in all: whether to cut for it. */
+  #newStream(open: number): InboundCut | undefined {
+    // Under memory pressure a connection may still open a stream while it holds only a few (a
+    // client's calls go on); one holding more is what fills the heap, and is cut.
+    const pressed = this.limits.streamsOpened?.(1) ?? false;
+    if (pressed && open > STREAMS_UNDER_PRESSURE) return this.#cutFrame("memory", H2_ERROR.ENHANCE_YOUR_CALM);
+    // Those past the limit are the ones nghttp2 will refuse.
+    if (open > this.limits.maxConcurrentStreams) this.#refused++;
+    if (this.#refused > this.limits.maxRefusedStreams) {
+      return this.#cutFrame("refused_streams", H2_ERROR.ENHANCE_YOUR_CALM);
+    }
+    return undefined;
   }
 
-  #isNewStream(): boolean {
-    const stream = this.#stream();
-    if (stream <= this.#lastStream) return false;
-    this.#lastStream = stream;
-    return true;
-  }
-
-  #startFrame(): CutReason | undefined {
+  #startFrame(): InboundCut | undefined {
     const head = this.#head;
     this.#frameLength = (head[0] << 16) | (head[1] << 8) | head[2];
     this.#frameType = head[3];
     this.#frameFlags = head[4];
-    this.#remaining = this.#frameLength;
-    this.#collect = false;
-    if (this.#frameType === TYPE.PUSH_PROMISE) return "protocol";
-    if (this.#frameType === TYPE.HEADERS) {
-      this.#block = [];
-      this.#blockLength = 0;
-      this.#collect = true;
-    } else if (this.#frameType === TYPE.CONTINUATION) {
-      this.#collect = true;
+    this.#frameStream = new DataView(head.buffer).getUint32(5) & 0x7fffffff;
+    this.#part = Part.Skip;
+    this.#partLeft = this.#frameLength;
+    this.#padding = 0;
+    this.#prefixRead = 0;
+    const type = this.#frameType;
+    // RFC 9113 §6.10: nothing may come between a block's frames (nghttp2 ends the connection).
+    if (this.#blockStream !== 0 && (type !== TYPE.CONTINUATION || this.#frameStream !== this.#blockStream)) {
+      return this.#cutBlock("protocol", H2_ERROR.PROTOCOL);
+    }
+    if (type === TYPE.PUSH_PROMISE) return this.#cutFrame("protocol", H2_ERROR.PROTOCOL);
+    if (type === TYPE.CONTINUATION) {
+      if (this.#blockStream === 0) return this.#cutFrame("protocol", H2_ERROR.PROTOCOL);
+      this.#part = Part.Fragment;
+    } else if (type === TYPE.HEADERS) {
+      if (this.#frameStream === 0) return this.#cutFrame("protocol", H2_ERROR.PROTOCOL);
+      this.#blockStream = this.#frameStream;
+      this.#blockStart = this.#frameStart;
+      const prefix = (this.#frameFlags & FLAG.PADDED ? 1 : 0) + (this.#frameFlags & FLAG.PRIORITY ? 5 : 0);
+      if (prefix > this.#frameLength) return this.#cutBlock("protocol", H2_ERROR.PROTOCOL);
+      this.#part = Part.Prefix;
+      this.#partLeft = prefix;
     }
     return undefined;
   }
 
-  /** A frame's payload is complete: measure the header block once it is whole. */
-  #endFrame(): CutReason | undefined {
-    this.#headLength = 0;
+  /** The current part is read: on to the next, or to the next frame. */
+  #nextPart(): InboundCut | undefined {
+    while (this.#headLength === FRAME_HEADER && this.#partLeft === 0) {
+      if (this.#part === Part.Prefix) {
+        const prefix = this.#prefixRead;
+        const fragment = this.#frameLength - prefix - this.#padding;
+        if (fragment < 0) return this.#cutBlock("protocol", H2_ERROR.PROTOCOL);
+        this.#part = Part.Fragment;
+        this.#partLeft = fragment;
+      } else if (this.#part === Part.Fragment && this.#padding > 0) {
+        this.#part = Part.Skip;
+        this.#partLeft = this.#padding;
+        this.#padding = 0;
+      } else {
+        this.#headLength = 0;
+        return this.#endFrame();
+      }
+    }
+    return undefined;
+  }
+
+  /** A frame is read whole: a header block that ends here is sized. */
+  #endFrame(): InboundCut | undefined {
     const type = this.#frameType;
     if (type !== TYPE.HEADERS && type !== TYPE.CONTINUATION) return undefined;
-    if (type === TYPE.HEADERS) {
-      const payload = concat(this.#block, this.#blockLength);
-      let start = 0;
-      let pad = 0;
-      if (this.#frameFlags & FLAG.PADDED) pad = payload[start++] ?? 0;
-      if (this.#frameFlags & FLAG.PRIORITY) start += 5;
-      if (start + pad > payload.length) return "protocol";
-      this.#block = [payload.subarray(start, payload.length - pad)];
-      this.#blockLength = payload.length - start - pad;
-    }
     if ((this.#frameFlags & FLAG.END_HEADERS) === 0) return undefined;
-    const size = this.#meter.measure(concat(this.#block, this.#blockLength));
-    this.#block = [];
-    this.#blockLength = 0;
-    if (size === "malformed") return "protocol";
-    return size > this.limits.maxHeaderListBytes ? "header_list_size" : undefined;
+    const size = this.#meter.end();
+    if (size > this.limits.maxHeaderListBytes) return this.#cutBlock("header_list_size");
+    this.#lastComplete = Math.max(this.#lastComplete, this.#blockStream);
+    this.#blockStream = 0;
+    return undefined;
   }
-}
 
-function concat(parts: Uint8Array[], length: number): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
+  /** Cuts before the header block being read (its HEADERS frame and all after). */
+  #cutBlock(reason: CutReason, code: number = H2_ERROR.ENHANCE_YOUR_CALM): InboundCut {
+    return {
+      reason,
+      pass: this.#blockStream === 0 ? this.#frameStart : this.#blockStart,
+      lastStream: this.#lastComplete,
+      code,
+    };
   }
-  return out;
+
+  /** Cuts before the current frame. */
+  #cutFrame(reason: CutReason, code: number): InboundCut {
+    return { reason, pass: this.#frameStart, lastStream: this.#lastComplete, code };
+  }
 }

@@ -146,9 +146,9 @@ export async function startGrpcServer(
       const limiter = new InboundLimiter(inbound);
       return {
         check: (chunk, openStreams) => {
-          const reason = limiter.check(chunk, openStreams);
-          if (reason) limits.onCut?.(reason);
-          return reason !== undefined;
+          const cut = limiter.check(chunk, openStreams);
+          if (cut) limits.onCut?.(cut.reason);
+          return cut;
         },
       };
     },
@@ -159,6 +159,7 @@ export async function startGrpcServer(
   if (http2Servers.length === 0) limitServerInput(policy);
   for (const http2Server of http2Servers) limitServerInput(policy, http2Server);
   const admit = (socket: Socket) => {
+    limits.onAccept?.();
     closeIfNoRequest(socket, tracker, limits);
     injector.injectConnection(socket);
   };
@@ -265,6 +266,8 @@ export interface StreamLimits {
   maxConcurrentStreams: number;
   /** Decoded size of one request's headers, in bytes (HPACK sizes). */
   maxHeaderListBytes: number;
+  /** Told each time a connection is accepted. */
+  onAccept?(): void;
   /** Told each time a connection is cut for going over one of these. */
   onCut?(reason: CutReason): void;
   /** Told when the heap passes the shedding mark (true) and is back under it (false). */

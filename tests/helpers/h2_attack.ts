@@ -3,6 +3,8 @@
  * let us send these): for the abuse tests and `deno task bench --only attacks`. Loopback only.
  */
 
+import { CUT_GRACE_MS } from "../../packages/registry/src/http2_guard.ts";
+
 const encoder = new TextEncoder();
 
 /** The client connection preface followed by an empty SETTINGS frame. */
@@ -252,7 +254,8 @@ export async function serverSettings(conn: Deno.Conn): Promise<Map<number, numbe
 /**
  * A client that opens no receive window (INITIAL_WINDOW_SIZE 0) and pipelines `calls`
  * Health/Check calls on one connection: no response can be sent, so every call stays open.
- * Resolves with how many were written before the server closed the connection, and whether it did.
+ * Resolves with how many were written before the server closed the connection, and whether it did
+ * (the server reads and drops what comes after a cut until it closes).
  */
 export async function pipelineWithoutWindow(
   port: number,
@@ -278,7 +281,8 @@ export async function pipelineWithoutWindow(
     if (open) written += frames.length / 2;
     await new Promise((r) => setTimeout(r, 1));
   }
-  await Promise.race([reading, new Promise((r) => setTimeout(r, 2_000))]);
+  // A cut connection is closed once the calls it had sent whole are answered, or after the grace.
+  await Promise.race([reading, new Promise((r) => setTimeout(r, CUT_GRACE_MS + 1_000))]);
   const cut = closed;
   try {
     conn.close();

@@ -26,6 +26,7 @@
  */
 import http2 from "node:http2";
 import { Duplex } from "node:stream";
+import { setTimeout } from "node:timers";
 
 /** Whether the guard is in force in this thread, and why not when it is not. */
 export interface Http2GuardState {
@@ -55,17 +56,36 @@ interface OwnedSession {
   type?: number;
   /** A server session's node:http2 server. */
   server?: object;
+  destroyed?: boolean;
+  goaway(code: number, lastStreamID: number): void;
+  close(): void;
   destroy(): void;
 }
 
-/** One server connection's input check (the service's is src/http2_inbound.ts). */
+/**
+ * Where to cut a connection: the first `pass` bytes of the chunk still reach nghttp2 (the whole
+ * frames before the offending one), then a GOAWAY with `code` tells the client that streams up to
+ * `lastStream` were taken; those are answered, and nothing more is read from the connection.
+ */
+export interface InputCut {
+  pass: number;
+  lastStream: number;
+  code: number;
+}
+
+/** One server connection's input check (the service's is src/transport/http2_inbound.ts). */
 export interface ConnectionInput {
   /**
-   * Reads `chunk` before nghttp2 does; true cuts the connection (the chunk and all after it are
-   * dropped). `openStreams` says how many streams the session has open before the chunk.
+   * Reads `chunk` before nghttp2 does; a cut ends the connection's input there (see
+   * {@link InputCut}). `openStreams` says how many streams the session has open before the chunk.
    */
-  check(chunk: Uint8Array, openStreams: () => number): boolean;
+  check(chunk: Uint8Array, openStreams: () => number): InputCut | undefined;
 }
+
+/** How long the calls a cut connection had sent whole may take to be answered before it is destroyed. */
+export const CUT_GRACE_MS = 2_000;
+/** How often a cut connection is looked at for calls still being answered. */
+const CUT_POLL_MS = 25;
 
 /** How server sessions' input is checked: one {@link ConnectionInput} per connection. */
 export interface ServerInputPolicy {
@@ -141,25 +161,50 @@ function install(): Http2GuardState {
     }
     return limiter;
   };
-  /** Drops the connection: its input stops here, and the session is destroyed once we are out. */
-  const cut = (handle: SessionHandle) => {
+  /**
+   * Ends the connection's input. The streams nghttp2 took are answered first (Deno creates their JS
+   * streams a tick later, so a close() at once would find none and drop them), for at most
+   * CUT_GRACE_MS; then a GOAWAY names the last stream taken, and the session closes. The GOAWAY
+   * comes last because some clients (Python's h2) read no frame after one.
+   */
+  const cut = (handle: SessionHandle, how: InputCut) => {
     handle[CUT] = true;
     const session = (handle as unknown as Record<symbol, OwnedSession | undefined>)[owner];
-    queueMicrotask(() => session?.destroy());
+    if (!session) return;
+    const deadline = Date.now() + CUT_GRACE_MS;
+    const closeWhenAnswered = () => {
+      if (session.destroyed) return;
+      if (handle.activeStreamCount() > 0 && Date.now() < deadline) {
+        setTimeout(closeWhenAnswered, CUT_POLL_MS).unref();
+        return;
+      }
+      try {
+        session.goaway(how.code, how.lastStream);
+        session.close();
+      } catch {
+        // Already going: destroyed below.
+      }
+      setTimeout(() => session.destroyed || session.destroy(), CUT_POLL_MS).unref();
+    };
+    queueMicrotask(closeWhenAnswered);
+  };
+  /** nghttp2 reads `chunk`; what it sends meanwhile is held back until it is done. */
+  const inside = (handle: SessionHandle, chunk: Uint8Array): unknown => {
+    handle[DEPTH] = (handle[DEPTH] ?? 0) + 1;
+    try {
+      return receive.call(handle, chunk);
+    } finally {
+      if (--handle[DEPTH]! === 0) settle(handle);
+    }
   };
 
   proto.receive = function (this: SessionHandle, chunk: Uint8Array): unknown {
     if (this[CUT]) return undefined;
-    const limiter = limiterOf(this);
-    if (limiter) {
-      if (limiter.check(chunk, () => this.activeStreamCount())) return cut(this);
-    }
-    this[DEPTH] = (this[DEPTH] ?? 0) + 1;
-    try {
-      return receive.call(this, chunk);
-    } finally {
-      if (--this[DEPTH] === 0) settle(this);
-    }
+    const how = limiterOf(this)?.check(chunk, () => this.activeStreamCount());
+    if (!how) return inside(this, chunk);
+    const result = how.pass > 0 ? inside(this, chunk.subarray(0, how.pass)) : undefined;
+    cut(this, how);
+    return result;
   };
   proto.getOutgoingChunk = function (this: SessionHandle): unknown {
     if ((this[DEPTH] ?? 0) > 0) {

@@ -4,6 +4,7 @@
 //	go_client calls   -etcd HOST:PORT -target /services/NAME [-authority A] [-seconds S]
 //	go_client reflect -addr HOST:PORT
 //	go_client send    -addr HOST:PORT -recipient R [-token JWT]
+//	go_client matrix  -addr HOST:PORT PATTERN...
 //
 // calls: dials etcd:///<target> through etcd's own naming resolver (clientv3/naming/resolver)
 // with grpc-go's round_robin, sends notifications in a loop, and prints one JSON line per 250 ms
@@ -12,23 +13,30 @@
 // them with protodesc.NewFiles, which rejects descriptors that are not what protoc would write.
 // send: one Send with `authorization: Bearer <token>` metadata (none without -token); prints the
 // status code (OK, Unauthenticated, PermissionDenied, ...).
+// matrix: calls as Go services call each other, on one ClientConn (one connection) for every
+// pattern in turn; the patterns are those of tests/interop/node_matrix.cjs. One JSON line per pattern.
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/clientv3"
 	"go.etcd.io/etcd/clientv3/naming/resolver"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -207,6 +215,204 @@ func send(addr, token, recipient string) {
 	fmt.Println(status.Code(err).String())
 }
 
+func sendRequest(recipient, title string) []byte {
+	var req []byte
+	for i, s := range []string{recipient, title} {
+		req = protowire.AppendTag(req, protowire.Number(i+1), protowire.BytesType)
+		req = protowire.AppendString(req, s)
+	}
+	return req
+}
+
+// title reads Notification.title (field 3).
+func title(b []byte) string {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return ""
+		}
+		b = b[n:]
+		if num == 3 && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeString(b)
+			return v
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return ""
+		}
+		b = b[m:]
+	}
+	return ""
+}
+
+func uuid() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+type plan struct {
+	calls, callers int
+	metadata       func() []string
+	subscribe      bool
+}
+
+func requestID() []string { return []string{"x-request-id", uuid()} }
+
+func planOf(pattern string) plan {
+	parts := strings.Split(pattern, ":")
+	num := func(i int) int {
+		n, err := strconv.Atoi(parts[i])
+		if err != nil {
+			fail("pattern %q: %v", pattern, err)
+		}
+		return n
+	}
+	switch parts[0] {
+	case "deadline":
+		return plan{calls: num(1), callers: 1, metadata: func() []string { return nil }}
+	case "request-id":
+		return plan{calls: num(1), callers: 1, metadata: requestID}
+	case "binary":
+		return plan{calls: num(1), callers: 1, metadata: func() []string {
+			b := make([]byte, 16)
+			rand.Read(b)
+			return []string{"x-trace-bin", string(b)}
+		}}
+	case "keys":
+		keys := num(1)
+		return plan{calls: num(2), callers: 1, metadata: func() []string {
+			var md []string
+			for i := 0; i < keys; i++ {
+				md = append(md, fmt.Sprintf("x-key-%d", i), fmt.Sprintf("value-%d", i))
+			}
+			return md
+		}}
+	case "fixed":
+		bytes, fields := num(1), num(2)
+		var md []string
+		left := bytes
+		for i := 0; i < fields; i++ {
+			name := fmt.Sprintf("x-fixed-%d", i)
+			size := bytes / fields
+			if i == fields-1 {
+				size = left
+			}
+			md = append(md, name, strings.Repeat("v", size-len(name)-32))
+			left -= size
+		}
+		return plan{calls: 200, callers: 1, metadata: func() []string { return md }}
+	case "concurrent":
+		return plan{calls: num(1) * num(2), callers: num(1), metadata: requestID}
+	case "subscribe":
+		return plan{calls: num(1), callers: 1, metadata: requestID, subscribe: true}
+	}
+	fail("unknown pattern %q", pattern)
+	return plan{}
+}
+
+func matrix(addr string, patterns []string) {
+	conn, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		fail("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	send := func(md []string, recipient, title string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if len(md) > 0 {
+			ctx = metadata.AppendToOutgoingContext(ctx, md...)
+		}
+		req := sendRequest(recipient, title)
+		var resp []byte
+		return conn.Invoke(ctx, "/notification.v1.NotificationService/Send", &req, &resp)
+	}
+	for _, pattern := range patterns {
+		p := planOf(pattern)
+		recipient := "go-" + uuid()
+		var titles sync.Map
+		ended := make(chan string, 1)
+		cancelStream := func() {}
+		if p.subscribe {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancelStream = cancel
+			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true},
+				"/notification.v1.NotificationService/Subscribe")
+			if err != nil {
+				fail("subscribe: %v", err)
+			}
+			req := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), recipient)
+			if err := stream.SendMsg(&req); err != nil {
+				fail("subscribe: %v", err)
+			}
+			stream.CloseSend()
+			go func() {
+				for {
+					var msg []byte
+					if err := stream.RecvMsg(&msg); err != nil {
+						ended <- err.Error()
+						return
+					}
+					titles.Store(title(msg), true)
+				}
+			}()
+			for i := 0; i < 100; i++ {
+				if _, ok := titles.Load("matrix-ready"); ok {
+					break
+				}
+				send(nil, recipient, "matrix-ready")
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		var next, ok, failed int64
+		var firstError atomic.Value
+		var wg sync.WaitGroup
+		for c := 0; c < p.callers; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for atomic.AddInt64(&next, 1) <= int64(p.calls) {
+					if err := send(p.metadata(), "matrix-nobody", "matrix-call"); err != nil {
+						atomic.AddInt64(&failed, 1)
+						firstError.CompareAndSwap(nil, err.Error())
+					} else {
+						atomic.AddInt64(&ok, 1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		result := map[string]interface{}{"pattern": pattern, "ok": ok, "failed": failed, "firstError": ""}
+		if e := firstError.Load(); e != nil {
+			result["firstError"] = e
+		}
+		if p.subscribe {
+			err := send(requestID(), recipient, "matrix-last")
+			got := false
+			for i := 0; i < 100 && !got; i++ {
+				_, got = titles.Load("matrix-last")
+				if !got {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			open := err == nil && got
+			select {
+			case why := <-ended:
+				open = false
+				result["firstError"] = "subscribe: " + why
+			default:
+			}
+			if !open && result["firstError"] == "" {
+				result["firstError"] = "subscribe: matrix-last not received"
+			}
+			result["open"] = open
+			cancelStream()
+		}
+		line, _ := json.Marshal(result)
+		fmt.Println(string(line))
+	}
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: go_client calls|reflect [flags]")
@@ -227,6 +433,8 @@ func main() {
 		reflect(*addr)
 	case "send":
 		send(*addr, *token, *recipient)
+	case "matrix":
+		matrix(*addr, fs.Args())
 	default:
 		fail("unknown mode %q", os.Args[1])
 	}
