@@ -238,10 +238,15 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   const { config, etcd, serving, metrics, log } = parts;
   const peers = peerCredentials(config.server.tls);
   // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
+  // The cluster proves membership again with a new signing secret as soon as it is seen.
+  let cluster: Cluster | undefined;
   const secret = "off" in peers ? peers.off : await PeerSecret.load(
     etcd,
     config.server.name,
-    (secrets) => serving.setPeerSecrets(secrets),
+    (secrets) => {
+      serving.setPeerSecrets(secrets);
+      cluster?.reprove();
+    },
   ).catch((error: Error) =>
     `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
       describeEtcdError(error)
@@ -252,8 +257,8 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
     return;
   }
   steps.defer(() => secret.close());
-  const cluster = new Cluster(etcd, {
-    peerCredential: () => secret.credential(),
+  cluster = new Cluster(etcd, {
+    prover: secret,
     name: config.server.name,
     instanceId: parts.instance.id,
     registryPrefix: config.etcd.prefix,

@@ -12,6 +12,7 @@ import type { ServiceInstance } from "../../packages/registry/src/types.ts";
 import type { PeerRouting, Reach } from "../notification/routing.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 import { PeerLinks } from "./peer_links.ts";
+import type { PeerProver } from "./peer_secret.ts";
 
 /** Options for {@link Cluster}. */
 export interface ClusterOptions {
@@ -26,8 +27,8 @@ export interface ClusterOptions {
   /** A peer that has not answered a forwarded notification by then counts 0 for it. */
   peerTimeoutMs: number;
   credentials: grpc.ChannelCredentials;
-  /** Proof of membership each peer stream opens with (peer_secret.ts). */
-  peerCredential: () => string;
+  /** How each peer stream proves membership (peer_secret.ts). */
+  prover: PeerProver;
   /** With TLS: the name in every instance's certificate (peers are dialed by address). */
   serverName?: string;
   logger: Logger;
@@ -82,7 +83,7 @@ export class Cluster implements PeerRouting {
     const links = this.#links = new PeerLinks({
       credentials: options.credentials,
       timeoutMs: options.peerTimeoutMs,
-      credential: options.peerCredential,
+      prover: options.prover,
       serverName: options.serverName,
     });
     // Membership: the registered instances of this service, from our own discovery.
@@ -128,6 +129,11 @@ export class Cluster implements PeerRouting {
   }
 
   /** For the Forward handler: resolves once this instance's view reflects `revision` (bounded). */
+  /** The peers' signing secret changed: open peer streams prove membership again with it. */
+  reprove(): void {
+    this.#links.reprove();
+  }
+
   reached(revision: bigint): Promise<boolean> {
     return this.view.reached(revision, this.#peerTimeoutMs);
   }

@@ -12,10 +12,10 @@ import * as grpc from "@grpc/grpc-js";
 import { Backoff } from "../../packages/registry/src/backoff.ts";
 import { services } from "../transport/protos.ts";
 import { Outbox } from "../_util/outbox.ts";
-import { PEER_HEADER } from "./peer_secret.ts";
+import { CHALLENGE_HEADER, type PeerProver } from "./peer_secret.ts";
 import { type Ack, type PeerItem, toWire, type WireItem } from "./peer_wire.ts";
 
-type ForwardStream = grpc.ClientDuplexStream<{ items: WireItem[] }, { acks: Ack[] }>;
+type ForwardStream = grpc.ClientDuplexStream<{ items: WireItem[]; proof?: string }, { acks: Ack[] }>;
 
 /** The sending side of one peer. */
 class PeerLink {
@@ -27,22 +27,31 @@ class PeerLink {
   >();
   readonly #backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
   #stream?: ForwardStream;
+  /** The open stream's challenge, once its response headers came; items wait for it. */
+  #nonce?: string;
+  #held: WireItem[] = [];
+  /** The secret the open stream proved membership with. */
+  #provenWith?: string;
   /** Everything forwarded before the microtask queue drains leaves as one message. */
   readonly #outbox = new Outbox<WireItem>((items) => this.#flush(items), queueMicrotask);
   /** Until when (ms) a broken link answers 0 at once instead of reconnecting. */
   #downUntil = 0;
   #seq = 0;
 
-  readonly #credential: () => string;
+  readonly #id: string;
+  readonly #prover: PeerProver;
 
-  constructor(
-    addr: string,
-    credentials: grpc.ChannelCredentials,
-    timeoutMs: number,
-    credential: () => string,
-    serverName?: string,
-  ) {
-    this.#credential = credential;
+  constructor(options: {
+    id: string;
+    addr: string;
+    credentials: grpc.ChannelCredentials;
+    timeoutMs: number;
+    prover: PeerProver;
+    serverName?: string;
+  }) {
+    const { id, addr, credentials, timeoutMs, prover, serverName } = options;
+    this.#id = id;
+    this.#prover = prover;
     const { Cluster } = services();
     this.#client = new Cluster(addr, credentials, {
       ...(serverName ? { "grpc.ssl_target_name_override": serverName } : {}),
@@ -88,9 +97,20 @@ class PeerLink {
       this.#downUntil = Date.now() + this.#backoff.next();
       return undefined;
     }
-    const metadata = new grpc.Metadata();
-    metadata.set(PEER_HEADER, this.#credential());
-    const stream = this.#client.forward(metadata) as ForwardStream;
+    const stream = this.#client.forward(new grpc.Metadata()) as ForwardStream;
+    this.#nonce = undefined;
+    this.#provenWith = undefined;
+    this.#held = [];
+    // The peer opens with a challenge; what was forwarded meanwhile leaves with the proof.
+    stream.on("metadata", (metadata: grpc.Metadata) => {
+      const nonce = metadata.get(CHALLENGE_HEADER)[0];
+      if (this.#stream !== stream || this.#nonce !== undefined) return;
+      if (typeof nonce !== "string" || nonce === "") return broken();
+      this.#nonce = nonce;
+      const held = this.#held;
+      this.#held = [];
+      this.#write(held);
+    });
     stream.on("data", ({ acks }: { acks: Ack[] }) => {
       this.#backoff.reset();
       for (const ack of acks) this.#settle(Number(ack.seq), ack.delivered);
@@ -106,19 +126,38 @@ class PeerLink {
     return stream;
   }
 
+  /** Proves membership again on the open stream if the signing secret changed (a rotation). */
+  reprove(): void {
+    if (this.#stream && this.#nonce !== undefined && this.#prover.signing() !== this.#provenWith) {
+      this.#write([]);
+    }
+  }
+
   #flush(items: WireItem[]): void {
-    const stream = this.#stream;
-    if (!stream) {
+    if (!this.#stream) {
       for (const item of items) this.#settle(item.seq, 0);
       return;
     }
-    stream.write({ items });
+    if (this.#nonce === undefined) this.#held.push(...items);
+    else this.#write(items);
+  }
+
+  /** Writes a batch, with a proof when the stream has none under the current signing secret. */
+  #write(items: WireItem[]): void {
+    const signing = this.#prover.signing();
+    if (signing === this.#provenWith) {
+      this.#stream!.write({ items });
+      return;
+    }
+    this.#provenWith = signing;
+    this.#stream!.write({ items, proof: this.#prover.proof(signing, this.#id, this.#nonce!) });
   }
 
   /** Ends the stream; everything in flight counts 0. */
   #fail(): void {
     const stream = this.#stream;
     this.#stream = undefined;
+    this.#held = [];
     stream?.cancel();
     for (const seq of [...this.#pending.keys()]) this.#settle(seq, 0);
     this.#outbox.clear();
@@ -140,19 +179,24 @@ export class PeerLinks {
   readonly #credentials: grpc.ChannelCredentials;
   readonly #timeoutMs: number;
   readonly #serverName?: string;
-  readonly #credential: () => string;
+  readonly #prover: PeerProver;
 
   constructor(options: {
     credentials: grpc.ChannelCredentials;
     timeoutMs: number;
-    /** What a link opens its stream with to prove it is an instance (peer_secret.ts). */
-    credential: () => string;
+    /** How a link proves it is an instance (peer_secret.ts). */
+    prover: PeerProver;
     serverName?: string;
   }) {
     this.#credentials = options.credentials;
     this.#timeoutMs = options.timeoutMs;
-    this.#credential = options.credential;
+    this.#prover = options.prover;
     this.#serverName = options.serverName;
+  }
+
+  /** The signing secret changed: every open link proves membership again with it. */
+  reprove(): void {
+    for (const link of this.#links.values()) link.reprove();
   }
 
   /** The live members (id -> address), from discovery; links of departed ones are closed. */
@@ -189,7 +233,14 @@ export class PeerLinks {
     if (!addr) return undefined;
     let link = this.#links.get(id);
     if (!link) {
-      link = new PeerLink(addr, this.#credentials, this.#timeoutMs, this.#credential, this.#serverName);
+      link = new PeerLink({
+        id,
+        addr,
+        credentials: this.#credentials,
+        timeoutMs: this.#timeoutMs,
+        prover: this.#prover,
+        serverName: this.#serverName,
+      });
       this.#links.set(id, link);
     }
     return link;

@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { encodeNotification, services } from "../transport/protos.ts";
 import { StreamTracker } from "../transport/streams.ts";
-import { forwardHandlers } from "./forward_service.ts";
+import { forwardService } from "./forward_service.ts";
 import { PeerLinks } from "./peer_links.ts";
-import { peerCredential } from "./peer_secret.ts";
+import { CHALLENGE_HEADER, peerProof, type PeerProver } from "./peer_secret.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const NAME = "svc";
@@ -24,31 +24,49 @@ interface FakePeer extends AsyncDisposable {
   delivered: string[];
   /** Batches as they arrived (item counts). */
   batches: number[];
+  /** Proofs as they arrived, and Forward streams opened. */
+  proofs: string[];
+  streams: number;
+  /** Re-checks open streams against the accepted secrets (as a rotation does). */
+  recheck(): void;
 }
 
-/** A peer whose `deliver` answers `count(recipient)` after `delayMs`, and whose view reaches any revision. */
+type ForwardCall = grpc.ServerDuplexStream<{ items: unknown[]; proof?: string }, unknown>;
+
+/**
+ * Peer `id`, accepting `secrets()`, whose `deliver` answers `count(recipient)` after `delayMs`,
+ * and whose view reaches any revision.
+ */
 async function fakePeer(options: {
+  id?: string;
+  secrets?: () => string[];
   count?: (recipient: string) => number;
   delayMs?: number;
   reached?: (revision: bigint) => Promise<boolean>;
 } = {}): Promise<FakePeer> {
   const delivered: string[] = [];
   const batches: number[] = [];
-  const handlers = forwardHandlers(
-    async (recipient) => {
+  const proofs: string[] = [];
+  let streams = 0;
+  const service = forwardService({
+    deliver: async (recipient) => {
       delivered.push(recipient);
       if (options.delayMs) await new Promise((r) => setTimeout(r, options.delayMs));
       return options.count?.(recipient) ?? 1;
     },
-    options.reached ?? (() => Promise.resolve(true)),
-    new StreamTracker(),
-    { name: NAME, secrets: () => [SECRET] },
-  );
-  const forward = handlers.forward as (call: grpc.ServerDuplexStream<{ items: unknown[] }, unknown>) => void;
+    reached: options.reached ?? (() => Promise.resolve(true)),
+    streams: new StreamTracker(),
+    peers: { name: NAME, self: () => options.id ?? "a", secrets: options.secrets ?? (() => [SECRET]) },
+  });
+  const forward = service.handlers.forward as (call: ForwardCall) => void;
   const server = new grpc.Server();
   server.addService(services().Cluster.service, {
-    forward: (call: grpc.ServerDuplexStream<{ items: unknown[] }, unknown>) => {
-      call.on("data", ({ items }: { items: unknown[] }) => batches.push(items.length));
+    forward: (call: ForwardCall) => {
+      streams++;
+      call.on("data", ({ items, proof }: { items: unknown[]; proof?: string }) => {
+        batches.push(items.length);
+        if (proof) proofs.push(proof);
+      });
       forward(call);
     },
   });
@@ -63,16 +81,45 @@ async function fakePeer(options: {
     addr: `127.0.0.1:${port}`,
     delivered,
     batches,
+    proofs,
+    get streams() {
+      return streams;
+    },
+    recheck: () => service.recheck(),
     [Symbol.asyncDispose]: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
   };
+}
+
+/** A prover signing with `secret()`. */
+function prover(secret: () => string): PeerProver {
+  return { signing: secret, proof: (s, target, nonce) => peerProof(s, NAME, target, nonce) };
 }
 
 function links(timeoutMs = 2_000, secret = SECRET): PeerLinks {
   return new PeerLinks({
     credentials: grpc.credentials.createInsecure(),
     timeoutMs,
-    credential: () => peerCredential(secret, NAME, Date.now()),
+    prover: prover(() => secret),
   });
+}
+
+/** A Forward stream of our own to `addr`: its challenge, and how it ends after sending `proof`. */
+async function rawForward(addr: string, proof: string, recipient = "r") {
+  const { Cluster } = services();
+  const client = new Cluster(addr, grpc.credentials.createInsecure()) as
+    & grpc.Client
+    & Record<string, CallableFunction>;
+  const call = client.forward(new grpc.Metadata()) as grpc.ClientDuplexStream<unknown, { acks: unknown[] }>;
+  const nonce = await new Promise<string>((resolve) =>
+    call.on("metadata", (md: grpc.Metadata) => resolve(String(md.get(CHALLENGE_HEADER)[0])))
+  );
+  const ended = new Promise<number>((resolve) => {
+    call.on("data", () => {});
+    call.on("error", (e: grpc.ServiceError) => resolve(e.code));
+    call.on("end", () => resolve(grpc.status.OK));
+  });
+  call.write({ items: [{ seq: 1, recipient, notification: note(recipient) }], proof });
+  return { nonce, ended, close: () => client.close() };
 }
 
 Deno.test("forwards in one batch per microtask flush, and sums each peer's count", opts, async () => {
@@ -93,7 +140,7 @@ Deno.test(
   "a peer that does not answer in time counts 0; one that is not a member counts 0 at once",
   opts,
   async () => {
-    await using slow = await fakePeer({ delayMs: 600 });
+    await using slow = await fakePeer({ id: "slow", delayMs: 600 });
     const peers = links(200);
     try {
       peers.setMembers(new Map([["slow", slow.addr]]));
@@ -158,6 +205,110 @@ Deno.test("a link without the service's secret is refused and counts 0", opts, a
     assert.deepEqual(a.delivered, []);
   } finally {
     peers.close();
+  }
+});
+
+Deno.test(
+  "a proof made for another instance is refused: it cannot be relayed to a second peer",
+  opts,
+  async () => {
+    await using b = await fakePeer({ id: "b" });
+    const peers = links();
+    try {
+      peers.setMembers(new Map([["a", b.addr]])); // the link proves for "a"; the peer is "b"
+      assert.equal(await peers.forward("a", "r", note("r")), 0);
+      assert.deepEqual(b.delivered, []);
+    } finally {
+      peers.close();
+    }
+  },
+);
+
+Deno.test("a proof seen on the wire opens nothing: each stream has its own challenge", opts, async () => {
+  await using a = await fakePeer();
+  const peers = links();
+  try {
+    peers.setMembers(new Map([["a", a.addr]]));
+    assert.equal(await peers.forward("a", "r", note("r")), 1);
+    const [seen] = a.proofs;
+    assert.ok(seen, "the link sent a proof");
+    // Replayed on a new stream (a new connection), it answers another nonce: refused.
+    const replay = await rawForward(a.addr, seen);
+    try {
+      assert.equal(await replay.ended, grpc.status.UNAUTHENTICATED);
+      // And without any proof at all.
+      const none = await rawForward(a.addr, "");
+      assert.equal(await none.ended, grpc.status.UNAUTHENTICATED);
+      none.close();
+    } finally {
+      replay.close();
+    }
+    assert.deepEqual(a.delivered, ["r"], "only the link's own notification");
+  } finally {
+    peers.close();
+  }
+});
+
+Deno.test(
+  "after a rotation the link proves again on its open stream; streams proven with a retired secret are closed",
+  opts,
+  async () => {
+    let accepted = [SECRET];
+    let signing = SECRET;
+    await using a = await fakePeer({ secrets: () => accepted });
+    const peers = new PeerLinks({
+      credentials: grpc.credentials.createInsecure(),
+      timeoutMs: 2_000,
+      prover: prover(() => signing),
+    });
+    try {
+      peers.setMembers(new Map([["a", a.addr]]));
+      assert.equal(await peers.forward("a", "r1", note("r1")), 1);
+      // One-step rotation, as every instance sees it: the new secret signs, the old one retires.
+      accepted = ["next", SECRET];
+      signing = "next";
+      a.recheck();
+      peers.reprove();
+      while (a.proofs.length < 2) await new Promise((r) => setTimeout(r, 5));
+      // The grace is over: only "next" is accepted.
+      accepted = ["next"];
+      a.recheck();
+      assert.equal(await peers.forward("a", "r2", note("r2")), 1, "the link's stream was proven again");
+      assert.equal(a.streams, 1, "the link kept its stream");
+      assert.equal(a.proofs.length, 2, "its first proof and the one after the rotation");
+      assert.deepEqual(a.delivered, ["r1", "r2"]);
+    } finally {
+      peers.close();
+    }
+  },
+);
+
+Deno.test("a stream proven with a secret that is then retired is closed", opts, async () => {
+  let accepted = [SECRET];
+  await using a = await fakePeer({ secrets: () => accepted });
+  const { Cluster } = services();
+  const client = new Cluster(a.addr, grpc.credentials.createInsecure()) as
+    & grpc.Client
+    & Record<string, CallableFunction>;
+  const call = client.forward(new grpc.Metadata()) as grpc.ClientDuplexStream<unknown, { acks: unknown[] }>;
+  try {
+    const nonce = await new Promise<string>((resolve) =>
+      call.on("metadata", (md: grpc.Metadata) => resolve(String(md.get(CHALLENGE_HEADER)[0])))
+    );
+    const acked = new Promise<void>((resolve) => call.once("data", () => resolve()));
+    const ended = new Promise<number>((resolve) =>
+      call.on("error", (e: grpc.ServiceError) => resolve(e.code))
+    );
+    call.write({
+      items: [{ seq: 1, recipient: "r", notification: note("r") }],
+      proof: peerProof(SECRET, NAME, "a", nonce),
+    });
+    await acked;
+    accepted = ["next"];
+    a.recheck();
+    assert.equal(await ended, grpc.status.UNAUTHENTICATED, "closed once its secret is retired");
+  } finally {
+    client.close();
   }
 });
 

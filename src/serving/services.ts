@@ -7,7 +7,7 @@ import { HealthService } from "./health.ts";
 import type { Limit } from "../_util/limits.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { NotificationService } from "../notification/service.ts";
-import { forwardHandlers } from "../cluster/forward_service.ts";
+import { forwardService } from "../cluster/forward_service.ts";
 import type { ServeLimits, ServerServices } from "../transport/server.ts";
 import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter } from "../metrics/mod.ts";
@@ -71,24 +71,27 @@ export function buildServices(options: ServicesOptions): Services {
   const peerStreams = new StreamTracker();
   // Forwarding is off (Forward answers UNIMPLEMENTED) until the cluster hands over its secrets.
   let peerSecrets: readonly string[] | undefined;
-  const cluster = forwardHandlers(
-    (recipient, bytes) => {
+  const forward = forwardService({
+    deliver: (recipient, bytes) => {
       metrics?.notificationsReceived.inc();
       // The peer sent it to every other instance itself: it goes no further than this one.
       return notifications.deliver(recipient, bytes, "instance");
     },
-    options.reached,
-    peerStreams,
-    { name: options.server.name, secrets: () => peerSecrets },
-  );
+    reached: options.reached,
+    streams: peerStreams,
+    peers: { name: options.server.name, self: () => notifications.instanceId, secrets: () => peerSecrets },
+  });
   return {
     notifications,
-    setPeerSecrets: (secrets) => (peerSecrets = secrets),
+    setPeerSecrets: (secrets) => {
+      peerSecrets = secrets;
+      forward.recheck();
+    },
     handlers: {
       notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
         notifications.handlers(),
       health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
-      cluster,
+      cluster: forward.handlers,
     },
     endStreams() {
       notifications.endSubscriptions();
