@@ -239,13 +239,13 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   const peers = peerCredentials(config.server.tls);
   // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
   // The cluster proves membership again with a new signing secret as soon as it is seen.
-  let cluster: Cluster | undefined;
+  const rotation: { cluster?: Cluster } = {};
   const secret = "off" in peers ? peers.off : await PeerSecret.load(
     etcd,
     config.server.name,
     (secrets) => {
       serving.setPeerSecrets(secrets);
-      cluster?.reprove();
+      rotation.cluster?.reprove();
     },
   ).catch((error: Error) =>
     `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
@@ -257,7 +257,7 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
     return;
   }
   steps.defer(() => secret.close());
-  cluster = new Cluster(etcd, {
+  const cluster = rotation.cluster = new Cluster(etcd, {
     prover: secret,
     name: config.server.name,
     instanceId: parts.instance.id,
