@@ -137,7 +137,7 @@ const HEALTH_CHECK = { path: "/grpc.health.v1.Health/Check", message: new Uint8A
 async function authCost(options: Http2BenchOptions): Promise<string[][]> {
   const dir = await Deno.makeTempDir({ prefix: "bench-auth-" });
   const secretFile = `${dir}/jwt.key`;
-  await Deno.writeTextFile(secretFile, `${crypto.randomUUID()}\n`);
+  await Deno.writeTextFile(secretFile, `${crypto.randomUUID()}${crypto.randomUUID()}\n`);
   const auth = { jwt: { hmacSecretFile: secretFile }, sendScope: "notifications:send" };
   const token = await makeToken(auth, { sub: "bench", scope: "notifications:send", ttlSeconds: 3_600 });
   const text = (field: number, value: string) => {

@@ -13,6 +13,7 @@ import { goClient, python } from "./helpers/foreign.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 import { scrape } from "./helpers/metrics.ts";
+import { scopedClient } from "./helpers/kv.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const PY = new URL("./interop/python_auth.py", import.meta.url).pathname;
@@ -345,3 +346,59 @@ Deno.test("subscribe() asks its token provider again when a token expires, and g
     client.close();
   }
 });
+
+Deno.test(
+  "Subscribes with a token past exp but within the skew take nothing: subscribers, heap and etcd at baseline",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, secret } = await authService(etcd.endpoints, '  metrics-addr: "127.0.0.1:0"\n', {
+      workers: 1,
+    });
+    await using _ = svc;
+    using kv = scopedClient(etcd.endpoints);
+    const directory = async () => (await kv.getAll().prefix("/notification-directory/").keys()).length;
+    // Expired 10 s ago: accepted by the 30 s skew, already past its exp.
+    const subs = Array.from({ length: 20 }, (_, i) => `late-${i}`);
+    const tokens = await Promise.all(subs.map((sub) => mint(secret, sub, "-", -10)));
+    const client = notificationClient(svc.addr);
+    const gauge = async () => (await scrape(svc.metricsPort)).value("notification_server_subscribers");
+    const heap = async () => (await scrape(svc.metricsPort)).value("nodejs_heap_size_used_bytes")! / 2 ** 20;
+    try {
+      const keysBefore = await directory();
+      const heapBefore = await heap();
+      const codes = new Map<number, number>();
+      const one = (i: number) =>
+        new Promise<void>((resolve) => {
+          const stream = client.subscribe(
+            { recipient: subs[i % 20] },
+            bearer(tokens[i % 20]),
+          ) as grpc.ClientReadableStream<unknown>;
+          stream.on("data", () => {});
+          stream.on("error", () => {});
+          stream.on("status", (s: grpc.StatusObject) => {
+            codes.set(s.code, (codes.get(s.code) ?? 0) + 1);
+            resolve();
+          });
+        });
+      // Four rounds of 3 000. The heap swings with garbage (no GC is forced), so a leak shows as
+      // the lowest reading of the later rounds rising: 3 000 leaked subscriptions held ~25 MiB.
+      const readings: number[] = [];
+      for (let round = 0; round < 4; round++) {
+        for (let i = 0; i < 3_000; i += 50) {
+          await Promise.all(Array.from({ length: 50 }, (_, j) => one(i + j)));
+        }
+        assert.equal(await gauge(), 0, `no phantom subscriber after round ${round}`);
+        readings.push(await heap());
+      }
+      assert.deepEqual([...codes], [[grpc.status.UNAUTHENTICATED, 12_000]]);
+      assert.equal(await directory(), keysBefore, "no directory key left in etcd");
+      const lowest = Math.min(...readings.slice(1)) - heapBefore;
+      const after = readings.map((r) => r.toFixed(1)).join(", ");
+      console.log(`12 000 expired-within-skew Subscribes: heap ${heapBefore.toFixed(1)} MiB, then ${after}`);
+      assert.ok(lowest < 25, `the heap stays ${lowest.toFixed(1)} MiB above where it was`);
+    } finally {
+      client.close();
+    }
+  },
+);

@@ -17,6 +17,7 @@ import {
 } from "jose";
 import { readFileSync } from "node:fs";
 import type { AuthConfig } from "../config/mod.ts";
+import { hmacSecret, keyAlgorithms } from "../config/jwt_keys.ts";
 
 /** What a verified token says about its bearer. */
 export interface Claims {
@@ -35,25 +36,44 @@ const CACHE_SIZE = 10_000;
 /** Verifies tokens against the configured keys; one per serving thread. */
 export class TokenVerifier {
   readonly #key: Uint8Array | JWTVerifyGetKey;
-  readonly #options: { issuer?: string; audience?: string };
+  readonly #options: { issuer?: string; audience?: string; algorithms: string[] };
   readonly #cache = new Map<string, Claims>();
 
   constructor(config: AuthConfig["jwt"]) {
-    this.#options = { issuer: config.issuer, audience: config.audience };
-    if (config.hmacSecretFile) {
-      this.#key = new TextEncoder().encode(readSecret(config.hmacSecretFile));
-    } else if (config.jwksFile) {
-      this.#key = createLocalJWKSet(JSON.parse(readFileSync(config.jwksFile, "utf8")) as { keys: JWK[] });
+    const [source, path] = config.hmacSecretFile
+      ? ["hmac-secret-file", config.hmacSecretFile] as const
+      : config.jwksFile
+      ? ["jwks-file", config.jwksFile] as const
+      : ["public-key-file", config.publicKeyFile!] as const;
+    const text = readFileSync(path, "utf8");
+    // The algorithms that fit the key, decided at start: jose refuses a token naming another
+    // before any key is looked up, so nothing a caller writes in `alg` is imported or kept.
+    const algorithms = keyAlgorithms(source, text);
+    this.#options = { issuer: config.issuer, audience: config.audience, algorithms };
+    if (source === "hmac-secret-file") {
+      this.#key = new TextEncoder().encode(hmacSecret(text).secret);
+    } else if (source === "jwks-file") {
+      this.#key = createLocalJWKSet(JSON.parse(text) as { keys: JWK[] });
     } else {
-      const pem = readFileSync(config.publicKeyFile!, "utf8");
+      const pem = text;
+      // One import per allowed algorithm at most (the same key serves RS256 and PS256).
       const byAlg = new Map<string, Promise<CryptoKey>>();
       this.#key = (header) => {
         const alg = header.alg ?? "";
+        if (!algorithms.includes(alg)) throw new Error("algorithm not allowed for this key");
         let key = byAlg.get(alg);
         if (!key) byAlg.set(alg, key = importSPKI(pem, alg));
         return key;
       };
+      this.#imported = () => byAlg.size;
     }
+  }
+
+  #imported = () => 0;
+
+  /** Keys imported so far (a PEM key is imported once per allowed algorithm it is used with). */
+  get keysImported(): number {
+    return this.#imported();
   }
 
   /** The token's claims; rejects (message never naming the token) when it is not valid. */
@@ -82,11 +102,6 @@ function toClaims(payload: JWTPayload): Claims {
   };
 }
 
-/** The secret in `file`, without the trailing newline editors add. */
-function readSecret(file: string): string {
-  return readFileSync(file, "utf8").replace(/\r?\n$/, "");
-}
-
 /** An HS256 token for development (`main.ts token`): signed with the configured HMAC secret. */
 export function makeToken(
   config: AuthConfig,
@@ -102,5 +117,7 @@ export function makeToken(
     .setExpirationTime(Math.floor(Date.now() / 1000) + claims.ttlSeconds);
   if (config.jwt.issuer) jwt = jwt.setIssuer(config.jwt.issuer);
   if (config.jwt.audience) jwt = jwt.setAudience(config.jwt.audience);
-  return jwt.sign(new TextEncoder().encode(readSecret(config.jwt.hmacSecretFile)));
+  return jwt.sign(
+    new TextEncoder().encode(hmacSecret(readFileSync(config.jwt.hmacSecretFile, "utf8")).secret),
+  );
 }

@@ -11,7 +11,7 @@ async function tempFile(text: string): Promise<string> {
 }
 
 Deno.test("HMAC tokens: issuer and audience are checked when configured; exp and sub are required", async () => {
-  const secret = await tempFile("s3cret-for-tests\n");
+  const secret = await tempFile("s3cret-for-tests-s3cret-for-tests\n");
   const auth = {
     jwt: { hmacSecretFile: secret, issuer: "backend", audience: "notifications" },
     sendScope: "x",
@@ -21,7 +21,7 @@ Deno.test("HMAC tokens: issuer and audience are checked when configured; exp and
   const claims = await verifier.verify(good);
   assert.equal(claims.sub, "alice");
   assert.deepEqual([...claims.scopes], ["x", "y"]);
-  const key = new TextEncoder().encode("s3cret-for-tests");
+  const key = new TextEncoder().encode("s3cret-for-tests-s3cret-for-tests");
   const sign = (jwt: SignJWT) => jwt.setProtectedHeader({ alg: "HS256" }).sign(key);
   const base = () => new SignJWT({}).setSubject("alice").setExpirationTime(now() + 60);
   for (
@@ -70,4 +70,26 @@ Deno.test("a PEM public key verifies ES256 tokens; a JWK Set picks the key by ki
     "wrong key for kid",
   );
   await assert.rejects(verifier.verify(token), Error, "an ES256 token with no kid in the set");
+});
+
+Deno.test("a token's alg chooses nothing: made-up and misfitting algorithms import no key", async () => {
+  const es = await generateKeyPair("ES256", { extractable: true });
+  const verifier = new TokenVerifier({ publicKeyFile: await tempFile(await exportSPKI(es.publicKey)) });
+  const b64 = (o: object) =>
+    btoa(JSON.stringify(o)).replaceAll("=", "").replaceAll("+", "-").replaceAll("/", "_");
+  const claims = b64({ sub: "x", exp: now() + 60 });
+  // 3 000 unsigned tokens, each naming a new 10 KB algorithm (the probe's flood), then the
+  // algorithms jose knows that do not fit an ES256 key.
+  for (let i = 0; i < 3_000; i++) {
+    const token = `${b64({ alg: `X${i}${"a".repeat(10_000)}` })}.${claims}.c2ln`;
+    await assert.rejects(verifier.verify(token));
+  }
+  for (const alg of ["RS256", "PS256", "HS256", "ES384", "EdDSA", "none"]) {
+    await assert.rejects(verifier.verify(`${b64({ alg })}.${claims}.c2ln`), Error, alg);
+  }
+  assert.equal(verifier.keysImported, 0, "no key imported for any of them");
+  const token = await new SignJWT({}).setProtectedHeader({ alg: "ES256" }).setSubject("ok")
+    .setExpirationTime(now() + 60).sign(es.privateKey);
+  assert.equal((await verifier.verify(token)).sub, "ok");
+  assert.equal(verifier.keysImported, 1, "one import for the key's own algorithm");
 });

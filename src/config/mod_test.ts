@@ -327,3 +327,46 @@ Deno.test("parseConfig() asks the machine only through ConfigIO: files, secrets 
       error instanceof ConfigError && error.message === `${FILE}: etcd.password-file: "/missing" is gone`,
   );
 });
+
+Deno.test("auth keys are checked at start: one source, an HMAC secret of 32 bytes or more, a real key", async () => {
+  const { exportSPKI, generateKeyPair } = await import("jose");
+  const pem = await exportSPKI((await generateKeyPair("ES256", { extractable: true })).publicKey);
+  const files: Record<string, string> = {
+    "/k/short": "x\n",
+    "/k/empty": "\n",
+    "/k/good": `${"k".repeat(32)}\n`,
+    "/k/pem": pem,
+    "/k/notpem": "hello",
+    "/k/jwks-empty": '{"keys": []}',
+    "/k/jwks-bad": "{",
+  };
+  const io = { fileProblem: () => undefined, readText: (path: string) => files[path], cpus: () => 1 };
+  const parse = (jwt: string) =>
+    parseConfig(BASE.replace(/(name: "notification-server")/, `$1\n  auth: { jwt: { ${jwt} } }`), FILE, {
+      env: noEnv,
+      io,
+    });
+  const refused = (jwt: string, expected: string) =>
+    assert.throws(() => parse(jwt), (error: Error) => {
+      assert.ok(error instanceof ConfigError && !error.message.includes("\n"), error.message);
+      assert.ok(error.message.includes(expected), `${error.message}\n  should include\n${expected}`);
+      return true;
+    });
+  refused(
+    'hmac-secret-file: "/k/short"',
+    'notification-server.auth.jwt.hmac-secret-file: "/k/short" holds 1 bytes; an HMAC secret needs at least 32',
+  );
+  refused(
+    'hmac-secret-file: "/k/empty"',
+    'notification-server.auth.jwt.hmac-secret-file: "/k/empty" is empty',
+  );
+  refused(
+    'hmac-secret-file: "/k/good", public-key-file: "/k/pem"',
+    "notification-server.auth.jwt: expected one of hmac-secret-file, public-key-file or jwks-file, found hmac-secret-file and public-key-file",
+  );
+  refused('public-key-file: "/k/notpem"', '"/k/notpem" is not a PEM public key');
+  refused('jwks-file: "/k/jwks-empty"', '"/k/jwks-empty" holds no keys');
+  refused('jwks-file: "/k/jwks-bad"', '"/k/jwks-bad" is not JSON');
+  assert.equal(parse('hmac-secret-file: "/k/good"').server.auth?.jwt.hmacSecretFile, "/k/good");
+  assert.equal(parse('public-key-file: "/k/pem"').server.auth?.jwt.publicKeyFile, "/k/pem");
+});

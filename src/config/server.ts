@@ -3,6 +3,7 @@ import type { HostPort } from "../../packages/registry/src/host_port.ts";
 import { CONNECTION_DEFAULTS } from "../_util/limits.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../_util/logger.ts";
 import { type EnvName, MIB, quote, type Reader } from "./reader.ts";
+import { keyAlgorithms } from "./jwt_keys.ts";
 import type { AuthConfig, ServerConfig, ServerTlsConfig } from "./types.ts";
 
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -139,8 +140,24 @@ function auth(r: Reader, raw: Record<string, unknown>, s: string): AuthConfig | 
     issuer: r.string(j, section, "issuer"),
     audience: r.string(j, section, "audience"),
   };
-  if (!jwt.hmacSecretFile && !jwt.publicKeyFile && !jwt.jwksFile) {
-    r.fail(section, "expected one of hmac-secret-file, public-key-file or jwks-file, found none");
+  const sources = (["hmac-secret-file", "public-key-file", "jwks-file"] as const).filter((k) =>
+    j[k] !== undefined
+  );
+  if (sources.length !== 1) {
+    r.fail(
+      section,
+      `expected one of hmac-secret-file, public-key-file or jwks-file, found ${
+        sources.length === 0 ? "none" : sources.join(" and ")
+      }`,
+    );
+  }
+  const [source] = sources;
+  const path = (jwt.hmacSecretFile ?? jwt.publicKeyFile ?? jwt.jwksFile)!;
+  try {
+    // Read once here so that a bad key is a config error (the verifier reads it the same way).
+    keyAlgorithms(source, r.io.readText(path));
+  } catch (error) {
+    r.fail(`${section}.${source}`, `${quote(path)} ${(error as Error).message}`);
   }
   return { jwt, sendScope: r.string(a, `${s}.auth`, "send-scope") ?? "notifications:send" };
 }

@@ -201,19 +201,22 @@ export class NotificationService {
         }
         if (admitted?.expiresAtMs !== undefined) {
           // The stream lives as long as its token: the client subscribes again with a fresh one.
+          // `closed` releases whatever the stream holds by then (hub, directory, limits).
           const endWithToken = () => {
             const left = admitted.expiresAtMs! - Date.now();
             if (left > 0) {
               expiry = setTimeout(endWithToken, Math.min(left, MAX_TIMER_MS));
-              return;
+              return false;
             }
             closed();
             call.emit("error", {
               code: grpc.status.UNAUTHENTICATED,
               details: "token expired: subscribe again",
             });
+            return true;
           };
-          endWithToken();
+          // A token accepted within the clock skew but already past its exp: nothing more is taken.
+          if (endWithToken()) return;
         }
         const cutOff = (why: string) => {
           cut = true;
