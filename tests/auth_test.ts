@@ -269,37 +269,74 @@ Deno.test(
   },
 );
 
-Deno.test("one identity's subscriptions are bounded across its connections", opts, async () => {
-  await using etcd = await useEtcd();
-  // One serving thread: the bound is per thread (README), and workers would each allow 2.
-  const { svc, config } = await authService(etcd.endpoints, "  max-subscribers-per-identity: 2\n", {
-    workers: 1,
-  });
-  await using _ = svc;
-  const frank = bearer(await cliToken(config, "--sub", "frank"));
-  // Three connections of one caller: the per-connection bound is not what refuses the third.
-  const clients = [0, 1, 2].map(() => notificationClient(svc.addr, { "grpc.use_local_subchannel_pool": 1 }));
-  try {
-    const ended = await Promise.all(clients.map((client, i) =>
-      new Promise<grpc.StatusObject>((resolve) => {
-        setTimeout(() => {
-          const stream = client.subscribe({ recipient: "frank" }, frank) as grpc.ClientReadableStream<
-            unknown
-          >;
-          stream.on("status", resolve);
-          stream.on("error", () => {});
-          stream.on("data", () => {});
-          setTimeout(() => stream.cancel(), 1_500);
-        }, 100 * i);
-      })
-    ));
-    const refused = ended.filter((s) => s.code === grpc.status.RESOURCE_EXHAUSTED);
-    assert.equal(refused.length, 1, JSON.stringify(ended));
-    assert.match(refused[0].details, /max-subscribers-per-identity/);
-  } finally {
-    for (const client of clients) client.close();
-  }
-});
+Deno.test(
+  "per-identity limits hold per instance with workers: 2 (subscriptions and the Send rate, exactly)",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, config } = await authService(
+      etcd.endpoints,
+      '  max-subscribers-per-identity: 4\n  send-rate-per-identity: 5\n  metrics-addr: "127.0.0.1:0"\n',
+      { workers: 2 },
+    );
+    await using _ = svc;
+    const frank = bearer(await cliToken(config, "--sub", "frank"));
+    const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+    // 16 connections of one caller: the kernel spreads them over both workers.
+    const clients = Array.from(
+      { length: 16 },
+      () => notificationClient(svc.addr, { "grpc.use_local_subchannel_pool": 1 }),
+    );
+    try {
+      await Promise.all(
+        clients.map((client) =>
+          new Promise<void>((resolve, reject) =>
+            client.waitForReady(Date.now() + 5_000, (error) => error ? reject(error) : resolve())
+          )
+        ),
+      );
+      const perWorker = (await scrape(svc.metricsPort)).text.split("\n")
+        .filter((l) => l.startsWith("notification_server_worker_connections{"))
+        .map((l) => Number(l.slice(l.lastIndexOf(" ") + 1)));
+      assert.ok(
+        perWorker.length === 2 && perWorker.every((n) => n > 0),
+        `both workers hold some: ${perWorker}`,
+      );
+      const streams = clients.map((client) => {
+        const stream = client.subscribe({ recipient: "frank" }, frank) as grpc.ClientReadableStream<unknown>;
+        const outcome = { code: -1, stream };
+        stream.on("status", (status: grpc.StatusObject) => (outcome.code = status.code));
+        stream.on("error", () => {});
+        stream.on("data", () => {});
+        return outcome;
+      });
+      // The refused ones end at once; the admitted ones stay open (-1).
+      await new Promise((r) => setTimeout(r, 1_500));
+      const ended = streams.map((s) => s.code);
+      assert.equal(ended.filter((c) => c === -1).length, 4, `4 streams open: ${ended}`);
+      assert.equal(ended.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length, 12, `${ended}`);
+      for (const s of streams) s.stream.cancel();
+      // 40 Sends at once over the 16 connections: a burst of 2 s x 5/s, whichever worker takes them.
+      const codes = await Promise.all(
+        Array.from(
+          { length: 40 },
+          (_, i) =>
+            send(clients[i % 16], { recipient: "nobody", title: `n${i}` }, undefined, sender).then(
+              () => grpc.status.OK,
+              (e: grpc.ServiceError) => e.code,
+            ),
+        ),
+      );
+      const ok = codes.filter((c) => c === grpc.status.OK).length;
+      assert.ok(
+        ok >= 10 && ok <= 11,
+        `${ok} of 40 Sends passed (a burst of 10, plus what refilled meanwhile)`,
+      );
+    } finally {
+      for (const client of clients) client.close();
+    }
+  },
+);
 
 Deno.test("subscribe() asks its token provider again when a token expires, and goes on", opts, async () => {
   await using etcd = await useEtcd();

@@ -7,6 +7,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import type { AuthConfig, CallerLimits } from "../config/mod.ts";
+import { IdentityTable } from "./identity_table.ts";
 import { type Claims, TokenVerifier } from "./tokens.ts";
 
 /** Why a call was refused (the `reason` label of notification_server_calls_refused_total). */
@@ -37,26 +38,26 @@ interface CallLike {
   getPeer(): string;
 }
 
-/** Identities whose buckets are kept; idle ones are dropped first (a flood of names cannot grow it). */
-const MAX_BUCKETS = 100_000;
-
 export class CallerPolicy {
   readonly #verifier?: TokenVerifier;
   readonly #sendScope: string;
   readonly #limits: CallerLimits;
   readonly #onRefused: (reason: RefusalReason) => void;
   readonly #byConnection = new Map<string, number>();
-  readonly #byIdentity = new Map<string, number>();
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  /** Per identity, across the instance's threads: subscriptions held and Send buckets. */
+  readonly #identities: IdentityTable;
 
   constructor(options: {
     auth?: AuthConfig;
     limits: CallerLimits;
+    /** The instance's table (shared by its workers); this thread's own when absent. */
+    identities?: IdentityTable;
     onRefused?: (reason: RefusalReason) => void;
   }) {
     this.#verifier = options.auth ? new TokenVerifier(options.auth.jwt) : undefined;
     this.#sendScope = options.auth?.sendScope ?? "";
     this.#limits = options.limits;
+    this.#identities = options.identities ?? new IdentityTable();
     this.#onRefused = options.onRefused ?? (() => {});
   }
 
@@ -76,7 +77,9 @@ export class CallerPolicy {
         reason: "permission_denied",
       });
     }
-    if (this.#limits.sendsPerSecond > 0 && !this.#take(who.identity)) {
+    if (
+      this.#limits.sendsPerSecond > 0 && !this.#identities.take(who.identity, this.#limits.sendsPerSecond)
+    ) {
       return this.#refuse({
         code: grpc.status.RESOURCE_EXHAUSTED,
         details: `too many Sends: send-rate-per-identity is ${this.#limits.sendsPerSecond} per second`,
@@ -106,7 +109,8 @@ export class CallerPolicy {
         reason: "subscribers_per_connection",
       });
     }
-    if (this.#verifier && (this.#byIdentity.get(who.identity) ?? 0) >= this.#limits.subscribersPerIdentity) {
+    const perIdentity = this.#verifier !== undefined;
+    if (perIdentity && !this.#identities.tryAcquire(who.identity, this.#limits.subscribersPerIdentity)) {
       return this.#refuse({
         code: grpc.status.RESOURCE_EXHAUSTED,
         details:
@@ -115,7 +119,6 @@ export class CallerPolicy {
       });
     }
     increment(this.#byConnection, connection, 1);
-    increment(this.#byIdentity, who.identity, 1);
     let released = false;
     return {
       expiresAtMs: who.claims?.expiresAtMs,
@@ -123,7 +126,7 @@ export class CallerPolicy {
         if (released) return;
         released = true;
         increment(this.#byConnection, connection, -1);
-        increment(this.#byIdentity, who.identity, -1);
+        if (perIdentity) this.#identities.release(who.identity);
       },
     };
   }
@@ -154,25 +157,6 @@ export class CallerPolicy {
   #refuse(refusal: Refusal): Refusal {
     this.#onRefused(refusal.reason);
     return refusal;
-  }
-
-  /** One Send from `identity`'s token bucket (refilled at the rate, holding two seconds' worth). */
-  #take(identity: string): boolean {
-    const rate = this.#limits.sendsPerSecond;
-    const now = Date.now();
-    let bucket = this.#buckets.get(identity);
-    if (!bucket) {
-      if (this.#buckets.size >= MAX_BUCKETS) this.#buckets.delete(this.#buckets.keys().next().value!);
-      bucket = { tokens: 2 * rate, at: now };
-    }
-    bucket.tokens = Math.min(2 * rate, bucket.tokens + ((now - bucket.at) / 1000) * rate);
-    bucket.at = now;
-    // Re-inserted so that the least recently used identity is the first to be dropped.
-    this.#buckets.delete(identity);
-    this.#buckets.set(identity, bucket);
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
   }
 }
 

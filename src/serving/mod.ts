@@ -2,6 +2,7 @@
  * Where gRPC is served: on the main thread (`workers: 1`) or by a pool of workers sharing the
  * port. app.ts drives both through {@link Serving}, so the lifecycle reads the same either way.
  */
+import { identitySlots, IdentityTable, identityTableMemory } from "../auth/identity_table.ts";
 import type { Config } from "../config/mod.ts";
 import type { HealthService } from "./health.ts";
 import { LocalLimit } from "../_util/limits.ts";
@@ -77,6 +78,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     health: options.health,
     subscribers: new LocalLimit(server.maxSubscribers),
     queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
+    identities: new IdentityTable(identityTableMemory(identitySlots(server))),
     metrics: options.metrics,
     reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
   });

@@ -13,6 +13,7 @@ import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter } from "../metrics/mod.ts";
 import { StreamTracker } from "../transport/streams.ts";
 import { CallerPolicy } from "../auth/callers.ts";
+import type { IdentityTable } from "../auth/identity_table.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -36,6 +37,8 @@ export interface ServicesOptions {
   /** The instance's budget of bytes queued to subscribers (`subscriber-queue-total-bytes`). */
   queuedBytes: Limit;
   metrics?: Metrics;
+  /** Per-identity subscriptions and Send buckets, shared by the instance's threads. */
+  identities: IdentityTable;
   /** For a peer's barrier: whether this instance's directory view reached `revision`. */
   reached: (revision: bigint) => Promise<boolean>;
 }
@@ -64,6 +67,7 @@ export function buildServices(options: ServicesOptions): Services {
     callers: new CallerPolicy({
       auth: options.server.auth,
       limits: options.server.callerLimits,
+      identities: options.identities,
       onRefused: (reason) => metrics?.callsRefused.inc({ reason }),
     }),
     onDropped: () => metrics?.notificationsDropped.inc(),

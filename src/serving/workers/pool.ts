@@ -19,7 +19,8 @@ import { BindError, checkPortFree } from "../../transport/server.ts";
 import { Outbox } from "../../_util/outbox.ts";
 import { WorkerRouter } from "./router.ts";
 import type { PeerRouting } from "../../notification/routing.ts";
-import type { FromWorker, SharedLimits, ToWorker, WorkerRequest } from "./protocol.ts";
+import type { FromWorker, SharedLimits, SharedTables, ToWorker, WorkerRequest } from "./protocol.ts";
+import { identitySlots, identityTableMemory, releaseWorkerIdentities } from "../../auth/identity_table.ts";
 
 /** Options for {@link WorkerPool.start}. */
 export interface WorkerPoolOptions {
@@ -57,6 +58,7 @@ export class WorkerPool {
   #port: number;
   readonly #options: WorkerPoolOptions;
   readonly #limits: SharedLimits;
+  readonly #tables: SharedTables;
   readonly #slots: Slot[];
   /** Which workers hold which recipients; the filter workers read to skip this thread. */
   readonly #router = new WorkerRouter((index, recipient, bytes) =>
@@ -78,6 +80,7 @@ export class WorkerPool {
       connections: sharedLimitBuffer(options.count),
       queuedBytes: sharedLimitBuffer(options.count),
     };
+    this.#tables = { identities: identityTableMemory(identitySlots(options.server), options.count) };
     this.#slots = Array.from({ length: options.count }, (_, index) => ({
       index,
       generation: 0,
@@ -231,6 +234,7 @@ export class WorkerPool {
         port: this.#port,
         server: this.#options.server,
         limits: this.#limits,
+        tables: this.#tables,
         filter: this.#router.filter.buffer,
         health: this.#health,
         metrics: this.#options.metrics,
@@ -281,6 +285,7 @@ export class WorkerPool {
     slot.outbox = undefined;
     slot.serving = false;
     for (const buffer of Object.values(this.#limits)) releaseWorker(buffer, slot.index);
+    releaseWorkerIdentities(this.#tables.identities, slot.index);
     this.#router.releaseWorker(slot.index);
     for (const resolve of slot.deliveries.values()) resolve(0);
     slot.deliveries.clear();

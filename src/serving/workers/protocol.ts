@@ -3,6 +3,7 @@
  * registration, the cluster and health; workers serve gRPC and ask the main thread for what only
  * it knows (which workers and instances hold a recipient's subscribers).
  */
+import type { IdentityTableMemory } from "../../auth/identity_table.ts";
 import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
 import type { MetricsJson } from "../../metrics/mod.ts";
@@ -17,6 +18,12 @@ export interface SharedLimits {
   queuedBytes: SharedArrayBuffer;
 }
 
+/** What every worker shares besides the counters. */
+export interface SharedTables {
+  /** Per-identity subscriptions and Send buckets (auth/identity_table.ts). */
+  identities: IdentityTableMemory;
+}
+
 /** The first message a worker gets. */
 export interface WorkerStart {
   type: "start";
@@ -28,6 +35,7 @@ export interface WorkerStart {
   port: number;
   server: ServerConfig;
   limits: SharedLimits;
+  tables: SharedTables;
   /** The {@link RecipientFilter}'s buffer. */
   filter: SharedArrayBuffer;
   health: Record<string, ServingStatus>;

@@ -5,6 +5,7 @@
  */
 import { HealthService } from "../health.ts";
 import { SharedLimit } from "../../_util/limits.ts";
+import { IdentityTable } from "../../auth/identity_table.ts";
 import { Metrics } from "../../metrics/mod.ts";
 import { BindError, startGrpcServer, stopGrpcServer } from "../../transport/server.ts";
 import { buildServices, threadLimits } from "../services.ts";
@@ -96,6 +97,7 @@ async function start(
     health,
     subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
     queuedBytes: new SharedLimit(init.limits.queuedBytes, server.subscriberQueueTotalBytes, init.index),
+    identities: new IdentityTable(init.tables.identities, init.index),
     metrics,
     reached: (revision) => request<boolean>({ call: "reached", revision }),
   });
