@@ -172,6 +172,10 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
         log.warn(
           `No auth configured: anyone who can reach ${listening} can send to and subscribe on any recipient (set notification-server.auth)`,
         );
+      } else if (!config.server.tls) {
+        log.warn(
+          `Auth without TLS: bearer tokens travel in clear on ${listening}, and anyone who sees one can use it until it expires (set notification-server.tls)`,
+        );
       }
       await stop.stopped;
     }

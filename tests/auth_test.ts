@@ -218,6 +218,21 @@ Deno.test("one caller cannot take every place: Send rate and subscribers per con
       m.value(`notification_server_calls_refused_total{reason="${reason}"}`);
     assert.equal(refusals("send_rate"), codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length);
     assert.equal(refusals("subscribers_per_connection"), 1);
+    // No token and a bad recipient: who is asking is checked first.
+    const anonymous = await new Promise<number>((resolve) => {
+      const stream = client.subscribe({ recipient: "" }) as grpc.ClientReadableStream<unknown>;
+      stream.on("error", (e: grpc.ServiceError) => resolve(e.code));
+      stream.on("data", () => {});
+    });
+    assert.equal(anonymous, grpc.status.UNAUTHENTICATED);
+    // Refusals are logged, rate-limited, with the reason and the caller's address, never the token.
+    await svc.waitForLine(
+      /WARN (Worker \d+: )?Refused calls: .*over send-rate-per-identity \(last from 127\.0\.0\.1\)/,
+      11_000,
+    );
+    await svc.waitForLine(/WARN Auth without TLS: bearer tokens travel in clear/, 1_000);
+    const token = sender.get("authorization")[0] as string;
+    assert.ok(!svc.lines.some((l) => l.includes(token.slice(7, 40))), "no line holds the token");
   } finally {
     client.close();
   }

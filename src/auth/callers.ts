@@ -32,6 +32,22 @@ export interface Admitted {
   release(): void;
 }
 
+/** Why each refusal happened, in the WARN line. */
+const WHY: Record<RefusalReason, string> = {
+  unauthenticated: "unauthenticated",
+  permission_denied: "not allowed by their token",
+  subscribers_per_connection: "over max-subscribers-per-connection",
+  subscribers_per_identity: "over max-subscribers-per-identity",
+  send_rate: "over send-rate-per-identity",
+};
+
+/** The WARN line for refused calls: counts by reason, with the last caller's address (never a token). */
+export function refusalLine(counts: [RefusalReason, { n: number; last?: string }][]): string {
+  return `Refused calls: ${
+    counts.map(([reason, c]) => `${c.n} ${WHY[reason]} (last from ${c.last})`).join(", ")
+  }`;
+}
+
 /** The part of a grpc-js call used here. */
 interface CallLike {
   metadata: grpc.Metadata;
@@ -42,7 +58,7 @@ export class CallerPolicy {
   readonly #verifier?: TokenVerifier;
   readonly #sendScope: string;
   readonly #limits: CallerLimits;
-  readonly #onRefused: (reason: RefusalReason) => void;
+  readonly #onRefused: (reason: RefusalReason, peer: string) => void;
   readonly #byConnection = new Map<string, number>();
   /** Per identity, across the instance's threads: subscriptions held and Send buckets. */
   readonly #identities: IdentityTable;
@@ -52,7 +68,8 @@ export class CallerPolicy {
     limits: CallerLimits;
     /** The instance's table (shared by its workers); this thread's own when absent. */
     identities?: IdentityTable;
-    onRefused?: (reason: RefusalReason) => void;
+    /** Told of each refusal and the caller's address (metrics, the WARN line). */
+    onRefused?: (reason: RefusalReason, peer: string) => void;
   }) {
     this.#verifier = options.auth ? new TokenVerifier(options.auth.jwt) : undefined;
     this.#sendScope = options.auth?.sendScope ?? "";
@@ -69,9 +86,9 @@ export class CallerPolicy {
   /** Whether a Send may go ahead: undefined, or why not. */
   async send(call: CallLike): Promise<Refusal | undefined> {
     const who = await this.#identify(call);
-    if ("code" in who) return this.#refuse(who);
+    if ("code" in who) return this.#refuse(call, who);
     if (this.#verifier && !who.claims!.scopes.has(this.#sendScope)) {
-      return this.#refuse({
+      return this.#refuse(call, {
         code: grpc.status.PERMISSION_DENIED,
         details: `the token does not allow Send: its scope lacks ${JSON.stringify(this.#sendScope)}`,
         reason: "permission_denied",
@@ -80,7 +97,7 @@ export class CallerPolicy {
     if (
       this.#limits.sendsPerSecond > 0 && !this.#identities.take(who.identity, this.#limits.sendsPerSecond)
     ) {
-      return this.#refuse({
+      return this.#refuse(call, {
         code: grpc.status.RESOURCE_EXHAUSTED,
         details: `too many Sends: send-rate-per-identity is ${this.#limits.sendsPerSecond} per second`,
         reason: "send_rate",
@@ -92,9 +109,9 @@ export class CallerPolicy {
   /** Whether a Subscribe to `recipient` may go ahead: its places (release them when it ends), or why not. */
   async subscribe(call: CallLike, recipient: string): Promise<Admitted | Refusal> {
     const who = await this.#identify(call);
-    if ("code" in who) return this.#refuse(who);
+    if ("code" in who) return this.#refuse(call, who);
     if (this.#verifier && who.identity !== recipient) {
-      return this.#refuse({
+      return this.#refuse(call, {
         code: grpc.status.PERMISSION_DENIED,
         details: "a token may subscribe to its own recipient (its sub) only",
         reason: "permission_denied",
@@ -102,7 +119,7 @@ export class CallerPolicy {
     }
     const connection = call.getPeer();
     if ((this.#byConnection.get(connection) ?? 0) >= this.#limits.subscribersPerConnection) {
-      return this.#refuse({
+      return this.#refuse(call, {
         code: grpc.status.RESOURCE_EXHAUSTED,
         details:
           `this connection already holds ${this.#limits.subscribersPerConnection} subscriptions (max-subscribers-per-connection)`,
@@ -111,7 +128,7 @@ export class CallerPolicy {
     }
     const perIdentity = this.#verifier !== undefined;
     if (perIdentity && !this.#identities.tryAcquire(who.identity, this.#limits.subscribersPerIdentity)) {
-      return this.#refuse({
+      return this.#refuse(call, {
         code: grpc.status.RESOURCE_EXHAUSTED,
         details:
           `this caller already holds ${this.#limits.subscribersPerIdentity} subscriptions (max-subscribers-per-identity)`,
@@ -154,8 +171,8 @@ export class CallerPolicy {
     }
   }
 
-  #refuse(refusal: Refusal): Refusal {
-    this.#onRefused(refusal.reason);
+  #refuse(call: CallLike, refusal: Refusal): Refusal {
+    this.#onRefused(refusal.reason, addressOf(call.getPeer()));
     return refusal;
   }
 }

@@ -93,7 +93,17 @@ export class TokenVerifier {
   }
 }
 
+/**
+ * The claims we rely on, checked past what jose checks: `sub` is a non-empty string (it names a
+ * recipient and keys the limits), `exp` a finite time (1e999 parses to Infinity, and a stream
+ * under it would never end), and `iat`, when present, not in the future beyond the skew.
+ */
 function toClaims(payload: JWTPayload): Claims {
+  if (typeof payload.sub !== "string" || payload.sub === "") throw new Error("sub must be a string");
+  if (!Number.isFinite(payload.exp)) throw new Error("exp must be a finite time");
+  if (payload.iat !== undefined && !(payload.iat <= Date.now() / 1000 + CLOCK_SKEW_S)) {
+    throw new Error("iat is in the future");
+  }
   const scope = typeof payload.scope === "string" ? payload.scope : "";
   return {
     sub: payload.sub!,

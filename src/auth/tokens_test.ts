@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { type CryptoKey, exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose";
+import { Buffer } from "node:buffer";
+import { createHmac } from "node:crypto";
 import { makeToken, TokenVerifier } from "./tokens.ts";
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -92,4 +94,28 @@ Deno.test("a token's alg chooses nothing: made-up and misfitting algorithms impo
     .setExpirationTime(now() + 60).sign(es.privateKey);
   assert.equal((await verifier.verify(token)).sub, "ok");
   assert.equal(verifier.keysImported, 1, "one import for the key's own algorithm");
+});
+
+Deno.test("claims we rely on are checked: sub a string, exp finite, iat not in the future", async () => {
+  const secret = "s3cret-for-tests-s3cret-for-tests";
+  const verifier = new TokenVerifier({ hmacSecretFile: await tempFile(secret) });
+  const b64 = (text: string) => Buffer.from(text).toString("base64url");
+  /** An HS256 token over the claims written as JSON text, as any issuer could. */
+  const token = (claims: string) => {
+    const signing = `${b64('{"alg":"HS256"}')}.${b64(claims)}`;
+    return `${signing}.${createHmac("sha256", secret).update(signing).digest("base64url")}`;
+  };
+  const exp = now() + 60;
+  assert.equal((await verifier.verify(token(`{"sub":"a","exp":${exp},"iat":${now()}}`))).sub, "a");
+  for (
+    const [what, claims] of [
+      ["a numeric sub", `{"sub":42,"exp":${exp}}`],
+      ["an object sub", `{"sub":{"id":"a"},"exp":${exp}}`],
+      ["an empty sub", `{"sub":"","exp":${exp}}`],
+      ["exp 1e999 (Infinity)", `{"sub":"a","exp":1e999}`],
+      ["iat an hour ahead", `{"sub":"a","exp":${exp},"iat":${now() + 3_600}}`],
+    ]
+  ) {
+    await assert.rejects(verifier.verify(token(claims)), Error, what);
+  }
 });

@@ -145,16 +145,18 @@ export class NotificationService {
       },
       // Written with bytes that encodeNotification made; the server's serializer passes them through.
       subscribe: async (call: grpc.ServerWritableStream<{ recipient: string }, Uint8Array>) => {
-        const problem = invalidUtf8(call.request) ?? recipientProblem(call.request.recipient);
-        if (problem) {
-          call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: problem });
-          return;
-        }
+        // Who is asking comes first: a caller without a valid token learns nothing about its input.
         const admitted = this.#callers
           ? await this.#callers.subscribe(call, call.request.recipient)
           : undefined;
         if (admitted && "code" in admitted) {
           call.emit("error", { code: admitted.code, details: admitted.details });
+          return;
+        }
+        const problem = invalidUtf8(call.request) ?? recipientProblem(call.request.recipient);
+        if (problem) {
+          admitted?.release();
+          call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: problem });
           return;
         }
         if (call.cancelled) {

@@ -79,6 +79,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     subscribers: new LocalLimit(server.maxSubscribers),
     queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
     identities: new IdentityTable(identityTableMemory(identitySlots(server))),
+    warn: (line) => options.logger.warn(line),
     metrics: options.metrics,
     reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
   });

@@ -12,7 +12,8 @@ import type { ServeLimits, ServerServices } from "../transport/server.ts";
 import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter } from "../metrics/mod.ts";
 import { StreamTracker } from "../transport/streams.ts";
-import { CallerPolicy } from "../auth/callers.ts";
+import { CallerPolicy, refusalLine } from "../auth/callers.ts";
+import { CountedWarning } from "../_util/counted_warning.ts";
 import type { IdentityTable } from "../auth/identity_table.ts";
 
 /** The fully qualified name health reports the notification service under. */
@@ -37,6 +38,8 @@ export interface ServicesOptions {
   /** The instance's budget of bytes queued to subscribers (`subscriber-queue-total-bytes`). */
   queuedBytes: Limit;
   metrics?: Metrics;
+  /** Where this thread's WARN lines go (refused calls). */
+  warn: (message: string) => void;
   /** Per-identity subscriptions and Send buckets, shared by the instance's threads. */
   identities: IdentityTable;
   /** For a peer's barrier: whether this instance's directory view reached `revision`. */
@@ -55,6 +58,7 @@ export interface Services {
 
 export function buildServices(options: ServicesOptions): Services {
   const { metrics, health } = options;
+  const refusals = new CountedWarning(options.warn, refusalLine);
   const notifications = new NotificationService({
     instanceId: "",
     subscribers: options.subscribers,
@@ -68,7 +72,10 @@ export function buildServices(options: ServicesOptions): Services {
       auth: options.server.auth,
       limits: options.server.callerLimits,
       identities: options.identities,
-      onRefused: (reason) => metrics?.callsRefused.inc({ reason }),
+      onRefused: (reason, peer) => {
+        metrics?.callsRefused.inc({ reason });
+        refusals.add(reason, peer);
+      },
     }),
     onDropped: () => metrics?.notificationsDropped.inc(),
   });

@@ -3,7 +3,7 @@
  * metric for each and a WARN line at most every 10 s: an attacker must not be able to flood the
  * log as well.
  */
-import { setTimeout } from "node:timers";
+import { CountedWarning } from "../_util/counted_warning.ts";
 import { type CutReason, STREAMS_UNDER_PRESSURE } from "./http2_inbound.ts";
 
 const WHY: Record<CutReason, string> = {
@@ -15,37 +15,26 @@ const WHY: Record<CutReason, string> = {
   memory: "the heap near its limit (connections holding the most streams first)",
 };
 
-/** How often at most the WARN line is written. */
-const LOG_EVERY_MS = 10_000;
-
 export class CutReporter {
-  readonly #counts = new Map<CutReason, number>();
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #quietUntil = 0;
+  readonly #warning: CountedWarning<CutReason>;
 
   /** `warn` writes the line; `count` records each cut (the metric). */
   constructor(
-    private readonly warn: (message: string) => void,
+    warn: (message: string) => void,
     private readonly count: (reason: CutReason) => void = () => {},
-  ) {}
+  ) {
+    this.#warning = new CountedWarning(
+      warn,
+      (counts) =>
+        `Cut client connections over their limits: ${
+          counts.map(([reason, c]) => `${c.n} for ${WHY[reason]}`).join(", ")
+        }`,
+    );
+  }
 
   cut(reason: CutReason): void {
     this.count(reason);
-    this.#counts.set(reason, (this.#counts.get(reason) ?? 0) + 1);
-    const now = Date.now();
-    if (now >= this.#quietUntil) this.#flush(now);
-    // Unref'd: a line still waiting must not hold a stopping process.
-    else this.#timer ??= setTimeout(() => this.#flush(Date.now()), this.#quietUntil - now).unref();
-  }
-
-  #flush(now: number): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    if (this.#counts.size === 0) return;
-    const parts = [...this.#counts].map(([reason, n]) => `${n} for ${WHY[reason]}`);
-    this.#counts.clear();
-    this.#quietUntil = now + LOG_EVERY_MS;
-    this.warn(`Cut client connections over their limits: ${parts.join(", ")}`);
+    this.#warning.add(reason);
   }
 }
 

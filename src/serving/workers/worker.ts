@@ -98,6 +98,7 @@ async function start(
     subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
     queuedBytes: new SharedLimit(init.limits.queuedBytes, server.subscriberQueueTotalBytes, init.index),
     identities: new IdentityTable(init.tables.identities, init.index),
+    warn: (message) => post({ type: "warn", message }),
     metrics,
     reached: (revision) => request<boolean>({ call: "reached", revision }),
   });
