@@ -58,21 +58,21 @@ func fail(format string, args ...interface{}) {
 	os.Exit(1)
 }
 
-// instanceID reads SendResponse.instance_id (field 4) from the response bytes.
-func instanceID(b []byte) string {
+// stringField reads string field `field` of an encoded message ("" when absent).
+func stringField(b []byte, field protowire.Number) string {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return ""
 		}
 		b = b[n:]
+		if num == field && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeString(b)
+			return v
+		}
 		m := protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
 			return ""
-		}
-		if num == 4 && typ == protowire.BytesType {
-			v, _ := protowire.ConsumeString(b)
-			return v
 		}
 		b = b[m:]
 	}
@@ -125,7 +125,7 @@ func calls(endpoint, target, authority string, seconds int) {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			counts[instanceID(resp)]++
+			counts[stringField(resp, 4)]++ // SendResponse.instance_id
 		}
 		line, _ := json.Marshal(map[string]interface{}{"counts": counts, "errors": errors, "lastError": lastError})
 		fmt.Println(string(line))
@@ -222,27 +222,6 @@ func sendRequest(recipient, title string) []byte {
 		req = protowire.AppendString(req, s)
 	}
 	return req
-}
-
-// title reads Notification.title (field 3).
-func title(b []byte) string {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return ""
-		}
-		b = b[n:]
-		if num == 3 && typ == protowire.BytesType {
-			v, _ := protowire.ConsumeString(b)
-			return v
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return ""
-		}
-		b = b[m:]
-	}
-	return ""
 }
 
 func uuid() string {
@@ -353,7 +332,7 @@ func matrix(addr string, patterns []string) {
 						ended <- err.Error()
 						return
 					}
-					titles.Store(title(msg), true)
+					titles.Store(stringField(msg, 3), true) // Notification.title
 				}
 			}()
 			for i := 0; i < 100; i++ {
