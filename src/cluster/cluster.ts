@@ -128,12 +128,12 @@ export class Cluster implements PeerRouting {
     return peersOf(await this.#discovery.list(this.#name), this.#self);
   }
 
-  /** For the Forward handler: resolves once this instance's view reflects `revision` (bounded). */
   /** The peers' signing secret changed: open peer streams prove membership again with it. */
   reprove(): void {
     this.#links.reprove();
   }
 
+  /** For the Forward handler: resolves once this instance's view reflects `revision` (bounded). */
   reached(revision: bigint): Promise<boolean> {
     return this.view.reached(revision, this.#peerTimeoutMs);
   }
