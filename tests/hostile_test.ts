@@ -88,7 +88,11 @@ Deno.test(
     etcd.signal("SIGSTOP");
     {
       await using starting = await ServiceProcess.spawn({ endpoints: etcd.endpoints, startupTimeout: "30s" });
-      await new Promise((r) => setTimeout(r, 1_000));
+      // In start-up (its stop signals handled from this line on), then waiting on etcd a while. A
+      // fixed sleep was not enough on a fresh clone, whose first run loads slower: SIGTERM came
+      // before the process had started, and killed it (exit 143).
+      await starting.waitForLine(/Using config file/, 30_000);
+      await new Promise((r) => setTimeout(r, 500));
       const t0 = Date.now();
       starting.signal("SIGTERM");
       const status = await starting.status;
