@@ -274,7 +274,19 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
     registration: parts.registrar,
     onForwarded: (n) => metrics?.notificationsForwarded.inc(n),
     onResync: (watch, event) => {
-      if (event.attempts === undefined) metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
+      if (event.attempts !== undefined) return;
+      metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
+      // A dropped stream resumes where it was; these two cost a full read of the range.
+      if (event.reason === "cancelled" || event.reason === "too_large") {
+        log.warn(
+          `The ${watch} watch re-reads etcd: ${
+            event.reason === "cancelled"
+              ? "etcd cancelled it (compacted past it)"
+              : "a response was too large to receive"
+          }`,
+          { watch, reason: event.reason },
+        );
+      }
     },
   });
   // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold

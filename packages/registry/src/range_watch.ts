@@ -6,14 +6,21 @@
  *   read again in halves), so no number or size of records breaks it.
  * - A watch is a read at revision R and watchers from R + 1, so nothing falls between the two.
  *   Changes come out one batch per etcd revision (a transaction is one step, never half of it).
- * - After a dropped stream etcd3 resumes the watchers from their last revision + 1, which replays
- *   every change; a read once they are back (retried with capped, jittered backoff until it
- *   succeeds) checks that etcd did not go back in time. When it did (restored empty), or etcd
- *   cancelled the watchers (their resume revision was compacted), the watch resyncs: a fresh read
- *   comes out as a `reset`, and watching starts again from its revision + 1.
+ * - A revision of any size arrives: watches ask etcd (>= 3.4) to split large revisions into
+ *   fragments under gRPC's message limit, and a revision's events are handed on once its last
+ *   fragment is in (a lease revoked with 60 000 directory keys is one 5 MiB revision).
+ * - After a dropped stream the watchers resume from the revision after the last one received
+ *   whole, which replays every change. (etcd3 itself moves the resume point to each response's
+ *   header revision + 1: after a response it could not receive, or part of a fragmented one, the
+ *   next progress notification made it skip revisions without a word. We keep the point.) A read
+ *   once they are back (retried with capped, jittered backoff until it succeeds) checks that etcd
+ *   did not go back in time. When it did (restored empty), or etcd cancelled the watchers (their
+ *   resume revision was compacted), or a response cannot be received at all (over the receive
+ *   limit), the watch resyncs: a fresh read comes out as a `reset`, and watching starts again from
+ *   its revision + 1.
  * - Watch streams carry etcd's require-leader flag (see etcd_client.ts).
  */
-import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3";
 import { Buffer } from "node:buffer";
 import { Backoff, sleep } from "./backoff.ts";
 import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
@@ -21,8 +28,11 @@ import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
 /** One key, or every key under a prefix. */
 export type KeyRange = { key: string } | { prefix: string };
 
-/** Why a watch re-read etcd. */
-export type ResyncReason = "disconnected" | "cancelled";
+/**
+ * Why a watch re-read etcd: its stream dropped, etcd cancelled it (compaction), or a response was
+ * too large to receive.
+ */
+export type ResyncReason = "disconnected" | "cancelled" | "too_large";
 
 /** What a range watch yields: the whole contents, or the changes of one revision. */
 export type RangeUpdate =
@@ -92,9 +102,9 @@ export async function* watchRanges(
   if (signal?.aborted) return;
   let first: { entries: Map<string, string>; revision: bigint };
   if (options.retryFirstRead) {
-    const fresh = await readUntilDone(client, ranges, pageSize, signal);
+    const fresh = await untilDone(() => readRanges(client, ranges, pageSize), signal);
     if (!fresh) return; // aborted
-    first = fresh.read;
+    first = fresh.result;
   } else first = await readRanges(client, ranges, pageSize);
   /** The last full read's revision: events at or below it are in it already. */
   let base = first.revision;
@@ -126,11 +136,44 @@ export async function* watchRanges(
     };
     watchers = ranges.map((range) => {
       const builder = "key" in range ? client.watch().key(range.key) : client.watch().prefix(range.prefix);
+      (builder as unknown as { request: { fragment?: boolean } }).request.fragment = true;
       const watcher = builder.startRevision(String(from)).watcher();
-      watcher.on("put", (kv) => onEvent(kv, false));
-      watcher.on("delete", (kv) => onEvent(kv, true));
-      watcher.on("disconnected", () => {
-        if (!current() || away) return;
+      // The resume point is ours (see the header): etcd3's own would skip revisions.
+      (watcher as unknown as { updateRevision(): void }).updateRevision = () => {};
+      /** Events of a fragmented revision whose last fragment has not come yet. */
+      let partial: { kv: IKeyValue; type: string }[] = [];
+      watcher.on("data", (res: IWatchResponse) => {
+        if (!current()) return;
+        partial.push(...res.events);
+        if (res.fragment) return;
+        const events = partial;
+        partial = [];
+        let last = 0n;
+        for (const event of events) {
+          onEvent(event.kv, event.type === "Delete");
+          const revision = BigInt(event.kv.mod_revision);
+          if (revision > last) last = revision;
+        }
+        // With events: past the last of them (a catching-up watcher gets old revisions under a new
+        // header). Without (a progress notification): etcd promises that every later event is
+        // above the header's revision.
+        const past = events.length > 0 ? last : BigInt(res.header.revision);
+        if (past + 1n > BigInt(watcher.request.start_revision ?? 0)) {
+          watcher.request.start_revision = String(past + 1n);
+        }
+      });
+      watcher.on("disconnected", (error?: Error) => {
+        partial = []; // sent again from the resume point
+        if (!current()) return;
+        if (/RESOURCE_EXHAUSTED|larger than max/i.test(String(error))) {
+          // It would come again, and again: read everything instead, and say so.
+          if (resync) return;
+          resync = "too_large";
+          onResync({ reason: "too_large" });
+          poke();
+          return;
+        }
+        if (away) return;
         away = true;
         onResync({ reason: "disconnected" });
       });
@@ -165,18 +208,28 @@ export async function* watchRanges(
         const reason: ResyncReason = resync ?? "disconnected";
         const full = resync !== undefined;
         verify = false;
+        if (!full) {
+          // Back after a dropped stream: the watchers resumed where they were. Whether etcd is still
+          // where we left it (not restored to an older state) one count-only read says; the ranges
+          // are read again only if it is not.
+          const now = await untilDone(() => currentRevision(client, ranges), signal);
+          if (!now) break; // aborted
+          if (now.result >= seen) {
+            onResync({ reason, attempts: now.attempts });
+            continue; // the resumed watch holds
+          }
+        }
         if (full) await letGo();
-        const fresh = await readUntilDone(client, ranges, pageSize, signal);
+        const fresh = await untilDone(() => readRanges(client, ranges, pageSize), signal);
         if (!fresh) break; // aborted
         onResync({ reason, attempts: fresh.attempts });
-        if (resync === undefined && fresh.read.revision >= seen) continue; // the resumed watch holds
         resync = undefined;
         if (!full) await letGo();
-        base = seen = fresh.read.revision;
+        base = seen = fresh.result.revision;
         pending = [];
         head = 0;
         start(base + 1n);
-        yield { kind: "reset", ...fresh.read };
+        yield { kind: "reset", ...fresh.result };
         continue;
       }
       if (head < pending.length) {
@@ -201,22 +254,28 @@ export async function* watchRanges(
   }
 }
 
-/** Reads until a read succeeds (capped, jittered backoff) or `signal` aborts (undefined). */
-async function readUntilDone(
-  client: Etcd3,
-  ranges: readonly KeyRange[],
-  pageSize: number,
+/** Tries `read` until it succeeds (capped, jittered backoff) or `signal` aborts (undefined). */
+async function untilDone<T>(
+  read: () => Promise<T>,
   signal?: AbortSignal,
-): Promise<{ read: { entries: Map<string, string>; revision: bigint }; attempts: number } | undefined> {
+): Promise<{ result: T; attempts: number } | undefined> {
   const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
   for (let attempts = 1; !signal?.aborted; attempts++) {
     try {
-      return { read: await readRanges(client, ranges, pageSize), attempts };
+      return { result: await read(), attempts };
     } catch {
       await sleep(backoff.next(), signal);
     }
   }
   return undefined;
+}
+
+/** etcd's revision now, from one count-only read (no keys or values come back). */
+async function currentRevision(client: Etcd3, ranges: readonly KeyRange[]): Promise<bigint> {
+  const first = ranges[0];
+  const key = Buffer.from("key" in first ? first.key : first.prefix);
+  const page = await client.kv.range({ key, count_only: true });
+  return BigInt(page.header.revision);
 }
 
 /** The end of etcd's range for every key starting with `prefix` (prefix + 1 in its last byte). */

@@ -1,6 +1,6 @@
 /** watchRanges' first read against a real etcd that does not answer yet (frozen with SIGSTOP). */
 import assert from "node:assert/strict";
-import { PRIVATE_ETCD_ONLY, startEtcd } from "../../../tests/helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "../../../tests/helpers/etcd.ts";
 import { createEtcdClient } from "./etcd_client.ts";
 import { watchRanges } from "./range_watch.ts";
 
@@ -33,6 +33,58 @@ Deno.test(
       ]]);
     } finally {
       etcd.signal("SIGCONT");
+      abort.abort();
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "a revision larger than gRPC's 4 MiB limit (60 000 keys of one lease revoked) arrives whole, and nothing is skipped",
+  { sanitizeOps: false, sanitizeResources: false },
+  async () => {
+    await using etcd = await useEtcd();
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 5_000 });
+    const abort = new AbortController();
+    const prefix = `/big-revision-${crypto.randomUUID()}/`;
+    try {
+      // Keys shaped like the directory's (~90 bytes each with their value): 60 000 deleted in one
+      // revision make a 5 MiB watch response.
+      const lease = client.lease(60, { autoKeepAlive: false });
+      const leaseId = await lease.grant();
+      const keys = Array.from({ length: 60_000 }, (_, i) => `${prefix}recipient-${i}/instance-a`);
+      for (let i = 0; i < keys.length; i += 128) {
+        const txn = client.if(`${prefix}none`, "Create", "==", 0).then(
+          ...keys.slice(i, i + 128).map((key) => client.put(key).value("{}").lease(leaseId)),
+        );
+        await txn.commit();
+      }
+      await client.put(`${prefix}other`).value("stays").exec();
+      const watch = watchRanges(client, [{ prefix }], { signal: abort.signal, retryFirstRead: true });
+      const first = await watch.next();
+      assert.equal(first.value?.kind === "reset" && first.value.entries.size, 60_001);
+      await lease.revoke();
+      await client.put(`${prefix}after`).value("1").exec();
+      const deleted = new Set<string>();
+      let revisions = 0;
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const next = await Promise.race([
+          watch.next(),
+          new Promise<never>((_, reject) =>
+            setTimeout(() => reject(new Error("the revision never came")), Math.max(0, deadline - Date.now()))
+          ),
+        ]);
+        const { value } = next;
+        assert.equal(value?.kind, "changes", "no resync: every revision received");
+        if (value?.kind !== "changes") break;
+        revisions++;
+        for (const change of value.changes) if (change.value === undefined) deleted.add(change.key);
+        if (value.changes.some((c: { key: string }) => c.key === `${prefix}after`)) break;
+      }
+      assert.equal(deleted.size, 60_000, "every key of the revoked lease");
+      assert.equal(revisions, 2, "the revoke as one revision, then the put after it");
+    } finally {
       abort.abort();
       client.close();
     }
