@@ -29,6 +29,7 @@ import {
   createEtcdClient,
   deadlineAfter,
   describeEtcdError,
+  EtcdUnavailableError,
   waitForEtcd,
 } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar } from "../packages/registry/src/etcd_registrar.ts";
@@ -132,7 +133,19 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       },
     });
     metrics?.registrationState.set(0);
-    await joinCluster(steps, { config, etcd, instance, serving, registrar, metrics, log });
+    await joinCluster(steps, {
+      config,
+      etcd,
+      instance,
+      serving,
+      registrar,
+      metrics,
+      log,
+      deadline,
+      signal: stop.signal,
+    });
+    // Routed: Sends here reach subscribers anywhere (the registration follows).
+    health.set(NOTIFICATION_SERVICE, "SERVING");
 
     // 6. From here calls are served with delivery to peers. Stopping drains them while the
     // cluster still forwards (it closes after this step).
@@ -238,6 +251,9 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   registrar: EtcdRegistrar;
   metrics?: Metrics;
   log: Logger;
+  /** The start-up budget (etcd.startup-timeout) the wait for the views counts against. */
+  deadline?: number;
+  signal: AbortSignal;
 }): Promise<void> {
   const { config, etcd, serving, metrics, log } = parts;
   const peers = peerCredentials(config.server.tls);
@@ -292,7 +308,43 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold
   // the exit up to a second per watch.
   steps.defer(() => Promise.race([cluster.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]));
+  // Route before serving: the instance registers, and answers SERVING, only once it knows who
+  // holds which recipient and who the peers are; until then a Send through it would miss them.
+  await untilRouted(cluster, parts.deadline, parts.signal, config.etcd.startupTimeoutMs);
   serving.setCluster(cluster);
+}
+
+/** Waits for the cluster's views, within the start-up budget; returns at once when stopped. */
+async function untilRouted(
+  cluster: Cluster,
+  deadline: number | undefined,
+  signal: AbortSignal,
+  budgetMs: number,
+): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort = () => {};
+  const outcome = await Promise.race([
+    cluster.ready.then(() => "ready" as const),
+    new Promise<"stopped">((resolve) => {
+      onAbort = () => resolve("stopped");
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    }),
+    ...(deadline === undefined ? [] : [
+      new Promise<"timeout">((
+        resolve,
+      ) => (timer = setTimeout(() => resolve("timeout"), deadline - Date.now()))),
+    ]),
+  ]);
+  clearTimeout(timer);
+  signal.removeEventListener("abort", onAbort);
+  if (outcome === "timeout") {
+    throw new EtcdUnavailableError(
+      `The recipient directory and membership were not loaded within etcd.startup-timeout (${
+        formatDuration(budgetMs)
+      }, ${cluster.view.size.recipients} recipients read so far): check etcd, or raise etcd.startup-timeout`,
+    );
+  }
 }
 
 function logWithdrawn(log: Logger, outcome: DeregisterOutcome, key: string, ttlSeconds: number): void {

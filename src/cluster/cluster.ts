@@ -54,6 +54,12 @@ export class Cluster implements PeerRouting {
   readonly #onForwarded: (peers: number) => void;
   readonly #unfollowLease: () => void;
 
+  /**
+   * Resolves once this instance can route: the directory view and the membership are loaded. Until
+   * then a Send here would miss every subscriber on other instances.
+   */
+  readonly ready: Promise<void>;
+
   constructor(client: Etcd3, options: ClusterOptions) {
     const root = directoryRoot(options.directoryPrefix, options.name);
     const self = this.#self = options.instanceId;
@@ -92,10 +98,14 @@ export class Cluster implements PeerRouting {
       onResync: (event) => options.onResync?.("membership", event),
       retryFirstRead: true,
     });
+    let membershipLoaded!: () => void;
+    const membership = new Promise<void>((resolve) => (membershipLoaded = resolve));
+    this.ready = Promise.all([this.view.ready, membership]).then(() => {});
     this.#membership = (async () => {
       try {
         for await (const instances of discovery.watch(options.name, { signal: this.#abort.signal })) {
           links.setMembers(peersOf(instances, self));
+          membershipLoaded();
         }
       } catch (error) {
         if (!this.#abort.signal.aborted) {

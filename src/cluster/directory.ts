@@ -27,11 +27,20 @@ import {
 const MAX_TXN_OPS = 128;
 
 /** `<prefix>/<service>/`: every directory key of a service is under it. */
+/**
+ * Keys per page when the directory is read. etcd 3.4 visits every remaining key of the range for
+ * each limited page, so a read costs pages x keys: at 100 000 keys, pages of 500 took 3.9 s and
+ * pages of 5 000 0.7 s (issue measurements). Directory entries are ~90 bytes: 5 000 make ~450 KB,
+ * well under gRPC's 4 MiB (a larger page is halved and read again anyway).
+ */
+const DIRECTORY_PAGE = 5_000;
+
 export function directoryRoot(prefix: string, service: string): string {
   return `${prefix}/${service}/`;
 }
 
-function directoryKey(root: string, recipient: string, instanceId: string): string {
+/** The key of `instanceId` holding `recipient` (the value is empty; the key is under its lease). */
+export function directoryKey(root: string, recipient: string, instanceId: string): string {
   return `${root}${encodeURIComponent(recipient)}/${instanceId}`;
 }
 
@@ -191,6 +200,7 @@ export class DirectoryView {
     this.#following = (async () => {
       const updates = watchRanges(client, [{ prefix: root }], {
         signal: this.#abort.signal,
+        pageSize: DIRECTORY_PAGE,
         onResync: options.onResync,
         retryFirstRead: true,
       });

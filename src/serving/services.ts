@@ -25,7 +25,8 @@ export const REGISTRATION_HEALTH = "registration";
 export function serviceHealth(server: ServerConfig): HealthService {
   return new HealthService({
     "": "SERVING",
-    [NOTIFICATION_SERVICE]: "SERVING",
+    // SERVING once the instance can route (app.ts): before, a Send would miss other instances.
+    [NOTIFICATION_SERVICE]: "NOT_SERVING",
     [REGISTRATION_HEALTH]: "NOT_SERVING",
   }, { maxWatches: server.maxHealthWatches });
 }

@@ -1,0 +1,91 @@
+/**
+ * The mesh with a large recipient directory (real etcd, real instances; the directory filled the
+ * way DirectoryPublisher writes it, for an instance that holds 100 000 recipients): an instance that
+ * starts registers and answers SERVING only once it can route.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
+import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
+import { useEtcd } from "./helpers/etcd.ts";
+import { healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
+import { scopedClient } from "./helpers/kv.ts";
+import { ServiceProcess } from "./helpers/service.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+/** A port free now on loopback (for a service whose address must be known before it says it). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+Deno.test(
+  "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `scale-${crypto.randomUUID().slice(0, 8)}`;
+    await using a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
+    const clientA = notificationClient(a.addr);
+    const alice = subscriber(clientA, "alice");
+    using kv = scopedClient(etcd.endpoints);
+    const lease = kv.lease(120);
+    try {
+      await alice.ready;
+      // Another instance's 100 000 recipients, under its lease, in transactions of 128 as it writes them.
+      const root = directoryRoot("/notification-directory", name);
+      const leaseId = await lease.grant();
+      const leaseNumber = BigInt(leaseId);
+      for (let i = 0; i < 100_000; i += 128) {
+        const success = Array.from({ length: Math.min(128, 100_000 - i) }, (_, j) => ({
+          request_put: {
+            key: Buffer.from(directoryKey(root, `user-${i + j}`, "z")),
+            value: Buffer.from("z"),
+            lease: leaseNumber.toString(),
+          },
+        }));
+        await kv.kv.txn({ success });
+      }
+      const port = freePort();
+      await using b = await ServiceProcess.spawn({
+        endpoints: etcd.endpoints,
+        name,
+        instanceId: "b",
+        addr: `127.0.0.1:${port}`,
+      });
+      // While it loads, its notification service is not SERVING (once its port answers at all).
+      const health = healthClient(`127.0.0.1:${port}`);
+      const seen: string[] = [];
+      try {
+        while (!b.lines.some((l) => l.includes("Service registered"))) {
+          const status = await health.check(NOTIFICATION_SERVICE).catch(() => "UNREACHABLE");
+          const loaded = b.lines.some((l) => l.includes("Recipient directory loaded"));
+          if (status !== "UNREACHABLE") seen.push(`${loaded ? "loaded" : "loading"}:${status}`);
+          if (b.exited) assert.fail(`b exited:\n${b.lines.join("\n")}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      } finally {
+        health.close();
+      }
+      assert.ok(!seen.includes("loading:SERVING"), `SERVING before the directory was loaded: ${seen}`);
+      const loadedAt = b.lines.findIndex((l) => l.includes("Recipient directory loaded: 100001 recipients"));
+      const registeredAt = b.lines.findIndex((l) => l.includes("Service registered"));
+      assert.ok(loadedAt >= 0 && loadedAt < registeredAt, b.lines.join("\n"));
+      console.log(b.lines[loadedAt]);
+      // The first Send through it, the moment it is registered, reaches alice on a.
+      const clientB = notificationClient(`127.0.0.1:${port}`);
+      try {
+        assert.equal((await send(clientB, { recipient: "alice", title: "first" })).delivered, 1);
+      } finally {
+        clientB.close();
+      }
+    } finally {
+      alice.cancel();
+      clientA.close();
+      await lease.revoke().catch(() => {});
+    }
+  },
+);
