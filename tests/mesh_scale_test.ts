@@ -11,6 +11,7 @@ import { useEtcd } from "./helpers/etcd.ts";
 import { healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
+import { scrape } from "./helpers/metrics.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -86,6 +87,50 @@ Deno.test(
       alice.cancel();
       clientA.close();
       await lease.revoke().catch(() => {});
+    }
+  },
+);
+
+Deno.test(
+  "a Subscribe to a new recipient costs one etcd Txn and no Range: the barrier's members come with the write",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `reads-${crypto.randomUUID().slice(0, 8)}`;
+    await using a = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "a",
+      workers: 1,
+      metricsAddr: "127.0.0.1:0",
+    });
+    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    const calls = async (operation: string) =>
+      (await scrape(a.metricsPort)).value(
+        `notification_server_etcd_request_duration_seconds_count{operation="${operation}",code="OK"}`,
+      ) ?? 0;
+    const clientA = notificationClient(a.addr);
+    const clientB = notificationClient(b.addr);
+    const streams: { cancel(): void }[] = [];
+    try {
+      const [ranges, txns] = [await calls("Range"), await calls("Txn")];
+      // One at a time, each ready (its barrier passed) before the next.
+      for (let i = 0; i < 20; i++) {
+        const s = subscriber(clientA, `reader-${i}`);
+        streams.push(s);
+        await s.ready;
+      }
+      const perRange = ((await calls("Range")) - ranges) / 20;
+      const perTxn = ((await calls("Txn")) - txns) / 20;
+      console.log(`per Subscribe: ${perRange} Range, ${perTxn} Txn`);
+      assert.equal(perRange, 0, "no Range per Subscribe");
+      assert.ok(perTxn <= 1, `${perTxn} Txn per Subscribe`);
+      // And the barrier still holds: a Send through b right after reaches the newest subscriber.
+      assert.equal((await send(clientB, { recipient: "reader-19", title: "hi" })).delivered, 1);
+    } finally {
+      for (const s of streams) s.cancel();
+      clientA.close();
+      clientB.close();
     }
   },
 );

@@ -66,10 +66,18 @@ export class Cluster implements PeerRouting {
     this.#name = options.name;
     this.#peerTimeoutMs = options.peerTimeoutMs;
     this.#onForwarded = options.onForwarded ?? (() => {});
+    // Membership: the registered instances of this service, from our own discovery.
+    const discovery = this.#discovery = new EtcdDiscovery(client, {
+      prefix: options.registryPrefix,
+      onResync: (event) => options.onResync?.("membership", event),
+      retryFirstRead: true,
+    });
     this.publisher = new DirectoryPublisher(client, {
       root,
       instanceId: options.instanceId,
       logger: options.logger,
+      // The members at the revision that publishes a recipient: whom its barrier must reach.
+      alsoRead: discovery.ranges(options.name),
     });
     this.view = new DirectoryView(client, {
       root,
@@ -91,12 +99,6 @@ export class Cluster implements PeerRouting {
       timeoutMs: options.peerTimeoutMs,
       prover: options.prover,
       serverName: options.serverName,
-    });
-    // Membership: the registered instances of this service, from our own discovery.
-    const discovery = this.#discovery = new EtcdDiscovery(client, {
-      prefix: options.registryPrefix,
-      onResync: (event) => options.onResync?.("membership", event),
-      retryFirstRead: true,
     });
     let membershipLoaded!: () => void;
     const membership = new Promise<void>((resolve) => (membershipLoaded = resolve));
@@ -120,13 +122,16 @@ export class Cluster implements PeerRouting {
    * links), so a Send to any instance right after reaches the new subscriber.
    */
   async subscribed(recipient: string): Promise<void> {
-    const revision = await this.publisher.add(recipient);
+    const { revision, read } = await this.publisher.add(recipient);
     // Every instance registered before `revision` must be in the barrier (one registering later
-    // reads a directory that holds the key already). The membership watch may lag, so the
-    // members are read once here: this is the Subscribe path, not the Send path.
+    // reads a directory that holds the key already). The membership watch may lag, so the members
+    // are those the publishing transaction read at its own revision; only when the key was there
+    // already (no write of ours) are they read from etcd here. This is the Subscribe path.
     let members: Map<string, string>;
     try {
-      members = await this.#readMembers();
+      members = read
+        ? peersOf(this.#discovery.instancesIn(this.#name, read), this.#self)
+        : await this.#readMembers();
     } catch {
       return; // etcd unreachable: ready as far as this instance can tell
     }

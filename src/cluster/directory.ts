@@ -17,6 +17,9 @@ import { Backoff, sleep } from "../../packages/registry/src/backoff.ts";
 import { type Logger, silentLogger } from "../../packages/registry/src/logger.ts";
 import { describeEtcdError } from "../../packages/registry/src/etcd_client.ts";
 import {
+  entriesOf,
+  type KeyRange,
+  rangeOps,
   type RangeOptions,
   type RangeUpdate,
   RevisionGate,
@@ -51,7 +54,7 @@ export class DirectoryPublisher {
   readonly #instanceId: string;
   readonly #log: Logger;
   /** Recipients with local subscribers, and whether their key is written under the current lease. */
-  readonly #recipients = new Map<string, { written: boolean; waiters: ((revision: bigint) => void)[] }>();
+  readonly #recipients = new Map<string, { written: boolean; waiters: ((published: Published) => void)[] }>();
   /** The revision at which the latest write committed. */
   #revision = 0n;
   /** Recipients whose key must be written (under the current lease): the work, not a scan for it. */
@@ -61,12 +64,23 @@ export class DirectoryPublisher {
   #lease?: string;
   #flushing?: Promise<void>;
   #closed = false;
+  readonly #alsoRead: readonly KeyRange[];
 
-  constructor(client: Etcd3, options: { root: string; instanceId: string; logger?: Logger }) {
+  constructor(
+    client: Etcd3,
+    options: {
+      root: string;
+      instanceId: string;
+      logger?: Logger;
+      /** Ranges read in each write's transaction, at its revision (the members, for the barrier). */
+      alsoRead?: readonly KeyRange[];
+    },
+  ) {
     this.#client = client;
     this.#root = options.root;
     this.#instanceId = options.instanceId;
     this.#log = options.logger ?? silentLogger;
+    this.#alsoRead = options.alsoRead ?? [];
   }
 
   /**
@@ -84,16 +98,17 @@ export class DirectoryPublisher {
 
   /**
    * The first local subscriber of `recipient` arrived; resolves once its key is in etcd, with a
-   * revision at or after the one that wrote it.
+   * revision at or after the one that wrote it, and what `alsoRead` held at that revision when this
+   * call's own write brought it (not when the key was there already).
    */
-  add(recipient: string): Promise<bigint> {
+  add(recipient: string): Promise<Published> {
     this.#removed.delete(recipient);
     let state = this.#recipients.get(recipient);
     if (!state) {
       this.#recipients.set(recipient, state = { written: false, waiters: [] });
       this.#unwritten.add(recipient);
     }
-    if (state.written) return Promise.resolve(this.#revision);
+    if (state.written) return Promise.resolve({ revision: this.#revision });
     const waiting = state;
     this.#schedule();
     return new Promise((resolve) => waiting.waiters.push(resolve));
@@ -103,7 +118,7 @@ export class DirectoryPublisher {
   remove(recipient: string): void {
     const state = this.#recipients.get(recipient);
     this.#recipients.delete(recipient);
-    for (const wake of state?.waiters ?? []) wake(this.#revision);
+    for (const wake of state?.waiters ?? []) wake({ revision: this.#revision });
     this.#unwritten.delete(recipient);
     this.#removed.add(recipient);
     this.#schedule();
@@ -113,7 +128,7 @@ export class DirectoryPublisher {
   close(): void {
     this.#closed = true;
     for (const state of this.#recipients.values()) {
-      for (const wake of state.waiters.splice(0)) wake(this.#revision);
+      for (const wake of state.waiters.splice(0)) wake({ revision: this.#revision });
     }
   }
 
@@ -137,9 +152,11 @@ export class DirectoryPublisher {
     const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
     while (this.#hasWork()) {
       const lease = this.#lease!;
-      const batchPuts = take(this.#unwritten, MAX_TXN_OPS);
-      const batchDeletes = take(this.#removed, MAX_TXN_OPS - batchPuts.length);
+      const reads = rangeOps(this.#alsoRead);
+      const batchPuts = take(this.#unwritten, MAX_TXN_OPS - reads.length);
+      const batchDeletes = take(this.#removed, MAX_TXN_OPS - reads.length - batchPuts.length);
       let committed: string;
+      let read: Map<string, string>;
       try {
         const key = (r: string) => Buffer.from(directoryKey(this.#root, r, this.#instanceId));
         const result = await this.#client.kv.txn({
@@ -149,10 +166,12 @@ export class DirectoryPublisher {
               request_put: { key: key(r), value: Buffer.from(this.#instanceId), lease },
             })),
             ...batchDeletes.map((r) => ({ request_delete_range: { key: key(r) } })),
+            ...reads,
           ],
           failure: [],
         });
         committed = result.header.revision;
+        read = entriesOf(result.responses.slice(batchPuts.length + batchDeletes.length));
         backoff.reset();
       } catch (error) {
         if (this.#closed) return;
@@ -168,10 +187,16 @@ export class DirectoryPublisher {
         if (!state) continue;
         this.#unwritten.delete(r);
         state.written = true;
-        for (const wake of state.waiters.splice(0)) wake(this.#revision);
+        for (const wake of state.waiters.splice(0)) wake({ revision: this.#revision, read });
       }
     }
   }
+}
+
+/** A recipient's key is in etcd: from this revision on, with what was read beside the write. */
+export interface Published {
+  revision: bigint;
+  read?: Map<string, string>;
 }
 
 /** Every instance's directory keys, kept in memory from a watch. */

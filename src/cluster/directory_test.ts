@@ -29,7 +29,7 @@ Deno.test(
     try {
       await view.ready;
       publisher.setLease(leaseId);
-      const revision = await publisher.add("alice/ünïcode");
+      const { revision } = await publisher.add("alice/ünïcode");
       assert.equal(await view.reached(revision, 2_000), true);
       assert.deepEqual([...view.instancesFor("alice/ünïcode")], ["me"]);
       assert.deepEqual(told, ["+alice/ünïcode@me"]);
@@ -63,7 +63,7 @@ Deno.test(
     try {
       await view.ready;
       let added = false;
-      const adding = publisher.add("bob").then((revision) => ((added = true), revision));
+      const adding = publisher.add("bob").then(({ revision }) => ((added = true), revision));
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(added, false, "nothing is written without a lease");
       publisher.setLease(await first.grant());
@@ -118,7 +118,7 @@ Deno.test("a late view starts from a full read; reached() answers false past its
   const publisher = new DirectoryPublisher(kv, { root, instanceId: "me" });
   try {
     publisher.setLease(await lease.grant());
-    const revision = await publisher.add("erin");
+    const { revision } = await publisher.add("erin");
     const view = new DirectoryView(kv, { root });
     try {
       await view.ready;

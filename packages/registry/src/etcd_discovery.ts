@@ -67,7 +67,12 @@ export class EtcdDiscovery implements Discovery {
   }
 
   async list(name: string): Promise<ServiceInstance[]> {
-    const { entries } = await readRanges(this.#client, this.#ranges(name), this.#pageSize);
+    const { entries } = await readRanges(this.#client, this.ranges(name), this.#pageSize);
+    return this.instancesIn(name, entries);
+  }
+
+  /** `name`'s instances in `entries` read from {@link ranges} (e.g. inside a transaction). */
+  instancesIn(name: string, entries: Map<string, string>): ServiceInstance[] {
     const instances = new Map<string, ServiceInstance>();
     for (const [key, value] of entries) this.#apply(instances, name, key, value);
     return sorted(instances);
@@ -127,7 +132,7 @@ export class EtcdDiscovery implements Discovery {
   async *#follow(name: string, signal: AbortSignal): AsyncGenerator<ServiceInstance[]> {
     let instances = new Map<string, ServiceInstance>();
     let last: string | undefined;
-    const updates = watchRanges(this.#client, this.#ranges(name), {
+    const updates = watchRanges(this.#client, this.ranges(name), {
       signal,
       pageSize: this.#pageSize,
       onResync: this.#onResync,
@@ -148,7 +153,8 @@ export class EtcdDiscovery implements Discovery {
     }
   }
 
-  #ranges(name: string): KeyRange[] {
+  /** The keys `name`'s records live at (both layouts). */
+  ranges(name: string): KeyRange[] {
     const base = serviceKey(this.#prefix, name);
     return [{ key: base }, { prefix: `${base}/` }];
   }

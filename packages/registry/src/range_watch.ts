@@ -91,6 +91,27 @@ export async function readRanges(
   return { entries, revision: BigInt(revision ?? 0) };
 }
 
+/**
+ * Read operations for `ranges`, to ride in a transaction (its reads see exactly its revision);
+ * {@link entriesOf} takes their results. Unpaged: for small ranges (a service's instances).
+ */
+export function rangeOps(ranges: readonly KeyRange[]): { request_range: { key: Buffer; range_end?: Buffer } }[] {
+  return ranges.map((range) => ({
+    request_range: "key" in range
+      ? { key: Buffer.from(range.key) }
+      : { key: Buffer.from(range.prefix), range_end: prefixEnd(range.prefix) },
+  }));
+}
+
+/** Every key and value that the read operations of a transaction returned. */
+export function entriesOf(responses: { response_range?: { kvs: IKeyValue[] } }[]): Map<string, string> {
+  const entries = new Map<string, string>();
+  for (const response of responses) {
+    for (const kv of response.response_range?.kvs ?? []) entries.set(kv.key.toString(), kv.value.toString());
+  }
+  return entries;
+}
+
 /** Follows `ranges`: a `reset` first, then one `changes` per revision, resyncing as described above. */
 export async function* watchRanges(
   client: Etcd3,
