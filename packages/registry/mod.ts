@@ -48,6 +48,7 @@ export {
   RegistrationConflictError,
 } from "./src/etcd_registrar.ts";
 export { EtcdDiscovery, type EtcdDiscoveryOptions, type ResyncReason } from "./src/etcd_discovery.ts";
+export type { KeyRange } from "./src/range_watch.ts";
 export {
   type EtcdResolverOptions,
   registerEtcdResolver,

@@ -95,7 +95,9 @@ export async function readRanges(
  * Read operations for `ranges`, to ride in a transaction (its reads see exactly its revision);
  * {@link entriesOf} takes their results. Unpaged: for small ranges (a service's instances).
  */
-export function rangeOps(ranges: readonly KeyRange[]): { request_range: { key: Buffer; range_end?: Buffer } }[] {
+export function rangeOps(
+  ranges: readonly KeyRange[],
+): { request_range: { key: Buffer; range_end?: Buffer } }[] {
   return ranges.map((range) => ({
     request_range: "key" in range
       ? { key: Buffer.from(range.key) }
