@@ -8,6 +8,8 @@
  *
  * Options: --rounds N (default 3), --seconds S per load run (default 5), --quick (1 round, 2 s),
  * --workers LIST (the workers dimension, default "1,2"; e.g. "1,4,8,auto" on many cores),
+ * --only directory (the recipient directory at size: load time and memory of a starting instance;
+ * --sizes N,N, --root DIR),
  * --only workers (that section alone), --only http2 (the HTTP/2 guard and limits: soak, cost, header
  * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N,
  * --parts cost,soak,attacks,auth), --only routing (a Send's cost and latency by where its subscriber
@@ -19,6 +21,7 @@ import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { clusterBench } from "./cluster.ts";
 import { fanOutStall, subscriberConnections } from "./fanout.ts";
 import { http2Bench } from "./http2.ts";
+import { directoryBench } from "./directory.ts";
 import { routingBench } from "./routing.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
@@ -47,6 +50,7 @@ const args = parseArgs({
     "soak-runs": { type: "string", default: "3" },
     parts: { type: "string", default: "cost,soak,attacks,auth" },
     sends: { type: "string", default: "1000" },
+    sizes: { type: "string", default: "10000,100000" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -387,6 +391,16 @@ async function main(): Promise<void> {
         rounds: ROUNDS,
         seconds: SECONDS,
         sends: Number(args.values.sends),
+        note,
+      }),
+    );
+    return;
+  }
+  if (args.values.only === "directory") {
+    printTable(
+      await directoryBench({
+        sizes: args.values.sizes.split(",").map(Number),
+        root: args.values.root,
         note,
       }),
     );
