@@ -308,6 +308,7 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold
   // the exit up to a second per watch.
   steps.defer(() => Promise.race([cluster.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]));
+  metrics?.setDirectory(() => cluster.view.size.recipients);
   // Route before serving: the instance registers, and answers SERVING, only once it knows who
   // holds which recipient and who the peers are; until then a Send through it would miss them.
   await untilRouted(cluster, parts.deadline, parts.signal, config.etcd.startupTimeoutMs);

@@ -8,7 +8,7 @@ import { Buffer } from "node:buffer";
 import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
 import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
 import { useEtcd } from "./helpers/etcd.ts";
-import { healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
+import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 import { scrape } from "./helpers/metrics.ts";
@@ -22,6 +22,96 @@ function freePort(): number {
   listener.close();
   return port;
 }
+
+/** Writes `count` recipients `<prefix>-<i>` of instance `instance` under `lease`, 128 per transaction. */
+async function fillDirectory(
+  kv: ReturnType<typeof scopedClient>,
+  root: string,
+  options: { instance: string; prefix: string; count: number; lease: string },
+): Promise<void> {
+  const lease = BigInt(options.lease).toString();
+  for (let i = 0; i < options.count; i += 128) {
+    const success = Array.from({ length: Math.min(128, options.count - i) }, (_, j) => ({
+      request_put: {
+        key: Buffer.from(directoryKey(root, `${options.prefix}-${i + j}`, options.instance)),
+        value: Buffer.from(options.instance),
+        lease,
+      },
+    }));
+    await kv.kv.txn({ success });
+  }
+}
+
+Deno.test(
+  "a peer with 100 000 recipients stops and another dies: views drop exactly their entries within the TTL, without a resync",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `drop-${crypto.randomUUID().slice(0, 8)}`;
+    await using a = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "a",
+      workers: 1,
+      metricsAddr: "127.0.0.1:0",
+    });
+    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    using kv = scopedClient(etcd.endpoints);
+    const root = directoryRoot("/notification-directory", name);
+    // Each 100 000 keys: deleted at once, one revision of ~9 MB, twice gRPC's receive limit.
+    const stopping = kv.lease(60, { autoKeepAlive: false });
+    const dying = kv.lease(3); // kept alive while written, then left to expire (a SIGKILL)
+    await fillDirectory(kv, root, {
+      instance: "z",
+      prefix: "user",
+      count: 100_000,
+      lease: await stopping.grant(),
+    });
+    await fillDirectory(kv, root, {
+      instance: "y",
+      prefix: "other",
+      count: 100_000,
+      lease: await dying.grant(),
+    });
+    const metric = async (series: string) => (await scrape(a.metricsPort)).value(series) ?? 0;
+    const known = () => metric("notification_server_directory_recipients");
+    const resyncs = async () =>
+      (await scrape(a.metricsPort)).text.split("\n")
+        .filter((l) => l.startsWith('notification_server_etcd_watch_resyncs_total{watch="directory"'))
+        .map((l) => `${l}`);
+    const clientA = notificationClient(a.addr);
+    const clientB = notificationClient(b.addr);
+    let moved: ReturnType<typeof subscriber> | undefined;
+    try {
+      await eventually(
+        async () => (await known()) === 200_000,
+        30_000,
+        "a's view holds both peers' recipients",
+      );
+      const left = Date.now();
+      await stopping.revoke();
+      dying.release(); // no more keep-alives: the lease expires within its 3 s TTL
+      await eventually(async () => (await known()) === 0, 10_000, "a's view dropped both").catch(
+        async (e) => {
+          throw new Error(
+            `${e.message}: ${await known()} left; ${await resyncs()}\n${a.lines.slice(-5).join("\n")}`,
+          );
+        },
+      );
+      console.log(`a's view dropped 200 000 entries ${Date.now() - left} ms after the stop and the death`);
+      assert.deepEqual(await resyncs(), [], "the directory watch never had to re-read etcd");
+      // A recipient of the instance that left, now on b: a Send through a reaches it there.
+      moved = subscriber(clientB, "user-5");
+      await moved.ready;
+      assert.equal((await send(clientA, { recipient: "user-5", title: "moved" })).delivered, 1);
+    } finally {
+      moved?.cancel();
+      clientA.close();
+      clientB.close();
+      await stopping.revoke().catch(() => {});
+    }
+  },
+);
 
 Deno.test(
   "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route",

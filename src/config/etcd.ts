@@ -1,4 +1,5 @@
 /** The `etcd:` section. */
+import { DEFAULT_MAX_RESPONSE_BYTES } from "../../packages/registry/src/etcd_client.ts";
 import { parseHostPort } from "../../packages/registry/src/host_port.ts";
 import { type EnvName, quote, type Reader } from "./reader.ts";
 import type { EtcdConfig, EtcdTlsConfig } from "./types.ts";
@@ -14,6 +15,7 @@ const ETCD_KEYS = [
   "directory-prefix",
   "layout",
   "startup-timeout",
+  "max-response-size",
   "tls",
 ];
 
@@ -104,6 +106,7 @@ export function readEtcd(
     directoryPrefix,
     layout,
     startupTimeoutMs: r.duration(raw, s, "startup-timeout", 30_000),
+    maxResponseBytes: r.size(raw, s, "max-response-size", DEFAULT_MAX_RESPONSE_BYTES),
     tls,
   };
 }

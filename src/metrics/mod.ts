@@ -138,6 +138,11 @@ export class Metrics {
       );
       gauge("workers", "gRPC serving workers running now.", () => this.#live?.workers() ?? 0);
       gauge(
+        "directory_recipients",
+        "Recipients in this instance's view of the cluster's directory (held by any instance).",
+        () => this.#directory(),
+      );
+      gauge(
         "http2_guard",
         "1 while the guard against Deno's HTTP/2 use-after-free on GOAWAY is installed (packages/registry/src/http2_guard.ts), " +
           "0 when this Deno's internals did not match and any client closing its connection can crash the process.",
@@ -197,6 +202,13 @@ export class Metrics {
       registers,
     });
     if (options.process ?? true) registerProcessMetrics(this.registry);
+  }
+
+  #directory = () => 0;
+
+  /** Where the directory gauge reads from (the cluster's view, once there is one). */
+  setDirectory(recipients: () => number): void {
+    this.#directory = recipients;
   }
 
   /** Where the live gauges read from (the serving threads, once they are up). */

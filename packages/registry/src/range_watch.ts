@@ -6,9 +6,11 @@
  *   read again in halves), so no number or size of records breaks it.
  * - A watch is a read at revision R and watchers from R + 1, so nothing falls between the two.
  *   Changes come out one batch per etcd revision (a transaction is one step, never half of it).
- * - A revision of any size arrives: watches ask etcd (>= 3.4) to split large revisions into
- *   fragments under gRPC's message limit, and a revision's events are handed on once its last
- *   fragment is in (a lease revoked with 60 000 directory keys is one 5 MiB revision).
+ * - A revision arrives in one watch message whatever its size, within the client's receive limit
+ *   (etcd_client.ts, 256 MiB by default; a lease revoked with 100 000 directory keys is ~9 MB).
+ *   etcd's own fragmentation is not asked for: etcd 3.4 builds each fragment in time quadratic
+ *   in its events (100 000 deletes took 13 s in three fragments, 1.4 s whole). Events of a
+ *   fragmented response, should one come, are still held until its last fragment.
  * - After a dropped stream the watchers resume from the revision after the last one received
  *   whole, which replays every change. (etcd3 itself moves the resume point to each response's
  *   header revision + 1: after a response it could not receive, or part of a fragmented one, the
@@ -159,7 +161,6 @@ export async function* watchRanges(
     };
     watchers = ranges.map((range) => {
       const builder = "key" in range ? client.watch().key(range.key) : client.watch().prefix(range.prefix);
-      (builder as unknown as { request: { fragment?: boolean } }).request.fragment = true;
       const watcher = builder.startRevision(String(from)).watcher();
       // The resume point is ours (see the header): etcd3's own would skip revisions.
       (watcher as unknown as { updateRevision(): void }).updateRevision = () => {};
@@ -196,7 +197,7 @@ export async function* watchRanges(
           poke();
           return;
         }
-        if (away) return;
+        if (away || resync) return; // a resync already under way covers it
         away = true;
         onResync({ reason: "disconnected" });
       });

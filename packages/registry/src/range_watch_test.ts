@@ -90,3 +90,46 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a revision over the receive limit is not skipped: the watch re-reads etcd and says why",
+  { sanitizeOps: false, sanitizeResources: false },
+  async () => {
+    await using etcd = await useEtcd();
+    const client = createEtcdClient({
+      endpoints: etcd.endpoints,
+      dialTimeoutMs: 5_000,
+      maxResponseBytes: 512 * 1024,
+    });
+    const abort = new AbortController();
+    const prefix = `/over-limit-${crypto.randomUUID()}/`;
+    const reasons: string[] = [];
+    try {
+      const lease = client.lease(60, { autoKeepAlive: false });
+      const leaseId = await lease.grant();
+      const keys = Array.from({ length: 20_000 }, (_, i) => `${prefix}recipient-${i}/instance-a`);
+      for (let i = 0; i < keys.length; i += 128) {
+        await client.if(`${prefix}none`, "Create", "==", 0).then(
+          ...keys.slice(i, i + 128).map((key) => client.put(key).value("{}").lease(leaseId)),
+        ).commit();
+      }
+      const watch = watchRanges(client, [{ prefix }], {
+        signal: abort.signal,
+        pageSize: 1_000, // pages under the limit; the revoke's ~1.7 MB revision is not
+        onResync: (event) => event.attempts === undefined && reasons.push(event.reason),
+      });
+      assert.equal((await watch.next()).value?.kind, "reset");
+      await lease.revoke();
+      const next = await Promise.race([
+        watch.next(),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error("nothing came")), 30_000)),
+      ]);
+      assert.equal(next.value?.kind, "reset", "a fresh read, not a skipped revision");
+      assert.equal(next.value?.kind === "reset" && next.value.entries.size, 0);
+      assert.deepEqual(reasons, ["too_large"]);
+    } finally {
+      abort.abort();
+      client.close();
+    }
+  },
+);
