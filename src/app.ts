@@ -133,7 +133,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       },
     });
     metrics?.registrationState.set(0);
-    await joinCluster(steps, {
+    const cluster = await joinCluster(steps, {
       config,
       etcd,
       instance,
@@ -162,6 +162,9 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
         log.info("Shutting down server...");
         health.setAllNotServing();
       }
+      // Sends that still reach us while we leave go to every peer (see Cluster.leave).
+      cluster?.leave();
+      serving.leave();
       withdrawn = await registrar.deregister();
       if (!running) return;
       logWithdrawn(log, withdrawn, registrar.key, config.etcd.leaseTtlSeconds);
@@ -254,7 +257,7 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   /** The start-up budget (etcd.startup-timeout) the wait for the views counts against. */
   deadline?: number;
   signal: AbortSignal;
-}): Promise<void> {
+}): Promise<Cluster | undefined> {
   const { config, etcd, serving, metrics, log } = parts;
   const peers = peerCredentials(config.server.tls);
   // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
@@ -274,7 +277,7 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   );
   if (typeof secret === "string" || "off" in peers) {
     log.warn(`Cluster forwarding is off (each instance delivers to its own subscribers only): ${secret}`);
-    return;
+    return undefined;
   }
   steps.defer(() => secret.close());
   const cluster = rotation.cluster = new Cluster(etcd, {
@@ -313,6 +316,7 @@ async function joinCluster(steps: AsyncDisposableStack, parts: {
   // holds which recipient and who the peers are; until then a Send through it would miss them.
   await untilRouted(cluster, parts.deadline, parts.signal, config.etcd.startupTimeoutMs);
   serving.setCluster(cluster);
+  return cluster;
 }
 
 /** Waits for the cluster's views, within the start-up budget; returns at once when stopped. */

@@ -59,6 +59,7 @@ export class Cluster implements PeerRouting {
    * then a Send here would miss every subscriber on other instances.
    */
   readonly ready: Promise<void>;
+  #leaving = false;
 
   constructor(client: Etcd3, options: ClusterOptions) {
     const root = directoryRoot(options.directoryPrefix, options.name);
@@ -176,8 +177,19 @@ export class Cluster implements PeerRouting {
     return reach === "cluster" ? this.#forward(recipient, notification) : Promise.resolve(0);
   }
 
+  /**
+   * This instance is leaving (deregistering, then draining): Sends still reaching it go to every
+   * peer. Its view is no longer waited for by anyone (a new subscriber's barrier covers the
+   * registered instances only), and behind the deletion of its own keys (one large revision) it
+   * can lag by seconds: routed by that view, Sends for subscribers that moved away were lost.
+   */
+  leave(): void {
+    this.#leaving = true;
+  }
+
   async #forward(recipient: string, notification: Uint8Array): Promise<number> {
-    const peers = [...this.view.instancesFor(recipient)].filter((id) => id !== this.#self);
+    const holders = this.#leaving ? this.#links.members() : [...this.view.instancesFor(recipient)];
+    const peers = holders.filter((id) => id !== this.#self);
     if (peers.length === 0) return 0;
     this.#onForwarded(peers.length);
     const counts = await Promise.all(peers.map((id) => this.#links.forward(id, recipient, notification)));

@@ -199,6 +199,11 @@ export class PeerLinks {
     for (const link of this.#links.values()) link.reprove();
   }
 
+  /** The ids of the live members. */
+  members(): string[] {
+    return [...this.#addrs.keys()];
+  }
+
   /** The live members (id -> address), from discovery; links of departed ones are closed. */
   setMembers(members: ReadonlyMap<string, string>): void {
     for (const [id, link] of this.#links) {

@@ -20,6 +20,8 @@ export interface Serving {
   setInstanceId(id: string): void;
   /** Delivery to the other instances from now on. */
   setCluster(cluster: PeerRouting): void;
+  /** The instance is leaving the cluster: every Send goes to the cluster (no shortcut past it). */
+  leave(): void;
   /** Turns Cluster/Forward on for callers proving membership with one of `secrets`. */
   setPeerSecrets(secrets: readonly string[]): void;
   subscribers(): number;
@@ -62,6 +64,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
       port: pool.port,
       setInstanceId: (id) => (pool.instanceId = id),
       setCluster: (cluster) => (pool.cluster = cluster),
+      leave: () => pool.leave(),
       setPeerSecrets: (secrets) => pool.setPeerSecrets(secrets),
       subscribers: () => pool.subscribers,
       healthWatches: () => pool.healthWatches,
@@ -98,6 +101,8 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   return {
     port: bound.port,
     setInstanceId: (id) => (notifications.instanceId = id),
+    // One thread: every Send reaches the cluster already.
+    leave: () => {},
     setCluster: (next) => {
       cluster = next;
       notifications.routing = next;

@@ -138,6 +138,11 @@ export class WorkerPool {
     this.#broadcast({ type: "instance", instanceId: id });
   }
 
+  /** Workers take no shortcut past the main thread from now on (the instance is leaving). */
+  leave(): void {
+    this.#router.filter.setLeaving();
+  }
+
   /** Routes to other instances through `cluster` from now on; recipients already held are published. */
   set cluster(cluster: PeerRouting) {
     this.#router.cluster = cluster;

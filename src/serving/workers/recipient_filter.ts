@@ -25,7 +25,9 @@ export class RecipientFilter {
   /** This thread's own holds by bucket (a worker's; always empty on the main thread). */
   readonly #own = new Map<number, number>();
 
-  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(BUCKETS * Int32Array.BYTES_PER_ELEMENT)) {
+  constructor(
+    buffer: SharedArrayBuffer = new SharedArrayBuffer((BUCKETS + 1) * Int32Array.BYTES_PER_ELEMENT),
+  ) {
     this.buffer = buffer;
     this.#counts = new Int32Array(buffer);
   }
@@ -38,9 +40,21 @@ export class RecipientFilter {
     Atomics.sub(this.#counts, this.#bucket(recipient), 1);
   }
 
+  /**
+   * The instance is leaving the cluster: from now on every Send takes the long way (the main thread
+   * sends it to every peer, whatever this instance's view still says). The cell after the buckets.
+   */
+  setLeaving(): void {
+    Atomics.store(this.#counts, BUCKETS, 1);
+  }
+
+  #leaving(): boolean {
+    return Atomics.load(this.#counts, BUCKETS) === 1;
+  }
+
   /** False only when no worker and no instance holds subscribers of `recipient`. */
   mayHold(recipient: string): boolean {
-    return Atomics.load(this.#counts, this.#bucket(recipient)) > 0;
+    return this.#leaving() || Atomics.load(this.#counts, this.#bucket(recipient)) > 0;
   }
 
   /** This worker's own hold of `recipient` (counted in the shared buffer by the main thread): +1 or -1. */
@@ -53,6 +67,7 @@ export class RecipientFilter {
 
   /** False only when nobody but this thread holds subscribers of `recipient`. */
   heldElsewhere(recipient: string): boolean {
+    if (this.#leaving()) return true;
     const bucket = this.#bucket(recipient);
     return Atomics.load(this.#counts, bucket) > (this.#own.get(bucket) ?? 0);
   }
@@ -69,6 +84,6 @@ export class RecipientFilter {
     hash ^= hash >>> 13;
     hash = Math.imul(hash, 0xc2b2ae35);
     hash ^= hash >>> 16;
-    return (hash >>> 0) & (this.#counts.length - 1);
+    return (hash >>> 0) & (BUCKETS - 1);
   }
 }

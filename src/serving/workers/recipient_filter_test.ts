@@ -24,3 +24,14 @@ Deno.test("the recipient filter errs only upwards: 10 000 held recipients are al
   // 10 000 of 2^20 buckets taken: about 95 expected; a hash whose low bits cluster gave 228.
   assert.ok(falsePositives < 150, `false positives: ${falsePositives} of 10 000`);
 });
+
+Deno.test("leaving: every worker takes the long way for every recipient; counts never touch the switch", () => {
+  const main = new RecipientFilter();
+  const worker = new RecipientFilter(main.buffer);
+  for (let i = 0; i < 100_000; i++) main.add(`r-${i}`);
+  for (let i = 0; i < 100_000; i++) main.remove(`r-${i}`);
+  assert.equal(worker.heldElsewhere("nobody"), false, "nobody holds it: the short way");
+  main.setLeaving();
+  assert.equal(worker.heldElsewhere("nobody"), true, "leaving: the long way");
+  assert.equal(worker.mayHold("nobody"), true);
+});
