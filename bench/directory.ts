@@ -5,8 +5,8 @@
  * its view took to load (its "Recipient directory loaded" line), its heap and RSS once loaded, and
  * etcd's Range and Txn calls meanwhile. `--root` runs another checkout's main.ts (before/after).
  */
-import { Buffer } from "node:buffer";
-import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
+import { directoryRoot } from "../src/cluster/directory.ts";
+import { fillDirectory } from "../tests/helpers/directory.ts";
 import { startEtcd } from "../tests/helpers/etcd.ts";
 import { scrape } from "../tests/helpers/metrics.ts";
 import { rawClient } from "../tests/helpers/kv.ts";
@@ -23,26 +23,9 @@ export interface DirectoryBenchOptions {
 async function fill(endpoints: string[], name: string, count: number): Promise<void> {
   const kv = rawClient(endpoints);
   try {
-    const lease = kv.lease(3_600, { autoKeepAlive: false });
-    const id = BigInt(await lease.grant()).toString();
+    const lease = await kv.lease(3_600, { autoKeepAlive: false }).grant();
     const root = directoryRoot("/notification-directory", name);
-    const batches: number[] = [];
-    for (let i = 0; i < count; i += 128) batches.push(i);
-    let next = 0;
-    const lane = async () => {
-      while (next < batches.length) {
-        const from = batches[next++];
-        const success = Array.from({ length: Math.min(128, count - from) }, (_, j) => ({
-          request_put: {
-            key: Buffer.from(directoryKey(root, `user-${from + j}`, "z")),
-            value: Buffer.from("z"),
-            lease: id,
-          },
-        }));
-        await kv.kv.txn({ success });
-      }
-    };
-    await Promise.all(Array.from({ length: 8 }, lane));
+    await fillDirectory(kv, root, { instance: "z", prefix: "user", count, lease, lanes: 8 });
   } finally {
     kv.close();
   }

@@ -4,8 +4,8 @@
  * starts registers and answers SERVING only once it can route.
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
-import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
+import { directoryRoot } from "../src/cluster/directory.ts";
+import { fillDirectory } from "./helpers/directory.ts";
 import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
@@ -21,25 +21,6 @@ function freePort(): number {
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
-}
-
-/** Writes `count` recipients `<prefix>-<i>` of instance `instance` under `lease`, 128 per transaction. */
-async function fillDirectory(
-  kv: ReturnType<typeof scopedClient>,
-  root: string,
-  options: { instance: string; prefix: string; count: number; lease: string },
-): Promise<void> {
-  const lease = BigInt(options.lease).toString();
-  for (let i = 0; i < options.count; i += 128) {
-    const success = Array.from({ length: Math.min(128, options.count - i) }, (_, j) => ({
-      request_put: {
-        key: Buffer.from(directoryKey(root, `${options.prefix}-${i + j}`, options.instance)),
-        value: Buffer.from(options.instance),
-        lease,
-      },
-    }));
-    await kv.kv.txn({ success });
-  }
 }
 
 Deno.test(
@@ -129,17 +110,7 @@ Deno.test(
       // Another instance's 100 000 recipients, under its lease, in transactions of 128 as it writes them.
       const root = directoryRoot("/notification-directory", name);
       const leaseId = await lease.grant();
-      const leaseNumber = BigInt(leaseId);
-      for (let i = 0; i < 100_000; i += 128) {
-        const success = Array.from({ length: Math.min(128, 100_000 - i) }, (_, j) => ({
-          request_put: {
-            key: Buffer.from(directoryKey(root, `user-${i + j}`, "z")),
-            value: Buffer.from("z"),
-            lease: leaseNumber.toString(),
-          },
-        }));
-        await kv.kv.txn({ success });
-      }
+      await fillDirectory(kv, root, { instance: "z", prefix: "user", count: 100_000, lease: leaseId });
       const port = freePort();
       await using b = await ServiceProcess.spawn({
         endpoints: etcd.endpoints,

@@ -9,8 +9,8 @@
  * the same invariants hold, and what the clients missed is printed (see the note at the end).
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
-import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
+import { directoryRoot } from "../src/cluster/directory.ts";
+import { fillDirectory } from "./helpers/directory.ts";
 import { useEtcd } from "./helpers/etcd.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { eventually, notificationClient, send } from "./helpers/grpc.ts";
@@ -32,17 +32,8 @@ for (const extra of [0, 50_000]) {
       /** `extra` recipients of instance `id`, under its registration's lease (gone with it). */
       const hold = async (svc: ServiceProcess, id: string) => {
         if (!extra) return;
-        const lease = BigInt((await readRecord(kv, svc.key))!.lease).toString();
-        for (let i = 0; i < extra; i += 128) {
-          const success = Array.from({ length: Math.min(128, extra - i) }, (_, j) => ({
-            request_put: {
-              key: Buffer.from(directoryKey(root, `held-${id}-${i + j}`, id)),
-              value: Buffer.from(id),
-              lease,
-            },
-          }));
-          await kv.kv.txn({ success });
-        }
+        const lease = (await readRecord(kv, svc.key))!.lease;
+        await fillDirectory(kv, root, { instance: id, prefix: `held-${id}`, count: extra, lease });
       };
       const start = async (id: string) => {
         const svc = await ServiceProcess.start({
