@@ -29,7 +29,6 @@ import {
 /** etcd refuses transactions of more operations than this (its --max-txn-ops default). */
 const MAX_TXN_OPS = 128;
 
-/** `<prefix>/<service>/`: every directory key of a service is under it. */
 /**
  * Keys per page when the directory is read. etcd 3.4 visits every remaining key of the range for
  * each limited page, so a read costs pages x keys: at 100 000 keys, pages of 500 took 3.9 s and
@@ -38,11 +37,12 @@ const MAX_TXN_OPS = 128;
  */
 const DIRECTORY_PAGE = 5_000;
 
+/** `<prefix>/<service>/`: every directory key of a service is under it. */
 export function directoryRoot(prefix: string, service: string): string {
   return `${prefix}/${service}/`;
 }
 
-/** The key of `instanceId` holding `recipient` (the value is empty; the key is under its lease). */
+/** The key of `instanceId` holding `recipient` (under that instance's lease; its value is the id). */
 export function directoryKey(root: string, recipient: string, instanceId: string): string {
   return `${root}${encodeURIComponent(recipient)}/${instanceId}`;
 }

@@ -44,11 +44,14 @@ export interface CallerLimits {
   /** Subscribe streams one connection may hold. @default 100 */
   subscribersPerConnection: number;
   /**
-   * Subscribe streams one token subject may hold on this instance (per serving thread); with auth
+   * Subscribe streams one token subject may hold on this instance, across its serving threads; with auth
    * only (a client address is no identity: NAT, gateways). @default 100
    */
   subscribersPerIdentity: number;
-  /** Sends per second one identity may make, as a token bucket of twice that; 0: unbounded. @default 0 */
+  /**
+   * Sends per second one identity may make on this instance (its threads share one bucket, of twice
+   * that); 0: unbounded. @default 0
+   */
   sendsPerSecond: number;
 }
 

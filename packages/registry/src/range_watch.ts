@@ -8,14 +8,13 @@
  *   Changes come out one batch per etcd revision (a transaction is one step, never half of it).
  * - A revision arrives in one watch message whatever its size, within the client's receive limit
  *   (etcd_client.ts, 256 MiB by default; a lease revoked with 100 000 directory keys is ~9 MB).
- *   etcd's own fragmentation is not asked for: etcd 3.4 builds each fragment in time quadratic
- *   in its events (100 000 deletes took 13 s in three fragments, 1.4 s whole). Events of a
- *   fragmented response, should one come, are still held until its last fragment.
- * - After a dropped stream the watchers resume from the revision after the last one received
- *   whole, which replays every change. (etcd3 itself moves the resume point to each response's
- *   header revision + 1: after a response it could not receive, or part of a fragmented one, the
- *   next progress notification made it skip revisions without a word. We keep the point.) A read
- *   once they are back (retried with capped, jittered backoff until it succeeds) checks that etcd
+ *   etcd's own fragmentation is not asked for (so no response holds part of a revision): etcd
+ *   3.4 builds each fragment in time quadratic in its events (100 000 deletes took 13 s in three
+ *   fragments, 1.4 s whole).
+ * - After a dropped stream the watchers resume from the revision after the last one received,
+ *   which replays every change. (etcd3 itself moves the resume point to each response's header
+ *   revision + 1: after a response it could not receive, the next progress notification made it
+ *   skip revisions without a word. We keep the point.) A read once they are back (retried with capped, jittered backoff until it succeeds) checks that etcd
  *   did not go back in time. When it did (restored empty), or etcd cancelled the watchers (their
  *   resume revision was compacted), or a response cannot be received at all (over the receive
  *   limit), the watch resyncs: a fresh read comes out as a `reset`, and watching starts again from
@@ -164,14 +163,9 @@ export async function* watchRanges(
       const watcher = builder.startRevision(String(from)).watcher();
       // The resume point is ours (see the header): etcd3's own would skip revisions.
       (watcher as unknown as { updateRevision(): void }).updateRevision = () => {};
-      /** Events of a fragmented revision whose last fragment has not come yet. */
-      let partial: { kv: IKeyValue; type: string }[] = [];
       watcher.on("data", (res: IWatchResponse) => {
         if (!current()) return;
-        partial.push(...res.events);
-        if (res.fragment) return;
-        const events = partial;
-        partial = [];
+        const events = res.events;
         let last = 0n;
         for (const event of events) {
           onEvent(event.kv, event.type === "Delete");
@@ -187,7 +181,6 @@ export async function* watchRanges(
         }
       });
       watcher.on("disconnected", (error?: Error) => {
-        partial = []; // sent again from the resume point
         if (!current()) return;
         if (/RESOURCE_EXHAUSTED|larger than max/i.test(String(error))) {
           // It would come again, and again: read everything instead, and say so.
