@@ -4,6 +4,7 @@
  * exact `delivered`; a killed instance drops out of the count at once and out of routing within
  * the lease TTL.
  */
+import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
 import assert from "node:assert/strict";
 import { useEtcd } from "./helpers/etcd.ts";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
@@ -182,5 +183,48 @@ Deno.test(
       c.instances[2].signal("SIGCONT");
     }
     for (const s of subs) s.cancel();
+  },
+);
+
+Deno.test(
+  "a leaving instance sends what still reaches it to every peer, whatever its own view says",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `leave-${crypto.randomUUID().slice(0, 8)}`;
+    const a = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "a",
+      drainDelay: "3s",
+    });
+    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    const clientA = notificationClient(a.addr);
+    const clientB = notificationClient(b.addr);
+    const moved = subscriber(clientB, "moved");
+    using kv = scopedClient(etcd.endpoints);
+    try {
+      await moved.ready;
+      assert.equal((await send(clientA, { recipient: "moved", title: "seen" })).delivered, 1);
+      // b's key goes behind its back: a's view, which a leaving instance can no longer trust,
+      // now says nobody holds the recipient.
+      await kv.delete().key(directoryKey(directoryRoot("/notification-directory", name), "moved", "b"));
+      await eventually(
+        async () => (await send(clientA, { recipient: "moved", title: "probe" })).delivered === 0,
+        5_000,
+        "a's view without b's key",
+      );
+      a.signal("SIGTERM");
+      await a.waitForLine(/Service deregistered from etcd/, 5_000);
+      // Within a's drain delay: the Send reaching a goes to every peer, and b delivers it.
+      assert.equal((await send(clientA, { recipient: "moved", title: "while leaving" })).delivered, 1);
+      await eventually(() => moved.titles.includes("while leaving"), 5_000, "delivered on b");
+      assert.equal((await a.status).code, 0);
+    } finally {
+      moved.cancel();
+      clientA.close();
+      clientB.close();
+      await a[Symbol.asyncDispose]();
+    }
   },
 );
