@@ -397,13 +397,12 @@ async function main(): Promise<void> {
     return;
   }
   if (args.values.only === "directory") {
-    printTable(
-      await directoryBench({
-        sizes: args.values.sizes.split(",").map(Number),
-        root: args.values.root,
-        note,
-      }),
-    );
+    const tables = await directoryBench({
+      sizes: args.values.sizes.split(",").map(Number),
+      root: args.values.root,
+      note,
+    });
+    for (const table of tables) printTable(table);
     return;
   }
   if (args.values.only === "http2") {

@@ -147,6 +147,11 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
     // Routed: Sends here reach subscribers anywhere (the registration follows).
     health.set(NOTIFICATION_SERVICE, "SERVING");
 
+    // After the drain, the registration's lease goes (step 7 deleted the record but kept it), and
+    // with it this instance's recipient directory: peers route by it, so until now a Send through
+    // a peer still reached the subscribers that were moving away from here.
+    steps.defer(() => registrar.releaseLease());
+
     // 6. From here calls are served with delivery to peers. Stopping drains them while the
     // cluster still forwards (it closes after this step).
     steps.defer(async () => {
@@ -165,7 +170,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       // Sends that still reach us while we leave go to every peer (see Cluster.leave).
       cluster?.leave();
       serving.leave();
-      withdrawn = await registrar.deregister();
+      withdrawn = await registrar.deregister({ keepLease: running });
       if (!running) return;
       logWithdrawn(log, withdrawn, registrar.key, config.etcd.leaseTtlSeconds);
       await sleep(config.server.drainDelayMs);

@@ -228,3 +228,56 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a deregistered instance still gets its subscribers' notifications from peers until its drain: its directory entries outlive its key",
+  opts,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `drain-${crypto.randomUUID().slice(0, 8)}`;
+    const a = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name,
+      instanceId: "a",
+      drainDelay: "3s",
+    });
+    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    const clientA = notificationClient(a.addr);
+    const clientB = notificationClient(b.addr);
+    // A subscriber that has not moved yet (the subscribe() helper moves once it sees a's key go).
+    const staying = subscriber(clientA, "staying");
+    using kv = scopedClient(etcd.endpoints);
+    const entry = directoryKey(directoryRoot("/notification-directory", name), "staying", "a");
+    try {
+      await staying.ready;
+      a.signal("SIGTERM");
+      await a.waitForLine(/Service deregistered from etcd/, 5_000);
+      assert.equal(await kv.get(a.key).exists(), false, "a's key is gone");
+      assert.equal(await kv.get(entry).exists(), true, "its directory entry is not");
+      // For the first second of a's 3 s drain delay (b sees a's key go within milliseconds), b
+      // still routes to a, which still holds the stream. Before, a's lease went with its key: b
+      // dropped a's entries at once, and these answered 0 from the first or second on.
+      const titles: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const title = `during the drain delay ${i}`;
+        assert.equal((await send(clientB, { recipient: "staying", title })).delivered, 1, title);
+        titles.push(title);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await eventually(() => titles.every((t) => staying.titles.includes(t)), 5_000, "delivered on a");
+      assert.equal((await a.status).code, 0);
+      // Drained, then the lease went, and the entry with it.
+      assert.equal(await kv.get(entry).exists(), false, "the entry went with the lease");
+      await eventually(
+        async () => (await send(clientB, { recipient: "staying", title: "after" })).delivered === 0,
+        5_000,
+        "b's view without a",
+      );
+    } finally {
+      staying.cancel();
+      clientA.close();
+      clientB.close();
+      await a[Symbol.asyncDispose]();
+    }
+  },
+);

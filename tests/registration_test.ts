@@ -114,6 +114,32 @@ Deno.test("register() takes over a key once the crashed owner's lease expires", 
   });
 });
 
+Deno.test(
+  "deregister({ keepLease }) deletes the record but keeps the lease alive past its TTL until releaseLease()",
+  opts,
+  async () => {
+    await withSetup(async (endpoints, raw, clients) => {
+      const inst = instance();
+      const reg = new EtcdRegistrar(client(endpoints, clients), { leaseTtlSeconds: 2 });
+      await reg.register(inst);
+      const lease = reg.leaseId!;
+      // What else lives under the lease (the directory entries of a draining instance).
+      const other = `/notification-directory/reg-test/${inst.id}-held`;
+      await raw.put(other).value(inst.id).lease(lease).exec();
+      assert.equal(await reg.deregister({ keepLease: true }), "deleted");
+      assert.equal(await raw.get(reg.key).exists(), false, "the record is gone at once");
+      // Still kept alive: past twice its TTL the entry under it is there.
+      await new Promise((r) => setTimeout(r, 4_500));
+      assert.equal(await raw.get(other).string(), inst.id, "kept alive past its TTL");
+      await reg.releaseLease();
+      assert.equal(await raw.get(other).exists(), false, "revoked with what was under it");
+      const ttl = await raw.leaseClient.leaseTimeToLive({ ID: lease });
+      assert.equal(Number(ttl.TTL), -1, "the lease no longer exists");
+      await reg.releaseLease(); // a second call does nothing
+    });
+  },
+);
+
 Deno.test("deregister() never deletes a record that another lease now owns", opts, async () => {
   await withSetup(async (endpoints, raw, clients) => {
     const inst = instance();

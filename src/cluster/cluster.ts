@@ -84,6 +84,7 @@ export class Cluster implements PeerRouting {
       root,
       logger: options.logger,
       onResync: (event) => options.onResync?.("directory", event),
+      onInstanceGone: (id) => this.#links?.forget(id),
     });
     this.#unfollowLease = options.registration.onLeaseChange((lease) => this.publisher.setLease(lease));
     const loading = performance.now();
@@ -107,7 +108,7 @@ export class Cluster implements PeerRouting {
     this.#membership = (async () => {
       try {
         for await (const instances of discovery.watch(options.name, { signal: this.#abort.signal })) {
-          links.setMembers(peersOf(instances, self));
+          links.setMembers(peersOf(instances, self), (id) => this.view.holds(id));
           membershipLoaded();
         }
       } catch (error) {

@@ -202,6 +202,9 @@ export interface Published {
 /** Every instance's directory keys, kept in memory from a watch. */
 export class DirectoryView {
   readonly #byRecipient = new Map<string, Set<string>>();
+  /** Entries per instance, to tell when an instance holds none any more. */
+  readonly #perInstance = new Map<string, number>();
+  readonly #onInstanceGone: (instance: string) => void;
   readonly #root: string;
   readonly #abort = new AbortController();
   readonly #following: Promise<void>;
@@ -218,9 +221,16 @@ export class DirectoryView {
 
   constructor(
     client: Etcd3,
-    options: { root: string; logger?: Logger; onResync?: RangeOptions["onResync"] },
+    options: {
+      root: string;
+      logger?: Logger;
+      onResync?: RangeOptions["onResync"];
+      /** Told when the last entry of an instance goes (its lease ended, or it unsubscribed all). */
+      onInstanceGone?: (instance: string) => void;
+    },
   ) {
     const root = this.#root = options.root;
+    this.#onInstanceGone = options.onInstanceGone ?? (() => {});
     const log = options.logger ?? silentLogger;
     this.#following = (async () => {
       const updates = watchRanges(client, [{ prefix: root }], {
@@ -251,6 +261,11 @@ export class DirectoryView {
     }
   }
 
+  /** Whether `instance` holds any recipient in this view. */
+  holds(instance: string): boolean {
+    return this.#perInstance.has(instance);
+  }
+
   /** Recipients known, and the etcd revision the view reflects (for tests and metrics). */
   get size(): { recipients: number; revision: bigint } {
     return { recipients: this.#byRecipient.size, revision: this.#gate.revision };
@@ -270,9 +285,12 @@ export class DirectoryView {
   #apply(update: RangeUpdate): void {
     if (update.kind === "reset") {
       const old = [...this.entries()];
+      const instances = [...this.#perInstance.keys()];
       this.#byRecipient.clear();
+      this.#perInstance.clear();
       for (const key of update.entries.keys()) this.#set(key, true);
       for (const [recipient, instance] of old) this.onEntry(recipient, instance, false);
+      for (const instance of instances) if (!this.#perInstance.has(instance)) this.#onInstanceGone(instance);
       this.#ready();
     } else {
       for (const { key, value } of update.changes) this.#set(key, value !== undefined);
@@ -296,10 +314,15 @@ export class DirectoryView {
       if (!set) this.#byRecipient.set(recipient, set = new Set());
       if (set.has(instance)) return;
       set.add(instance);
+      this.#perInstance.set(instance, (this.#perInstance.get(instance) ?? 0) + 1);
       this.onEntry(recipient, instance, true);
     } else if (set?.delete(instance)) {
       if (set.size === 0) this.#byRecipient.delete(recipient);
+      const left = this.#perInstance.get(instance)! - 1;
+      if (left > 0) this.#perInstance.set(instance, left);
+      else this.#perInstance.delete(instance);
       this.onEntry(recipient, instance, false);
+      if (left === 0) this.#onInstanceGone(instance);
     }
   }
 }

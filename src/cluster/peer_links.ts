@@ -40,6 +40,8 @@ class PeerLink {
 
   readonly #id: string;
   readonly #prover: PeerProver;
+  /** Where the link dials. */
+  readonly addr: string;
 
   constructor(options: {
     id: string;
@@ -51,6 +53,7 @@ class PeerLink {
   }) {
     const { id, addr, credentials, timeoutMs, prover, serverName } = options;
     this.#id = id;
+    this.addr = addr;
     this.#prover = prover;
     const { Cluster } = services();
     this.#client = new Cluster(addr, credentials, {
@@ -172,10 +175,16 @@ class PeerLink {
   }
 }
 
-/** Links to every peer by instance id, opened on first use and closed when the peer leaves. */
+/**
+ * Links to every peer by instance id, opened on first use. A peer that deregistered stays
+ * reachable while it still holds recipients (it drains, and its subscribers are moving away:
+ * until they have, Sends must still reach them there); its link closes once it holds none.
+ */
 export class PeerLinks {
   readonly #links = new Map<string, PeerLink>();
   readonly #addrs = new Map<string, string>();
+  /** Deregistered peers that still held recipients when they left (id -> address). */
+  readonly #departed = new Map<string, string>();
   readonly #credentials: grpc.ChannelCredentials;
   readonly #timeoutMs: number;
   readonly #serverName?: string;
@@ -199,21 +208,35 @@ export class PeerLinks {
     for (const link of this.#links.values()) link.reprove();
   }
 
-  /** The ids of the live members. */
+  /** The ids of every peer that may hold subscribers: the live members, and departed ones still holding. */
   members(): string[] {
-    return [...this.#addrs.keys()];
+    return [...this.#addrs.keys(), ...this.#departed.keys()];
   }
 
-  /** The live members (id -> address), from discovery; links of departed ones are closed. */
-  setMembers(members: ReadonlyMap<string, string>): void {
+  /**
+   * The live members (id -> address), from discovery. One that left stays reachable while
+   * `holding(id)` says it still holds recipients (until {@link forget}); other links are closed.
+   */
+  setMembers(members: ReadonlyMap<string, string>, holding: (id: string) => boolean = () => false): void {
+    for (const [id, addr] of this.#addrs) {
+      if (!members.has(id) && holding(id)) this.#departed.set(id, addr);
+    }
+    for (const id of members.keys()) this.#departed.delete(id);
+    this.#addrs.clear();
+    for (const [id, addr] of members) this.#addrs.set(id, addr);
     for (const [id, link] of this.#links) {
-      if (members.get(id) !== this.#addrs.get(id)) {
+      if (this.#addressOf(id) !== link.addr) {
         link.close();
         this.#links.delete(id);
       }
     }
-    this.#addrs.clear();
-    for (const [id, addr] of members) this.#addrs.set(id, addr);
+  }
+
+  /** A departed peer holds no recipients any more: its link closes. Members are not affected. */
+  forget(id: string): void {
+    if (!this.#departed.delete(id)) return;
+    this.#links.get(id)?.close();
+    this.#links.delete(id);
   }
 
   /** Forwards to peer `id`; resolves with how many of its streams took it (0 if not a member). */
@@ -233,8 +256,12 @@ export class PeerLinks {
     }));
   }
 
+  #addressOf(id: string): string | undefined {
+    return this.#addrs.get(id) ?? this.#departed.get(id);
+  }
+
   #link(id: string): PeerLink | undefined {
-    const addr = this.#addrs.get(id);
+    const addr = this.#addressOf(id);
     if (!addr) return undefined;
     let link = this.#links.get(id);
     if (!link) {

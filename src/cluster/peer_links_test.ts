@@ -327,3 +327,32 @@ Deno.test("a member whose address changes gets a new link; one that leaves is dr
     peers.close();
   }
 });
+
+Deno.test(
+  "a member that deregisters while holding recipients stays reachable until it holds none",
+  opts,
+  async () => {
+    await using a = await fakePeer();
+    await using b = await fakePeer({ count: () => 2 });
+    const peers = links();
+    const holding = new Set(["a"]);
+    try {
+      peers.setMembers(new Map([["a", a.addr], ["b", b.addr]]), (id) => holding.has(id));
+      assert.equal(await peers.forward("a", "r", note("r")), 1);
+      // a deregistered (its key is gone) but still holds recipients: its subscribers are moving away.
+      peers.setMembers(new Map([["b", b.addr]]), (id) => holding.has(id));
+      assert.equal(await peers.forward("a", "r", note("r")), 1, "still reached while it holds some");
+      assert.deepEqual(peers.members().sort(), ["a", "b"], "a leaving instance's broadcast includes it");
+      // b leaves holding nothing: dropped at once.
+      peers.setMembers(new Map(), (id) => holding.has(id));
+      assert.equal(await peers.forward("b", "r", note("r")), 0, "b held nothing");
+      assert.equal(await peers.forward("a", "r", note("r")), 1, "a is still departing");
+      peers.forget("a");
+      assert.equal(await peers.forward("a", "r", note("r")), 0, "a holds nothing any more");
+      assert.deepEqual(peers.members(), []);
+      assert.equal(a.delivered.length, 3);
+    } finally {
+      peers.close();
+    }
+  },
+);

@@ -68,6 +68,13 @@ export interface DeregisterOptions {
   signal?: AbortSignal;
   /** Overrides the registrar's `callTimeoutMs` for this call. */
   timeoutMs?: number;
+  /**
+   * Deletes the record but keeps its lease alive until {@link EtcdRegistrar.releaseLease}: what
+   * else lives under it (a leaving instance's recipient directory, which its peers route by) stays
+   * while the instance drains, and goes with the lease after. A crash meanwhile still lets it
+   * expire within the TTL. @default false
+   */
+  keepLease?: boolean;
 }
 
 /** Options for one {@link EtcdRegistrar.register} call. */
@@ -122,6 +129,8 @@ export class EtcdRegistrar implements Registrar {
   /** The reconcile step running now, if any (settles, never rejects). */
   #inFlight?: Promise<unknown>;
   #deregistering?: Promise<DeregisterOutcome>;
+  /** The lease `deregister({ keepLease: true })` left alive, until `releaseLease()`. */
+  #kept?: LeaseSession;
 
   /** Registers through `client` (not closed by the registrar). */
   constructor(client: Etcd3, options: EtcdRegistrarOptions = {}) {
@@ -228,8 +237,8 @@ export class EtcdRegistrar implements Registrar {
   }
 
   /**
-   * Stops keeping the record, deletes it only if our lease still holds it, and revokes the lease.
-   * Bounded as a whole by `timeoutMs` (default: the registrar's `callTimeoutMs`) or `signal`: past
+   * Stops keeping the record, deletes it only if our lease still holds it, and revokes the lease
+   * (or, with `keepLease`, leaves that to {@link releaseLease}). Bounded as a whole by `timeoutMs` (default: the registrar's `callTimeoutMs`) or `signal`: past
    * that it reports "unreachable" and the record expires with its lease. Safe at any time, also
    * while `register()` is still running, and more than once (later calls get the same outcome).
    */
@@ -266,19 +275,35 @@ export class EtcdRegistrar implements Registrar {
         );
       }
       // With etcd unreachable a revoke would only wait out its deadline: let the lease expire.
-      const revokeError = outcome === "unreachable"
-        ? (session.abandon(), undefined)
-        : await untilAborted(session.close(), bound).catch((error) => (session.abandon(), error as Error));
-      if (revokeError) {
-        this.#log.warn(
-          `Revoking lease ${session.id} failed: ${
-            describeEtcdError(revokeError)
-          }; it expires within ${this.#ttl}s`,
-        );
-      }
+      if (outcome === "unreachable") session.abandon();
+      else if (options.keepLease) this.#kept = session;
+      else await this.#revoke(session, bound);
     }
     this.#setState("unregistered");
     return outcome;
+  }
+
+  /**
+   * Revokes the lease that `deregister({ keepLease: true })` kept (and with it whatever was written
+   * under it). Bounded by `timeoutMs` (default: `callTimeoutMs`); past that the lease expires within
+   * its TTL. Does nothing when no lease was kept; safe more than once.
+   */
+  async releaseLease(options: { timeoutMs?: number } = {}): Promise<void> {
+    await this.#deregistering;
+    const session = this.#kept;
+    this.#kept = undefined;
+    if (session) await this.#revoke(session, AbortSignal.timeout(options.timeoutMs ?? this.#callTimeoutMs));
+  }
+
+  async #revoke(session: LeaseSession, bound: AbortSignal): Promise<void> {
+    const error = await untilAborted(session.close(), bound).catch((
+      error,
+    ) => (session.abandon(), error as Error));
+    if (error) {
+      this.#log.warn(
+        `Revoking lease ${session.id} failed: ${describeEtcdError(error)}; it expires within ${this.#ttl}s`,
+      );
+    }
   }
 
   /**

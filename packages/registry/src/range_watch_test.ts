@@ -1,4 +1,4 @@
-/** watchRanges' first read against a real etcd that does not answer yet (frozen with SIGSTOP). */
+/** watchRanges against a real etcd: a first read that waits, revisions of any size, and a resume after a restart. */
 import assert from "node:assert/strict";
 import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "../../../tests/helpers/etcd.ts";
 import { createEtcdClient } from "./etcd_client.ts";
@@ -127,6 +127,46 @@ Deno.test(
       assert.equal(next.value?.kind, "reset", "a fresh read, not a skipped revision");
       assert.equal(next.value?.kind === "reset" && next.value.entries.size, 0);
       assert.deepEqual(reasons, ["too_large"]);
+    } finally {
+      abort.abort();
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "an etcd restart (data kept) drops the stream but not the view: the watch resumes where it was, with no full re-read",
+  PRIVATE_ETCD_ONLY,
+  async () => {
+    await using etcd = await startEtcd();
+    const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 1_000 });
+    const abort = new AbortController();
+    const prefix = "/resume-test/";
+    const reasons: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) await client.put(`${prefix}${i}`).value("before").exec();
+      const watch = watchRanges(client, [{ prefix }], {
+        signal: abort.signal,
+        onResync: (event) => event.attempts === undefined && reasons.push(event.reason),
+      });
+      const first = await watch.next();
+      assert.equal(first.value?.kind, "reset");
+      // The watch stream is up once a change comes through it.
+      await client.put(`${prefix}0`).value("live").exec();
+      assert.equal((await watch.next()).value?.kind, "changes");
+      await etcd.restart();
+      // Written after the restart: the watch must bring it as a change of the view it has.
+      await client.put(`${prefix}after`).value("1").exec();
+      const next = await Promise.race([
+        watch.next(),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error("nothing came")), 30_000)),
+      ]);
+      assert.equal(next.value?.kind, "changes", `resumed, not re-read (${JSON.stringify(next.value?.kind)})`);
+      assert.deepEqual(next.value?.kind === "changes" && next.value.changes, [{
+        key: `${prefix}after`,
+        value: "1",
+      }]);
+      assert.ok(reasons.includes("disconnected"), `the dropped stream was seen: ${reasons.join(", ")}`);
     } finally {
       abort.abort();
       client.close();

@@ -3,13 +3,13 @@
  * of the service `etcd:///<name>` resolves to, re-subscribing with backoff whenever a stream ends
  * (an instance stopping, a network fault). Used by the `subscribe` command.
  *
- * Handover before break: a stopping instance deregisters first and serves on for its drain delay.
- * The helper watches the registry too, and when the instance its stream is on leaves it, opens a
- * stream on another instance and ends the old one only once the new one is ready (routed from
- * every instance). Notifications that reach both streams meanwhile are passed on once (by id).
- * A planned restart then costs no gap; the gap that remains is the time from deregistration to
- * the new stream's ready signal, for notifications sent to other instances in it (the stopping
- * instance has left routing).
+ * Handover before break: a stopping instance deregisters first and serves on for its drain delay,
+ * still routed to by its peers. The helper watches the registry too, and when the instance its
+ * stream is on leaves it, opens a stream on another instance; once the new one is ready (routed
+ * from every instance), the old one is left to end by itself (the instance ends it when it drains,
+ * and 30 s after the handover at most, it is cancelled): a Send routed to the old
+ * instance just before still arrives on it. Notifications that reach both streams meanwhile are
+ * passed on once (by id). A planned restart then costs no gap.
  *
  * Delivery is live and at most once: what is sent while no stream is open (the gap) is not
  * replayed. Each gap is reported through `onGap` when it starts and `onResumed` when it ends.
@@ -67,6 +67,11 @@ export interface SubscribeOptions {
 
 /** Wait before a second try at moving off a leaving instance (its resolver update is on its way). */
 const HANDOVER_RETRY_MS = 50;
+/**
+ * How long a stream left behind by a handover may stay open: the stopping instance ends it when it
+ * drains (after its drain delay, 5 s by default), and one that does not is cancelled then.
+ */
+const LEAVING_STREAM_MAX_MS = 30_000;
 /** Notification ids remembered to pass each on once while two streams overlap. */
 const REMEMBERED_IDS = 4096;
 
@@ -154,6 +159,8 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
 
   let current: Live | undefined;
   let next: Live | undefined;
+  /** Streams handed over from, until they end (see LEAVING_STREAM_MAX_MS). */
+  const leaving = new Map<Live, ReturnType<typeof setTimeout>>();
   let gapSince = 0;
   let retryAt = 0;
   let handoverAt = 0;
@@ -173,10 +180,15 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
         handoverAt = Date.now() + HANDOVER_RETRY_MS;
         continue;
       }
+      for (const [old, timer] of leaving) {
+        if (old.ended !== undefined) (clearTimeout(timer), leaving.delete(old));
+      }
       if (current && next?.ready) {
-        // The new stream is routed: the old one can go.
+        // The new stream is routed. The old one stays until its instance ends it: what was routed
+        // there just before the new one was ready still comes (and is passed on once).
         const from = current.peer ?? "";
-        current.stream.cancel();
+        const old = current;
+        leaving.set(old, setTimeout(() => old.stream.cancel(), LEAVING_STREAM_MAX_MS));
         current = next;
         next = undefined;
         options.onHandover?.({ from, to: current.peer ?? "" });
@@ -209,6 +221,10 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
     stop.abort();
     current?.stream.cancel();
     next?.stream.cancel();
+    for (const [old, timer] of leaving) {
+      clearTimeout(timer);
+      old.stream.cancel();
+    }
     await following;
     client.close();
     closeResolver();

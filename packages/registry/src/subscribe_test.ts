@@ -164,14 +164,24 @@ Deno.test(
         await waitFor("before", () => sub.titles.length === 1);
         await from.registrar.deregister(); // leaving: still serving, no longer listed
         await waitFor("a stream on the other instance", () => to.calls.size === 1);
-        await waitFor("the old stream let go", () => from.calls.size === 0);
+        await waitFor("the handover", () => sub.events.length === 3);
         assert.deepEqual(sub.events, ["ready", "ready", `handover ${from.addr} -> ${to.addr}`], "no gap");
-        // After the handover only the new stream carries notifications; one already passed on (same
-        // id, as a notification reaching both streams while they overlapped would be) comes through once.
+        // The old stream stays until its instance ends it (its drain): a Send routed there just
+        // before the new stream was ready still arrives. One already passed on (same id, as a
+        // notification reaching both streams while they overlap) comes through once.
+        assert.equal(from.calls.size, 1, "the old stream is left to its instance");
+        from.push({ id: "2", title: "routed to the old instance" });
+        await waitFor("routed to the old instance", () => sub.titles.length === 2);
+        from.endAll(); // drained
         to.push({ id: "1", title: "before" });
-        to.push({ id: "2", title: "after" });
+        to.push({ id: "3", title: "after" });
         await waitFor("after", () => sub.titles.includes("after"));
-        assert.deepEqual(sub.titles, ["before", "after"], "the repeated id passed on once");
+        assert.deepEqual(
+          sub.titles,
+          ["before", "routed to the old instance", "after"],
+          "each id passed on once",
+        );
+        assert.deepEqual(sub.events.length, 3, "the old stream's end is no gap");
       } finally {
         await sub.stop();
       }
