@@ -15,7 +15,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
-import { startEtcd } from "../tests/helpers/etcd.ts";
+import { startEtcd } from "@notification-server/registry/testing";
 import { type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
 import { scopedClient } from "../tests/helpers/kv.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";

@@ -12,7 +12,7 @@
  */
 import { directoryRoot } from "../src/cluster/directory.ts";
 import { fillDirectory } from "../tests/helpers/directory.ts";
-import { startEtcd } from "../tests/helpers/etcd.ts";
+import { startEtcd } from "@notification-server/registry/testing";
 import { scrape } from "../tests/helpers/metrics.ts";
 import { rawClient } from "../tests/helpers/kv.ts";
 import { rssMiB } from "../tests/helpers/proc.ts";

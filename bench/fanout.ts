@@ -9,7 +9,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
-import { startEtcd } from "../tests/helpers/etcd.ts";
+import { startEtcd } from "@notification-server/registry/testing";
 import { healthClient, type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 

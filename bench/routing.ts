@@ -14,7 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
 import { scrape } from "../tests/helpers/metrics.ts";
 import { cpuSeconds } from "../tests/helpers/proc.ts";
-import { freePort } from "../tests/helpers/etcd.ts";
+import { freePort } from "@notification-server/registry/testing";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { fmt, median } from "./load.ts";
 

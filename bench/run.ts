@@ -29,7 +29,7 @@ import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts"
 import { recordingCostNs } from "./metrics_cost.ts";
 import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
-import { freePort, startEtcd, waitForPort } from "../tests/helpers/etcd.ts";
+import { freePort, startEtcd, waitForPort } from "@notification-server/registry/testing";
 import { notificationClient, send } from "../tests/helpers/grpc.ts";
 import { rawClient, scopedClient } from "../tests/helpers/kv.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
@@ -172,10 +172,9 @@ async function copyTree(from: string, to: string): Promise<void> {
 
 async function startNode(): Promise<Target | undefined> {
   // In the bundle every module's `import.meta.dirname` is the bundle's, .bench/node/: the protos go
-  // where src/transport/protos.ts looks from there (../../proto and ../../packages/registry/proto).
+  // where src/transport/protos.ts looks from there (../../proto; notification.proto is embedded).
   await Deno.mkdir(`${BUILD}/node`, { recursive: true });
   await copyTree(`${ROOT}proto`, `${BUILD}/proto`);
-  await copyTree(`${ROOT}packages/registry/proto`, `${BUILD}/packages/registry/proto`);
   const bundled = await run(Deno.execPath(), [
     "bundle",
     "--platform",

@@ -9,7 +9,7 @@
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import { parseArgs } from "node:util";
-import { startEtcd } from "../tests/helpers/etcd.ts";
+import { startEtcd } from "@notification-server/registry/testing";
 import { notificationClient, send } from "../tests/helpers/grpc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { rssMiB } from "../tests/helpers/proc.ts";

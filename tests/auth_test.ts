@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { bearer } from "../packages/registry/src/notification_client.ts";
-import { subscribe } from "../packages/registry/src/subscribe.ts";
-import { useEtcd } from "./helpers/etcd.ts";
+import { bearer } from "../packages/client/src/notification_client.ts";
+import { subscribe } from "../packages/client/src/subscribe.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { goClient, python } from "./helpers/foreign.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";

@@ -1,6 +1,6 @@
 /** `main.ts discover` and `main.ts send`, run as users run them, against real instances. */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import {

@@ -6,7 +6,7 @@
  */
 import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
@@ -120,49 +120,6 @@ Deno.test(
 );
 
 Deno.test(
-  "a stopping instance leaves routing before it drains: nothing is routed to it meanwhile",
-  opts,
-  async () => {
-    await using etcd = await useEtcd();
-    const name = `cls-${crypto.randomUUID().slice(0, 8)}`;
-    await using a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
-    await using b = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      name,
-      instanceId: "b",
-      drainDelay: "2s",
-    });
-    const toA = notificationClient(a.addr);
-    const toB = notificationClient(b.addr);
-    try {
-      const here = subscriber(toA, "g");
-      const there = subscriber(toB, "g");
-      await Promise.all([here.ready, there.ready]);
-      assert.equal((await send(toA, { recipient: "g", title: "both" })).delivered, 2);
-      b.signal("SIGTERM");
-      await b.waitForLine(/Service deregistered from etcd/, 5_000);
-      // b serves for its 2 s drain-delay, but is no longer routed to: a counts only its own stream.
-      await eventually(
-        async () => (await send(toA, { recipient: "g", title: "draining" })).delivered === 1,
-        1_000,
-        "b withdrawn",
-      );
-      assert.equal(b.exited, false, "b still draining");
-      assert.ok(!there.titles.includes("draining"));
-      // Off b before it shuts down: a Deno client that gets a server's GOAWAY can abort in
-      // nghttp2 (denoland/deno#36788), and this test process is the client.
-      there.cancel();
-      toB.close();
-      assert.equal((await b.status).code, 0);
-      here.cancel();
-    } finally {
-      toA.close();
-      toB.close();
-    }
-  },
-);
-
-Deno.test(
   "a peer that stops answering (SIGSTOP) costs a Send at most peer-timeout and is not counted",
   opts,
   async () => {
@@ -230,7 +187,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a deregistered instance still gets its subscribers' notifications from peers until its drain: its directory entries outlive its key",
+  "a stopping instance is routed to until it has drained, and not after: its directory entries outlive its key, not its lease",
   opts,
   async () => {
     await using etcd = await useEtcd();

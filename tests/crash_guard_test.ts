@@ -7,7 +7,7 @@
  * ACK. Real Node grpc-js clients, a real Node HTTP/2 server, real etcd.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { node, spawnNode } from "./helpers/foreign.ts";
 import { eventually, healthCheck } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";

@@ -5,7 +5,12 @@ import type { Logger } from "../src/_util/logger.ts";
 import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
 import type { ServiceInstance } from "../packages/registry/src/types.ts";
-import { type EtcdHandle, PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
+import {
+  type EtcdHandle,
+  PRIVATE_ETCD_ONLY,
+  startEtcd,
+  useEtcd,
+} from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 

@@ -15,7 +15,7 @@ import {
   REVOKE_GRACE_MS,
 } from "../src/cluster/peer_secret.ts";
 import { services } from "../src/transport/protos.ts";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";

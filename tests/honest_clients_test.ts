@@ -8,7 +8,7 @@
  * service cuts nothing, each client used one connection, and the Subscribe is still open at the end.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { goClient, nodeGrpcDir } from "./helpers/foreign.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { ServiceProcess } from "./helpers/service.ts";

@@ -3,7 +3,7 @@
  * faults inside the process, closed output pipes, hang-ups, absurd config values, odd input files.
  */
 import assert from "node:assert/strict";
-import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "./helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { assertCleanStop, ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";

@@ -6,7 +6,7 @@
  * never gave it back, and the fat open streams took ~0.5 MB each.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { healthClient } from "./helpers/grpc.ts";
 import {
   type HeaderAttack,

@@ -4,7 +4,7 @@
  * resolver with grpc-go's round_robin, and checks our reflection descriptors with protodesc.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { ServiceProcess } from "./helpers/service.ts";

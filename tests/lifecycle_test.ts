@@ -3,7 +3,7 @@
  * register → serve → SIGTERM → deregister → exit 0; SIGKILL → record expires; bad input → one line.
  */
 import assert from "node:assert/strict";
-import { freePort, useEtcd } from "./helpers/etcd.ts";
+import { freePort, useEtcd } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { assertCleanStop, ServiceProcess, writeConfig } from "./helpers/service.ts";

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { directoryRoot } from "../src/cluster/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
 import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";

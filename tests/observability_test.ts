@@ -3,7 +3,7 @@
  * scraped by a real Prometheus server on loopback), and JSON logs that parse line by line.
  */
 import assert from "node:assert/strict";
-import { freePort, useEtcd, waitForPort } from "./helpers/etcd.ts";
+import { freePort, useEtcd, waitForPort } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";

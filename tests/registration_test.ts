@@ -5,7 +5,7 @@ import type { Logger } from "../src/_util/logger.ts";
 import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar, RegistrationConflictError } from "../packages/registry/src/etcd_registrar.ts";
 import type { RegistrationState, ServiceInstance } from "../packages/registry/src/types.ts";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 

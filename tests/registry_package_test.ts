@@ -1,11 +1,11 @@
 /**
- * The registry as a package (packages/registry): the example consumer (examples/registry) is
- * copied outside the checkout and wired the way the README tells users, with `links` to the
- * package in its own deno.json and nothing of this repository's config, then run against a real
+ * The registry and client as packages (packages/registry, packages/client and what they use): the
+ * example consumer (examples/registry) is copied outside the checkout and wired the way the README
+ * tells users, with `links` to the packages in its own deno.json and nothing of this repository's config, then run against a real
  * etcd and a real service: it registers, discovers itself, and receives a notification.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
@@ -13,12 +13,13 @@ const opts = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = new URL("../", import.meta.url).pathname;
 
 Deno.test(
-  "a program outside the checkout uses the registry package: register, watch, subscribe",
+  "a program outside the checkout uses the registry and client packages: register, watch, subscribe",
   opts,
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "registry-consumer-" });
     await Deno.copyFile(`${ROOT}examples/registry/main.ts`, `${dir}/main.ts`);
-    await Deno.writeTextFile(`${dir}/deno.json`, JSON.stringify({ links: [`${ROOT}packages/registry`] }));
+    const links = ["registry", "client", "timing", "http2_guard"].map((p) => `${ROOT}packages/${p}`);
+    await Deno.writeTextFile(`${dir}/deno.json`, JSON.stringify({ links }));
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({
       endpoints: etcd.endpoints,

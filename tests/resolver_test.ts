@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { type ServiceOptions, ServiceProcess } from "./helpers/service.ts";

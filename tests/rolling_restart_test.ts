@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { directoryRoot } from "../src/cluster/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
-import { useEtcd } from "./helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { eventually, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, subscribeProcess, writeConfig } from "./helpers/service.ts";

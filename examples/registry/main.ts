@@ -1,11 +1,12 @@
 /**
- * Uses @notification-server/registry as another program would: registers an instance of a service
+ * Uses @notification-server/registry and @notification-server/client as another program would: registers an instance of a service
  * of its own, watches that service until the instance shows up, then subscribes to a running
  * notification-server and prints the first notification for its recipient.
  *
  * deno run -A main.ts [--etcd localhost:2379] [--service notification-server] [--recipient alice]
  */
-import { createEtcdClient, EtcdDiscovery, EtcdRegistrar, subscribe } from "@notification-server/registry";
+import { createEtcdClient, EtcdDiscovery, EtcdRegistrar } from "@notification-server/registry";
+import { subscribe } from "@notification-server/client";
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({

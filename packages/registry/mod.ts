@@ -1,9 +1,10 @@
 /**
  * Service registration and discovery on etcd, for gRPC services: register an instance under a
- * lease that is kept alive and restored by itself, list and watch a service's instances, dial
- * `etcd:///<name>` with grpc-js and round-robin, and subscribe to a notification-server with
- * hand-over between instances. Records are the JSON etcd's Go naming package reads, so Go clients
- * resolve the same instances.
+ * lease that is kept alive and restored by itself, list and watch a service's instances, and dial
+ * `etcd:///<name>` with grpc-js and round-robin. Records are the JSON etcd's Go naming package
+ * reads, so Go clients resolve the same instances. Underneath, {@link watchRanges} follows any set
+ * of etcd key ranges as a consistent view (a full read, then every revision whole, resumed after a
+ * dropped stream); the notification service keeps its recipient directory with it.
  *
  * @example Register an instance, then watch its service
  * ```ts
@@ -31,8 +32,12 @@ export type {
   ServiceInstance,
 } from "./src/types.ts";
 export { decodeRecord, encodeInstance, instanceKey, serviceKey } from "./src/codec.ts";
+export { formatHostPort, type HostPort, isWildcard, parseHostPort } from "./src/host_port.ts";
 export {
   createEtcdClient,
+  deadlineAfter,
+  DEFAULT_MAX_RESPONSE_BYTES,
+  describeEtcdError,
   type EtcdClient,
   type EtcdClientOptions,
   type EtcdTlsOptions,
@@ -47,20 +52,20 @@ export {
   type RegistrarEvent,
   RegistrationConflictError,
 } from "./src/etcd_registrar.ts";
-export { EtcdDiscovery, type EtcdDiscoveryOptions, type ResyncReason } from "./src/etcd_discovery.ts";
-export type { KeyRange } from "./src/range_watch.ts";
+export { EtcdDiscovery, type EtcdDiscoveryOptions } from "./src/etcd_discovery.ts";
+export {
+  entriesOf,
+  type KeyRange,
+  rangeOps,
+  type RangeOptions,
+  type RangeUpdate,
+  type ResyncReason,
+  RevisionGate,
+  watchRanges,
+} from "./src/range_watch.ts";
 export {
   type EtcdResolverOptions,
   registerEtcdResolver,
   ROUND_ROBIN_SERVICE_CONFIG,
 } from "./src/grpc_resolver.ts";
-export { subscribe, type SubscribeOptions } from "./src/subscribe.ts";
-export {
-  bearer,
-  type CallMetadata,
-  type ChannelCredentials,
-  type ChannelOptions,
-  type Notification,
-} from "./src/notification_client.ts";
-export type { LogFields, Logger } from "./src/logger.ts";
-export { http2Guard, type Http2GuardState } from "./src/http2_guard.ts";
+export { type LogFields, type Logger, silentLogger } from "./src/logger.ts";

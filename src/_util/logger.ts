@@ -9,7 +9,7 @@
  * A log line is never worth dying for: a closed stderr (`... 2>&1 | head`) is ignored.
  */
 
-import type { LogFields, Logger } from "../../packages/registry/src/logger.ts";
+import type { LogFields, Logger } from "@notification-server/registry";
 
 export type { LogFields, Logger };
 

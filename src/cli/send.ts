@@ -6,12 +6,12 @@ import {
   deadlineAfter,
   describeEtcdError,
   waitForEtcd,
-} from "../../packages/registry/src/etcd_client.ts";
-import { EtcdDiscovery } from "../../packages/registry/src/etcd_discovery.ts";
-import { registerEtcdResolver } from "../../packages/registry/src/grpc_resolver.ts";
-import type { ServiceInstance } from "../../packages/registry/src/types.ts";
-import { serviceKey } from "../../packages/registry/src/codec.ts";
-import { bearer, dialNotifications } from "../../packages/registry/src/notification_client.ts";
+} from "@notification-server/registry";
+import { EtcdDiscovery } from "@notification-server/registry";
+import { registerEtcdResolver } from "@notification-server/registry";
+import type { ServiceInstance } from "@notification-server/registry";
+import { serviceKey } from "@notification-server/registry";
+import { bearer, dialNotifications } from "@notification-server/client";
 import { dialOptions } from "../client/dial.ts";
 import { bearerToken, type Command, parseFlags, serviceName, UsageError } from "./command.ts";
 import { OutputClosed, printLine } from "./output.ts";

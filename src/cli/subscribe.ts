@@ -1,8 +1,8 @@
 /** `subscribe --to R [--json]`: prints R's notifications as they arrive, across instance restarts. */
 import type { Config } from "../config/mod.ts";
 import { consoleLogger } from "../_util/logger.ts";
-import { formatDuration } from "../../packages/registry/src/duration.ts";
-import { subscribe } from "../../packages/registry/src/subscribe.ts";
+import { formatDuration } from "@notification-server/timing";
+import { subscribe } from "@notification-server/client";
 import { dialOptions } from "../client/dial.ts";
 import { bearerToken, type Command, parseFlags, serviceName, UsageError } from "./command.ts";
 import { capped, cell, onInterrupt, OutputClosed, printLine } from "./output.ts";

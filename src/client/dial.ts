@@ -6,7 +6,7 @@
  */
 import type { Config } from "../config/mod.ts";
 import { peerCredentials } from "../transport/tls.ts";
-import type { DialOptions } from "../../packages/registry/src/notification_client.ts";
+import type { DialOptions } from "@notification-server/client";
 
 /** Throws a one-line error when the service serves TLS but the config names no CA to trust. */
 export function dialOptions(config: Config): DialOptions {

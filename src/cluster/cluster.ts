@@ -5,10 +5,10 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Etcd3 } from "etcd3";
-import { formatDuration } from "../../packages/registry/src/duration.ts";
+import { formatDuration } from "@notification-server/timing";
 import type { Logger } from "../_util/logger.ts";
-import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
-import type { ServiceInstance } from "../../packages/registry/src/types.ts";
+import { EtcdDiscovery, type ResyncReason } from "@notification-server/registry";
+import type { ServiceInstance } from "@notification-server/registry";
 import type { PeerRouting, Reach } from "../notification/routing.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 import { PeerLinks } from "./peer_links.ts";

@@ -13,9 +13,9 @@
  */
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
-import { Backoff, sleep } from "../../packages/registry/src/backoff.ts";
-import { type Logger, silentLogger } from "../../packages/registry/src/logger.ts";
-import { describeEtcdError } from "../../packages/registry/src/etcd_client.ts";
+import { Backoff, sleep } from "@notification-server/timing";
+import { type Logger, silentLogger } from "@notification-server/registry";
+import { describeEtcdError } from "@notification-server/registry";
 import {
   entriesOf,
   type KeyRange,
@@ -24,7 +24,7 @@ import {
   type RangeUpdate,
   RevisionGate,
   watchRanges,
-} from "../../packages/registry/src/range_watch.ts";
+} from "@notification-server/registry";
 
 /** etcd refuses transactions of more operations than this (its --max-txn-ops default). */
 const MAX_TXN_OPS = 128;

@@ -3,7 +3,7 @@
  * which lease), what the view sees and tells, and the revision barrier the Subscribe path waits on.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "../../tests/helpers/etcd.ts";
+import { useEtcd } from "@notification-server/registry/testing";
 import { scopedClient } from "../../tests/helpers/kv.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 

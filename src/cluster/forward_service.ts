@@ -6,7 +6,7 @@
  * batch). A stream whose proof was made with a secret that has since been retired is closed.
  */
 import * as grpc from "@grpc/grpc-js";
-import { sleep } from "../../packages/registry/src/backoff.ts";
+import { sleep } from "@notification-server/timing";
 import { forwardedProblem } from "../notification/validate.ts";
 import type { StreamTracker } from "../transport/streams.ts";
 import { CHALLENGE_HEADER, peerNonce, verifyProof } from "./peer_secret.ts";

@@ -9,7 +9,7 @@
  *   peer that cannot be reached (connection refused, stream failed) counts 0 at once.
  */
 import * as grpc from "@grpc/grpc-js";
-import { Backoff } from "../../packages/registry/src/backoff.ts";
+import { Backoff } from "@notification-server/timing";
 import { services } from "../transport/protos.ts";
 import { Outbox } from "../_util/outbox.ts";
 import { CHALLENGE_HEADER, type PeerProver } from "./peer_secret.ts";

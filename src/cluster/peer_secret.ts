@@ -26,7 +26,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
-import { watchRanges } from "../../packages/registry/src/range_watch.ts";
+import { watchRanges } from "@notification-server/registry";
 
 /** Where the secrets live: apart from `/services` and the directory, so no lister ever sees them. */
 export const PEER_SECRET_PREFIX = "/notification-peer-secrets";

@@ -1,6 +1,6 @@
 /** The `etcd:` section. */
-import { DEFAULT_MAX_RESPONSE_BYTES } from "../../packages/registry/src/etcd_client.ts";
-import { parseHostPort } from "../../packages/registry/src/host_port.ts";
+import { DEFAULT_MAX_RESPONSE_BYTES } from "@notification-server/registry";
+import { parseHostPort } from "@notification-server/registry";
 import { type EnvName, quote, type Reader } from "./reader.ts";
 import type { EtcdConfig, EtcdTlsConfig } from "./types.ts";
 

@@ -1,5 +1,5 @@
 /** The `notification-server:` section. */
-import type { HostPort } from "../../packages/registry/src/host_port.ts";
+import type { HostPort } from "@notification-server/registry";
 import { CONNECTION_DEFAULTS } from "../_util/limits.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../_util/logger.ts";
 import { type EnvName, MIB, quote, type Reader } from "./reader.ts";

@@ -1,7 +1,7 @@
 /** The validated configuration, as the rest of the service sees it (read by mod.ts). */
-import type { HostPort } from "../../packages/registry/src/host_port.ts";
-import type { EtcdClientOptions, EtcdTlsOptions } from "../../packages/registry/src/etcd_client.ts";
-import type { Layout } from "../../packages/registry/src/types.ts";
+import type { HostPort } from "@notification-server/registry";
+import type { EtcdClientOptions, EtcdTlsOptions } from "@notification-server/registry";
+import type { Layout } from "@notification-server/registry";
 import type { LogFormat, LogLevel } from "../_util/logger.ts";
 
 /** The default config path, relative to the working directory. */

@@ -1,6 +1,6 @@
 /** The `/metrics` endpoint on its own address, and one scrape merged from every thread. */
 import client from "prom-client";
-import { formatHostPort, type HostPort } from "../../packages/registry/src/host_port.ts";
+import { formatHostPort, type HostPort } from "@notification-server/registry";
 
 /** A running `/metrics` endpoint. */
 export interface MetricsServer {

@@ -12,7 +12,7 @@ import client from "prom-client";
 import { instrumentService } from "./grpc.ts";
 import { registerProcessMetrics } from "./process.ts";
 import { CutReporter } from "../transport/connection_cuts.ts";
-import { http2Guard } from "../../packages/registry/src/http2_guard.ts";
+import { http2Guard } from "@notification-server/http2-guard";
 import type { CutReason } from "../transport/http2_inbound.ts";
 
 const PREFIX = "notification_server_";

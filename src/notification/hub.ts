@@ -1,6 +1,6 @@
 /** Live subscribers on this instance, by recipient: the fan-out behind Send. */
 import { setImmediate } from "node:timers";
-import type { Notification } from "../../packages/registry/src/notification_client.ts";
+import type { Notification } from "@notification-server/client";
 
 export type { Notification };
 

@@ -1,5 +1,5 @@
 /** Picks the address clients dial: never 0.0.0.0 or ::, which mean "any" only to a listener. */
-import { formatHostPort, type HostPort, isWildcard } from "../../packages/registry/src/host_port.ts";
+import { formatHostPort, type HostPort, isWildcard } from "@notification-server/registry";
 
 /** A chosen address and, when it was guessed from the interfaces, which interface. */
 export interface Advertised {

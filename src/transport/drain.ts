@@ -8,7 +8,7 @@
  * the instance has been out of discovery for the drain delay, so no client is starting calls here.
  */
 import type { Socket } from "node:net";
-import { endThenDestroy } from "../../packages/registry/src/http2_close.ts";
+import { endThenDestroy } from "@notification-server/http2-guard";
 
 /** A node:http2 server as grpc-js keeps it (the events used here). */
 export interface Http2ServerEvents {

@@ -1,34 +1,27 @@
 /**
- * Loads the service's protos once, for server and clients: notification.v1 (from the registry
- * package, whose subscribe() is its client), cluster.v1 (internal) and the standard grpc.health.v1.
+ * Loads the service's protos once, for server and clients: notification.v1 (the client package's,
+ * from the one loader both sides use), cluster.v1 (internal) and the standard grpc.health.v1.
  */
-// The HTTP/2 crash guard and GOAWAY-free closing, in every process that speaks gRPC (see the modules).
-import "../../packages/registry/src/http2_guard.ts";
-import "../../packages/registry/src/http2_close.ts";
-import type { Notification } from "../../packages/registry/src/notification_client.ts";
+// The HTTP/2 crash guard and GOAWAY-free closing, in every process that speaks gRPC (see the package).
+import "@notification-server/http2-guard";
+import { type Notification, notificationClient } from "@notification-server/client";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 
-/** The `proto/` directory; `deno compile` embeds it with `--include proto`. */
+/**
+ * The `proto/` directory (health and cluster; notification.proto is the client package's, embedded
+ * in it); `deno compile` embeds it with `--include proto`.
+ */
 export const PROTO_DIR = join(import.meta.dirname ?? ".", "..", "..", "proto");
-/** The registry package's `proto/` (notification.proto); `--include packages/registry/proto`. */
-export const REGISTRY_PROTO_DIR = join(
-  import.meta.dirname ?? ".",
-  "..",
-  "..",
-  "packages",
-  "registry",
-  "proto",
-);
 
 let cached: PackageDefinition | undefined;
 
-/** The package definition for the three protos (also what reflection describes, Cluster aside). */
-export function packageDefinition(): PackageDefinition {
-  cached ??= loadSync(["notification.proto", "grpc/health/v1/health.proto", "cluster.proto"], {
-    includeDirs: [PROTO_DIR, REGISTRY_PROTO_DIR],
+/** The package definition for health and cluster. */
+function packageDefinition(): PackageDefinition {
+  cached ??= loadSync(["grpc/health/v1/health.proto", "cluster.proto"], {
+    includeDirs: [PROTO_DIR],
     keepCase: false,
     longs: Number,
     enums: String,
@@ -39,10 +32,7 @@ export function packageDefinition(): PackageDefinition {
 }
 
 type Loaded = {
-  notification: {
-    v1: { NotificationService: grpc.ServiceClientConstructor };
-    cluster: { v1: { Cluster: grpc.ServiceClientConstructor } };
-  };
+  notification: { cluster: { v1: { Cluster: grpc.ServiceClientConstructor } } };
   grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
 };
 
@@ -58,7 +48,7 @@ export function services(): Services {
   if (!constructors) {
     const loaded = grpc.loadPackageDefinition(packageDefinition()) as unknown as Loaded;
     constructors = {
-      Notification: loaded.notification.v1.NotificationService,
+      Notification: notificationClient(),
       Health: loaded.grpc.health.v1.Health,
       Cluster: loaded.notification.cluster.v1.Cluster,
     };

@@ -12,17 +12,19 @@
  */
 import { ReflectionService } from "@grpc/reflection";
 import type * as grpc from "@grpc/grpc-js";
-import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
+import { fromJSON, loadSync, type PackageDefinition } from "@grpc/proto-loader";
 import descriptor from "protobufjs/ext/descriptor";
+import protobuf from "protobufjs";
 import { readFileSync } from "node:fs";
-import { PROTO_DIR, REGISTRY_PROTO_DIR } from "./protos.ts";
+import { NOTIFICATION_PROTO } from "@notification-server/client";
+import { PROTO_DIR } from "./protos.ts";
 
 /**
- * Every public proto the server serves, reflection's own included (so ListServices names it too).
- * cluster.proto is not here: the Cluster service is internal to the instances and not advertised.
+ * Every public proto the server serves besides notification.proto (the client package's text),
+ * reflection's own included (so ListServices names it too). cluster.proto is not here: the Cluster
+ * service is internal to the instances and not advertised.
  */
 const PROTO_FILES = [
-  "notification.proto",
   "grpc/health/v1/health.proto",
   "grpc/reflection/v1/reflection.proto",
   "grpc/reflection/v1alpha/reflection.proto",
@@ -65,7 +67,10 @@ export function addReflection(server: grpc.Server, served: readonly string[]): v
 
 /** Our protos' descriptors, corrected as described above, in the shape @grpc/reflection reads. */
 function correctedDefinition(): PackageDefinition {
-  const loaded = loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR, REGISTRY_PROTO_DIR], keepCase: true });
+  const loaded = {
+    ...loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR], keepCase: true }),
+    ...fromJSON(protobuf.parse(NOTIFICATION_PROTO, { keepCase: true }).root.toJSON(), { keepCase: true }),
+  };
   const fileType = (descriptor as unknown as { FileDescriptorProto: FileProtoType }).FileDescriptorProto;
   const pathOf = packagePaths();
   const files = new Map<string, Uint8Array>();
@@ -82,10 +87,13 @@ function correctedDefinition(): PackageDefinition {
 
 /** package name -> file path, read from each proto's `package` line. */
 function packagePaths(): Map<string, string> {
+  const texts: [string, string][] = [
+    ["notification.proto", NOTIFICATION_PROTO],
+    ...PROTO_FILES.map((path): [string, string] => [path, readFileSync(`${PROTO_DIR}/${path}`, "utf8")]),
+  ];
   const paths = new Map<string, string>();
-  for (const path of PROTO_FILES) {
-    const dir = path === "notification.proto" ? REGISTRY_PROTO_DIR : PROTO_DIR;
-    const pkg = /^package\s+([\w.]+)\s*;/m.exec(readFileSync(`${dir}/${path}`, "utf8"))?.[1];
+  for (const [path, text] of texts) {
+    const pkg = /^package\s+([\w.]+)\s*;/m.exec(text)?.[1];
     if (pkg) paths.set(pkg, path);
   }
   return paths;

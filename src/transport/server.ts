@@ -1,5 +1,5 @@
 /** The grpc-js server: bind (before anything is registered), add services, stop within a deadline. */
-import { limitServerInput, type ServerInputPolicy } from "../../packages/registry/src/http2_guard.ts";
+import { limitServerInput, type ServerInputPolicy } from "@notification-server/http2-guard";
 import { type CutReason, InboundLimiter, type InboundLimits } from "./http2_inbound.ts";
 import { MemoryPressure } from "./memory_pressure.ts";
 import * as grpc from "@grpc/grpc-js";
@@ -10,7 +10,7 @@ import type { ServerTlsConfig } from "../config/mod.ts";
 import { serverCredentials } from "./tls.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
 import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "../_util/limits.ts";
-import { formatHostPort, type HostPort } from "../../packages/registry/src/host_port.ts";
+import { formatHostPort, type HostPort } from "@notification-server/registry";
 import { notificationServerDefinition, services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
 

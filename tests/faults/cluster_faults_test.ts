@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
-import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send } from "../helpers/grpc.ts";
 import { readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";

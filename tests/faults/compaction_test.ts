@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { EtcdDiscovery } from "../../packages/registry/src/etcd_discovery.ts";
 import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
-import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/testing";
 import { eventually } from "../helpers/grpc.ts";
 import { rawClient, readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
@@ -84,7 +84,7 @@ Deno.test(
       await client.put("/services/svc/a").value('{"Op":0,"Addr":"127.0.0.1:1"}').exec();
       await eventually(() => snapshots.at(-1) === 1, 5_000, "a seen");
       await compactEverything(client);
-      // SIGKILL, not a graceful stop: this process keeps its connection (see tests/helpers/etcd.ts).
+      // SIGKILL, not a graceful stop: this process keeps its connection (see packages/registry/testing/etcd.ts).
       await etcd.restart({ crash: true });
       // While the watch is away, a change it must not miss (the compacted resume cannot replay it).
       using writer = scopedClient(etcd.endpoints);

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
-import { PRIVATE_ETCD_ONLY, startEtcd, startEtcdCluster } from "../helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd, startEtcdCluster } from "@notification-server/registry/testing";
 import { eventually, healthCheck, healthClient } from "../helpers/grpc.ts";
 import { rawClient, readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
@@ -59,7 +59,7 @@ Deno.test(
       const before = await readRecord(kv, svc.key);
       assert.ok(before);
       // The service gets the graceful restart; this process holds no etcd connection across it
-      // (a GOAWAY can abort a Deno process: denoland/deno#36788, see tests/helpers/etcd.ts).
+      // (a GOAWAY can abort a Deno process: denoland/deno#36788, see packages/registry/testing/etcd.ts).
       kv.close();
       await etcd.restart();
       kv = rawClient(etcd.endpoints);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { EtcdDiscovery, type ResyncReason } from "../../packages/registry/src/etcd_discovery.ts";
-import { PRIVATE_ETCD_ONLY, startEtcdCluster } from "../helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcdCluster } from "@notification-server/registry/testing";
 import { eventually } from "../helpers/grpc.ts";
 import { scopedClient } from "../helpers/kv.ts";
 

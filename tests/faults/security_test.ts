@@ -7,7 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { services } from "../../src/transport/protos.ts";
-import { PRIVATE_ETCD_ONLY, startEtcd } from "../helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/testing";
 import { eventually } from "../helpers/grpc.ts";
 import { readRecord } from "../helpers/kv.ts";
 import { makeCertificates, sh } from "../helpers/certs.ts";

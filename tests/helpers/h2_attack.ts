@@ -3,7 +3,7 @@
  * let us send these): for the abuse tests and `deno task bench --only attacks`. Loopback only.
  */
 
-import { CUT_GRACE_MS } from "../../packages/registry/src/http2_guard.ts";
+import { CUT_GRACE_MS } from "../../packages/http2_guard/src/http2_guard.ts";
 
 const encoder = new TextEncoder();
 

@@ -5,8 +5,8 @@
  * seconds.
  */
 // Our HTTP/2 clients close idle connections without a GOAWAY (a Deno crash; see the module).
-import "./http2_guard.ts";
-import "./http2_close.ts";
+import "@notification-server/http2-guard";
+import "@notification-server/http2-guard";
 import * as grpc from "@grpc/grpc-js";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
 import {
@@ -19,8 +19,8 @@ import {
   isRecoverableError,
 } from "etcd3";
 import { readFileSync } from "node:fs";
-import { Backoff, sleep, untilAborted } from "./backoff.ts";
-import { formatDuration } from "./duration.ts";
+import { Backoff, sleep, untilAborted } from "@notification-server/timing";
+import { formatDuration } from "@notification-server/timing";
 
 /** TLS towards etcd. */
 export interface EtcdTlsOptions {

@@ -23,8 +23,8 @@
  *   lease; all of it bounded by `callTimeoutMs` or the caller's signal.
  */
 import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue } from "etcd3";
-import { Backoff, sleep, untilAborted } from "./backoff.ts";
-import { formatDuration } from "./duration.ts";
+import { Backoff, sleep, untilAborted } from "@notification-server/timing";
+import { formatDuration } from "@notification-server/timing";
 import { type Logger, silentLogger } from "./logger.ts";
 import { encodeInstance, instanceKey } from "./codec.ts";
 import { watchRanges } from "./range_watch.ts";

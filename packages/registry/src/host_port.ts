@@ -2,7 +2,9 @@
 
 /** A parsed address; `host` is without brackets and may be "" (all interfaces). */
 export interface HostPort {
+  /** The host or IP, without brackets; "" for all interfaces. */
   readonly host: string;
+  /** 0 to 65535. */
   readonly port: number;
 }
 

@@ -22,8 +22,9 @@
  * - Watch streams carry etcd's require-leader flag (see etcd_client.ts).
  */
 import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3";
+import type { EtcdClient } from "./etcd_client.ts";
 import { Buffer } from "node:buffer";
-import { Backoff, sleep } from "./backoff.ts";
+import { Backoff, sleep } from "@notification-server/timing";
 import { forgetCancelledWatcher, releaseWatcher } from "./watchers.ts";
 
 /** One key, or every key under a prefix. */
@@ -42,6 +43,7 @@ export type RangeUpdate =
 
 /** Options for {@link watchRanges} and {@link readRanges}. */
 export interface RangeOptions {
+  /** Ends the watch (the generator returns). */
   signal?: AbortSignal;
   /** Keys per page when reading. @default 500 */
   pageSize?: number;
@@ -106,8 +108,10 @@ export function rangeOps(
   }));
 }
 
-/** Every key and value that the read operations of a transaction returned. */
-export function entriesOf(responses: { response_range?: { kvs: IKeyValue[] } }[]): Map<string, string> {
+/** Every key and value that the read operations of a transaction ({@link rangeOps}) returned. */
+export function entriesOf(
+  responses: { response_range?: { kvs: { key: { toString(): string }; value: { toString(): string } }[] } }[],
+): Map<string, string> {
   const entries = new Map<string, string>();
   for (const response of responses) {
     for (const kv of response.response_range?.kvs ?? []) entries.set(kv.key.toString(), kv.value.toString());
@@ -117,7 +121,7 @@ export function entriesOf(responses: { response_range?: { kvs: IKeyValue[] } }[]
 
 /** Follows `ranges`: a `reset` first, then one `changes` per revision, resyncing as described above. */
 export async function* watchRanges(
-  client: Etcd3,
+  client: EtcdClient,
   ranges: readonly KeyRange[],
   options: RangeOptions = {},
 ): AsyncGenerator<RangeUpdate> {
@@ -307,6 +311,7 @@ export class RevisionGate {
   #revision = 0n;
   readonly #waiters = new Set<{ revision: bigint; resolve: (ok: boolean) => void }>();
 
+  /** The revision the view reflects now. */
   get revision(): bigint {
     return this.#revision;
   }
@@ -334,6 +339,7 @@ export class RevisionGate {
     });
   }
 
+  /** Every wait ends now, answering false. */
   close(): void {
     for (const waiter of [...this.#waiters]) waiter.resolve(false);
   }

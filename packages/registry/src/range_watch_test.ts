@@ -1,6 +1,6 @@
 /** watchRanges against a real etcd: a first read that waits, revisions of any size, and a resume after a restart. */
 import assert from "node:assert/strict";
-import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "../../../tests/helpers/etcd.ts";
+import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "@notification-server/registry/testing";
 import { createEtcdClient } from "./etcd_client.ts";
 import { watchRanges } from "./range_watch.ts";
 

@@ -9,7 +9,7 @@
  * never comes here (worker_routing.ts). Per recipient, another worker's stream gets notifications
  * in the order their Sends reached the main thread.
  */
-import { Backoff, sleep } from "../../../packages/registry/src/backoff.ts";
+import { Backoff, sleep } from "@notification-server/timing";
 import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
 import { releaseWorker, sharedLimitBuffer, sharedUsed } from "../../_util/limits.ts";

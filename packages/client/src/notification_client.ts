@@ -3,10 +3,10 @@
  * service serves too, embedded in notification_proto.ts): the message a subscriber receives and the
  * generated client constructor.
  */
-import "./http2_guard.ts";
-import "./http2_close.ts";
+import "@notification-server/http2-guard";
+import "@notification-server/http2-guard";
 import * as grpc from "@grpc/grpc-js";
-import { ROUND_ROBIN_SERVICE_CONFIG } from "./grpc_resolver.ts";
+import { ROUND_ROBIN_SERVICE_CONFIG } from "@notification-server/registry";
 import { fromJSON } from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import { NOTIFICATION_PROTO } from "./notification_proto.ts";
@@ -47,10 +47,23 @@ export function bearer(token?: string): CallMetadata {
   return metadata;
 }
 
-let client: grpc.ServiceClientConstructor | undefined;
+/** A generated client class (grpc-js `ServiceClientConstructor`): `new` it with a target. */
+export type NotificationClientConstructor = grpc.ServiceClientConstructor;
+/**
+ * A NotificationService client (a grpc-js `Client`): `send(request, metadata, callback)`,
+ * `subscribe(request, metadata)`, and grpc-js's own methods.
+ */
+export interface NotificationServiceClient {
+  /** Closes the channel. */
+  close(): void;
+  /** The generated methods and grpc-js's `Client` methods. */
+  [method: string]: CallableFunction;
+}
+
+let client: NotificationClientConstructor | undefined;
 
 /** The `NotificationService` client constructor, loaded once. */
-export function notificationClient(): grpc.ServiceClientConstructor {
+export function notificationClient(): NotificationClientConstructor {
   if (!client) {
     // Field names in camelCase, as proto-loader's loadSync gives them with keepCase: false.
     const { root } = protobuf.parse(NOTIFICATION_PROTO, { keepCase: false });
@@ -70,7 +83,9 @@ export function notificationClient(): grpc.ServiceClientConstructor {
 
 /** How {@link dialNotifications} dials: plaintext unless `credentials` say otherwise. */
 export interface DialOptions {
+  /** TLS or other credentials. @default plaintext */
   credentials?: ChannelCredentials;
+  /** grpc-js channel options, besides the round-robin service config set here. */
   channelOptions?: ChannelOptions;
 }
 
@@ -82,7 +97,7 @@ export interface DialOptions {
 export function dialNotifications(
   target: string,
   options: DialOptions = {},
-): grpc.Client & Record<string, CallableFunction> {
+): NotificationServiceClient {
   const Client = notificationClient();
   return new Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
     ...options.channelOptions,

@@ -1,5 +1,6 @@
 /**
- * A real etcd for tests. `ETCD_ENDPOINTS` wins when set (shared, never stopped by us); otherwise a
+ * A real etcd for tests (`@notification-server/registry/testing`: the registry's own tests, the
+ * client's and the service's use it). `ETCD_ENDPOINTS` wins when set (shared, never stopped by us); otherwise a
  * private `etcd` process on free loopback ports with a temporary data dir, stopped by its PID; as a
  * last resort, Docker's etcd image where a Docker engine answers.
  */

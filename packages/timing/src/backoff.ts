@@ -2,9 +2,9 @@
 
 /** Options for {@link Backoff}. */
 export interface BackoffOptions {
-  /** @default 250 */
+  /** The first delay, before jitter. @default 250 */
   initialMs?: number;
-  /** @default 5000 */
+  /** The longest delay, before jitter. @default 5000 */
   maxMs?: number;
 }
 
@@ -14,17 +14,20 @@ export class Backoff {
   readonly #max: number;
   #attempt = 0;
 
+  /** Starts at `initialMs`. */
   constructor(options: BackoffOptions = {}) {
     this.#initial = options.initialMs ?? 250;
     this.#max = options.maxMs ?? 5_000;
   }
 
+  /** The next delay (ms), twice the last one up to `maxMs`, jittered. */
   next(): number {
     const base = Math.min(this.#max, this.#initial * 2 ** this.#attempt);
     this.#attempt++;
     return Math.round(base * (0.5 + Math.random() * 0.5));
   }
 
+  /** Back to `initialMs` (after a success). */
   reset(): void {
     this.#attempt = 0;
   }

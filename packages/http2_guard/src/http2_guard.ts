@@ -68,8 +68,11 @@ interface OwnedSession {
  * `lastStream` were taken; those are answered, and nothing more is read from the connection.
  */
 export interface InputCut {
+  /** Bytes of the chunk that still reach nghttp2. */
   pass: number;
+  /** The GOAWAY's last stream id: the last request taken. */
   lastStream: number;
+  /** The GOAWAY's error code (RFC 9113 §7). */
   code: number;
 }
 
@@ -89,6 +92,7 @@ const CUT_POLL_MS = 25;
 
 /** How server sessions' input is checked: one {@link ConnectionInput} per connection. */
 export interface ServerInputPolicy {
+  /** A fresh check for a connection just accepted. */
   connection(): ConnectionInput;
 }
 

@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { useEtcd } from "../../../tests/helpers/etcd.ts";
-import { createEtcdClient, type EtcdClient } from "./etcd_client.ts";
-import { EtcdRegistrar } from "./etcd_registrar.ts";
+import { useEtcd } from "@notification-server/registry/testing";
+import { createEtcdClient, type EtcdClient } from "@notification-server/registry";
+import { EtcdRegistrar } from "@notification-server/registry";
 import { type Notification, notificationClient } from "./notification_client.ts";
 import { subscribe } from "./subscribe.ts";
 

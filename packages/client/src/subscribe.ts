@@ -21,7 +21,7 @@
  * ```
  */
 import * as grpc from "@grpc/grpc-js";
-import { Backoff, sleep } from "./backoff.ts";
+import { Backoff, sleep } from "@notification-server/timing";
 import {
   bearer,
   type ChannelCredentials,
@@ -29,9 +29,9 @@ import {
   dialNotifications,
   type Notification,
 } from "./notification_client.ts";
-import { createEtcdClient, type EtcdClientOptions } from "./etcd_client.ts";
-import { EtcdDiscovery } from "./etcd_discovery.ts";
-import { registerEtcdResolver } from "./grpc_resolver.ts";
+import { createEtcdClient, type EtcdClientOptions } from "@notification-server/registry";
+import { EtcdDiscovery } from "@notification-server/registry";
+import { registerEtcdResolver } from "@notification-server/registry";
 
 /** Options for {@link subscribe}. */
 export interface SubscribeOptions {
