@@ -20,24 +20,24 @@
  * nothing stays registered. A second signal exits at once.
  */
 import { advertisedAddress } from "./serving/advertise.ts";
-import { sleep } from "@notification-server/timing";
+import { formatDuration, sleep } from "@notification-server/timing";
 import type { Config } from "./config/mod.ts";
-import { formatDuration } from "@notification-server/timing";
 import { http2Guard } from "@notification-server/http2-guard";
 import type { Logger } from "./_util/logger.ts";
 import {
   createEtcdClient,
   deadlineAfter,
+  type DeregisterOutcome,
   describeEtcdError,
+  EtcdRegistrar,
   EtcdUnavailableError,
+  formatHostPort,
+  type ServiceInstance,
   waitForEtcd,
 } from "@notification-server/registry";
-import { EtcdRegistrar } from "@notification-server/registry";
-import type { DeregisterOutcome, ServiceInstance } from "@notification-server/registry";
 import { peerCredentials } from "./transport/tls.ts";
 import { NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
 import { type Serving, startServing } from "./serving/mod.ts";
-import { formatHostPort } from "@notification-server/registry";
 import { mergedRegistry, Metrics, serveMetrics } from "./metrics/mod.ts";
 import { Cluster } from "./cluster/cluster.ts";
 import { PEER_SECRET_PREFIX, PeerSecret } from "./cluster/peer_secret.ts";

@@ -1,5 +1,5 @@
 /**
- * No client may crash the service (packages/registry/src/http2_guard.ts): Deno's node:http2 frees a session inside
+ * No client may crash the service (packages/http2_guard/src/http2_guard.ts): Deno's node:http2 frees a session inside
  * nghttp2 when a GOAWAY or an unsolicited PING ACK arrives on a session with no open stream
  * (denoland/deno#36788). Every process here runs with MALLOC_PERTURB_=165, under which glibc
  * fills freed memory and the use-after-free crashes on the first such frame instead of at random:

@@ -76,8 +76,8 @@ Deno.test("only instances may Forward, and what they forward is checked like a S
     5_000,
   );
   const client = notificationClient(svc.addr);
-  const { Cluster } = services();
-  const peer = new Cluster(svc.addr, grpc.credentials.createInsecure()) as
+  const { ClusterService } = services();
+  const peer = new ClusterService(svc.addr, grpc.credentials.createInsecure()) as
     & grpc.Client
     & Record<string, CallableFunction>;
   const victim = subscriber(client, "victim");
@@ -157,9 +157,9 @@ Deno.test("with forwarding off, Forward is not served (UNIMPLEMENTED)", opts, as
     serverExtra: `  tls:\n    cert-file: "${dir}/server.pem"\n    key-file: "${dir}/server.key"\n`,
   });
   assert.ok(svc.lines.some((l) => l.includes("Cluster forwarding is off")), svc.lines.join("\n"));
-  const { Cluster } = services();
+  const { ClusterService } = services();
   const creds = grpc.credentials.createSsl(Buffer.from(await Deno.readFile(`${dir}/ca.pem`)));
-  const peer = new Cluster(svc.addr, creds, { "grpc.ssl_target_name_override": "localhost" }) as
+  const peer = new ClusterService(svc.addr, creds, { "grpc.ssl_target_name_override": "localhost" }) as
     & grpc.Client
     & Record<string, CallableFunction>;
   try {
@@ -177,8 +177,8 @@ Deno.test(
     await using etcd = await useEtcd();
     const name = `rot-${crypto.randomUUID().slice(0, 8)}`;
     await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "r" });
-    const { Cluster } = services();
-    const peer = new Cluster(svc.addr, grpc.credentials.createInsecure()) as
+    const { ClusterService } = services();
+    const peer = new ClusterService(svc.addr, grpc.credentials.createInsecure()) as
       & grpc.Client
       & Record<string, CallableFunction>;
     using kv = scopedClient(etcd.endpoints);

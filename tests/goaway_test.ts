@@ -2,7 +2,7 @@
  * No HTTP/2 GOAWAY between our processes: a Deno process that receives one can crash inside
  * nghttp2 (denoland/deno#36788). A stopping server ends its connections with a plain close once
  * their calls are done (src/transport/drain.ts), and our clients close theirs the same way, even right after
- * cancelling a call (packages/registry/src/http2_close.ts). Real gRPC servers and clients over loopback; the other
+ * cancelling a call (packages/http2_guard/src/http2_close.ts). Real gRPC servers and clients over loopback; the other
  * side is a raw node:http2 peer so the GOAWAY itself can be seen.
  */
 import assert from "node:assert/strict";

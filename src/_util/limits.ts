@@ -82,13 +82,3 @@ export function releaseWorker(buffer: SharedArrayBuffer, worker: number): void {
 export function sharedUsed(buffer: SharedArrayBuffer): number {
   return Atomics.load(new Int32Array(buffer), 0);
 }
-
-/** Per-connection and connection-count defaults, for the config and for servers built without one. */
-export const CONNECTION_DEFAULTS = {
-  maxConnections: 1_000,
-  handshakeTimeoutMs: 10_000,
-  /** What grpc-go and most HTTP/2 servers advertise. */
-  maxConcurrentStreams: 100,
-  /** gRPC's usual metadata bound is 8 KiB (grpc-java, grpc-go's default send side); twice that. */
-  maxHeaderListBytes: 16_384,
-} as const;

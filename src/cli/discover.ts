@@ -1,9 +1,13 @@
 /** `discover <name> [--watch] [--json]`: the registered instances of a service, and (watching) their changes. */
 import type { Config } from "../config/mod.ts";
 import { serviceNameProblem } from "../config/mod.ts";
-import { createEtcdClient, deadlineAfter, waitForEtcd } from "@notification-server/registry";
-import { EtcdDiscovery } from "@notification-server/registry";
-import type { ServiceInstance } from "@notification-server/registry";
+import {
+  createEtcdClient,
+  deadlineAfter,
+  EtcdDiscovery,
+  type ServiceInstance,
+  waitForEtcd,
+} from "@notification-server/registry";
 import { consoleLogger } from "../_util/logger.ts";
 import { type Command, parseFlags, UsageError } from "./command.ts";
 import { capped, cell, type Interrupt, onInterrupt, OutputClosed, printLine } from "./output.ts";

@@ -5,12 +5,12 @@ import {
   createEtcdClient,
   deadlineAfter,
   describeEtcdError,
+  EtcdDiscovery,
+  registerEtcdResolver,
+  type ServiceInstance,
+  serviceKey,
   waitForEtcd,
 } from "@notification-server/registry";
-import { EtcdDiscovery } from "@notification-server/registry";
-import { registerEtcdResolver } from "@notification-server/registry";
-import type { ServiceInstance } from "@notification-server/registry";
-import { serviceKey } from "@notification-server/registry";
 import { bearer, dialNotifications } from "@notification-server/client";
 import { dialOptions } from "../client/dial.ts";
 import { bearerToken, type Command, parseFlags, serviceName, UsageError } from "./command.ts";

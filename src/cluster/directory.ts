@@ -14,15 +14,16 @@
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
 import { Backoff, sleep } from "@notification-server/timing";
-import { type Logger, silentLogger } from "@notification-server/registry";
-import { describeEtcdError } from "@notification-server/registry";
 import {
+  describeEtcdError,
   entriesOf,
   type KeyRange,
+  type Logger,
   rangeOps,
   type RangeOptions,
   type RangeUpdate,
   RevisionGate,
+  silentLogger,
   watchRanges,
 } from "@notification-server/registry";
 

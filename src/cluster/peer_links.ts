@@ -55,8 +55,8 @@ class PeerLink {
     this.#id = id;
     this.addr = addr;
     this.#prover = prover;
-    const { Cluster } = services();
-    this.#client = new Cluster(addr, credentials, {
+    const { ClusterService } = services();
+    this.#client = new ClusterService(addr, credentials, {
       ...(serverName ? { "grpc.ssl_target_name_override": serverName } : {}),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,

@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { encodeNotification, services } from "../transport/protos.ts";
+import { encodeNotification } from "../notification/codec.ts";
+import { services } from "../transport/protos.ts";
 import { StreamTracker } from "../transport/streams.ts";
 import { forwardService } from "./forward_service.ts";
 import { PeerLinks } from "./peer_links.ts";
@@ -60,7 +61,7 @@ async function fakePeer(options: {
   });
   const forward = service.handlers.forward as (call: ForwardCall) => void;
   const server = new grpc.Server();
-  server.addService(services().Cluster.service, {
+  server.addService(services().ClusterService.service, {
     forward: (call: ForwardCall) => {
       streams++;
       call.on("data", ({ items, proof }: { items: unknown[]; proof?: string }) => {
@@ -105,8 +106,8 @@ function links(timeoutMs = 2_000, secret = SECRET): PeerLinks {
 
 /** A Forward stream of our own to `addr`: its challenge, and how it ends after sending `proof`. */
 async function rawForward(addr: string, proof: string, recipient = "r") {
-  const { Cluster } = services();
-  const client = new Cluster(addr, grpc.credentials.createInsecure()) as
+  const { ClusterService } = services();
+  const client = new ClusterService(addr, grpc.credentials.createInsecure()) as
     & grpc.Client
     & Record<string, CallableFunction>;
   const call = client.forward(new grpc.Metadata()) as grpc.ClientDuplexStream<unknown, { acks: unknown[] }>;
@@ -286,8 +287,8 @@ Deno.test(
 Deno.test("a stream proven with a secret that is then retired is closed", opts, async () => {
   let accepted = [SECRET];
   await using a = await fakePeer({ secrets: () => accepted });
-  const { Cluster } = services();
-  const client = new Cluster(a.addr, grpc.credentials.createInsecure()) as
+  const { ClusterService } = services();
+  const client = new ClusterService(a.addr, grpc.credentials.createInsecure()) as
     & grpc.Client
     & Record<string, CallableFunction>;
   const call = client.forward(new grpc.Metadata()) as grpc.ClientDuplexStream<unknown, { acks: unknown[] }>;

@@ -1,6 +1,6 @@
 /** The `etcd:` section. */
-import { DEFAULT_MAX_RESPONSE_BYTES } from "@notification-server/registry";
-import { parseHostPort } from "@notification-server/registry";
+import { DEFAULT_MAX_RESPONSE_BYTES, parseHostPort } from "@notification-server/registry";
+import { DEFAULTS } from "./defaults.ts";
 import { type EnvName, quote, type Reader } from "./reader.ts";
 import type { EtcdConfig, EtcdTlsConfig } from "./types.ts";
 
@@ -50,7 +50,7 @@ export function readEtcd(
   if (username && !password) {
     r.fail(`${s}.password`, "expected a password (or password-file, or ETCD_PASSWORD) with etcd.username");
   }
-  const ttlMs = r.duration(raw, s, "lease-ttl", 10_000);
+  const ttlMs = r.duration(raw, s, "lease-ttl", DEFAULTS.leaseTtlMs);
   if (ttlMs < 1000 || ttlMs % 1000 !== 0) {
     r.fail(`${s}.lease-ttl`, `${quote(String(raw["lease-ttl"]))} is not a whole number of seconds >= 1s`);
   }
@@ -98,14 +98,14 @@ export function readEtcd(
   }
   return {
     endpoints,
-    dialTimeoutMs: r.duration(raw, s, "dial-timeout", 5_000, true),
+    dialTimeoutMs: r.duration(raw, s, "dial-timeout", DEFAULTS.dialTimeoutMs, true),
     username: username || undefined,
     password: password || undefined,
     leaseTtlSeconds: ttlMs / 1000,
     prefix: prefix === "/" ? "" : prefix,
     directoryPrefix,
     layout,
-    startupTimeoutMs: r.duration(raw, s, "startup-timeout", 30_000),
+    startupTimeoutMs: r.duration(raw, s, "startup-timeout", DEFAULTS.startupTimeoutMs),
     maxResponseBytes: r.size(raw, s, "max-response-size", DEFAULT_MAX_RESPONSE_BYTES),
     tls,
   };

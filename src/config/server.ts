@@ -1,8 +1,8 @@
 /** The `notification-server:` section. */
 import type { HostPort } from "@notification-server/registry";
-import { CONNECTION_DEFAULTS } from "../_util/limits.ts";
+import { DEFAULTS } from "./defaults.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../_util/logger.ts";
-import { type EnvName, MIB, quote, type Reader } from "./reader.ts";
+import { type EnvName, quote, type Reader } from "./reader.ts";
 import { keyAlgorithms } from "./jwt_keys.ts";
 import type { AuthConfig, ServerConfig, ServerTlsConfig } from "./types.ts";
 
@@ -94,23 +94,28 @@ export function readServer(
     advertiseAddr,
     instanceId: instanceId || undefined,
     metadata: r.metadata(raw["metadata"], `${s}.metadata`, metadataSource),
-    shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", 10_000),
-    drainDelayMs: r.duration(raw, s, "drain-delay", 1_000),
-    maxSubscribers: r.positiveInt(raw, s, "max-subscribers", 10_000),
-    maxConnections: r.positiveInt(raw, s, "max-connections", CONNECTION_DEFAULTS.maxConnections),
-    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", CONNECTION_DEFAULTS.handshakeTimeoutMs, true),
+    shutdownTimeoutMs: r.duration(raw, s, "shutdown-timeout", DEFAULTS.shutdownTimeoutMs),
+    drainDelayMs: r.duration(raw, s, "drain-delay", DEFAULTS.drainDelayMs),
+    maxSubscribers: r.positiveInt(raw, s, "max-subscribers", DEFAULTS.maxSubscribers),
+    maxConnections: r.positiveInt(raw, s, "max-connections", DEFAULTS.maxConnections),
+    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", DEFAULTS.handshakeTimeoutMs, true),
     maxConcurrentStreams: r.positiveInt(
       raw,
       s,
       "max-concurrent-streams",
-      CONNECTION_DEFAULTS.maxConcurrentStreams,
+      DEFAULTS.maxConcurrentStreams,
     ),
-    maxHeaderListBytes: r.positiveInt(raw, s, "max-header-list-size", CONNECTION_DEFAULTS.maxHeaderListBytes),
-    maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", 1_000),
-    subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", 1_000),
-    subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", MIB),
-    subscriberQueueTotalBytes: r.size(raw, s, "subscriber-queue-total-bytes", 256 * MIB),
-    peerTimeoutMs: r.duration(raw, s, "peer-timeout", 1_000, true),
+    maxHeaderListBytes: r.positiveInt(raw, s, "max-header-list-size", DEFAULTS.maxHeaderListBytes),
+    maxHealthWatches: r.positiveInt(raw, s, "max-health-watches", DEFAULTS.maxHealthWatches),
+    subscriberQueue: r.positiveInt(raw, s, "subscriber-queue", DEFAULTS.subscriberQueue),
+    subscriberQueueBytes: r.size(raw, s, "subscriber-queue-bytes", DEFAULTS.subscriberQueueBytes),
+    subscriberQueueTotalBytes: r.size(
+      raw,
+      s,
+      "subscriber-queue-total-bytes",
+      DEFAULTS.subscriberQueueTotalBytes,
+    ),
+    peerTimeoutMs: r.duration(raw, s, "peer-timeout", DEFAULTS.peerTimeoutMs, true),
     workers: workers(r, raw, s),
     metricsAddr: metricsAddr(r, raw, s, addr),
     logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),
@@ -118,8 +123,18 @@ export function readServer(
     tls,
     auth: auth(r, raw, s),
     callerLimits: {
-      subscribersPerConnection: r.positiveInt(raw, s, "max-subscribers-per-connection", 100),
-      subscribersPerIdentity: r.positiveInt(raw, s, "max-subscribers-per-identity", 100),
+      subscribersPerConnection: r.positiveInt(
+        raw,
+        s,
+        "max-subscribers-per-connection",
+        DEFAULTS.maxSubscribersPerConnection,
+      ),
+      subscribersPerIdentity: r.positiveInt(
+        raw,
+        s,
+        "max-subscribers-per-identity",
+        DEFAULTS.maxSubscribersPerIdentity,
+      ),
       sendsPerSecond: raw["send-rate-per-identity"] === 0
         ? 0
         : r.positiveInt(raw, s, "send-rate-per-identity", 0),

@@ -1,7 +1,5 @@
 /** The validated configuration, as the rest of the service sees it (read by mod.ts). */
-import type { HostPort } from "@notification-server/registry";
-import type { EtcdClientOptions, EtcdTlsOptions } from "@notification-server/registry";
-import type { Layout } from "@notification-server/registry";
+import type { EtcdClientOptions, EtcdTlsOptions, HostPort, Layout } from "@notification-server/registry";
 import type { LogFormat, LogLevel } from "../_util/logger.ts";
 
 /** The default config path, relative to the working directory. */
@@ -75,7 +73,10 @@ export interface ServerConfig {
    * about 64 for etcd and files. @default 1000
    */
   maxConnections: number;
-  /** A client connection that sends nothing for this long is closed. @default 10 s */
+  /**
+   * A client connection that has not started a request (its first HEADERS, after the HTTP/2 and TLS
+   * handshakes) this long after it was accepted is closed. @default 10 s
+   */
   handshakeTimeoutMs: number;
   /** Streams one connection may have open at once (advertised in SETTINGS). @default 100 */
   maxConcurrentStreams: number;

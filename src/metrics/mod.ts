@@ -144,7 +144,7 @@ export class Metrics {
       );
       gauge(
         "http2_guard",
-        "1 while the guard against Deno's HTTP/2 use-after-free on GOAWAY is installed (packages/registry/src/http2_guard.ts), " +
+        "1 while the guard against Deno's HTTP/2 use-after-free on GOAWAY is installed (packages/http2_guard/src/http2_guard.ts), " +
           "0 when this Deno's internals did not match and any client closing its connection can crash the process.",
         () => http2Guard().installed ? 1 : 0,
       );

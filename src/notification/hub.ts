@@ -1,4 +1,8 @@
-/** Live subscribers on this instance, by recipient: the fan-out behind Send. */
+/**
+ * Live subscribers on this thread, by recipient: the fan-out behind Send. There is one hub per
+ * serving thread (the main thread's, or each worker's); the workers' router joins them into the
+ * instance, and the cluster joins the instances.
+ */
 import { setImmediate } from "node:timers";
 import type { Notification } from "@notification-server/client";
 

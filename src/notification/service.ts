@@ -1,14 +1,17 @@
 /**
- * NotificationService handlers. They answer with gRPC status codes and never throw:
- * UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED from the caller policy (auth/callers.ts)
- * first, INVALID_ARGUMENT for bad input, RESOURCE_EXHAUSTED past `maxSubscribers` or a subscriber's
- * queue, UNAVAILABLE once shutdown has begun.
+ * NotificationService handlers. They answer with gRPC status codes and never throw. Subscribe checks,
+ * in this order: the caller policy (auth/callers.ts: UNAUTHENTICATED, PERMISSION_DENIED, or
+ * RESOURCE_EXHAUSTED for the caller's own limits), the request (INVALID_ARGUMENT), a client that left
+ * meanwhile, the instance's `maxSubscribers` (RESOURCE_EXHAUSTED), and shutdown (UNAVAILABLE); once
+ * open, a stream ends with RESOURCE_EXHAUSTED when its queue is full, and UNAUTHENTICATED when its
+ * token expires. Send checks the caller policy, then the request.
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Limit, LocalLimit } from "../_util/limits.ts";
+import { DEFAULTS } from "../config/defaults.ts";
 import type { CallerPolicy } from "../auth/callers.ts";
 import { resetStream, StreamTracker } from "../transport/streams.ts";
-import { encodeNotification, invalidUtf8 } from "../transport/protos.ts";
+import { encodeNotification, invalidUtf8 } from "./codec.ts";
 import { Hub, type Notification } from "./hub.ts";
 import { Holders, type Reach, type Routing } from "./routing.ts";
 import { recipientProblem, type SendInput, sendProblem } from "./validate.ts";
@@ -71,10 +74,11 @@ export class NotificationService {
 
   constructor(options: NotificationServiceOptions) {
     this.instanceId = options.instanceId;
-    this.#subscribers = options.subscribers ?? new LocalLimit(10_000);
+    this.#subscribers = options.subscribers ?? new LocalLimit(DEFAULTS.maxSubscribers);
     this.#onSent = options.onSent ?? (() => {});
-    this.#queue = options.subscriberQueue ?? { messages: 1_000, bytes: 1024 * 1024 };
-    this.#queuedBytes = options.queuedBytes ?? new LocalLimit(256 * 1024 * 1024);
+    this.#queue = options.subscriberQueue ??
+      { messages: DEFAULTS.subscriberQueue, bytes: DEFAULTS.subscriberQueueBytes };
+    this.#queuedBytes = options.queuedBytes ?? new LocalLimit(DEFAULTS.subscriberQueueTotalBytes);
     this.#onDropped = options.onDropped ?? (() => {});
     this.#callers = options.callers;
     this.hub.onRecipient = (recipient, present) => {

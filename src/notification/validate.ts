@@ -1,5 +1,5 @@
 /** Input limits for Send and Subscribe (documented in the README), and for what peers forward. */
-import { decodeNotification } from "../transport/protos.ts";
+import { decodeNotification } from "./codec.ts";
 
 /** The limits, in UTF-8 bytes where the field is text. */
 export const LIMITS = {

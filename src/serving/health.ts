@@ -4,6 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Limit, LocalLimit } from "../_util/limits.ts";
+import { DEFAULTS } from "../config/defaults.ts";
 import { StreamTracker } from "../transport/streams.ts";
 
 const encoder = new TextEncoder();
@@ -37,7 +38,7 @@ export class HealthService {
   readonly #listeners = new Set<(service: string, status: ServingStatus) => void>();
 
   constructor(initial: Record<string, ServingStatus> = {}, limits: HealthLimits = {}) {
-    this.#watchLimit = limits.watches ?? new LocalLimit(limits.maxWatches ?? 1_000);
+    this.#watchLimit = limits.watches ?? new LocalLimit(limits.maxWatches ?? DEFAULTS.maxHealthWatches);
     for (const [service, status] of Object.entries(initial)) this.#status.set(service, status);
   }
 

@@ -8,8 +8,8 @@ import type { HealthService } from "./health.ts";
 import { LocalLimit } from "../_util/limits.ts";
 import type { Logger } from "../_util/logger.ts";
 import type { Metrics, MetricsJson } from "../metrics/mod.ts";
-import { type BoundServer, startGrpcServer, stopGrpcServer } from "../transport/server.ts";
-import { buildServices, type Services, threadLimits } from "./services.ts";
+import { stopGrpcServer } from "../transport/server.ts";
+import { serveThread } from "./services.ts";
 import { WorkerPool } from "./workers/pool.ts";
 import type { PeerRouting } from "../notification/routing.ts";
 
@@ -76,27 +76,19 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   }
   // A peer's barrier asks the cluster, once there is one (workers ask the pool, which asks it).
   let cluster: PeerRouting | undefined;
-  const services: Services = buildServices({
+  const { services, bound } = await serveThread({
     server,
     health: options.health,
-    subscribers: new LocalLimit(server.maxSubscribers),
-    queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
-    identities: new IdentityTable(identityTableMemory(identitySlots(server))),
+    places: {
+      subscribers: new LocalLimit(server.maxSubscribers),
+      queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
+      connections: new LocalLimit(server.maxConnections),
+      identities: new IdentityTable(identityTableMemory(identitySlots(server))),
+    },
     warn: (line) => options.logger.warn(line),
     metrics: options.metrics,
     reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
   });
-  const bound: BoundServer = await startGrpcServer(
-    server.addr,
-    services.handlers,
-    server.tls,
-    threadLimits(
-      server,
-      new LocalLimit(server.maxConnections),
-      (line) => options.logger.warn(line),
-      options.metrics,
-    ),
-  );
   const { notifications } = services;
   return {
     port: bound.port,

@@ -7,8 +7,15 @@ import { HealthService } from "./health.ts";
 import type { Limit } from "../_util/limits.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { NotificationService } from "../notification/service.ts";
+import { notificationServerDefinition } from "../notification/codec.ts";
 import { forwardService } from "../cluster/forward_service.ts";
-import type { ServeLimits, ServerServices } from "../transport/server.ts";
+import {
+  type BoundServer,
+  type ServeLimits,
+  type ServerServices,
+  startGrpcServer,
+} from "../transport/server.ts";
+import type { Routing } from "../notification/routing.ts";
 import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter } from "../metrics/mod.ts";
 import { StreamTracker } from "../transport/streams.ts";
@@ -102,6 +109,7 @@ export function buildServices(options: ServicesOptions): Services {
     handlers: {
       notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
         notifications.handlers(),
+      notificationDefinition: notificationServerDefinition(),
       health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
       cluster: forward.handlers,
     },
@@ -117,12 +125,13 @@ export function buildServices(options: ServicesOptions): Services {
  * One serving thread's connection bounds from the config: `connections` is the thread's view of
  * `max-connections` (shared by the workers), `warn` where its cut and pressure lines go.
  */
-export function threadLimits(
-  server: ServerConfig,
-  connections: Limit,
-  warn: (message: string) => void,
-  metrics?: Metrics,
-): ServeLimits {
+export function threadLimits(options: {
+  server: ServerConfig;
+  connections: Limit;
+  warn: (message: string) => void;
+  metrics?: Metrics;
+}): ServeLimits {
+  const { server, connections, warn, metrics } = options;
   return {
     connections,
     handshakeTimeoutMs: server.handshakeTimeoutMs,
@@ -132,4 +141,55 @@ export function threadLimits(
     onCut: cutReporter(warn, metrics),
     onPressure: (active, fraction) => warn(describePressure(active, fraction)),
   };
+}
+
+/**
+ * What one serving thread counts against: its own limits when it is the only one, or its view of
+ * the instance's shared ones (each worker).
+ */
+export interface ThreadPlaces {
+  subscribers: Limit;
+  queuedBytes: Limit;
+  connections: Limit;
+  identities: IdentityTable;
+}
+
+/**
+ * One serving thread, wired the same way on the main thread and in each worker: its services over
+ * `places`, routed by `routing` from the first call on, served on `port` (the configured one by
+ * default; workers share theirs with `reusePort`).
+ */
+export async function serveThread(options: {
+  server: ServerConfig;
+  health: HealthService;
+  places: ThreadPlaces;
+  warn: (message: string) => void;
+  metrics?: Metrics;
+  reached: (revision: bigint) => Promise<boolean>;
+  instanceId?: string;
+  routing?: Routing;
+  port?: number;
+  reusePort?: boolean;
+}): Promise<{ services: Services; bound: BoundServer }> {
+  const { server, places, warn, metrics } = options;
+  const services = buildServices({
+    server,
+    health: options.health,
+    subscribers: places.subscribers,
+    queuedBytes: places.queuedBytes,
+    identities: places.identities,
+    warn,
+    metrics,
+    reached: options.reached,
+  });
+  if (options.instanceId !== undefined) services.notifications.instanceId = options.instanceId;
+  if (options.routing) services.notifications.routing = options.routing;
+  const bound = await startGrpcServer({
+    addr: { host: server.addr.host, port: options.port ?? server.addr.port },
+    services: services.handlers,
+    tls: server.tls,
+    limits: threadLimits({ server, connections: places.connections, warn, metrics }),
+    reusePort: options.reusePort,
+  });
+  return { services, bound };
 }

@@ -1,6 +1,6 @@
 /**
  * What a client may make one server connection hold, checked on the bytes it sends before Deno's
- * nghttp2 sees them (packages/registry/src/http2_guard.ts feeds every server session's input through
+ * nghttp2 sees them (packages/http2_guard/src/http2_guard.ts feeds every server session's input through
  * {@link InboundLimiter}). Deno keeps up to 128 header pairs per stream whatever their size and
  * leaks what it kept when it refuses the stream, so a few KB/s of HPACK references to one large
  * header (a 16 KB block decodes to ~48 MB) took the service past 1.7 GB: no setting of node:http2

@@ -9,14 +9,20 @@ import { setImmediate } from "node:timers";
 import type { ServerTlsConfig } from "../config/mod.ts";
 import { serverCredentials } from "./tls.ts";
 import { ConnectionTracker, type Http2ServerEvents } from "./drain.ts";
-import { CONNECTION_DEFAULTS, type Limit, LocalLimit } from "../_util/limits.ts";
+import { type Limit, LocalLimit } from "../_util/limits.ts";
+import { DEFAULTS } from "../config/defaults.ts";
 import { formatHostPort, type HostPort } from "@notification-server/registry";
-import { notificationServerDefinition, services } from "./protos.ts";
+import { services } from "./protos.ts";
 import { addReflection } from "./reflection.ts";
 
 /** Handlers for the services this server hosts. */
 export interface ServerServices {
   notification: grpc.UntypedServiceImplementation;
+  /**
+   * The NotificationService definition to serve `notification` with: the one with the codec's checks
+   * (notification/codec.ts). The plain generated one when absent.
+   */
+  notificationDefinition?: grpc.ServiceDefinition;
   health: grpc.UntypedServiceImplementation;
   /** The internal Cluster service (forwarding between instances); served, never listed by reflection. */
   cluster?: grpc.UntypedServiceImplementation;
@@ -85,10 +91,10 @@ function createServer(handlers: ServerServices, limits: StreamLimits): grpc.Serv
   });
   const options = (server as unknown as WithHttp2Options).commonServerOptions;
   if (options) options.settings = { ...options.settings, maxHeaderListSize: limits.maxHeaderListBytes };
-  const { Health, Cluster } = services();
-  server.addService(notificationServerDefinition(), handlers.notification);
+  const { Notification, Health, ClusterService } = services();
+  server.addService(handlers.notificationDefinition ?? Notification.service, handlers.notification);
   server.addService(Health.service, handlers.health);
-  if (handlers.cluster) server.addService(Cluster.service, handlers.cluster);
+  if (handlers.cluster) server.addService(ClusterService.service, handlers.cluster);
   // The Cluster service is internal: served for peers, never listed.
   addReflection(server, ["notification.v1.NotificationService", "grpc.health.v1.Health"]);
   return server;
@@ -106,10 +112,15 @@ export interface ServeLimits extends StreamLimits {
   handshakeTimeoutMs: number;
 }
 
-/** {@link ServeLimits} for one thread from the defaults (limits.ts): servers built without a config. */
+/** {@link ServeLimits} for one thread from the config's defaults: servers built without a config. */
 function defaultLimits(): ServeLimits {
-  const { maxConnections, ...rest } = CONNECTION_DEFAULTS;
-  return { ...rest, connections: new LocalLimit(maxConnections) };
+  const { handshakeTimeoutMs, maxConcurrentStreams, maxHeaderListBytes } = DEFAULTS;
+  return {
+    handshakeTimeoutMs,
+    maxConcurrentStreams,
+    maxHeaderListBytes,
+    connections: new LocalLimit(DEFAULTS.maxConnections),
+  };
 }
 
 /**
@@ -118,13 +129,16 @@ function defaultLimits(): ServeLimits {
  * same port and the kernel spreads connections over them). Refuses connections past
  * `limits.connections` and closes those that start no request within the handshake timeout.
  */
-export async function startGrpcServer(
-  addr: HostPort,
-  handlers: ServerServices,
-  tls?: ServerTlsConfig,
-  limits: ServeLimits = defaultLimits(),
-  options: { reusePort?: boolean } = {},
-): Promise<BoundServer> {
+export async function startGrpcServer(options: {
+  addr: HostPort;
+  services: ServerServices;
+  tls?: ServerTlsConfig;
+  /** @default the config's defaults, one thread's connection bound */
+  limits?: ServeLimits;
+  /** Workers bind the same port (SO_REUSEPORT); the kernel spreads connections over them. */
+  reusePort?: boolean;
+}): Promise<BoundServer> {
+  const { addr, services: handlers, tls, limits = defaultLimits() } = options;
   const server = createServer(handlers, limits);
   const injector = server.createConnectionInjector(serverCredentials(tls));
   const tracker = track(server);

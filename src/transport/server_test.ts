@@ -75,7 +75,10 @@ Deno.test("writes from separate callbacks of one event-loop turn leave in one wr
 
 Deno.test("a started server coalesces its frame writes (fails loudly if a grpc-js upgrade disables it)", async () => {
   // The 1.8x throughput fix depends on grpc-js internals (see coalesceWrites).
-  const bound = await startGrpcServer({ host: "127.0.0.1", port: 0 }, { notification: {}, health: {} });
+  const bound = await startGrpcServer({
+    addr: { host: "127.0.0.1", port: 0 },
+    services: { notification: {}, health: {} },
+  });
   try {
     assert.equal(bound.coalescing, true, "HTTP/2 frame writes are coalesced");
   } finally {

@@ -75,7 +75,8 @@ const requireLeader: grpc.Interceptor = (options, nextCall) =>
 /**
  * etcd3 counts RESOURCE_EXHAUSTED (a response over the message limit) as a failing host: three
  * large reads opened the breaker and locked everyone out. It says nothing about the host; readers
- * page smaller instead (see etcd_discovery.ts).
+ * page smaller instead (readRanges in range_watch.ts halves a page that comes back too large), and a
+ * watch re-reads (watchRanges).
  */
 function isHostFault(error: Error): boolean {
   return isRecoverableError(error) && !(error instanceof GRPCResourceExhastedError);

@@ -320,12 +320,11 @@ export class EtcdRegistrar implements Registrar {
   async #reconcile(): Promise<EnsureResult> {
     if (!this.#session?.alive) {
       const previous = this.#session;
-      const fresh = await LeaseSession.grant(
-        this.#client,
-        this.#ttl,
-        this.#log,
-        () => this.#onEvent("keepaliveFailed"),
-      );
+      const fresh = await LeaseSession.grant(this.#client, {
+        ttlSeconds: this.#ttl,
+        logger: this.#log,
+        onFailure: () => this.#onEvent("keepaliveFailed"),
+      });
       if (this.#stop.signal.aborted) {
         // Granted after deregister() took stock: nothing may keep this lease alive, and
         // deregister() (which waits for this step) returns only once it is revoked.

@@ -41,15 +41,15 @@ export class LeaseSession {
   }
 
   /**
-   * Grants a lease of `ttlSeconds`; rejects with etcd's error when it cannot. `onFailure` hears of
-   * every failed keep-alive attempt (etcd3 retries every 100 ms while etcd is away).
+   * Grants a lease of `ttlSeconds` through `client`; rejects with etcd's error when it cannot.
+   * `onFailure` hears of every failed keep-alive attempt (etcd3 retries every 100 ms while etcd is away).
    */
-  static async grant(
-    client: Etcd3,
-    ttlSeconds: number,
-    logger: Logger,
-    onFailure: () => void = () => {},
-  ): Promise<LeaseSession> {
+  static async grant(client: Etcd3, options: {
+    ttlSeconds: number;
+    logger: Logger;
+    onFailure?: () => void;
+  }): Promise<LeaseSession> {
+    const { ttlSeconds, logger, onFailure = () => {} } = options;
     const lease = client.lease(ttlSeconds);
     // A failed grant also emits `lost`; without a listener EventEmitter would throw it.
     lease.on("lost", () => {});

@@ -1,12 +1,12 @@
 /**
  * The main thread's side of `workers > 1`: starts the serving workers on one port, restarts one
  * that crashes (backing off with jitter), mirrors health into them, and drains them all on stop.
- * Routing between them is router.ts's; the pool only carries its messages (protocol.ts).
+ * Routing between them is main_thread_router.ts's; the pool only carries its messages (protocol.ts).
  *
  * Why a Send for another worker goes through the main thread: it is the one place that knows
  * which workers hold which recipients and what the cluster directory says, so a worker asks it
  * with one message instead of every worker keeping a copy of both. A Send that nobody else holds
- * never comes here (worker_routing.ts). Per recipient, another worker's stream gets notifications
+ * never comes here (worker_thread_routing.ts). Per recipient, another worker's stream gets notifications
  * in the order their Sends reached the main thread.
  */
 import { Backoff, sleep } from "@notification-server/timing";
@@ -17,7 +17,7 @@ import type { Logger } from "../../_util/logger.ts";
 import type { MetricsJson } from "../../metrics/mod.ts";
 import { BindError, checkPortFree } from "../../transport/server.ts";
 import { Outbox } from "../../_util/outbox.ts";
-import { WorkerRouter } from "./router.ts";
+import { MainThreadRouter } from "./main_thread_router.ts";
 import type { PeerRouting } from "../../notification/routing.ts";
 import type { FromWorker, SharedLimits, SharedTables, ToWorker, WorkerRequest } from "./protocol.ts";
 import { identitySlots, identityTableMemory, releaseWorkerIdentities } from "../../auth/identity_table.ts";
@@ -61,7 +61,7 @@ export class WorkerPool {
   readonly #tables: SharedTables;
   readonly #slots: Slot[];
   /** Which workers hold which recipients; the filter workers read to skip this thread. */
-  readonly #router = new WorkerRouter((index, recipient, bytes) =>
+  readonly #router = new MainThreadRouter((index, recipient, bytes) =>
     this.#deliver(this.#slots[index], recipient, bytes)
   );
   #health: Record<string, ServingStatus>;

@@ -7,11 +7,11 @@ import { HealthService } from "../health.ts";
 import { SharedLimit } from "../../_util/limits.ts";
 import { IdentityTable } from "../../auth/identity_table.ts";
 import { Metrics } from "../../metrics/mod.ts";
-import { BindError, startGrpcServer, stopGrpcServer } from "../../transport/server.ts";
-import { buildServices, threadLimits } from "../services.ts";
+import { BindError, stopGrpcServer } from "../../transport/server.ts";
+import { serveThread } from "../services.ts";
 import { Outbox } from "../../_util/outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
-import { WorkerRouting } from "./worker_routing.ts";
+import { WorkerThreadRouting } from "./worker_thread_routing.ts";
 import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
 
 interface WorkerScope {
@@ -92,36 +92,29 @@ async function start(
   const metrics = init.metrics
     ? new Metrics({ process: false, worker: { id: init.index + 1, connections: () => connections() } })
     : undefined;
-  const services = buildServices({
+  const { services, bound } = await serveThread({
     server,
     health,
-    subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
-    queuedBytes: new SharedLimit(init.limits.queuedBytes, server.subscriberQueueTotalBytes, init.index),
-    identities: new IdentityTable(init.tables.identities, init.index),
+    places: {
+      subscribers: new SharedLimit(init.limits.subscribers, server.maxSubscribers, init.index),
+      queuedBytes: new SharedLimit(init.limits.queuedBytes, server.subscriberQueueTotalBytes, init.index),
+      connections: new SharedLimit(init.limits.connections, server.maxConnections, init.index),
+      identities: new IdentityTable(init.tables.identities, init.index),
+    },
     warn: (message) => post({ type: "warn", message }),
     metrics,
     reached: (revision) => request<boolean>({ call: "reached", revision }),
+    instanceId: init.instanceId,
+    // The main thread knows the other workers and, through the cluster, the other instances.
+    routing: new WorkerThreadRouting(
+      filter,
+      request,
+      (recipient) => post({ type: "unsubscribed", recipient }),
+    ),
+    port: init.port,
+    reusePort: true,
   });
   const { notifications } = services;
-  notifications.instanceId = init.instanceId;
-  // The main thread knows the other workers and, through the cluster, the other instances.
-  notifications.routing = new WorkerRouting(
-    filter,
-    request,
-    (recipient) => post({ type: "unsubscribed", recipient }),
-  );
-  const bound = await startGrpcServer(
-    { host: server.addr.host, port: init.port },
-    services.handlers,
-    server.tls,
-    threadLimits(
-      server,
-      new SharedLimit(init.limits.connections, server.maxConnections, init.index),
-      (message) => post({ type: "warn", message }),
-      metrics,
-    ),
-    { reusePort: true },
-  );
   connections = bound.connections;
   if (init.peerSecrets) services.setPeerSecrets(init.peerSecrets);
   return {

@@ -1,5 +1,5 @@
 /**
- * A worker's next hop: the main thread (router.ts), asked by message. A Send whose recipient nobody
+ * A worker's next hop: the main thread (main_thread_router.ts), asked by message. A Send whose recipient nobody
  * but this worker holds is answered here, without the round trip: most Sends go to recipients who
  * are not connected, or connected to the sender's worker only.
  */
@@ -10,7 +10,7 @@ import type { WorkerRequest } from "./protocol.ts";
 /** Sends `body` to the main thread; resolves with its reply. */
 export type AskMain = <T extends number | boolean>(body: WorkerRequest) => Promise<T>;
 
-export class WorkerRouting implements Routing {
+export class WorkerThreadRouting implements Routing {
   readonly #filter: RecipientFilter;
   readonly #ask: AskMain;
   readonly #tell: (recipient: string) => void;

@@ -13,7 +13,7 @@ import { RecipientFilter } from "./recipient_filter.ts";
 /** Delivers to worker `index`'s own subscribers; resolves with how many took it (0 if it is gone). */
 export type DeliverTo = (index: number, recipient: string, bytes: Uint8Array) => Promise<number>;
 
-export class WorkerRouter {
+export class MainThreadRouter {
   readonly filter: RecipientFilter;
   readonly #deliverTo: DeliverTo;
   readonly #holders = new Holders<number>();

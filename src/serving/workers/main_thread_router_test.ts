@@ -1,13 +1,13 @@
 /**
  * The routing among workers, without threads: a fake `deliverTo` stands for the workers and a fake
- * cluster for the other instances; the worker side (worker_routing.ts) talks to the router through
+ * cluster for the other instances; the worker side (worker_thread_routing.ts) talks to the router through
  * plain function calls in place of messages.
  */
 import assert from "node:assert/strict";
 import type { PeerRouting, Reach } from "../../notification/routing.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
-import { WorkerRouter } from "./router.ts";
-import { WorkerRouting } from "./worker_routing.ts";
+import { MainThreadRouter } from "./main_thread_router.ts";
+import { WorkerThreadRouting } from "./worker_thread_routing.ts";
 import type { WorkerRequest } from "./protocol.ts";
 
 const BYTES = new Uint8Array([1, 2, 3]);
@@ -36,7 +36,7 @@ function fakeCluster() {
 /** A router, and per worker the routing it would use, wired by direct calls. */
 function workers(count: number) {
   const delivered: [number, string][] = [];
-  const router = new WorkerRouter((index, recipient) => {
+  const router = new MainThreadRouter((index, recipient) => {
     delivered.push([index, recipient]);
     return Promise.resolve(1);
   });
@@ -52,7 +52,7 @@ function workers(count: number) {
       if (body.call === "subscribed") return router.hold(index, body.recipient).then(() => 0 as T);
       return router.reached(body.revision) as Promise<T>;
     };
-    const routing = new WorkerRouting(filter, ask, (recipient) => router.release(index, recipient));
+    const routing = new WorkerThreadRouting(filter, ask, (recipient) => router.release(index, recipient));
     return { routing, asked };
   });
   return { router, sides, delivered };
@@ -90,7 +90,7 @@ Deno.test("a worker counts its hold as its own only once the main thread has ans
   let arrive!: () => void;
   const inFlight = new Promise<void>((resolve) => (arrive = resolve));
   const filter = new RecipientFilter(router.filter.buffer);
-  const slow = new WorkerRouting(filter, async <T>(body: WorkerRequest): Promise<T> => {
+  const slow = new WorkerThreadRouting(filter, async <T>(body: WorkerRequest): Promise<T> => {
     if (body.call === "subscribed") {
       await inFlight;
       await router.hold(0, body.recipient);
@@ -109,7 +109,7 @@ Deno.test("an answer to an earlier hold does not count a later one as the worker
   const { router } = workers(2);
   const filter = new RecipientFilter(router.filter.buffer);
   const answers: (() => void)[] = [];
-  const routing = new WorkerRouting(filter, <T>(body: WorkerRequest): Promise<T> => {
+  const routing = new WorkerThreadRouting(filter, <T>(body: WorkerRequest): Promise<T> => {
     if (body.call !== "subscribed") return Promise.resolve(0 as T);
     return new Promise<T>((resolve) => answers.push(() => resolve(0 as T)));
   }, () => {});

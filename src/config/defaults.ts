@@ -1,0 +1,33 @@
+/**
+ * Every default of the configuration, once. The config reader fills an absent field from here, and
+ * a part built without a config (a test's server, a NotificationService on its own) takes the same
+ * value from here: nothing else writes these numbers.
+ */
+const MIB = 1024 * 1024;
+
+export const DEFAULTS = {
+  // notification-server
+  shutdownTimeoutMs: 10_000,
+  drainDelayMs: 1_000,
+  peerTimeoutMs: 1_000,
+  maxSubscribers: 10_000,
+  maxConnections: 1_000,
+  /** A connection that has not started a request by then is closed. */
+  handshakeTimeoutMs: 10_000,
+  /** What grpc-go and most HTTP/2 servers advertise. */
+  maxConcurrentStreams: 100,
+  /** gRPC's usual metadata bound is 8 KiB (grpc-java, grpc-go's default send side); twice that. */
+  maxHeaderListBytes: 16_384,
+  maxHealthWatches: 1_000,
+  /** Per Subscribe stream, notifications the client has not read (Centrifugo's bound in bytes). */
+  subscriberQueue: 1_000,
+  subscriberQueueBytes: MIB,
+  /** Across the instance. */
+  subscriberQueueTotalBytes: 256 * MIB,
+  maxSubscribersPerConnection: 100,
+  maxSubscribersPerIdentity: 100,
+  // etcd
+  leaseTtlMs: 10_000,
+  dialTimeoutMs: 5_000,
+  startupTimeoutMs: 30_000,
+} as const;
