@@ -9,12 +9,14 @@
  *   3. gRPC port bound (never advertise a port    (a failed start stops it at once)
  *      we could not bind)
  *   4. /metrics bound, when configured            close /metrics
- *   5. the peers' secret, the cluster             stop following the secret, close the cluster
+ *   5. the peers' secret, the cluster             revoke the lease (the directory keys go with
+ *      (routed before served)                     it), stop following the secret, close the cluster
  *   6. calls served with delivery to peers        refuse new calls, end streams, finish in-flight
  *                                                 calls within `shutdown-timeout` (the cluster
  *                                                 still forwards meanwhile)
- *   7. lease granted, record written, kept alive  health NOT_SERVING, deregister (delete our record,
- *                                                 revoke the lease), drain delay so watchers drop us
+ *   7. lease granted, record written, kept alive  health NOT_SERVING, deregister (delete our record;
+ *                                                 the lease stays, so peers still route to our
+ *                                                 subscribers), drain delay so watchers drop us
  *
  * A start that fails (or is stopped) part-way undoes what it did, in the same reverse order:
  * nothing stays registered. A second signal exits at once.

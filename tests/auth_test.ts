@@ -8,14 +8,13 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { bearer } from "../packages/client/src/notification_client.ts";
 import { subscribe } from "../packages/client/src/subscribe.ts";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { goClient, python } from "./helpers/foreign.ts";
 import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { scopedClient } from "./helpers/kv.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const PY = new URL("./interop/python_auth.py", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -66,7 +65,7 @@ const pySend = async (addr: string, token: string, recipient: string) =>
 
 Deno.test(
   "the allow/deny matrix for Send and Subscribe, with CLI-made and hand-made tokens",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const { svc, config, secret } = await authService(etcd.endpoints);
@@ -167,7 +166,7 @@ Deno.test(
   },
 );
 
-Deno.test("a Subscribe stream ends with UNAUTHENTICATED when its token expires", opts, async () => {
+Deno.test("a Subscribe stream ends with UNAUTHENTICATED when its token expires", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const { svc, config } = await authService(etcd.endpoints);
   await using _ = svc;
@@ -178,69 +177,76 @@ Deno.test("a Subscribe stream ends with UNAUTHENTICATED when its token expires",
   assert.ok(Date.now() - started < 12_000, "ended at the token's expiry, not the client's deadline");
 });
 
-Deno.test("one caller cannot take every place: Send rate and subscribers per connection", opts, async () => {
-  await using etcd = await useEtcd();
-  const { svc, config } = await authService(
-    etcd.endpoints,
-    '  send-rate-per-identity: 5\n  max-subscribers-per-connection: 2\n  metrics-addr: "127.0.0.1:0"\n',
-  );
-  await using _ = svc;
-  const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
-  const client = notificationClient(svc.addr);
-  try {
-    const codes: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      codes.push(
-        await send(client, { recipient: "dave", title: `n${i}` }, undefined, sender).then(
-          () => grpc.status.OK,
-          (e: grpc.ServiceError) => e.code,
-        ),
-      );
-    }
-    assert.ok(codes.slice(0, 10).every((c) => c === grpc.status.OK), `a burst of 2 s worth passes: ${codes}`);
-    assert.ok(codes.includes(grpc.status.RESOURCE_EXHAUSTED), `then the rate holds: ${codes}`);
-    const dave = bearer(await cliToken(config, "--sub", "dave"));
-    const statuses = [0, 1, 2].map(() => {
-      const stream = client.subscribe({ recipient: "dave" }, dave) as grpc.ClientReadableStream<unknown>;
-      return new Promise<grpc.StatusObject>((resolve) => {
-        stream.on("status", resolve);
-        stream.on("error", () => {});
-        stream.on("data", () => {});
-        setTimeout(() => stream.cancel(), 1_500);
-      });
-    });
-    const ended = await Promise.all(statuses);
-    const refused = ended.filter((s) => s.code === grpc.status.RESOURCE_EXHAUSTED);
-    assert.equal(refused.length, 1, JSON.stringify(ended));
-    assert.match(refused[0].details, /max-subscribers-per-connection/);
-    const m = await scrape(svc.metricsPort);
-    const refusals = (reason: string) =>
-      m.value(`notification_server_calls_refused_total{reason="${reason}"}`);
-    assert.equal(refusals("send_rate"), codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length);
-    assert.equal(refusals("subscribers_per_connection"), 1);
-    // No token and a bad recipient: who is asking is checked first.
-    const anonymous = await new Promise<number>((resolve) => {
-      const stream = client.subscribe({ recipient: "" }) as grpc.ClientReadableStream<unknown>;
-      stream.on("error", (e: grpc.ServiceError) => resolve(e.code));
-      stream.on("data", () => {});
-    });
-    assert.equal(anonymous, grpc.status.UNAUTHENTICATED);
-    // Refusals are logged, rate-limited, with the reason and the caller's address, never the token.
-    await svc.waitForLine(
-      /WARN (Worker \d+: )?Refused calls: .*over send-rate-per-identity \(last from 127\.0\.0\.1\)/,
-      11_000,
+Deno.test(
+  "one caller cannot take every place: Send rate and subscribers per connection",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, config } = await authService(
+      etcd.endpoints,
+      '  send-rate-per-identity: 5\n  max-subscribers-per-connection: 2\n  metrics-addr: "127.0.0.1:0"\n',
     );
-    await svc.waitForLine(/WARN Auth without TLS: bearer tokens travel in clear/, 1_000);
-    const token = sender.get("authorization")[0] as string;
-    assert.ok(!svc.lines.some((l) => l.includes(token.slice(7, 40))), "no line holds the token");
-  } finally {
-    client.close();
-  }
-});
+    await using _ = svc;
+    const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+    const client = notificationClient(svc.addr);
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        codes.push(
+          await send(client, { recipient: "dave", title: `n${i}` }, undefined, sender).then(
+            () => grpc.status.OK,
+            (e: grpc.ServiceError) => e.code,
+          ),
+        );
+      }
+      assert.ok(
+        codes.slice(0, 10).every((c) => c === grpc.status.OK),
+        `a burst of 2 s worth passes: ${codes}`,
+      );
+      assert.ok(codes.includes(grpc.status.RESOURCE_EXHAUSTED), `then the rate holds: ${codes}`);
+      const dave = bearer(await cliToken(config, "--sub", "dave"));
+      const statuses = [0, 1, 2].map(() => {
+        const stream = client.subscribe({ recipient: "dave" }, dave) as grpc.ClientReadableStream<unknown>;
+        return new Promise<grpc.StatusObject>((resolve) => {
+          stream.on("status", resolve);
+          stream.on("error", () => {});
+          stream.on("data", () => {});
+          setTimeout(() => stream.cancel(), 1_500);
+        });
+      });
+      const ended = await Promise.all(statuses);
+      const refused = ended.filter((s) => s.code === grpc.status.RESOURCE_EXHAUSTED);
+      assert.equal(refused.length, 1, JSON.stringify(ended));
+      assert.match(refused[0].details, /max-subscribers-per-connection/);
+      const m = await scrape(svc.metricsPort);
+      const refusals = (reason: string) =>
+        m.value(`notification_server_calls_refused_total{reason="${reason}"}`);
+      assert.equal(refusals("send_rate"), codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length);
+      assert.equal(refusals("subscribers_per_connection"), 1);
+      // No token and a bad recipient: who is asking is checked first.
+      const anonymous = await new Promise<number>((resolve) => {
+        const stream = client.subscribe({ recipient: "" }) as grpc.ClientReadableStream<unknown>;
+        stream.on("error", (e: grpc.ServiceError) => resolve(e.code));
+        stream.on("data", () => {});
+      });
+      assert.equal(anonymous, grpc.status.UNAUTHENTICATED);
+      // Refusals are logged, rate-limited, with the reason and the caller's address, never the token.
+      await svc.waitForLine(
+        /WARN (Worker \d+: )?Refused calls: .*over send-rate-per-identity \(last from 127\.0\.0\.1\)/,
+        11_000,
+      );
+      await svc.waitForLine(/WARN Auth without TLS: bearer tokens travel in clear/, 1_000);
+      const token = sender.get("authorization")[0] as string;
+      assert.ok(!svc.lines.some((l) => l.includes(token.slice(7, 40))), "no line holds the token");
+    } finally {
+      client.close();
+    }
+  },
+);
 
 Deno.test(
   "a three-instance cluster with auth on still delivers to every stream (delivered = 3)",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const secret = await newSecret();
@@ -286,7 +292,7 @@ Deno.test(
 
 Deno.test(
   "per-identity limits hold per instance with workers: 2 (subscriptions and the Send rate, exactly)",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const { svc, config } = await authService(
@@ -353,55 +359,59 @@ Deno.test(
   },
 );
 
-Deno.test("subscribe() asks its token provider again when a token expires, and goes on", opts, async () => {
-  await using etcd = await useEtcd();
-  const { svc, config, secret } = await authService(etcd.endpoints);
-  await using _ = svc;
-  let asked = 0;
-  const tokens: string[] = [];
-  // Tokens of 2 s: the stream ends at each expiry and subscribe() comes back with the next one.
-  for (let i = 0; i < 4; i++) tokens.push(await mint(secret, "gina", "-", 2 + 2 * i));
-  const stop = new AbortController();
-  const titles: string[] = [];
-  const reading = (async () => {
-    for await (
-      const n of subscribe({
-        etcd: { endpoints: etcd.endpoints, dialTimeoutMs: 2_000 },
-        name: "notification-server",
-        recipient: "gina",
-        signal: stop.signal,
-        token: () => tokens[Math.min(asked++, tokens.length - 1)],
-      })
-    ) titles.push(n.title);
-  })();
-  const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
-  const client = notificationClient(svc.addr);
-  try {
-    await eventually(
-      async () =>
-        (await send(client, { recipient: "gina", title: "first" }, undefined, sender)).delivered === 1,
-      5_000,
-      "gina subscribed",
-    );
-    await eventually(() => asked >= 2, 10_000, "a second token after the first expired");
-    await eventually(
-      async () =>
-        (await send(client, { recipient: "gina", title: "later" }, undefined, sender)).delivered === 1,
-      10_000,
-      "delivered again with the fresh token",
-    );
-    await eventually(() => titles.includes("later"), 5_000, "the later notification");
-    assert.ok(titles.includes("first"), titles.join(","));
-  } finally {
-    stop.abort();
-    await reading;
-    client.close();
-  }
-});
+Deno.test(
+  "subscribe() asks its token provider again when a token expires, and goes on",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, config, secret } = await authService(etcd.endpoints);
+    await using _ = svc;
+    let asked = 0;
+    const tokens: string[] = [];
+    // Tokens of 2 s: the stream ends at each expiry and subscribe() comes back with the next one.
+    for (let i = 0; i < 4; i++) tokens.push(await mint(secret, "gina", "-", 2 + 2 * i));
+    const stop = new AbortController();
+    const titles: string[] = [];
+    const reading = (async () => {
+      for await (
+        const n of subscribe({
+          etcd: { endpoints: etcd.endpoints, dialTimeoutMs: 2_000 },
+          name: "notification-server",
+          recipient: "gina",
+          signal: stop.signal,
+          token: () => tokens[Math.min(asked++, tokens.length - 1)],
+        })
+      ) titles.push(n.title);
+    })();
+    const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+    const client = notificationClient(svc.addr);
+    try {
+      await eventually(
+        async () =>
+          (await send(client, { recipient: "gina", title: "first" }, undefined, sender)).delivered === 1,
+        5_000,
+        "gina subscribed",
+      );
+      await eventually(() => asked >= 2, 10_000, "a second token after the first expired");
+      await eventually(
+        async () =>
+          (await send(client, { recipient: "gina", title: "later" }, undefined, sender)).delivered === 1,
+        10_000,
+        "delivered again with the fresh token",
+      );
+      await eventually(() => titles.includes("later"), 5_000, "the later notification");
+      assert.ok(titles.includes("first"), titles.join(","));
+    } finally {
+      stop.abort();
+      await reading;
+      client.close();
+    }
+  },
+);
 
 Deno.test(
   "Subscribes with a token past exp but within the skew take nothing: subscribers, heap and etcd at baseline",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const { svc, secret } = await authService(etcd.endpoints, '  metrics-addr: "127.0.0.1:0"\n', {
@@ -457,7 +467,7 @@ Deno.test(
 
 Deno.test(
   "unsigned tokens naming thousands of 10 KB algorithms leave the heap where it was",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const dir = await Deno.makeTempDir({ prefix: "auth-pem-" });

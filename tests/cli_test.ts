@@ -1,6 +1,6 @@
 /** `main.ts discover` and `main.ts send`, run as users run them, against real instances. */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import {
@@ -11,12 +11,11 @@ import {
   writeConfig,
 } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = new URL("..", import.meta.url).pathname;
 
 Deno.test(
   "discover prints live instances as a table and as JSON lines; send goes through the resolver",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `cli-${crypto.randomUUID().slice(0, 8)}`;
@@ -47,7 +46,7 @@ Deno.test(
   },
 );
 
-Deno.test("discover --watch prints each change as it happens until interrupted", opts, async () => {
+Deno.test("discover --watch prints each change as it happens until interrupted", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const name = `cliw-${crypto.randomUUID().slice(0, 8)}`;
   const config = await writeConfig({ endpoints: etcd.endpoints, name });
@@ -87,7 +86,7 @@ Deno.test("discover --watch prints each change as it happens until interrupted",
   }
 });
 
-Deno.test("send says what is wrong in user terms, naming the endpoint or address", opts, async () => {
+Deno.test("send says what is wrong in user terms, naming the endpoint or address", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const name = `clie-${crypto.randomUUID().slice(0, 8)}`;
   const config = await writeConfig({ endpoints: etcd.endpoints, name });
@@ -135,7 +134,7 @@ Deno.test("send says what is wrong in user terms, naming the endpoint or address
   assert.doesNotMatch(down.stderr, /circuit breaker/);
 });
 
-Deno.test("discover escapes control characters and caps fields written by anyone", opts, async () => {
+Deno.test("discover escapes control characters and caps fields written by anyone", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const name = `clix-${crypto.randomUUID().slice(0, 8)}`;
   const config = await writeConfig({ endpoints: etcd.endpoints, name });
@@ -161,7 +160,7 @@ Deno.test("discover escapes control characters and caps fields written by anyone
   assert.equal(parsed.metadata.long.length, 256 + 3);
 });
 
-Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts, async () => {
+Deno.test("discover --watch ends when its output is closed (`| head -1`)", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const name = `clih-${crypto.randomUUID().slice(0, 8)}`;
   const config = await writeConfig({ endpoints: etcd.endpoints, name });
@@ -192,51 +191,58 @@ Deno.test("discover --watch ends when its output is closed (`| head -1`)", opts,
   }
 });
 
-Deno.test("subscribe follows the service across an instance restart and logs the gap", opts, async () => {
-  await using etcd = await useEtcd();
-  const name = `clis-${crypto.randomUUID().slice(0, 8)}`;
-  const config = await writeConfig({ endpoints: etcd.endpoints, name });
-  const a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
-  const subscriber = subscribeProcess(config, "bob");
-  const { child, titles, log: err } = subscriber;
-  // One connection per instance, closed before that instance stops: connecting and closing in a
-  // loop, or holding a connection through a server's GOAWAY, can abort a Deno process in nghttp2
-  // (denoland/deno#36788).
-  const toA = notificationClient(a.addr);
-  const sendVia = async (client: NotificationClient, title: string) =>
-    (await send(client, { recipient: "bob", title })).delivered;
-  try {
-    await eventually(
-      async () => (await sendVia(toA, "probe-a")) === 1,
-      10_000,
-      `subscribed to a\n${a.lines.join("\n")}\n${err.join("\n")}`,
-    );
-    await eventually(() => titles.includes("probe-a"), 5_000, "printed from a");
-    toA.close();
-    a.signal("SIGTERM");
-    await a.status;
-    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
-    const toB = notificationClient(b.addr);
+Deno.test(
+  "subscribe follows the service across an instance restart and logs the gap",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const name = `clis-${crypto.randomUUID().slice(0, 8)}`;
+    const config = await writeConfig({ endpoints: etcd.endpoints, name });
+    const a = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "a" });
+    const subscriber = subscribeProcess(config, "bob");
+    const { child, titles, log: err } = subscriber;
+    // One connection per instance, closed before that instance stops: connecting and closing in a
+    // loop, or holding a connection through a server's GOAWAY, can abort a Deno process in nghttp2
+    // (denoland/deno#36788).
+    const toA = notificationClient(a.addr);
+    const sendVia = async (client: NotificationClient, title: string) =>
+      (await send(client, { recipient: "bob", title })).delivered;
     try {
       await eventually(
-        async () => (await sendVia(toB, "probe-b")) === 1,
-        15_000,
-        `re-subscribed to b\n${err.join("\n")}`,
+        async () => (await sendVia(toA, "probe-a")) === 1,
+        10_000,
+        `subscribed to a\n${a.lines.join("\n")}\n${err.join("\n")}`,
       );
+      await eventually(() => titles.includes("probe-a"), 5_000, "printed from a");
+      toA.close();
+      a.signal("SIGTERM");
+      await a.status;
+      await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+      const toB = notificationClient(b.addr);
+      try {
+        await eventually(
+          async () => (await sendVia(toB, "probe-b")) === 1,
+          15_000,
+          `re-subscribed to b\n${err.join("\n")}`,
+        );
+      } finally {
+        toB.close();
+      }
+      await eventually(() => titles.includes("probe-b"), 5_000, "printed from b");
+      await eventually(() => err.some((l) => /Re-subscribed after/.test(l)), 5_000, "gap logged");
+      assert.ok(
+        err.some((l) => /Subscription to .* ended \(.*\); re-subscribing in/.test(l)),
+        err.join("\n"),
+      );
+      child.kill("SIGINT");
+      assert.equal((await child.status).code, 0);
+      await subscriber.reading;
     } finally {
-      toB.close();
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      toA.close();
+      await a[Symbol.asyncDispose]();
     }
-    await eventually(() => titles.includes("probe-b"), 5_000, "printed from b");
-    await eventually(() => err.some((l) => /Re-subscribed after/.test(l)), 5_000, "gap logged");
-    assert.ok(err.some((l) => /Subscription to .* ended \(.*\); re-subscribing in/.test(l)), err.join("\n"));
-    child.kill("SIGINT");
-    assert.equal((await child.status).code, 0);
-    await subscriber.reading;
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    toA.close();
-    await a[Symbol.asyncDispose]();
-  }
-});
+  },
+);

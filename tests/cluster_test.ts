@@ -6,12 +6,10 @@
  */
 import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "", workers?: number) {
   const name = `cl-${crypto.randomUUID().slice(0, 8)}`;
@@ -44,7 +42,7 @@ async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "", 
 for (const workers of [1, 2]) {
   Deno.test(
     `a Send on any instance reaches every subscriber on every instance, once and in order (workers: ${workers})`,
-    opts,
+    NETWORK_TEST,
     async () => {
       await using etcd = await useEtcd();
       await using c = await cluster(etcd.endpoints, "10s", "", workers);
@@ -83,7 +81,7 @@ for (const workers of [1, 2]) {
 
 Deno.test(
   "SIGKILL of an instance: Sends keep answering at once, and routing forgets it within the TTL",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     // A long peer-timeout: a live peer that a loaded machine holds up (CI runs Go builds beside this)
@@ -121,7 +119,7 @@ Deno.test(
 
 Deno.test(
   "a peer that stops answering (SIGSTOP) costs a Send at most peer-timeout and is not counted",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using c = await cluster(etcd.endpoints, "30s", "  peer-timeout: 500ms\n");
@@ -145,7 +143,7 @@ Deno.test(
 
 Deno.test(
   "a leaving instance sends what still reaches it to every peer, whatever its own view says",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `leave-${crypto.randomUUID().slice(0, 8)}`;
@@ -188,7 +186,7 @@ Deno.test(
 
 Deno.test(
   "a stopping instance is routed to until it has drained, and not after: its directory entries outlive its key, not its lease",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `drain-${crypto.randomUUID().slice(0, 8)}`;

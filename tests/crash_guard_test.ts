@@ -7,13 +7,12 @@
  * ACK. Real Node grpc-js clients, a real Node HTTP/2 server, real etcd.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { node, spawnNode } from "./helpers/foreign.ts";
 import { eventually, healthCheck } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const PERTURB = { MALLOC_PERTURB_: "165" };
 const NODE_CLIENTS = new URL("./interop/node_clients.cjs", import.meta.url).pathname;
 const NODE_GOAWAY_SERVER = new URL("./interop/node_goaway_server.cjs", import.meta.url).pathname;
@@ -30,7 +29,7 @@ async function assertAliveAndRegistered(svc: ServiceProcess, endpoints: string[]
 for (const workers of [1, 2]) {
   Deno.test(
     `50 Node grpc-js clients that connect, call and close leave the service alive (workers: ${workers})`,
-    opts,
+    NETWORK_TEST,
     async () => {
       await using etcd = await useEtcd();
       await using svc = await ServiceProcess.start({
@@ -46,31 +45,35 @@ for (const workers of [1, 2]) {
   );
 }
 
-Deno.test("an unsolicited PING ACK on an idle connection leaves the service alive", opts, async () => {
-  await using etcd = await useEtcd();
-  await using svc = await ServiceProcess.start({
-    endpoints: etcd.endpoints,
-    instanceId: `ping-ack-${crypto.randomUUID()}`,
-    env: PERTURB,
-  });
-  const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-  const settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
-  // PING (type 6) with ACK (flag 1) on stream 0, 8 opaque bytes: an answer to nothing we sent.
-  const pingAck = [0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
-  for (let i = 0; i < 3; i++) {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: svc.port });
-    await conn.write(new Uint8Array([...preface, ...settings, ...pingAck]));
-    // The server's SETTINGS arrive whatever it does with the PING ACK; then its reaction has run.
-    await conn.read(new Uint8Array(1024));
-    await new Promise((r) => setTimeout(r, 100));
-    conn.close();
-  }
-  await assertAliveAndRegistered(svc, etcd.endpoints);
-});
+Deno.test(
+  "an unsolicited PING ACK on an idle connection leaves the service alive",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `ping-ack-${crypto.randomUUID()}`,
+      env: PERTURB,
+    });
+    const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    const settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // PING (type 6) with ACK (flag 1) on stream 0, 8 opaque bytes: an answer to nothing we sent.
+    const pingAck = [0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    for (let i = 0; i < 3; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: svc.port });
+      await conn.write(new Uint8Array([...preface, ...settings, ...pingAck]));
+      // The server's SETTINGS arrive whatever it does with the PING ACK; then its reaction has run.
+      await conn.read(new Uint8Array(1024));
+      await new Promise((r) => setTimeout(r, 100));
+      conn.close();
+    }
+    await assertAliveAndRegistered(svc, etcd.endpoints);
+  },
+);
 
 Deno.test(
   "our clients (discover, send, subscribe) survive a GOAWAY on an idle session from a Node server",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     // A Node HTTP/2 server that answers Send and Subscribe and relays the rest to etcd, sending a

@@ -7,14 +7,13 @@ import { EtcdDiscovery } from "../packages/registry/src/etcd_discovery.ts";
 import type { ServiceInstance } from "../packages/registry/src/types.ts";
 import {
   type EtcdHandle,
+  NETWORK_TEST,
   PRIVATE_ETCD_ONLY,
   startEtcd,
   useEtcd,
 } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 function uniqueName(): string {
   return `disc-${crypto.randomUUID().slice(0, 8)}`;
@@ -60,7 +59,7 @@ function follow(discovery: EtcdDiscovery, name: string) {
 
 Deno.test(
   "list() reads both layouts, skips malformed records with a warning, and ignores other services",
-  opts,
+  NETWORK_TEST,
   async () => {
     const warnings: string[] = [];
     const logger: Logger = { info() {}, warn: (m) => warnings.push(m), error() {} };
@@ -84,7 +83,7 @@ Deno.test(
 
 Deno.test(
   "concurrent watch() of one name share one etcd watch; a late watcher starts from the latest list",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withEtcd(useEtcd, async ({ raw, client, name }) => {
       // Counts the watches the discovery opens on the (real) client.
@@ -117,32 +116,36 @@ Deno.test(
   },
 );
 
-Deno.test("watch() yields the current list, then a full snapshot after each change", opts, async () => {
-  await withEtcd(useEtcd, async ({ raw, client, name }) => {
-    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
-    const w = follow(new EtcdDiscovery(client), name);
-    await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
-    assert.deepEqual(w.latest().map((i) => i.id), ["a"]);
-    await raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec();
-    await eventually(() => w.latest().length === 2, 3_000, "b added");
-    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "2" })).exec();
-    await eventually(() => w.latest()[0].metadata.v === "2", 3_000, "a updated");
-    await raw.delete().key(`/services/${name}/b`).exec();
-    await eventually(() => w.latest().length === 1, 3_000, "b removed");
-    // A write to another service sharing the prefix is not a change of ours.
-    const count = w.snapshots.length;
-    await raw.put(`/services/${name}-x/z`).value(value("10.0.0.9:9")).exec();
-    await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "2" })).exec(); // same value
-    await raw.put(`/services/${name}/c`).value(value("10.0.0.3:3")).exec();
-    await eventually(() => w.latest().length === 2, 3_000, "c added");
-    assert.equal(w.snapshots.length, count + 1, "no snapshot for unrelated or unchanged writes");
-    await w.stop();
-  });
-});
+Deno.test(
+  "watch() yields the current list, then a full snapshot after each change",
+  NETWORK_TEST,
+  async () => {
+    await withEtcd(useEtcd, async ({ raw, client, name }) => {
+      await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1")).exec();
+      const w = follow(new EtcdDiscovery(client), name);
+      await eventually(() => w.snapshots.length === 1, 3_000, "initial snapshot");
+      assert.deepEqual(w.latest().map((i) => i.id), ["a"]);
+      await raw.put(`/services/${name}/b`).value(value("10.0.0.2:2")).exec();
+      await eventually(() => w.latest().length === 2, 3_000, "b added");
+      await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "2" })).exec();
+      await eventually(() => w.latest()[0].metadata.v === "2", 3_000, "a updated");
+      await raw.delete().key(`/services/${name}/b`).exec();
+      await eventually(() => w.latest().length === 1, 3_000, "b removed");
+      // A write to another service sharing the prefix is not a change of ours.
+      const count = w.snapshots.length;
+      await raw.put(`/services/${name}-x/z`).value(value("10.0.0.9:9")).exec();
+      await raw.put(`/services/${name}/a`).value(value("10.0.0.1:1", { v: "2" })).exec(); // same value
+      await raw.put(`/services/${name}/c`).value(value("10.0.0.3:3")).exec();
+      await eventually(() => w.latest().length === 2, 3_000, "c added");
+      assert.equal(w.snapshots.length, count + 1, "no snapshot for unrelated or unchanged writes");
+      await w.stop();
+    });
+  },
+);
 
 Deno.test(
   "watch() applies every event of a revision: a transaction of two, a prefix delete of three",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withEtcd(useEtcd, async ({ raw, client, name }) => {
       const w = follow(new EtcdDiscovery(client), name);
@@ -176,7 +179,7 @@ Deno.test(
 
 Deno.test(
   "list() reads exactly its own keys, in pages: no neighbour's, and values too large for one message",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withEtcd(useEtcd, async ({ raw, client, name }) => {
       const big = "x".repeat(1_000_000);

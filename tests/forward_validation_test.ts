@@ -15,13 +15,12 @@ import {
   REVOKE_GRACE_MS,
 } from "../src/cluster/peer_secret.ts";
 import { services } from "../src/transport/protos.ts";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 import { makeCertificates } from "./helpers/certs.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const encode = (n: object) => services().Notification.service.Subscribe.responseSerialize(n);
 
 /** How a test stream answers the challenge: with the proof for `secret` (made by `prove`), or none. */
@@ -64,89 +63,97 @@ async function forward(
   return { ...await ended, acked, nonce };
 }
 
-Deno.test("only instances may Forward, and what they forward is checked like a Send", opts, async () => {
-  await using etcd = await useEtcd();
-  const self = `fwd-${crypto.randomUUID()}`;
-  await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, instanceId: self });
-  // No auth section: open, as in the original design, and said once at start with the address.
-  await svc.waitForLine(
-    new RegExp(
-      `WARN No auth configured: anyone who can reach 127\\.0\\.0\\.1:${svc.port} can send to and subscribe on any recipient`,
-    ),
-    5_000,
-  );
-  const client = notificationClient(svc.addr);
-  const { ClusterService } = services();
-  const peer = new ClusterService(svc.addr, grpc.credentials.createInsecure()) as
-    & grpc.Client
-    & Record<string, CallableFunction>;
-  const victim = subscriber(client, "victim");
-  try {
-    await victim.ready;
-    await eventually(
-      async () => (await send(client, { recipient: "victim", title: "probe" })).delivered === 1,
+Deno.test(
+  "only instances may Forward, and what they forward is checked like a Send",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const self = `fwd-${crypto.randomUUID()}`;
+    await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, instanceId: self });
+    // No auth section: open, as in the original design, and said once at start with the address.
+    await svc.waitForLine(
+      new RegExp(
+        `WARN No auth configured: anyone who can reach 127\\.0\\.0\\.1:${svc.port} can send to and subscribe on any recipient`,
+      ),
       5_000,
-      "subscribed",
     );
-    const phishing = encode({
-      id: "forged-id",
-      recipient: "victim",
-      title: "Your password expired: click http://evil",
-    });
+    const client = notificationClient(svc.addr);
+    const { ClusterService } = services();
+    const peer = new ClusterService(svc.addr, grpc.credentials.createInsecure()) as
+      & grpc.Client
+      & Record<string, CallableFunction>;
+    const victim = subscriber(client, "victim");
+    try {
+      await victim.ready;
+      await eventually(
+        async () => (await send(client, { recipient: "victim", title: "probe" })).delivered === 1,
+        5_000,
+        "subscribed",
+      );
+      const phishing = encode({
+        id: "forged-id",
+        recipient: "victim",
+        title: "Your password expired: click http://evil",
+      });
 
-    // Not an instance: no proof, another secret's, another service's, one made for another
-    // instance, and one seen on an earlier stream (replayed: that stream's nonce, not this one's).
-    using kv = scopedClient(etcd.endpoints);
-    const secret = (await kv.get(`${PEER_SECRET_PREFIX}/notification-server`).string())!.split(" ")[0];
-    assert.ok(secret, "the service created its peer secret in etcd");
-    const real = proofBy(secret, "notification-server", self);
-    const earlier = await forward(peer, encode({ id: "e", recipient: "victim", title: "earlier" }), real);
-    assert.deepEqual([earlier.code, earlier.acked], [grpc.status.OK, 1], JSON.stringify(earlier));
-    const seen = real(earlier.nonce)!;
-    for (
-      const [what, prove] of [
-        ["no proof", () => undefined],
-        ["another secret", proofBy("not-the-secret", "notification-server", self)],
-        ["another service's", proofBy(secret, "other-service", self)],
-        ["made for another instance", proofBy(secret, "notification-server", "another-instance")],
-        ["replayed from an earlier stream", () => seen],
-      ] as [string, Prove][]
-    ) {
-      const result = await forward(peer, phishing, prove);
-      assert.equal(result.code, grpc.status.UNAUTHENTICATED, `${what}: ${JSON.stringify(result)}`);
-      assert.equal(result.acked, 0, what);
+      // Not an instance: no proof, another secret's, another service's, one made for another
+      // instance, and one seen on an earlier stream (replayed: that stream's nonce, not this one's).
+      using kv = scopedClient(etcd.endpoints);
+      const secret = (await kv.get(`${PEER_SECRET_PREFIX}/notification-server`).string())!.split(" ")[0];
+      assert.ok(secret, "the service created its peer secret in etcd");
+      const real = proofBy(secret, "notification-server", self);
+      const earlier = await forward(peer, encode({ id: "e", recipient: "victim", title: "earlier" }), real);
+      assert.deepEqual([earlier.code, earlier.acked], [grpc.status.OK, 1], JSON.stringify(earlier));
+      const seen = real(earlier.nonce)!;
+      for (
+        const [what, prove] of [
+          ["no proof", () => undefined],
+          ["another secret", proofBy("not-the-secret", "notification-server", self)],
+          ["another service's", proofBy(secret, "other-service", self)],
+          ["made for another instance", proofBy(secret, "notification-server", "another-instance")],
+          ["replayed from an earlier stream", () => seen],
+        ] as [string, Prove][]
+      ) {
+        const result = await forward(peer, phishing, prove);
+        assert.equal(result.code, grpc.status.UNAUTHENTICATED, `${what}: ${JSON.stringify(result)}`);
+        assert.equal(result.acked, 0, what);
+      }
+
+      // An instance's proof, payloads no Send could produce.
+      const forged: [string, Uint8Array][] = [
+        ["garbage", Buffer.from("\xff\xff\xff garbage", "latin1")],
+        [
+          "invalid UTF-8 title",
+          Buffer.from([0x0a, 1, 0x61, 0x12, 6, ...Buffer.from("victim"), 0x1a, 2, 0xc3, 0x28]),
+        ],
+        ["another recipient", encode({ id: "x", recipient: "bob", title: "hi" })],
+        ["a title over Send's limit", encode({ id: "x", recipient: "victim", title: "t".repeat(2_000) })],
+      ];
+      for (const [what, bytes] of forged) {
+        const result = await forward(peer, bytes, real);
+        assert.equal(result.code, grpc.status.INVALID_ARGUMENT, `${what}: ${JSON.stringify(result)}`);
+        assert.equal(result.acked, 0, what);
+      }
+      // And a well-formed one from a real proof is delivered: the check is not just "refuse all".
+      const ok = await forward(
+        peer,
+        encode({ id: "ok-id", recipient: "victim", title: "from a peer" }),
+        real,
+      );
+      assert.deepEqual([ok.code, ok.acked], [grpc.status.OK, 1]);
+
+      await send(client, { recipient: "victim", title: "last" });
+      await eventually(() => victim.titles.includes("last"), 5_000, "the last notification");
+      assert.deepEqual(victim.titles, ["probe", "earlier", "from a peer", "last"]);
+    } finally {
+      victim.cancel();
+      peer.close();
+      client.close();
     }
+  },
+);
 
-    // An instance's proof, payloads no Send could produce.
-    const forged: [string, Uint8Array][] = [
-      ["garbage", Buffer.from("\xff\xff\xff garbage", "latin1")],
-      [
-        "invalid UTF-8 title",
-        Buffer.from([0x0a, 1, 0x61, 0x12, 6, ...Buffer.from("victim"), 0x1a, 2, 0xc3, 0x28]),
-      ],
-      ["another recipient", encode({ id: "x", recipient: "bob", title: "hi" })],
-      ["a title over Send's limit", encode({ id: "x", recipient: "victim", title: "t".repeat(2_000) })],
-    ];
-    for (const [what, bytes] of forged) {
-      const result = await forward(peer, bytes, real);
-      assert.equal(result.code, grpc.status.INVALID_ARGUMENT, `${what}: ${JSON.stringify(result)}`);
-      assert.equal(result.acked, 0, what);
-    }
-    // And a well-formed one from a real proof is delivered: the check is not just "refuse all".
-    const ok = await forward(peer, encode({ id: "ok-id", recipient: "victim", title: "from a peer" }), real);
-    assert.deepEqual([ok.code, ok.acked], [grpc.status.OK, 1]);
-
-    await send(client, { recipient: "victim", title: "last" });
-    await eventually(() => victim.titles.includes("last"), 5_000, "the last notification");
-    assert.deepEqual(victim.titles, ["probe", "earlier", "from a peer", "last"]);
-  } finally {
-    victim.cancel();
-    peer.close();
-    client.close();
-  }
-});
-
-Deno.test("with forwarding off, Forward is not served (UNIMPLEMENTED)", opts, async () => {
+Deno.test("with forwarding off, Forward is not served (UNIMPLEMENTED)", NETWORK_TEST, async () => {
   const dir = await Deno.makeTempDir({ prefix: "fwd-off-" });
   await makeCertificates(dir);
   await using etcd = await useEtcd();
@@ -172,7 +179,7 @@ Deno.test("with forwarding off, Forward is not served (UNIMPLEMENTED)", opts, as
 
 Deno.test(
   "the peers' secret rotates: by overlap, or in one step where the old one is refused after the grace",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `rot-${crypto.randomUUID().slice(0, 8)}`;

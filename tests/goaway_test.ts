@@ -12,8 +12,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { serveInProcess } from "./helpers/in_process.ts";
 import { eventually } from "./helpers/grpc.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import { NETWORK_TEST } from "@notification-server/registry/testing";
 
 /** A gRPC message frame: uncompressed flag, length, bytes. */
 function frame(message: Uint8Array): Buffer {
@@ -23,7 +22,7 @@ function frame(message: Uint8Array): Buffer {
   return out;
 }
 
-Deno.test("a stopping server ends a finished call's connection without a GOAWAY", opts, async () => {
+Deno.test("a stopping server ends a finished call's connection without a GOAWAY", NETWORK_TEST, async () => {
   const server = await serveInProcess();
   const session = http2.connect(`http://${server.addr}`);
   let goaway = false;
@@ -61,49 +60,53 @@ Deno.test("a stopping server ends a finished call's connection without a GOAWAY"
   }
 });
 
-Deno.test("our gRPC clients close without a GOAWAY, even right after cancelling a call", opts, async () => {
-  // A raw HTTP/2 server that answers every call with headers and then holds it open.
-  const server = http2.createServer();
-  const goaways: number[] = [];
-  const sessions: http2.ServerHttp2Session[] = [];
-  server.on("session", (session) => {
-    sessions.push(session);
-    session.on("goaway", (code) => goaways.push(code));
-    session.on("error", () => {});
-  });
-  let open = 0;
-  server.on("stream", (stream: http2.ServerHttp2Stream) => {
-    open++;
-    stream.on("close", () => open--);
-    stream.on("error", () => {});
-    stream.respond({ ":status": 200, "content-type": "application/grpc" });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  try {
-    for (const cancelFirst of [false, true]) {
-      const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-      const call = client.makeServerStreamRequest(
-        "/x.Y/Z",
-        (x: Uint8Array) => Buffer.from(x),
-        (x: Buffer) => x,
-        new Uint8Array(),
-      );
-      call.on("error", () => {});
-      await new Promise<void>((resolve) => call.on("metadata", () => resolve()));
-      const session = sessions.at(-1)!;
-      const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
-      // As a peer link does when its peer leaves: cancel the stream, close the channel at once.
-      if (cancelFirst) call.cancel();
-      else {
-        call.cancel();
-        await eventually(() => open === 0, 2_000, "the call closed on the server");
+Deno.test(
+  "our gRPC clients close without a GOAWAY, even right after cancelling a call",
+  NETWORK_TEST,
+  async () => {
+    // A raw HTTP/2 server that answers every call with headers and then holds it open.
+    const server = http2.createServer();
+    const goaways: number[] = [];
+    const sessions: http2.ServerHttp2Session[] = [];
+    server.on("session", (session) => {
+      sessions.push(session);
+      session.on("goaway", (code) => goaways.push(code));
+      session.on("error", () => {});
+    });
+    let open = 0;
+    server.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      stream.on("close", () => open--);
+      stream.on("error", () => {});
+      stream.respond({ ":status": 200, "content-type": "application/grpc" });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      for (const cancelFirst of [false, true]) {
+        const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+        const call = client.makeServerStreamRequest(
+          "/x.Y/Z",
+          (x: Uint8Array) => Buffer.from(x),
+          (x: Buffer) => x,
+          new Uint8Array(),
+        );
+        call.on("error", () => {});
+        await new Promise<void>((resolve) => call.on("metadata", () => resolve()));
+        const session = sessions.at(-1)!;
+        const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+        // As a peer link does when its peer leaves: cancel the stream, close the channel at once.
+        if (cancelFirst) call.cancel();
+        else {
+          call.cancel();
+          await eventually(() => open === 0, 2_000, "the call closed on the server");
+        }
+        client.close();
+        await closed;
+        assert.deepEqual(goaways, [], `no GOAWAY (${cancelFirst ? "cancelled just before" : "idle"})`);
       }
-      client.close();
-      await closed;
-      assert.deepEqual(goaways, [], `no GOAWAY (${cancelFirst ? "cancelled just before" : "idle"})`);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
     }
-  } finally {
-    await new Promise((resolve) => server.close(resolve));
-  }
-});
+  },
+);

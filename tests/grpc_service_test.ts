@@ -14,8 +14,7 @@ import {
   send,
 } from "./helpers/grpc.ts";
 import { services } from "../src/transport/protos.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import { NETWORK_TEST } from "@notification-server/registry/testing";
 
 /** Runs `fn` against the service's serving side in this process (tests/helpers/in_process.ts). */
 async function withServer(
@@ -50,40 +49,49 @@ function collect(stream: grpc.ClientReadableStream<unknown>) {
   return { items, status };
 }
 
-Deno.test("Send delivers to every live subscriber of the recipient and only to them", opts, async () => {
-  await withServer(async (addr, { subscribers }) => {
-    const client = notificationClient(addr);
-    try {
-      const a1 = collect(client.subscribe({ recipient: "alice" }));
-      const a2 = collect(client.subscribe({ recipient: "alice" }));
-      const b = collect(client.subscribe({ recipient: "bob" }));
-      await eventually(() => subscribers() === 3, 2_000, "three subscribers");
-      const before = Date.now();
-      const res = await send(client, { recipient: "alice", title: "Hello", body: "World", data: { k: "v" } });
-      assert.equal(res.delivered, 2);
-      assert.equal(res.instanceId, "test-1");
-      assert.match(res.id, /^[0-9a-f-]{36}$/);
-      assert.ok(res.createdAtMs >= before - 1000 && res.createdAtMs <= Date.now() + 1000);
-      await eventually(() => a1.items.length === 1 && a2.items.length === 1, 2_000, "delivery");
-      assert.deepEqual(a1.items[0], {
-        id: res.id,
-        recipient: "alice",
-        title: "Hello",
-        body: "World",
-        data: { k: "v" },
-        createdAtMs: res.createdAtMs,
-      });
-      assert.equal(b.items.length, 0);
-      assert.equal((await send(client, { recipient: "carol", title: "nobody" })).delivered, 0);
-    } finally {
-      client.close();
-    }
-  });
-});
+Deno.test(
+  "Send delivers to every live subscriber of the recipient and only to them",
+  NETWORK_TEST,
+  async () => {
+    await withServer(async (addr, { subscribers }) => {
+      const client = notificationClient(addr);
+      try {
+        const a1 = collect(client.subscribe({ recipient: "alice" }));
+        const a2 = collect(client.subscribe({ recipient: "alice" }));
+        const b = collect(client.subscribe({ recipient: "bob" }));
+        await eventually(() => subscribers() === 3, 2_000, "three subscribers");
+        const before = Date.now();
+        const res = await send(client, {
+          recipient: "alice",
+          title: "Hello",
+          body: "World",
+          data: { k: "v" },
+        });
+        assert.equal(res.delivered, 2);
+        assert.equal(res.instanceId, "test-1");
+        assert.match(res.id, /^[0-9a-f-]{36}$/);
+        assert.ok(res.createdAtMs >= before - 1000 && res.createdAtMs <= Date.now() + 1000);
+        await eventually(() => a1.items.length === 1 && a2.items.length === 1, 2_000, "delivery");
+        assert.deepEqual(a1.items[0], {
+          id: res.id,
+          recipient: "alice",
+          title: "Hello",
+          body: "World",
+          data: { k: "v" },
+          createdAtMs: res.createdAtMs,
+        });
+        assert.equal(b.items.length, 0);
+        assert.equal((await send(client, { recipient: "carol", title: "nobody" })).delivered, 0);
+      } finally {
+        client.close();
+      }
+    });
+  },
+);
 
 Deno.test(
   "invalid input gets INVALID_ARGUMENT with the reason, and the server keeps serving",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(async (addr) => {
       const client = notificationClient(addr);
@@ -114,7 +122,7 @@ Deno.test(
   },
 );
 
-Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", opts, async () => {
+Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", NETWORK_TEST, async () => {
   await withServer(async (addr, { subscribers }) => {
     const client = notificationClient(addr);
     try {
@@ -131,7 +139,7 @@ Deno.test("Subscribe past max-subscribers gets RESOURCE_EXHAUSTED", opts, async 
   }, 2);
 });
 
-Deno.test("Health Check answers per service and Watch streams changes", opts, async () => {
+Deno.test("Health Check answers per service and Watch streams changes", NETWORK_TEST, async () => {
   await withServer(async (addr, { health }) => {
     assert.equal(await healthCheck(addr), "SERVING");
     await assert.rejects(
@@ -154,7 +162,7 @@ Deno.test("Health Check answers per service and Watch streams changes", opts, as
 
 Deno.test(
   "stop ends open Subscribe and Watch streams with OK instead of waiting for the deadline",
-  opts,
+  NETWORK_TEST,
   async () => {
     const server = await serveInProcess();
     const { port } = server;
@@ -182,40 +190,47 @@ Deno.test(
   },
 );
 
-Deno.test("server reflection lists the notification, health and reflection services", opts, async () => {
-  await withServer(async (addr) => {
-    const dir = new URL("../node_modules/@grpc/reflection/build/proto/", import.meta.url).pathname;
-    const def = loadSync("grpc/reflection/v1alpha/reflection.proto", { includeDirs: [dir] });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      grpc: { reflection: { v1alpha: { ServerReflection: grpc.ServiceClientConstructor } } };
-    };
-    const client = new pkg.grpc.reflection.v1alpha.ServerReflection(addr, grpc.credentials.createInsecure());
-    try {
-      const call = client.serverReflectionInfo();
-      const answer = new Promise<{ listServicesResponse: { service: { name: string }[] } }>(
-        (resolve, reject) => {
-          call.on("data", resolve);
-          call.on("error", reject);
-        },
+Deno.test(
+  "server reflection lists the notification, health and reflection services",
+  NETWORK_TEST,
+  async () => {
+    await withServer(async (addr) => {
+      const dir = new URL("../node_modules/@grpc/reflection/build/proto/", import.meta.url).pathname;
+      const def = loadSync("grpc/reflection/v1alpha/reflection.proto", { includeDirs: [dir] });
+      const pkg = grpc.loadPackageDefinition(def) as unknown as {
+        grpc: { reflection: { v1alpha: { ServerReflection: grpc.ServiceClientConstructor } } };
+      };
+      const client = new pkg.grpc.reflection.v1alpha.ServerReflection(
+        addr,
+        grpc.credentials.createInsecure(),
       );
-      call.write({ listServices: "*" });
-      const names = (await answer).listServicesResponse.service.map((s) => s.name).sort();
-      call.end();
-      assert.deepEqual(names, [
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "notification.v1.NotificationService",
-      ]);
-    } finally {
-      client.close();
-    }
-  });
-});
+      try {
+        const call = client.serverReflectionInfo();
+        const answer = new Promise<{ listServicesResponse: { service: { name: string }[] } }>(
+          (resolve, reject) => {
+            call.on("data", resolve);
+            call.on("error", reject);
+          },
+        );
+        call.write({ listServices: "*" });
+        const names = (await answer).listServicesResponse.service.map((s) => s.name).sort();
+        call.end();
+        assert.deepEqual(names, [
+          "grpc.health.v1.Health",
+          "grpc.reflection.v1.ServerReflection",
+          "grpc.reflection.v1alpha.ServerReflection",
+          "notification.v1.NotificationService",
+        ]);
+      } finally {
+        client.close();
+      }
+    });
+  },
+);
 
 Deno.test(
   "Health Watch is bounded: long names refused, streams capped, a name forgotten with its last watcher",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(
       async (addr, { health }) => {
@@ -246,7 +261,7 @@ Deno.test(
 
 Deno.test(
   "silent connections are closed after the handshake timeout, and a new one takes a silent one's slot",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(
       async (addr) => {
@@ -291,7 +306,7 @@ Deno.test(
 
 Deno.test(
   "a recipient, title or data key that is not UTF-8 gets INVALID_ARGUMENT, not U+FFFD",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(async (addr) => {
       const client = new grpc.Client(addr, grpc.credentials.createInsecure());
@@ -331,7 +346,7 @@ Deno.test(
 
 Deno.test(
   "a subscriber that stops reading is cut off with RESOURCE_EXHAUSTED and not counted; others keep up",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(
       async (addr) => {
@@ -396,7 +411,7 @@ async function floodUntilCut(
 
 Deno.test(
   "a cut-off subscriber that still does not read is reset (ENHANCE_YOUR_CALM), freeing its queue",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(
       async (addr) => {
@@ -428,7 +443,7 @@ Deno.test(
 
 Deno.test(
   "the instance's queued bytes are bounded across subscribers: a lagging one is cut when they are spent",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withServer(
       async (addr) => {

@@ -8,12 +8,11 @@
  * service cuts nothing, each client used one connection, and the Subscribe is still open at the end.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { goClient, nodeGrpcDir } from "./helpers/foreign.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const PATTERNS = [
   "deadline:1000",
   "request-id:1000",
@@ -54,7 +53,7 @@ const CLIENTS: Record<string, Client> = {
 for (const [name, client] of Object.entries(CLIENTS)) {
   Deno.test(
     `${name} on one connection: every call of every pattern succeeds, nothing is cut`,
-    opts,
+    NETWORK_TEST,
     async () => {
       await using etcd = await useEtcd();
       await using svc = await ServiceProcess.start({

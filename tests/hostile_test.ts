@@ -3,15 +3,13 @@
  * faults inside the process, closed output pipes, hang-ups, absurd config values, odd input files.
  */
 import assert from "node:assert/strict";
-import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { assertCleanStop, ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 for (const fault of ["throw", "reject"] as const) {
-  Deno.test(`an unexpected ${fault} inside the service deregisters, then exits 1`, opts, async () => {
+  Deno.test(`an unexpected ${fault} inside the service deregisters, then exits 1`, NETWORK_TEST, async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
     await using svc = await ServiceProcess.start({
@@ -26,7 +24,7 @@ for (const fault of ["throw", "reject"] as const) {
 
 Deno.test(
   "a closed output pipe does not kill the service: it repairs, then deregisters on SIGTERM",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -67,7 +65,7 @@ Deno.test(
 
 Deno.test(
   "SIGHUP (a closed SSH session) stops the service gracefully: deregistered, exit 0",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -130,7 +128,7 @@ Deno.test(
 for (const workers of [1, 2]) {
   Deno.test(
     `a port already in use (workers: ${workers}): one clear line, exit 1, nothing registered`,
-    opts,
+    NETWORK_TEST,
     async () => {
       await using etcd = await useEtcd();
       using kv = scopedClient(etcd.endpoints);

@@ -6,7 +6,7 @@
  * never gave it back, and the fat open streams took ~0.5 MB each.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { healthClient } from "./helpers/grpc.ts";
 import {
   type HeaderAttack,
@@ -23,7 +23,6 @@ import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { rssMiB } from "./helpers/proc.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const PIPELINED_CUT = new URL("./interop/h2_pipelined_cut.py", import.meta.url).pathname;
 /** RSS may grow at most this far above idle during the attack. */
 const MAX_GROWTH_MIB = 100;
@@ -31,7 +30,7 @@ const MAX_GROWTH_MIB = 100;
 for (const attack of ["hpack-bomb", "fat-open-streams"] as HeaderAttack[]) {
   Deno.test(
     `${attack}: RSS stays within ${MAX_GROWTH_MIB} MiB of idle and the service keeps serving`,
-    opts,
+    NETWORK_TEST,
     async () => {
       await using etcd = await useEtcd();
       await using svc = await ServiceProcess.start({
@@ -100,7 +99,7 @@ async function assertServing(svc: ServiceProcess, endpoints: string[]): Promise<
   assert.ok(await readRecord(kv, svc.key), "still registered");
 }
 
-Deno.test("the server advertises its stream and header limits in SETTINGS", opts, async () => {
+Deno.test("the server advertises its stream and header limits in SETTINGS", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   await using svc = await ServiceProcess.start({
     endpoints: etcd.endpoints,
@@ -119,7 +118,7 @@ Deno.test("the server advertises its stream and header limits in SETTINGS", opts
 
 Deno.test(
   "a cut answers every whole request sent before the offending one, then GOAWAY names the last",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({
@@ -140,7 +139,7 @@ Deno.test(
 
 Deno.test(
   "a client that pipelines calls and never opens its window is cut; memory stays bounded",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({
@@ -167,7 +166,7 @@ Deno.test(
 
 Deno.test(
   "connections that start no request lose their slot after handshake-timeout, whatever they sent",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({
@@ -217,7 +216,7 @@ Deno.test(
 
 Deno.test(
   "streams that fill the heap within every per-connection bound are shed before V8 runs out",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     // A small heap, so that 120 connections x 100 streams x 12 KB of headers reach it quickly.
@@ -245,7 +244,7 @@ Deno.test(
 
 Deno.test(
   "with every slot held by silent connections, a new client still gets in at once",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({

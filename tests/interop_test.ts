@@ -4,12 +4,11 @@
  * resolver with grpc-go's round_robin, and checks our reflection descriptors with protodesc.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 /** What reflection lists: the public services and itself, never the internal Cluster. */
 const LISTED_SERVICES = [
   "grpc.health.v1.Health",
@@ -21,7 +20,7 @@ const PYTHON_REFLECT = new URL("./interop/python_reflect.py", import.meta.url).p
 
 Deno.test(
   "a Go client through etcd's naming resolver and round_robin reaches all three instances; a stopped one drops out",
-  opts,
+  NETWORK_TEST,
   async () => {
     const client = await goClient();
     await using etcd = await useEtcd();
@@ -73,25 +72,29 @@ Deno.test(
   },
 );
 
-Deno.test("reflection serves descriptors Go's protodesc accepts, and lists itself", opts, async () => {
-  const client = await goClient();
-  await using etcd = await useEtcd();
-  await using svc = await ServiceProcess.start({
-    endpoints: etcd.endpoints,
-    instanceId: `refl-${crypto.randomUUID()}`,
-  });
-  const out = await new Deno.Command(client, { args: ["reflect", "-addr", svc.addr] }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assert.ok(out.success, text);
-  const result = JSON.parse(text);
-  assert.deepEqual(result.services, LISTED_SERVICES);
-  assert.ok(result.files.includes("notification.proto"), text);
-  assert.ok(!result.files.includes("cluster.proto"), `the internal Cluster proto is not served: ${text}`);
-});
+Deno.test(
+  "reflection serves descriptors Go's protodesc accepts, and lists itself",
+  NETWORK_TEST,
+  async () => {
+    const client = await goClient();
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `refl-${crypto.randomUUID()}`,
+    });
+    const out = await new Deno.Command(client, { args: ["reflect", "-addr", svc.addr] }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, text);
+    const result = JSON.parse(text);
+    assert.deepEqual(result.services, LISTED_SERVICES);
+    assert.ok(result.files.includes("notification.proto"), text);
+    assert.ok(!result.files.includes("cluster.proto"), `the internal Cluster proto is not served: ${text}`);
+  },
+);
 
 Deno.test(
   "reflection serves descriptors Python's DescriptorPool accepts, and a Send built from them works",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({

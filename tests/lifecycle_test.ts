@@ -3,16 +3,14 @@
  * register → serve → SIGTERM → deregister → exit 0; SIGKILL → record expires; bad input → one line.
  */
 import assert from "node:assert/strict";
-import { freePort, useEtcd } from "@notification-server/registry/testing";
+import { freePort, NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { assertCleanStop, ServiceProcess, writeConfig } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
-
 Deno.test(
   "the service registers, reports SERVING, and on SIGTERM deregisters before exiting 0",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -50,7 +48,7 @@ Deno.test(
 
 Deno.test(
   "the service layout writes the original single key with a plain host:port value",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -69,7 +67,7 @@ Deno.test(
   },
 );
 
-Deno.test("after SIGKILL the record disappears within the lease TTL", opts, async () => {
+Deno.test("after SIGKILL the record disappears within the lease TTL", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   using kv = scopedClient(etcd.endpoints);
   const svc = await ServiceProcess.start({
@@ -89,7 +87,7 @@ Deno.test("after SIGKILL the record disappears within the lease TTL", opts, asyn
 
 Deno.test(
   "a Send in flight during shutdown completes, and open Subscribe streams end with OK",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, drainDelay: "1500ms" });
@@ -122,7 +120,7 @@ Deno.test(
   },
 );
 
-Deno.test("a second signal during shutdown exits at once with a non-zero code", opts, async () => {
+Deno.test("a second signal during shutdown exits at once with a non-zero code", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, drainDelay: "20s" });
   svc.signal("SIGTERM");
@@ -138,7 +136,7 @@ Deno.test("a second signal during shutdown exits at once with a non-zero code", 
 
 Deno.test(
   "a bad config file exits 2 with one line naming file and field, and registers nothing",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const path = await writeConfig({ endpoints: etcd.endpoints });
@@ -155,21 +153,25 @@ Deno.test(
   },
 );
 
-Deno.test("an unreachable etcd fails start-up with one line naming the endpoint, exit 1", opts, async () => {
-  const port = freePort(); // nothing listens there
-  await using svc = await ServiceProcess.spawn({
-    endpoints: [`127.0.0.1:${port}`],
-    startupTimeout: "1500ms",
-  });
-  const status = await svc.status;
-  assert.equal(status.code, 1);
-  const errors = svc.lines.filter((l) => l.includes("ERROR"));
-  assert.equal(errors.length, 1, svc.lines.join("\n"));
-  assert.match(errors[0], new RegExp(`Cannot reach etcd at 127\\.0\\.0\\.1:${port} after`));
-  assert.ok(!svc.lines.some((l) => /^\s+at /.test(l)), "no stack trace");
-});
+Deno.test(
+  "an unreachable etcd fails start-up with one line naming the endpoint, exit 1",
+  NETWORK_TEST,
+  async () => {
+    const port = freePort(); // nothing listens there
+    await using svc = await ServiceProcess.spawn({
+      endpoints: [`127.0.0.1:${port}`],
+      startupTimeout: "1500ms",
+    });
+    const status = await svc.status;
+    assert.equal(status.code, 1);
+    const errors = svc.lines.filter((l) => l.includes("ERROR"));
+    assert.equal(errors.length, 1, svc.lines.join("\n"));
+    assert.match(errors[0], new RegExp(`Cannot reach etcd at 127\\.0\\.0\\.1:${port} after`));
+    assert.ok(!svc.lines.some((l) => /^\s+at /.test(l)), "no stack trace");
+  },
+);
 
-Deno.test("ETCD_ENDPOINTS and NOTIFICATION_ADDR override the file", opts, async () => {
+Deno.test("ETCD_ENDPOINTS and NOTIFICATION_ADDR override the file", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const path = await writeConfig({ endpoints: ["127.0.0.1:1"] });
   await using svc = await ServiceProcess.spawn({
@@ -183,7 +185,7 @@ Deno.test("ETCD_ENDPOINTS and NOTIFICATION_ADDR override the file", opts, async 
 
 Deno.test(
   "Ctrl+C on `deno task start` (SIGINT to the whole process group) still deregisters and exits 0",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);

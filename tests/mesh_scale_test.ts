@@ -9,13 +9,11 @@ import assert from "node:assert/strict";
 import { directoryRoot } from "../src/cluster/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
 import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 import { scrape } from "./helpers/metrics.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** A port free now on loopback (for a service whose address must be known before it says it). */
 function freePort(): number {
@@ -27,7 +25,7 @@ function freePort(): number {
 
 Deno.test(
   "a peer with 100 000 recipients stops and another dies: views drop exactly their entries within the TTL, never re-reading the directory",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `drop-${crypto.randomUUID().slice(0, 8)}`;
@@ -111,7 +109,7 @@ Deno.test(
 
 Deno.test(
   "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `scale-${crypto.randomUUID().slice(0, 8)}`;
@@ -169,7 +167,7 @@ Deno.test(
 
 Deno.test(
   "a Subscribe to a new recipient costs one etcd Txn and no Range: the barrier's members come with the write",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `reads-${crypto.randomUUID().slice(0, 8)}`;

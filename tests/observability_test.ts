@@ -3,19 +3,18 @@
  * scraped by a real Prometheus server on loopback), and JSON logs that parse line by line.
  */
 import assert from "node:assert/strict";
-import { freePort, useEtcd, waitForPort } from "@notification-server/registry/testing";
+import { freePort, NETWORK_TEST, useEtcd, waitForPort } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess, writeConfig } from "./helpers/service.ts";
 
 import { scrape } from "./helpers/metrics.ts";
 import { headerAttack } from "./helpers/h2_attack.ts";
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const METRICS = `  metrics-addr: "127.0.0.1:0"\n`;
 
 Deno.test(
   "/metrics: the registration gauge follows the record, and call counters move with real calls",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const id = `metrics-${crypto.randomUUID()}`;
@@ -117,51 +116,59 @@ Deno.test(
   },
 );
 
-Deno.test("a real Prometheus server scrapes /metrics and answers queries about it", opts, async () => {
-  await using etcd = await useEtcd();
-  await using svc = await ServiceProcess.start({
-    endpoints: etcd.endpoints,
-    instanceId: `prom-${crypto.randomUUID()}`,
-    serverExtra: METRICS,
-  });
-  const dir = await Deno.makeTempDir({ prefix: "prometheus-" });
-  const promPort = freePort();
-  const target = `127.0.0.1:${svc.metricsPort}`;
-  await Deno.writeTextFile(
-    `${dir}/prometheus.yml`,
-    `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: notification-server\n    static_configs:\n      - targets: ["${target}"]\n`,
-  );
-  const prometheus = new Deno.Command("prometheus", {
-    args: [
-      `--config.file=${dir}/prometheus.yml`,
-      `--storage.tsdb.path=${dir}/data`,
-      `--web.listen-address=127.0.0.1:${promPort}`,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  try {
-    await waitForPort(promPort, 20_000);
-    const query = encodeURIComponent("notification_server_registration_state");
-    const result = await eventually(
-      async () => {
-        const body = await (await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${query}`)).json();
-        return body.data?.result?.[0];
-      },
-      20_000,
-      "Prometheus has scraped the service",
+Deno.test(
+  "a real Prometheus server scrapes /metrics and answers queries about it",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      instanceId: `prom-${crypto.randomUUID()}`,
+      serverExtra: METRICS,
+    });
+    const dir = await Deno.makeTempDir({ prefix: "prometheus-" });
+    const promPort = freePort();
+    const target = `127.0.0.1:${svc.metricsPort}`;
+    await Deno.writeTextFile(
+      `${dir}/prometheus.yml`,
+      `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: notification-server\n    static_configs:\n      - targets: ["${target}"]\n`,
     );
-    assert.equal(result.value[1], "1");
-    assert.equal(result.metric.instance, target, "instance comes from the scrape, not from a label of ours");
-    assert.equal(result.metric.job, "notification-server");
-  } finally {
-    prometheus.kill("SIGTERM");
-    await prometheus.status;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-});
+    const prometheus = new Deno.Command("prometheus", {
+      args: [
+        `--config.file=${dir}/prometheus.yml`,
+        `--storage.tsdb.path=${dir}/data`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitForPort(promPort, 20_000);
+      const query = encodeURIComponent("notification_server_registration_state");
+      const result = await eventually(
+        async () => {
+          const body = await (await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${query}`)).json();
+          return body.data?.result?.[0];
+        },
+        20_000,
+        "Prometheus has scraped the service",
+      );
+      assert.equal(result.value[1], "1");
+      assert.equal(
+        result.metric.instance,
+        target,
+        "instance comes from the scrape, not from a label of ours",
+      );
+      assert.equal(result.metric.job, "notification-server");
+    } finally {
+      prometheus.kill("SIGTERM");
+      await prometheus.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);
 
-Deno.test("log-format: json: every line parses, errors at start-up included", opts, async () => {
+Deno.test("log-format: json: every line parses, errors at start-up included", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const json = `  log-format: json\n`;
   const parse = (lines: string[]) =>

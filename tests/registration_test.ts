@@ -5,11 +5,9 @@ import type { Logger } from "../src/_util/logger.ts";
 import { createEtcdClient } from "../packages/registry/src/etcd_client.ts";
 import { EtcdRegistrar, RegistrationConflictError } from "../packages/registry/src/etcd_registrar.ts";
 import type { RegistrationState, ServiceInstance } from "../packages/registry/src/types.ts";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 function instance(id = crypto.randomUUID()): ServiceInstance {
   return { id, name: "reg-test", addr: "127.0.0.1:7000", metadata: { zone: "a" } };
@@ -46,7 +44,7 @@ function client(endpoints: string[], clients: Etcd3[]): Etcd3 {
 
 Deno.test(
   "register() writes the record under a lease of the configured TTL and deregister() removes it",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withSetup(async (endpoints, raw, clients) => {
       const states: RegistrationState[] = [];
@@ -75,7 +73,7 @@ Deno.test(
 
 Deno.test(
   "register() refuses a key held by another live instance and leaves its record alone",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withSetup(async (endpoints, raw, clients) => {
       const inst = instance();
@@ -99,7 +97,7 @@ Deno.test(
   },
 );
 
-Deno.test("register() takes over a key once the crashed owner's lease expires", opts, async () => {
+Deno.test("register() takes over a key once the crashed owner's lease expires", NETWORK_TEST, async () => {
   await withSetup(async (endpoints, raw, clients) => {
     const inst = instance();
     const key = `/services/reg-test/${inst.id}`;
@@ -116,7 +114,7 @@ Deno.test("register() takes over a key once the crashed owner's lease expires", 
 
 Deno.test(
   "deregister({ keepLease }) deletes the record but keeps the lease alive past its TTL until releaseLease()",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withSetup(async (endpoints, raw, clients) => {
       const inst = instance();
@@ -140,7 +138,7 @@ Deno.test(
   },
 );
 
-Deno.test("deregister() never deletes a record that another lease now owns", opts, async () => {
+Deno.test("deregister() never deletes a record that another lease now owns", NETWORK_TEST, async () => {
   await withSetup(async (endpoints, raw, clients) => {
     const inst = instance();
     const key = `/services/reg-test/${inst.id}`;
@@ -155,7 +153,7 @@ Deno.test("deregister() never deletes a record that another lease now owns", opt
   });
 });
 
-Deno.test("a record deleted from outside is written back within a second", opts, async () => {
+Deno.test("a record deleted from outside is written back within a second", NETWORK_TEST, async () => {
   await withSetup(async (endpoints, raw, clients) => {
     const inst = instance();
     const key = `/services/reg-test/${inst.id}`;
@@ -184,7 +182,7 @@ Deno.test("a record deleted from outside is written back within a second", opts,
 
 Deno.test(
   "a lease revoked from outside is replaced by a new lease and the record re-written",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withSetup(async (endpoints, raw, clients) => {
       const inst = instance();
@@ -221,7 +219,7 @@ Deno.test(
 
 Deno.test(
   "register() and deregister() overlapping, in every order: nothing stays registered or kept alive",
-  opts,
+  NETWORK_TEST,
   async () => {
     await withSetup(async (endpoints, raw, clients) => {
       // deregister() while register() is still running (same turn: the grant is in flight).

@@ -5,16 +5,15 @@
  * etcd and a real service: it registers, discovers itself, and receives a notification.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = new URL("../", import.meta.url).pathname;
 
 Deno.test(
   "a program outside the checkout uses the registry and client packages: register, watch, subscribe",
-  opts,
+  NETWORK_TEST,
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "registry-consumer-" });
     await Deno.copyFile(`${ROOT}examples/registry/main.ts`, `${dir}/main.ts`);

@@ -5,12 +5,11 @@
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
 import { registerEtcdResolver, ROUND_ROBIN_SERVICE_CONFIG } from "../packages/registry/src/grpc_resolver.ts";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, type NotificationClient, notificationClient, send } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { type ServiceOptions, ServiceProcess } from "./helpers/service.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const CALLERS = 4;
 
 /** The resolver's view: every list it pushed, with a timestamp. */
@@ -60,7 +59,7 @@ async function startMany(n: number, options: ServiceOptions): Promise<ServicePro
   return await Promise.all(Array.from({ length: n }, () => ServiceProcess.start(options)));
 }
 
-Deno.test("round-robin through etcd:///<name> reaches every live instance", opts, async () => {
+Deno.test("round-robin through etcd:///<name> reaches every live instance", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const name = `rr-${crypto.randomUUID().slice(0, 8)}`;
   const services = await startMany(3, { endpoints: etcd.endpoints, name });
@@ -86,7 +85,7 @@ Deno.test("round-robin through etcd:///<name> reaches every live instance", opts
   }
 });
 
-Deno.test("rolling stop under steady load: zero failed calls", opts, async () => {
+Deno.test("rolling stop under steady load: zero failed calls", NETWORK_TEST, async () => {
   await using etcd = await useEtcd();
   const name = `roll-${crypto.randomUUID().slice(0, 8)}`;
   const options: ServiceOptions = { endpoints: etcd.endpoints, name, drainDelay: "500ms" };
@@ -135,7 +134,7 @@ Deno.test("rolling stop under steady load: zero failed calls", opts, async () =>
 
 Deno.test(
   "SIGKILL of one instance: calls fail over and it leaves the list within the TTL",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `kill-${crypto.randomUUID().slice(0, 8)}`;
@@ -181,7 +180,7 @@ Deno.test(
 
 Deno.test(
   "a scheme is held by one registration: a second throws until the first is closed, then follows the new one",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const name = `scheme-${crypto.randomUUID().slice(0, 8)}`;

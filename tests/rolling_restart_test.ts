@@ -12,19 +12,17 @@
 import assert from "node:assert/strict";
 import { directoryRoot } from "../src/cluster/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { eventually, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, subscribeProcess, writeConfig } from "./helpers/service.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 for (const extra of [0, 50_000]) {
   Deno.test(
     `rolling restart of 3 instances${
       extra ? ` holding ${extra} recipients each` : ""
     }: subscribe clients come back by themselves, never twice; gaps counted`,
-    opts,
+    NETWORK_TEST,
     async () => {
       await using etcd = await useEtcd();
       const name = `roll-${crypto.randomUUID().slice(0, 8)}`;

@@ -6,13 +6,11 @@
  */
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { readRecord, scopedClient } from "./helpers/kv.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { assertCleanStop, ServiceProcess } from "./helpers/service.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** `n` clients, each on its own connection (grpc-js would otherwise share one per target). */
 function connections(addr: string, n: number) {
@@ -21,7 +19,7 @@ function connections(addr: string, n: number) {
 
 Deno.test(
   "workers: 2 — connections land on both workers, and Sends reach every stream on every worker once, in order",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using svc = await ServiceProcess.start({
@@ -88,29 +86,33 @@ Deno.test(
   },
 );
 
-Deno.test("workers: 2 — SIGTERM drains both workers behind one deregistration, exit 0", opts, async () => {
-  await using etcd = await useEtcd();
-  using kv = scopedClient(etcd.endpoints);
-  const svc = await ServiceProcess.start({ endpoints: etcd.endpoints, workers: 2, drainDelay: "200ms" });
-  const clients = connections(svc.addr, 8);
-  try {
-    const key = svc.key;
-    assert.ok(await readRecord(kv, key), "registered");
-    const subs = clients.map((c) => subscriber(c, "bye"));
-    const ended = subs.map((s) => new Promise<void>((resolve) => s.stream.on("end", () => resolve())));
-    await Promise.all(subs.map((s) => s.ready));
-    const text = await assertCleanStop(svc, kv);
-    await Promise.all(ended); // every stream on both workers was ended with OK
-    assert.match(text, /Server stopped gracefully/);
-  } finally {
-    for (const c of clients) c.close();
-    await svc[Symbol.asyncDispose]();
-  }
-});
+Deno.test(
+  "workers: 2 — SIGTERM drains both workers behind one deregistration, exit 0",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    using kv = scopedClient(etcd.endpoints);
+    const svc = await ServiceProcess.start({ endpoints: etcd.endpoints, workers: 2, drainDelay: "200ms" });
+    const clients = connections(svc.addr, 8);
+    try {
+      const key = svc.key;
+      assert.ok(await readRecord(kv, key), "registered");
+      const subs = clients.map((c) => subscriber(c, "bye"));
+      const ended = subs.map((s) => new Promise<void>((resolve) => s.stream.on("end", () => resolve())));
+      await Promise.all(subs.map((s) => s.ready));
+      const text = await assertCleanStop(svc, kv);
+      await Promise.all(ended); // every stream on both workers was ended with OK
+      assert.match(text, /Server stopped gracefully/);
+    } finally {
+      for (const c of clients) c.close();
+      await svc[Symbol.asyncDispose]();
+    }
+  },
+);
 
 Deno.test(
   "workers: 2 — a crashed worker is restarted: its streams end, the others keep delivering, the record stays",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);

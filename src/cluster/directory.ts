@@ -125,7 +125,7 @@ export class DirectoryPublisher {
     this.#schedule();
   }
 
-  /** Stops writing (deregistration revokes the lease, which removes the keys). */
+  /** Stops writing (the lease, revoked after the drain, removes the keys). */
   close(): void {
     this.#closed = true;
     for (const state of this.#recipients.values()) {

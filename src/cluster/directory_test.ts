@@ -3,18 +3,16 @@
  * which lease), what the view sees and tells, and the revision barrier the Subscribe path waits on.
  */
 import assert from "node:assert/strict";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { scopedClient } from "../../tests/helpers/kv.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** A root of its own per test, so tests sharing an etcd (ETCD_ENDPOINTS) do not see each other. */
 const freshRoot = () => directoryRoot("/test-directory", crypto.randomUUID().slice(0, 8));
 
 Deno.test(
   "a published recipient is in etcd under the lease, and the view has it by the revision add() gave",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -51,7 +49,7 @@ Deno.test(
 
 Deno.test(
   "add() waits for a lease; a new lease writes every key again; the old lease's end removes nothing",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -84,7 +82,7 @@ Deno.test(
 
 Deno.test(
   "the view follows every instance's keys, and a lease's end removes its instance's entries",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     using kv = scopedClient(etcd.endpoints);
@@ -110,29 +108,33 @@ Deno.test(
   },
 );
 
-Deno.test("a late view starts from a full read; reached() answers false past its timeout", opts, async () => {
-  await using etcd = await useEtcd();
-  using kv = scopedClient(etcd.endpoints);
-  const root = freshRoot();
-  const lease = kv.lease(30, { autoKeepAlive: false });
-  const publisher = new DirectoryPublisher(kv, { root, instanceId: "me" });
-  try {
-    publisher.setLease(await lease.grant());
-    const { revision } = await publisher.add("erin");
-    const view = new DirectoryView(kv, { root });
+Deno.test(
+  "a late view starts from a full read; reached() answers false past its timeout",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    using kv = scopedClient(etcd.endpoints);
+    const root = freshRoot();
+    const lease = kv.lease(30, { autoKeepAlive: false });
+    const publisher = new DirectoryPublisher(kv, { root, instanceId: "me" });
     try {
-      await view.ready;
-      assert.deepEqual([...view.instancesFor("erin")], ["me"]);
-      assert.equal(await view.reached(revision, 1_000), true);
-      assert.equal(await view.reached(revision + 1_000_000n, 100), false);
+      publisher.setLease(await lease.grant());
+      const { revision } = await publisher.add("erin");
+      const view = new DirectoryView(kv, { root });
+      try {
+        await view.ready;
+        assert.deepEqual([...view.instancesFor("erin")], ["me"]);
+        assert.equal(await view.reached(revision, 1_000), true);
+        assert.equal(await view.reached(revision + 1_000_000n, 100), false);
+      } finally {
+        await view.close();
+      }
     } finally {
-      await view.close();
+      publisher.close();
+      await lease.revoke().catch(() => {});
     }
-  } finally {
-    publisher.close();
-    await lease.revoke().catch(() => {});
-  }
-});
+  },
+);
 
 async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -11,8 +11,8 @@ import { StreamTracker } from "../transport/streams.ts";
 import { forwardService } from "./forward_service.ts";
 import { PeerLinks } from "./peer_links.ts";
 import { CHALLENGE_HEADER, peerProof, type PeerProver } from "./peer_secret.ts";
+import { NETWORK_TEST } from "@notification-server/registry/testing";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const NAME = "svc";
 const SECRET = "s3cret";
 /** A valid encoded notification for `recipient` (the Forward service checks it as a Send). */
@@ -123,7 +123,7 @@ async function rawForward(addr: string, proof: string, recipient = "r") {
   return { nonce, ended, close: () => client.close() };
 }
 
-Deno.test("forwards in one batch per microtask flush, and sums each peer's count", opts, async () => {
+Deno.test("forwards in one batch per microtask flush, and sums each peer's count", NETWORK_TEST, async () => {
   await using a = await fakePeer({ count: (r) => (r === "two" ? 2 : 1) });
   const peers = links();
   try {
@@ -139,7 +139,7 @@ Deno.test("forwards in one batch per microtask flush, and sums each peer's count
 
 Deno.test(
   "a peer that does not answer in time counts 0; one that is not a member counts 0 at once",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using slow = await fakePeer({ id: "slow", delayMs: 600 });
     const peers = links(200);
@@ -153,25 +153,32 @@ Deno.test(
   },
 );
 
-Deno.test("a peer that refuses connections counts 0 without waiting out the timeout", opts, async () => {
-  const closed = await fakePeer();
-  const addr = closed.addr;
-  await closed[Symbol.asyncDispose]();
-  const peers = links(5_000);
-  try {
-    peers.setMembers(new Map([["gone", addr]]));
-    const started = Date.now();
-    for (let i = 0; i < 3; i++) await peers.forward("gone", "r", note("r"));
-    assert.equal(await peers.forward("gone", "r", note("r")), 0);
-    assert.ok(Date.now() - started < 5_000, `answered in ${Date.now() - started} ms, not after the timeout`);
-  } finally {
-    peers.close();
-  }
-});
+Deno.test(
+  "a peer that refuses connections counts 0 without waiting out the timeout",
+  NETWORK_TEST,
+  async () => {
+    const closed = await fakePeer();
+    const addr = closed.addr;
+    await closed[Symbol.asyncDispose]();
+    const peers = links(5_000);
+    try {
+      peers.setMembers(new Map([["gone", addr]]));
+      const started = Date.now();
+      for (let i = 0; i < 3; i++) await peers.forward("gone", "r", note("r"));
+      assert.equal(await peers.forward("gone", "r", note("r")), 0);
+      assert.ok(
+        Date.now() - started < 5_000,
+        `answered in ${Date.now() - started} ms, not after the timeout`,
+      );
+    } finally {
+      peers.close();
+    }
+  },
+);
 
 Deno.test(
   "a barrier resolves once the peer's view has reached the revision, and carries no notification",
-  opts,
+  NETWORK_TEST,
   async () => {
     let release!: () => void;
     const asked: bigint[] = [];
@@ -197,7 +204,7 @@ Deno.test(
   },
 );
 
-Deno.test("a link without the service's secret is refused and counts 0", opts, async () => {
+Deno.test("a link without the service's secret is refused and counts 0", NETWORK_TEST, async () => {
   await using a = await fakePeer();
   const peers = links(2_000, "wrong");
   try {
@@ -211,7 +218,7 @@ Deno.test("a link without the service's secret is refused and counts 0", opts, a
 
 Deno.test(
   "a proof made for another instance is refused: it cannot be relayed to a second peer",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using b = await fakePeer({ id: "b" });
     const peers = links();
@@ -225,34 +232,38 @@ Deno.test(
   },
 );
 
-Deno.test("a proof seen on the wire opens nothing: each stream has its own challenge", opts, async () => {
-  await using a = await fakePeer();
-  const peers = links();
-  try {
-    peers.setMembers(new Map([["a", a.addr]]));
-    assert.equal(await peers.forward("a", "r", note("r")), 1);
-    const [seen] = a.proofs;
-    assert.ok(seen, "the link sent a proof");
-    // Replayed on a new stream (a new connection), it answers another nonce: refused.
-    const replay = await rawForward(a.addr, seen);
+Deno.test(
+  "a proof seen on the wire opens nothing: each stream has its own challenge",
+  NETWORK_TEST,
+  async () => {
+    await using a = await fakePeer();
+    const peers = links();
     try {
-      assert.equal(await replay.ended, grpc.status.UNAUTHENTICATED);
-      // And without any proof at all.
-      const none = await rawForward(a.addr, "");
-      assert.equal(await none.ended, grpc.status.UNAUTHENTICATED);
-      none.close();
+      peers.setMembers(new Map([["a", a.addr]]));
+      assert.equal(await peers.forward("a", "r", note("r")), 1);
+      const [seen] = a.proofs;
+      assert.ok(seen, "the link sent a proof");
+      // Replayed on a new stream (a new connection), it answers another nonce: refused.
+      const replay = await rawForward(a.addr, seen);
+      try {
+        assert.equal(await replay.ended, grpc.status.UNAUTHENTICATED);
+        // And without any proof at all.
+        const none = await rawForward(a.addr, "");
+        assert.equal(await none.ended, grpc.status.UNAUTHENTICATED);
+        none.close();
+      } finally {
+        replay.close();
+      }
+      assert.deepEqual(a.delivered, ["r"], "only the link's own notification");
     } finally {
-      replay.close();
+      peers.close();
     }
-    assert.deepEqual(a.delivered, ["r"], "only the link's own notification");
-  } finally {
-    peers.close();
-  }
-});
+  },
+);
 
 Deno.test(
   "after a rotation the link proves again on its open stream; streams proven with a retired secret are closed",
-  opts,
+  NETWORK_TEST,
   async () => {
     let accepted = [SECRET];
     let signing = SECRET;
@@ -284,7 +295,7 @@ Deno.test(
   },
 );
 
-Deno.test("a stream proven with a secret that is then retired is closed", opts, async () => {
+Deno.test("a stream proven with a secret that is then retired is closed", NETWORK_TEST, async () => {
   let accepted = [SECRET];
   await using a = await fakePeer({ secrets: () => accepted });
   const { ClusterService } = services();
@@ -313,25 +324,29 @@ Deno.test("a stream proven with a secret that is then retired is closed", opts, 
   }
 });
 
-Deno.test("a member whose address changes gets a new link; one that leaves is dropped", opts, async () => {
-  await using first = await fakePeer();
-  await using second = await fakePeer({ count: () => 7 });
-  const peers = links();
-  try {
-    peers.setMembers(new Map([["a", first.addr]]));
-    assert.equal(await peers.forward("a", "r", note("r")), 1);
-    peers.setMembers(new Map([["a", second.addr]]));
-    assert.equal(await peers.forward("a", "r", note("r")), 7, "the new address");
-    peers.setMembers(new Map());
-    assert.equal(await peers.forward("a", "r", note("r")), 0, "gone");
-  } finally {
-    peers.close();
-  }
-});
+Deno.test(
+  "a member whose address changes gets a new link; one that leaves is dropped",
+  NETWORK_TEST,
+  async () => {
+    await using first = await fakePeer();
+    await using second = await fakePeer({ count: () => 7 });
+    const peers = links();
+    try {
+      peers.setMembers(new Map([["a", first.addr]]));
+      assert.equal(await peers.forward("a", "r", note("r")), 1);
+      peers.setMembers(new Map([["a", second.addr]]));
+      assert.equal(await peers.forward("a", "r", note("r")), 7, "the new address");
+      peers.setMembers(new Map());
+      assert.equal(await peers.forward("a", "r", note("r")), 0, "gone");
+    } finally {
+      peers.close();
+    }
+  },
+);
 
 Deno.test(
   "a member that deregisters while holding recipients stays reachable until it holds none",
-  opts,
+  NETWORK_TEST,
   async () => {
     await using a = await fakePeer();
     await using b = await fakePeer({ count: () => 2 });

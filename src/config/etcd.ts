@@ -98,7 +98,7 @@ export function readEtcd(
   }
   return {
     endpoints,
-    dialTimeoutMs: r.duration(raw, s, "dial-timeout", DEFAULTS.dialTimeoutMs, true),
+    dialTimeoutMs: r.duration(raw, s, "dial-timeout", DEFAULTS.dialTimeoutMs, { positive: true }),
     username: username || undefined,
     password: password || undefined,
     leaseTtlSeconds: ttlMs / 1000,

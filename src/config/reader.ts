@@ -175,12 +175,13 @@ export class Reader {
     return out;
   }
 
+  /** A duration ("250ms", "5s", "1m30s", or 0) in ms; `positive` refuses 0. */
   duration(
     raw: Record<string, unknown>,
     section: string,
     key: string,
     fallback: number,
-    positive = false,
+    { positive = false }: { positive?: boolean } = {},
   ): number {
     const value = raw[key];
     if (value === undefined || value === null || value === "") return fallback;

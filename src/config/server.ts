@@ -98,7 +98,9 @@ export function readServer(
     drainDelayMs: r.duration(raw, s, "drain-delay", DEFAULTS.drainDelayMs),
     maxSubscribers: r.positiveInt(raw, s, "max-subscribers", DEFAULTS.maxSubscribers),
     maxConnections: r.positiveInt(raw, s, "max-connections", DEFAULTS.maxConnections),
-    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", DEFAULTS.handshakeTimeoutMs, true),
+    handshakeTimeoutMs: r.duration(raw, s, "handshake-timeout", DEFAULTS.handshakeTimeoutMs, {
+      positive: true,
+    }),
     maxConcurrentStreams: r.positiveInt(
       raw,
       s,
@@ -115,7 +117,7 @@ export function readServer(
       "subscriber-queue-total-bytes",
       DEFAULTS.subscriberQueueTotalBytes,
     ),
-    peerTimeoutMs: r.duration(raw, s, "peer-timeout", DEFAULTS.peerTimeoutMs, true),
+    peerTimeoutMs: r.duration(raw, s, "peer-timeout", DEFAULTS.peerTimeoutMs, { positive: true }),
     workers: workers(r, raw, s),
     metricsAddr: metricsAddr(r, raw, s, addr),
     logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),

@@ -8,7 +8,8 @@
  *   deliver (pool → worker)  → this thread's subscribers only
  *
  * The next hop is the worker pool (with workers) or the cluster (on one thread); the pool's own next
- * hop is the cluster. Each hop keeps who holds which recipient with {@link Holders}.
+ * hop is the cluster. A thread's service and the pool's router keep who holds which recipient
+ * with {@link Holders}; the cluster keeps it in its directory view (cluster/directory.ts).
  */
 
 /** How far beyond the thread that has it a notification still goes. */

@@ -6,13 +6,11 @@
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { createEtcdClient, type EtcdClient } from "@notification-server/registry";
 import { EtcdRegistrar } from "@notification-server/registry";
 import { type Notification, notificationClient } from "./notification_client.ts";
 import { subscribe } from "./subscribe.ts";
-
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 type SubscribeCall = grpc.ServerWritableStream<{ recipient: string }, Notification>;
 
@@ -121,7 +119,7 @@ async function withEtcd(
 
 Deno.test(
   "a stream that ends is a gap: subscribe() says so, opens another, and says when it is back",
-  opts,
+  NETWORK_TEST,
   () =>
     withEtcd(async ({ endpoints, client, name }) => {
       await using a = await fakeInstance(client, name, "a");
@@ -151,7 +149,7 @@ Deno.test(
 
 Deno.test(
   "an instance leaving the registry hands the stream over before it ends: no gap, no duplicate",
-  opts,
+  NETWORK_TEST,
   () =>
     withEtcd(async ({ endpoints, client, name }) => {
       await using a = await fakeInstance(client, name, "a");

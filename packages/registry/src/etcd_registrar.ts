@@ -20,7 +20,8 @@
  *   jittered) and mark the registration lost; the next success restores it.
  * - `withdrawing` may start in any phase: it stops the loop, lets a step in flight land (a lease it
  *   grants after that is revoked at once), deletes the key only while our lease holds it, revokes the
- *   lease; all of it bounded by `callTimeoutMs` or the caller's signal.
+ *   lease (or, with `keepLease`, leaves it alive until `releaseLease()`); all of it bounded by
+ *   `callTimeoutMs` or the caller's signal.
  */
 import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue } from "etcd3";
 import { Backoff, sleep, untilAborted } from "@notification-server/timing";

@@ -1,6 +1,6 @@
 /** watchRanges against a real etcd: a first read that waits, revisions of any size, and a resume after a restart. */
 import assert from "node:assert/strict";
-import { PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "@notification-server/registry/testing";
+import { NETWORK_TEST, PRIVATE_ETCD_ONLY, startEtcd, useEtcd } from "@notification-server/registry/testing";
 import { createEtcdClient } from "./etcd_client.ts";
 import { watchRanges } from "./range_watch.ts";
 
@@ -41,7 +41,7 @@ Deno.test(
 
 Deno.test(
   "a revision larger than gRPC's 4 MiB limit (60 000 keys of one lease revoked) arrives whole, and nothing is skipped",
-  { sanitizeOps: false, sanitizeResources: false },
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const client = createEtcdClient({ endpoints: etcd.endpoints, dialTimeoutMs: 5_000 });
@@ -93,7 +93,7 @@ Deno.test(
 
 Deno.test(
   "a revision over the receive limit is not skipped: the watch re-reads etcd and says why",
-  { sanitizeOps: false, sanitizeResources: false },
+  NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     const client = createEtcdClient({
