@@ -37,6 +37,14 @@ async function cluster(endpoints: string[], leaseTtl = "10s", serverExtra = "", 
   };
 }
 
+/** Instance a (drain delay 3 s: the one a test stops) and b of a fresh service, with a client of each. */
+async function leavingPair(endpoints: string[]) {
+  const name = `leave-${crypto.randomUUID().slice(0, 8)}`;
+  const a = await ServiceProcess.start({ endpoints, name, instanceId: "a", drainDelay: "3s" });
+  const b = await ServiceProcess.start({ endpoints, name, instanceId: "b" });
+  return { name, a, b, clientA: notificationClient(a.addr), clientB: notificationClient(b.addr) };
+}
+
 // With workers: 2 a Send also crosses workers inside each instance, and a peer's forward lands on
 // either worker of the receiving instance.
 for (const workers of [1, 2]) {
@@ -146,16 +154,8 @@ Deno.test(
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
-    const name = `leave-${crypto.randomUUID().slice(0, 8)}`;
-    const a = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      name,
-      instanceId: "a",
-      drainDelay: "3s",
-    });
-    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
-    const clientA = notificationClient(a.addr);
-    const clientB = notificationClient(b.addr);
+    const { name, a, b, clientA, clientB } = await leavingPair(etcd.endpoints);
+    await using _stopB = b;
     const moved = subscriber(clientB, "moved");
     using kv = scopedClient(etcd.endpoints);
     try {
@@ -189,16 +189,8 @@ Deno.test(
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
-    const name = `drain-${crypto.randomUUID().slice(0, 8)}`;
-    const a = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      name,
-      instanceId: "a",
-      drainDelay: "3s",
-    });
-    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
-    const clientA = notificationClient(a.addr);
-    const clientB = notificationClient(b.addr);
+    const { name, a, b, clientA, clientB } = await leavingPair(etcd.endpoints);
+    await using _stopB = b;
     // A subscriber that has not moved yet (the subscribe() helper moves once it sees a's key go).
     const staying = subscriber(clientA, "staying");
     using kv = scopedClient(etcd.endpoints);
