@@ -10,7 +10,7 @@ import { bearer } from "../packages/client/src/notification_client.ts";
 import { subscribe } from "../packages/client/src/subscribe.ts";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { goClient, python } from "./helpers/foreign.ts";
-import { eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
+import { changed, eventually, healthCheck, notificationClient, send } from "./helpers/grpc.ts";
 import { ServiceProcess, startTaskArgs, writeConfig } from "./helpers/service.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { scopedClient } from "./helpers/kv.ts";
@@ -269,7 +269,7 @@ Deno.test(
       const stream = client.subscribe({ recipient: "erin" }, erin) as grpc.ClientReadableStream<
         { title: string }
       >;
-      stream.on("data", (n: { title: string }) => titles[i].push(n.title));
+      stream.on("data", (n: { title: string }) => (titles[i].push(n.title), changed()));
       stream.on("error", () => {});
       return stream;
     });

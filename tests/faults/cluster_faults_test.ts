@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/testing";
-import { eventually, notificationClient, send } from "../helpers/grpc.ts";
+import { changed, eventually, notificationClient, send } from "../helpers/grpc.ts";
 import { readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
 import { PEER_SECRET_PREFIX } from "../../src/cluster/peer_secret.ts";
@@ -23,7 +23,7 @@ Deno.test(
     const toB = notificationClient(b.addr);
     const stream = toB.subscribe({ recipient: "x" }) as grpc.ClientReadableStream<{ title: string }>;
     const titles: string[] = [];
-    stream.on("data", (n: { title: string }) => titles.push(n.title));
+    stream.on("data", (n: { title: string }) => (titles.push(n.title), changed()));
     stream.on("error", () => {});
     try {
       await new Promise<void>((resolve) => stream.on("metadata", () => resolve()));

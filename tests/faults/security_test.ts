@@ -8,7 +8,7 @@ import { Buffer } from "node:buffer";
 import { createEtcdClient } from "../../packages/registry/src/etcd_client.ts";
 import { services } from "../../src/transport/protos.ts";
 import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/testing";
-import { eventually } from "../helpers/grpc.ts";
+import { changed, eventually } from "../helpers/grpc.ts";
 import { readRecord } from "../helpers/kv.ts";
 import { makeCertificates, sh } from "../helpers/certs.ts";
 import { runMain, ServiceProcess, subscribeProcess, writeConfig } from "../helpers/service.ts";
@@ -165,7 +165,7 @@ Deno.test(
       assert.ok(!a.lines.some((l) => l.includes("Cluster forwarding is off")), a.lines.join("\n"));
       const stream = toB.subscribe({ recipient: "secure" }) as grpc.ClientReadableStream<{ title: string }>;
       const titles: string[] = [];
-      stream.on("data", (n: { title: string }) => titles.push(n.title));
+      stream.on("data", (n: { title: string }) => (titles.push(n.title), changed()));
       stream.on("error", () => {});
       await new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
       const delivered = await new Promise<number>((resolve, reject) =>

@@ -74,7 +74,26 @@ export async function healthCheck(addr: string, service = ""): Promise<string> {
   }
 }
 
-/** Waits until `condition` holds, polling every 25 ms; throws with `what` after `timeoutMs`. */
+const waiting = new Set<() => void>();
+
+/**
+ * Something a test may be waiting for happened: a notification reached a {@link subscriber}, a
+ * service process or a `subscribe` process printed a line. Every {@link eventually} re-checks now.
+ */
+export function changed(): void {
+  for (const wake of [...waiting]) wake();
+}
+
+/**
+ * How often {@link eventually} re-checks without an event: for what no helper announces (etcd's
+ * contents, a Send's count, /metrics).
+ */
+const POLL_MS = 100;
+
+/**
+ * Waits until `condition` holds, checking it again on each {@link changed} and at least every
+ * 100 ms; throws with `what` after `timeoutMs`.
+ */
 export async function eventually<T>(
   condition: () => Promise<T | undefined | false> | T | undefined | false,
   timeoutMs: number,
@@ -89,7 +108,15 @@ export async function eventually<T>(
     } catch (error) {
       last = error;
     }
-    await new Promise((r) => setTimeout(r, 25));
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, Math.min(POLL_MS, deadline - Date.now())));
+      waiting.add(done);
+    });
   }
   throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
 }
@@ -99,7 +126,7 @@ export function subscriber(client: NotificationClient, recipient: string) {
   const titles: string[] = [];
   const stream = client.subscribe({ recipient }) as grpc.ClientReadableStream<{ title: string }>;
   const ready = new Promise<void>((resolve) => stream.on("metadata", () => resolve()));
-  stream.on("data", (n: { title: string }) => titles.push(n.title));
+  stream.on("data", (n: { title: string }) => (titles.push(n.title), changed()));
   stream.on("error", () => {});
   return { titles, ready, stream, cancel: () => stream.cancel() };
 }

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { Etcd3 } from "etcd3";
 import { availableCpus } from "../../src/config/cpus.ts";
 import { readRecord } from "./kv.ts";
+import { changed } from "./grpc.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -212,6 +213,7 @@ export class ServiceProcess implements AsyncDisposable {
   #push(text: string): void {
     for (const line of text.split("\n")) if (line.trim() !== "") this.lines.push(line);
     for (const waiter of [...this.#waiters]) waiter();
+    changed();
   }
 
   async #collect(stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -243,8 +245,8 @@ export function subscribeProcess(config: string, recipient: string) {
   const titles: string[] = [];
   const log: string[] = [];
   const reading = Promise.all([
-    readLines(child.stdout, (line) => titles.push(JSON.parse(line).title)),
-    readLines(child.stderr, (line) => log.push(line)),
+    readLines(child.stdout, (line) => (titles.push(JSON.parse(line).title), changed())),
+    readLines(child.stderr, (line) => (log.push(line), changed())),
   ]);
   const state = { exit: "running" };
   void child.status.then((st) => (state.exit = `exited ${st.code} ${st.signal ?? ""}`));
