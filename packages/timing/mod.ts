@@ -1,7 +1,7 @@
 /**
  * Waiting, as the registry, the client and the service do it: jittered exponential backoff,
- * sleeps and waits that end with an `AbortSignal`, and durations written the way the config and
- * the logs write them (`250ms`, `10s`, `1m30s`). No dependencies.
+ * sleeps and waits that end with an `AbortSignal`, and durations as log lines write them
+ * (`850ms`, `3.2s`). No dependencies.
  *
  * @example Retry with backoff until stopped
  * ```ts
@@ -17,4 +17,4 @@
  * @module
  */
 export { Backoff, type BackoffOptions, sleep, untilAborted } from "./src/backoff.ts";
-export { formatDuration, parseDuration } from "./src/duration.ts";
+export { formatDuration } from "./src/duration.ts";

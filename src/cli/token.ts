@@ -1,6 +1,6 @@
 /** `token --sub S [--scope X] [--ttl 1h]`: an HS256 token for development, signed with the configured secret. */
 import type { Config } from "../config/mod.ts";
-import { parseDuration } from "@notification-server/timing";
+import { parseDuration } from "../_util/duration.ts";
 import { makeToken } from "../auth/tokens.ts";
 import { type Command, parseFlags, UsageError } from "./command.ts";
 import { printLine } from "./output.ts";

@@ -3,7 +3,7 @@
  * and the dotted field. What parsing needs of the machine (is a file readable, a secret file's
  * text, the CPUs) comes through {@link ConfigIO}, so the parse itself is pure.
  */
-import { parseDuration } from "@notification-server/timing";
+import { parseDuration } from "../_util/duration.ts";
 import { type HostPort, isWildcard, parseHostPort } from "@notification-server/registry";
 import type { LogFormat } from "../_util/logger.ts";
 import { availableCpus } from "./cpus.ts";
