@@ -7,8 +7,9 @@
  * and `--root DIR` (another checkout's main.ts) compares before and after with the same bench.
  *
  * Per path: p50/p99 from a Send's start to the subscriber's receipt, one Send at a time; and the
- * CPU µs both service processes spend per Send with 32 Sends in flight for `seconds`. Medians over
- * interleaved rounds.
+ * CPU µs both service processes spend per Send with 32 Sends in flight for `seconds`, the Sends
+ * per second that made, and the lowest share of them any round delivered (it must be 100%: a
+ * subscriber cut meanwhile would make Sends look cheap). Medians over interleaved rounds.
  */
 import * as grpc from "@grpc/grpc-js";
 import { type NotificationClient, notificationClient, send } from "../tests/helpers/grpc.ts";
@@ -88,18 +89,22 @@ async function cpuPerSend(
   receiver: Receiver,
   pids: number[],
   seconds: number,
-): Promise<number> {
+): Promise<{ cpuUs: number; sendsPerSecond: number; delivered: number }> {
   const until = Date.now() + seconds * 1000;
   const cpu0 = pids.map(cpuSeconds);
   let sent = 0;
+  let delivered = 0;
   await Promise.all(Array.from({ length: 32 }, async () => {
     while (Date.now() < until) {
-      await send(sender, { recipient: receiver.recipient, title: "c" });
+      const { delivered: n } = await send(sender, { recipient: receiver.recipient, title: "c" });
+      delivered += n;
       sent++;
     }
   }));
+
   const cpu = pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]).reduce((a, b) => a + b, 0);
-  return (cpu * 1e6) / sent;
+  // delivered: the share that reached the subscriber (a cut subscriber would make Sends cheap).
+  return { cpuUs: (cpu * 1e6) / sent, sendsPerSecond: sent / seconds, delivered: delivered / sent };
 }
 
 const pct = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))];
@@ -156,8 +161,11 @@ export async function routingBench(options: RoutingBenchOptions): Promise<string
       })`,
     );
 
-    const lat = new Map<Path, { p50: number[]; p99: number[]; cpu: number[] }>(
-      PATHS.map((p) => [p, { p50: [], p99: [], cpu: [] }]),
+    const lat = new Map<
+      Path,
+      { p50: number[]; p99: number[]; cpu: number[]; rate: number[]; delivered: number[] }
+    >(
+      PATHS.map((p) => [p, { p50: [], p99: [], cpu: [], rate: [], delivered: [] }]),
     );
     await latencies(sender, receivers.get("other instance")!, 50); // peer links warm
     for (let round = 0; round < options.rounds; round++) {
@@ -167,7 +175,10 @@ export async function routingBench(options: RoutingBenchOptions): Promise<string
         const row = lat.get(path)!;
         row.p50.push(pct(xs, 0.5));
         row.p99.push(pct(xs, 0.99));
-        row.cpu.push(await cpuPerSend(sender, r, [a.svc.pid, b.svc.pid], options.seconds));
+        const load = await cpuPerSend(sender, r, [a.svc.pid, b.svc.pid], options.seconds);
+        row.cpu.push(load.cpuUs);
+        row.rate.push(load.sendsPerSecond);
+        row.delivered.push(load.delivered);
         options.note(
           `round ${round + 1} ${path}: p50 ${fmt(pct(xs, 0.5), 3)} ms p99 ${fmt(pct(xs, 0.99), 3)} ms cpu ${
             fmt(row.cpu.at(-1)!)
@@ -175,10 +186,24 @@ export async function routingBench(options: RoutingBenchOptions): Promise<string
         );
       }
     }
-    const table = [["path (workers: 2)", "p50 ms", "p99 ms", "CPU µs/Send (both instances)"]];
+    const table = [[
+      "path (workers: 2)",
+      "p50 ms",
+      "p99 ms",
+      "CPU µs/Send (both instances)",
+      "Sends/s (32 in flight)",
+      "delivered",
+    ]];
     for (const path of PATHS) {
       const row = lat.get(path)!;
-      table.push([path, fmt(median(row.p50), 3), fmt(median(row.p99), 3), fmt(median(row.cpu))]);
+      table.push([
+        path,
+        fmt(median(row.p50), 3),
+        fmt(median(row.p99), 3),
+        fmt(median(row.cpu)),
+        fmt(median(row.rate)),
+        `${(Math.min(...row.delivered) * 100).toFixed(0)}%`,
+      ]);
     }
     return table;
   } finally {
