@@ -81,7 +81,7 @@ Deno.test(
 );
 
 Deno.test(
-  "the view follows every instance's keys, and a lease's end removes its instance's entries",
+  "the view follows every instance's keys, and a lease's end removes its instance's entries (and says it holds none)",
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
@@ -89,17 +89,25 @@ Deno.test(
     const root = freshRoot();
     const leases = [kv.lease(30, { autoKeepAlive: false }), kv.lease(30, { autoKeepAlive: false })];
     const publishers = ["a", "b"].map((id) => new DirectoryPublisher(kv, { root, instanceId: id }));
-    const view = new DirectoryView(kv, { root });
+    const gone: string[] = [];
+    const view = new DirectoryView(kv, { root, onInstanceGone: (id) => gone.push(id) });
     try {
       await view.ready;
       for (const [i, p] of publishers.entries()) p.setLease(await leases[i].grant());
       await Promise.all([publishers[0].add("carol"), publishers[1].add("carol"), publishers[1].add("dave")]);
       await waitFor(() => view.instancesFor("carol").size === 2 && view.instancesFor("dave").size === 1);
       assert.deepEqual([...view.entries()].sort(), [["carol", "a"], ["carol", "b"], ["dave", "b"]]);
-      await leases[1].revoke(); // instance b died or deregistered
+      assert.ok(view.holds("a") && view.holds("b"));
+      publishers[1].remove("dave"); // one of b's two: b still holds carol
       await waitFor(() => view.instancesFor("dave").size === 0);
+      assert.ok(view.holds("b"));
+      assert.deepEqual(gone, []);
+      await leases[1].revoke(); // instance b died, or drained and released its lease
+      await waitFor(() => view.instancesFor("carol").size === 1);
       assert.deepEqual([...view.instancesFor("carol")], ["a"]);
       assert.equal(view.size.recipients, 1);
+      assert.equal(view.holds("b"), false);
+      assert.deepEqual(gone, ["b"], "told once, when its last entry went");
     } finally {
       for (const p of publishers) p.close();
       await view.close();
