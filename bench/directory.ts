@@ -142,12 +142,7 @@ export async function directoryBench(options: DirectoryBenchOptions): Promise<st
     await svc.waitForLine(/gRPC server listening on/, 60_000);
     const m = await scrape(svc.metricsPort);
     const heap = (m.value("nodejs_heap_size_used_bytes") ?? 0) / 2 ** 20;
-    const calls = (metrics: typeof m, operation: string) =>
-      metrics.value(
-        `notification_server_etcd_request_duration_seconds_count{operation="${operation}",code="OK"}`,
-      ) ??
-        0;
-    const ranges = calls(m, "Range");
+    const ranges = m.etcdCalls("Range");
     rows.push([
       String(size),
       took,
@@ -163,7 +158,7 @@ export async function directoryBench(options: DirectoryBenchOptions): Promise<st
     const subscribing = await subscribeAll(svc.addr);
     const s = await scrape(svc.metricsPort);
     const perSubscribe = (operation: string) =>
-      ((calls(s, operation) - calls(m, operation)) / subscribes).toFixed(2);
+      ((s.etcdCalls(operation) - m.etcdCalls(operation)) / subscribes).toFixed(2);
 
     // The revoke: every recipient of y goes in one etcd revision.
     const resyncs = (metrics: typeof m) =>

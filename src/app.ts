@@ -22,7 +22,7 @@
  * nothing stays registered. A second signal exits at once.
  */
 import { advertisedAddress } from "./serving/advertise.ts";
-import { formatDuration, sleep } from "@notification-server/timing";
+import { formatDuration, sleep, untilAborted } from "@notification-server/timing";
 import type { Config } from "./config/mod.ts";
 import { http2Guard } from "@notification-server/http2-guard";
 import type { Logger } from "./_util/logger.ts";
@@ -333,24 +333,11 @@ async function untilRouted(
   signal: AbortSignal,
   budgetMs: number,
 ): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onAbort = () => {};
-  const outcome = await Promise.race([
-    cluster.ready.then(() => "ready" as const),
-    new Promise<"stopped">((resolve) => {
-      onAbort = () => resolve("stopped");
-      if (signal.aborted) onAbort();
-      else signal.addEventListener("abort", onAbort, { once: true });
-    }),
-    ...(deadline === undefined ? [] : [
-      new Promise<"timeout">((
-        resolve,
-      ) => (timer = setTimeout(() => resolve("timeout"), deadline - Date.now()))),
-    ]),
-  ]);
-  clearTimeout(timer);
-  signal.removeEventListener("abort", onAbort);
-  if (outcome === "timeout") {
+  const budget = deadline === undefined ? undefined : AbortSignal.timeout(Math.max(0, deadline - Date.now()));
+  try {
+    await untilAborted(cluster.ready, budget ? AbortSignal.any([signal, budget]) : signal);
+  } catch {
+    if (signal.aborted) return; // stopped: the stack undoes the start
     throw new EtcdUnavailableError(
       `The recipient directory and membership were not loaded within etcd.startup-timeout (${
         formatDuration(budgetMs)

@@ -9,18 +9,24 @@ import assert from "node:assert/strict";
 import { directoryRoot } from "../src/cluster/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
 import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
-import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
+import { freePort, NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, healthClient, notificationClient, send, subscriber } from "./helpers/grpc.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { ServiceProcess } from "./helpers/service.ts";
 import { scrape } from "./helpers/metrics.ts";
 
-/** A port free now on loopback (for a service whose address must be known before it says it). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+/** Instances a (one thread, /metrics: the one measured) and b of a fresh service. */
+async function measuredPair(endpoints: string[]) {
+  const name = `scale-${crypto.randomUUID().slice(0, 8)}`;
+  const a = await ServiceProcess.start({
+    endpoints,
+    name,
+    instanceId: "a",
+    workers: 1,
+    metricsAddr: "127.0.0.1:0",
+  });
+  const b = await ServiceProcess.start({ endpoints, name, instanceId: "b" });
+  return { name, a, b };
 }
 
 Deno.test(
@@ -28,15 +34,9 @@ Deno.test(
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
-    const name = `drop-${crypto.randomUUID().slice(0, 8)}`;
-    await using a = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      name,
-      instanceId: "a",
-      workers: 1,
-      metricsAddr: "127.0.0.1:0",
-    });
-    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
+    const { name, a, b } = await measuredPair(etcd.endpoints);
+    await using _a = a;
+    await using _b = b;
     using kv = scopedClient(etcd.endpoints);
     const root = directoryRoot("/notification-directory", name);
     // Each 100 000 keys: deleted at once, one revision of ~9 MB, twice gRPC's receive limit.
@@ -108,7 +108,7 @@ Deno.test(
 );
 
 Deno.test(
-  "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route",
+  "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route, within its start-up budget",
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
@@ -157,6 +157,21 @@ Deno.test(
       } finally {
         clientB.close();
       }
+      // Bounded: an instance whose start-up budget ends before its view is loaded (100 000
+      // recipients take over a second; 300 ms is the whole budget) stops in one line, exit 1,
+      // never registered.
+      await using c = await ServiceProcess.spawn({
+        endpoints: etcd.endpoints,
+        name,
+        instanceId: "c",
+        startupTimeout: "300ms",
+      });
+      await c.waitForLine(
+        /recipient directory and membership were not loaded within etcd\.startup-timeout \(300ms/,
+        30_000,
+      );
+      assert.equal((await c.status).code, 1, c.lines.join("\n"));
+      assert.ok(!c.lines.some((l) => l.includes("Service registered")), c.lines.join("\n"));
     } finally {
       alice.cancel();
       clientA.close();
@@ -170,19 +185,10 @@ Deno.test(
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
-    const name = `reads-${crypto.randomUUID().slice(0, 8)}`;
-    await using a = await ServiceProcess.start({
-      endpoints: etcd.endpoints,
-      name,
-      instanceId: "a",
-      workers: 1,
-      metricsAddr: "127.0.0.1:0",
-    });
-    await using b = await ServiceProcess.start({ endpoints: etcd.endpoints, name, instanceId: "b" });
-    const calls = async (operation: string) =>
-      (await scrape(a.metricsPort)).value(
-        `notification_server_etcd_request_duration_seconds_count{operation="${operation}",code="OK"}`,
-      ) ?? 0;
+    const { a, b } = await measuredPair(etcd.endpoints);
+    await using _a = a;
+    await using _b = b;
+    const calls = async (operation: string) => (await scrape(a.metricsPort)).etcdCalls(operation);
     const clientA = notificationClient(a.addr);
     const clientB = notificationClient(b.addr);
     const streams: { cancel(): void }[] = [];

@@ -32,8 +32,7 @@ Deno.test(
       let m = await scrape(port);
       assert.equal(m.value("notification_server_registration_state"), 1);
       assert.ok(
-        (m.value('notification_server_etcd_request_duration_seconds_count{operation="Txn",code="OK"}') ??
-          0) >= 1,
+        m.etcdCalls("Txn") >= 1,
       );
       assert.ok((m.value("process_resident_memory_bytes") ?? 0) > 0, "process metrics");
       assert.ok(m.value("nodejs_eventloop_lag_p99_seconds") !== undefined, "event-loop lag");

@@ -178,10 +178,10 @@ export class Cluster implements PeerRouting {
   }
 
   /**
-   * This instance is leaving (deregistering, then draining): Sends still reaching it go to every
-   * peer. Its view is no longer waited for by anyone (a new subscriber's barrier covers the
-   * registered instances only), and behind the deletion of its own keys (one large revision) it
-   * can lag by seconds: routed by that view, Sends for subscribers that moved away were lost.
+   * This instance is leaving (deregistered, draining): Sends still reaching it go to every peer.
+   * Its view is no longer waited for by anyone (a new subscriber's barrier covers the registered
+   * instances only), so it may not yet have the new place of a subscriber that just moved away:
+   * routed by that view, such Sends were lost.
    */
   leave(): void {
     this.#leaving = true;

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
+import { eventually } from "../../tests/helpers/grpc.ts";
 import { scopedClient } from "../../tests/helpers/kv.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 
@@ -37,7 +38,7 @@ Deno.test(
       assert.equal(stored.kvs[0].key.toString(), `${root}${encodeURIComponent("alice/ünïcode")}/me`);
 
       publisher.remove("alice/ünïcode");
-      await waitFor(() => view.instancesFor("alice/ünïcode").size === 0);
+      await eventually(() => view.instancesFor("alice/ünïcode").size === 0, 5_000, "the view to follow etcd");
       assert.deepEqual(told, ["+alice/ünïcode@me", "-alice/ünïcode@me"]);
     } finally {
       publisher.close();
@@ -68,7 +69,11 @@ Deno.test(
       await view.reached(await adding, 2_000);
       const secondId = await second.grant();
       publisher.setLease(secondId);
-      await waitFor(async () => (await kv.get(`${root}bob/me`).exec()).kvs[0]?.lease === secondId);
+      await eventually(
+        async () => (await kv.get(`${root}bob/me`).exec()).kvs[0]?.lease === secondId,
+        5_000,
+        "bob's key under the second lease",
+      );
       await first.revoke();
       await new Promise((r) => setTimeout(r, 100));
       assert.deepEqual([...view.instancesFor("bob")], ["me"], "still there under the new lease");
@@ -95,15 +100,19 @@ Deno.test(
       await view.ready;
       for (const [i, p] of publishers.entries()) p.setLease(await leases[i].grant());
       await Promise.all([publishers[0].add("carol"), publishers[1].add("carol"), publishers[1].add("dave")]);
-      await waitFor(() => view.instancesFor("carol").size === 2 && view.instancesFor("dave").size === 1);
+      await eventually(
+        () => view.instancesFor("carol").size === 2 && view.instancesFor("dave").size === 1,
+        5_000,
+        "the view to follow etcd",
+      );
       assert.deepEqual([...view.entries()].sort(), [["carol", "a"], ["carol", "b"], ["dave", "b"]]);
       assert.ok(view.holds("a") && view.holds("b"));
       publishers[1].remove("dave"); // one of b's two: b still holds carol
-      await waitFor(() => view.instancesFor("dave").size === 0);
+      await eventually(() => view.instancesFor("dave").size === 0, 5_000, "the view to follow etcd");
       assert.ok(view.holds("b"));
       assert.deepEqual(gone, []);
       await leases[1].revoke(); // instance b died, or drained and released its lease
-      await waitFor(() => view.instancesFor("carol").size === 1);
+      await eventually(() => view.instancesFor("carol").size === 1, 5_000, "the view to follow etcd");
       assert.deepEqual([...view.instancesFor("carol")], ["a"]);
       assert.equal(view.size.recipients, 1);
       assert.equal(view.holds("b"), false);
@@ -143,11 +152,3 @@ Deno.test(
     }
   },
 );
-
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
