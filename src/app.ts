@@ -38,11 +38,13 @@ import {
   waitForEtcd,
 } from "@notification-server/registry";
 import { peerCredentials } from "./transport/tls.ts";
-import { NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
+import { brokerHooks, NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
 import { type Serving, startServing } from "./serving/mod.ts";
 import { mergedRegistry, Metrics, serveMetrics } from "./metrics/mod.ts";
 import { Cluster } from "./cluster/cluster.ts";
 import { PEER_SECRET_PREFIX, PeerSecret } from "./cluster/peer_secret.ts";
+import { BrokerDelivery } from "./broker/broker_delivery.ts";
+import { describeTtl } from "./broker/connection.ts";
 import type { Etcd3 } from "etcd3";
 
 export { NOTIFICATION_SERVICE, REGISTRATION_HEALTH };
@@ -87,13 +89,51 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
 
-    // 3. The gRPC port, on the main thread or in workers.
+    // 2b. The broker, when configured: every Send is stored there first, so nothing is served,
+    // and nothing registered, before it answers (within the same start-up budget).
     const health = serviceHealth(config.server);
+    /** Once stopping, the broker coming back must not turn health to SERVING again. */
+    let leaving = false;
+    const brokerConfig = config.server.broker?.nats;
+    const broker = brokerConfig
+      ? await BrokerDelivery.connect(brokerConfig, {
+        name: config.server.name,
+        deadline,
+        signal: stop.signal,
+        hooks: {
+          ...brokerHooks(metrics, (line) => log.warn(line)),
+          onConnection: (connected) => {
+            metrics?.brokerConnected.set(connected ? 1 : 0);
+            if (connected) log.info(`Broker reconnected: ${brokerConfig.servers.join(",")}`);
+            else {log.warn(
+                `Broker unreachable: Sends answer UNAVAILABLE until it is back (${
+                  brokerConfig.servers.join(",")
+                })`,
+              );}
+            if (!leaving) health.set(NOTIFICATION_SERVICE, connected ? "SERVING" : "NOT_SERVING");
+          },
+        },
+      })
+      : undefined;
+    if (broker && brokerConfig) {
+      steps.defer(() => broker.close());
+      log.info(
+        `Broker: NATS JetStream stream ${brokerConfig.stream} on ${
+          brokerConfig.servers.join(",")
+        } (epoch ${broker.epoch}, history ${brokerConfig.historySize} per recipient, ${
+          describeTtl(brokerConfig)
+        }, replicas ${brokerConfig.replicas})`,
+        { stream: brokerConfig.stream, epoch: broker.epoch },
+      );
+    }
+
+    // 3. The gRPC port, on the main thread or in workers.
     const serving = await startServing(config, {
       health,
       metrics,
       logger: log,
       workerModule: options.workerModule,
+      broker,
     });
     steps.defer(() => void (running || serving.abort()));
     metrics?.setLive(serving);
@@ -135,7 +175,8 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       },
     });
     metrics?.registrationState.set(0);
-    const cluster = await joinCluster(steps, {
+    // With a broker, delivery between instances goes through it: no directory, no peer links.
+    const cluster = broker ? undefined : await joinCluster(steps, {
       config,
       etcd,
       instance,
@@ -147,7 +188,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       signal: stop.signal,
     });
     // Routed: Sends here reach subscribers anywhere (the registration follows).
-    health.set(NOTIFICATION_SERVICE, "SERVING");
+    health.set(NOTIFICATION_SERVICE, !broker || broker.connected ? "SERVING" : "NOT_SERVING");
 
     // After the drain, the registration's lease goes (step 7 deleted the record but kept it), and
     // with it this instance's recipient directory: peers route by it, so until now a Send through
@@ -165,6 +206,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
 
     // 7. Registration. Undone before anything else, whether the start got this far or not.
     steps.defer(async () => {
+      leaving = true;
       if (running) {
         log.info("Shutting down server...");
         health.setAllNotServing();

@@ -79,6 +79,9 @@ Deno.test(
           body: "World",
           data: { k: "v" },
           createdAtMs: res.createdAtMs,
+          // No broker: no position (notification.proto's defaults).
+          position: 0,
+          epoch: "",
         });
         assert.equal(b.items.length, 0);
         assert.equal((await send(client, { recipient: "carol", title: "nobody" })).delivered, 0);

@@ -84,18 +84,20 @@ async function send(flags: SendFlags, config: Config): Promise<number> {
         }/); is the service running with the same etcd.prefix?`,
       );
     }
-    const response = await new Promise<{ id: string; delivered: number; instanceId: string }>(
+    const response = await new Promise<SendReply>(
       (resolve, reject) => {
         const call = client.send(
           { recipient: flags.to, title: flags.title, body: flags.body, data },
           bearer(bearerToken(flags.token)),
           { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
-          (error: grpc.ServiceError | null, value: { id: string; delivered: number; instanceId: string }) =>
+          (error: grpc.ServiceError | null, value: SendReply) =>
             error ? reject(new Error(sendFailure(error, call.getPeer(), instances))) : resolve(value),
         );
       },
     );
-    printLine(`${response.id} delivered=${response.delivered} instance=${response.instanceId}`);
+    // With a broker, where it is stored: a subscriber can start after it (subscribe --since).
+    const stored = response.stored ? ` position=${response.position}` : "";
+    printLine(`${response.id} delivered=${response.delivered} instance=${response.instanceId}${stored}`);
     return 0;
   } catch (error) {
     if (error instanceof OutputClosed) return 0;
@@ -117,4 +119,12 @@ function sendFailure(error: grpc.ServiceError, peer: string, instances: ServiceI
     return `Send failed: no registered instance answered (${addrs}): ${error.details || error.message}`;
   }
   return `Send via ${via} failed: ${grpc.status[error.code]}: ${error.details || error.message}`;
+}
+
+interface SendReply {
+  id: string;
+  delivered: number;
+  instanceId: string;
+  position: number;
+  stored: boolean;
 }

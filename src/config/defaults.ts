@@ -26,6 +26,16 @@ export const DEFAULTS = {
   subscriberQueueTotalBytes: 256 * MIB,
   maxSubscribersPerConnection: 100,
   maxSubscribersPerIdentity: 100,
+  // notification-server.broker.nats
+  brokerStream: "NOTIFICATIONS",
+  brokerSubjectPrefix: "notifications",
+  /** Notifications kept per recipient (JetStream's max_msgs_per_subject). */
+  brokerHistorySize: 100,
+  /** How long a notification is kept (JetStream's max_age): a day offline is recovered. */
+  brokerHistoryTtlMs: 24 * 60 * 60 * 1000,
+  brokerReplicas: 1,
+  /** A Send whose store is not acknowledged by then answers UNAVAILABLE. */
+  brokerPublishTimeoutMs: 2_000,
   // etcd
   leaseTtlMs: 10_000,
   dialTimeoutMs: 5_000,

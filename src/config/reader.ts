@@ -181,7 +181,7 @@ export class Reader {
     section: string,
     key: string,
     fallback: number,
-    { positive = false }: { positive?: boolean } = {},
+    { positive = false, maxMs = MAX_DURATION_MS }: { positive?: boolean; maxMs?: number } = {},
   ): number {
     const value = raw[key];
     if (value === undefined || value === null || value === "") return fallback;
@@ -190,8 +190,8 @@ export class Reader {
       this.fail(`${section}.${key}`, `${quote(String(value))} is not a duration like 5s`);
     }
     if (positive && ms === 0) this.fail(`${section}.${key}`, `${quote(String(value))} must be more than 0`);
-    if (ms > MAX_DURATION_MS) {
-      this.fail(`${section}.${key}`, `${quote(String(value))} is above the maximum of 24h`);
+    if (ms > maxMs) {
+      this.fail(`${section}.${key}`, `${quote(String(value))} is above the maximum of ${formatHours(maxMs)}`);
     }
     return ms;
   }
@@ -292,4 +292,8 @@ function describe(value: unknown): string {
   if (value === null) return "nothing";
   if (typeof value === "object") return "a mapping";
   return `${typeof value} ${quote(String(value))}`;
+}
+
+function formatHours(ms: number): string {
+  return `${ms / 3_600_000}h`;
 }

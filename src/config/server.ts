@@ -3,6 +3,7 @@ import type { HostPort } from "@notification-server/registry";
 import { DEFAULTS } from "./defaults.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../_util/logger.ts";
 import { type EnvName, quote, type Reader } from "./reader.ts";
+import { readBroker } from "./broker.ts";
 import { keyAlgorithms } from "./jwt_keys.ts";
 import type { AuthConfig, ServerConfig, ServerTlsConfig } from "./types.ts";
 
@@ -32,6 +33,7 @@ const SERVER_KEYS = [
   "log-level",
   "tls",
   "auth",
+  "broker",
   "max-subscribers-per-connection",
   "max-subscribers-per-identity",
   "send-rate-per-identity",
@@ -124,6 +126,7 @@ export function readServer(
     logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, "info"),
     tls,
     auth: auth(r, raw, s),
+    broker: readBroker(r, raw, s),
     callerLimits: {
       subscribersPerConnection: r.positiveInt(
         raw,

@@ -113,6 +113,37 @@ export interface ServerConfig {
   /** Absent: anyone who can reach the port may Send and Subscribe (the original design). */
   auth?: AuthConfig;
   callerLimits: CallerLimits;
+  /** `broker:`; absent: the mesh (etcd directory and peer links), with no positions or history. */
+  broker?: BrokerConfig;
+}
+
+/** `notification-server.broker.nats`: NATS JetStream stores every notification with a position. */
+export interface BrokerConfig {
+  nats: {
+    /** host:port of one or more NATS servers (a client finds the rest of a cluster by itself). */
+    servers: string[];
+    user?: string;
+    password?: string;
+    token?: string;
+    /** An NKey seed file (the user's `SU…` seed). */
+    nkeySeedFile?: string;
+    /** A `.creds` file (JWT and NKey seed, as `nsc` writes it). */
+    credsFile?: string;
+    /** TLS towards NATS; `caFile` alone verifies the server, with cert/key the client proves itself. */
+    tls?: { caFile?: string; certFile?: string; keyFile?: string };
+    /** JetStream stream name. @default "NOTIFICATIONS" */
+    stream: string;
+    /** Subjects are `<prefix>.in.<recipient>` (stored) and `<prefix>.live.<recipient>`. @default "notifications" */
+    subjectPrefix: string;
+    /** Notifications kept per recipient. @default 100 */
+    historySize: number;
+    /** How long a notification is kept; 0 keeps it until history-size pushes it out. @default 24h */
+    historyTtlMs: number;
+    /** Copies of the stream in a NATS cluster (1, 3 or 5). @default 1 */
+    replicas: number;
+    /** A Send not acknowledged as stored by then answers UNAVAILABLE. @default 2s */
+    publishTimeoutMs: number;
+  };
 }
 
 /** TLS towards etcd. */

@@ -66,6 +66,11 @@ export class Metrics {
   readonly notificationsForwarded: client.Counter;
   readonly notificationsReceived: client.Counter;
   readonly workerRestarts: client.Counter;
+  readonly brokerConnected: client.Gauge;
+  readonly brokerStoreSeconds: client.Histogram;
+  readonly brokerReplays: client.Counter<"recovered">;
+  readonly brokerPositionsLost: client.Counter;
+  readonly sendsUnavailable: client.Counter;
   readonly connectionsAccepted: client.Counter;
   readonly connectionsCut: client.Counter<"reason">;
   readonly callsRefused: client.Counter<"reason">;
@@ -128,6 +133,30 @@ export class Metrics {
     this.notificationsReceived = counter(
       "notifications_received_total",
       "Notifications received from peers for this instance's subscribers.",
+    );
+    this.brokerConnected = gauge(
+      "broker_connected",
+      "With a broker: 1 while this thread's NATS connection is up (workers: summed over them).",
+    );
+    this.brokerStoreSeconds = new client.Histogram({
+      name: `${PREFIX}broker_store_duration_seconds`,
+      help: "With a broker: from a Send to JetStream's acknowledgement that it is stored.",
+      buckets: ETCD_BUCKETS,
+      registers,
+    });
+    this.brokerReplays = new client.Counter({
+      name: `${PREFIX}broker_replays_total`,
+      help: "Subscribe streams that asked to recover, by whether nothing before them was lost (recovered).",
+      labelNames: ["recovered"],
+      registers,
+    });
+    this.brokerPositionsLost = counter(
+      "broker_positions_lost_total",
+      "Positions a stream had to skip because the history (history-size, history-ttl) no longer held them.",
+    );
+    this.sendsUnavailable = counter(
+      "sends_unavailable_total",
+      "Sends answered UNAVAILABLE because the broker did not acknowledge them as stored.",
     );
     if (options.live) {
       gauge("subscribers", "Live Subscribe streams on this instance.", () => this.#live?.subscribers() ?? 0);

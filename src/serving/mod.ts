@@ -12,6 +12,7 @@ import { stopGrpcServer } from "../transport/server.ts";
 import { serveThread } from "./services.ts";
 import { WorkerPool } from "./workers/pool.ts";
 import type { PeerRouting } from "../notification/routing.ts";
+import type { BrokerDelivery } from "../broker/broker_delivery.ts";
 
 /** A bound, serving gRPC port. */
 export interface Serving {
@@ -43,6 +44,11 @@ export interface ServingOptions {
   logger: Logger;
   /** Worker module override (tests inject faults with it). */
   workerModule?: URL;
+  /**
+   * The main thread's broker connection, when the config has one: it serves the main thread's
+   * calls (workers: 1); each worker dials its own.
+   */
+  broker?: BrokerDelivery;
 }
 
 /** Binds the gRPC port with `config.server.workers` threads; throws (nothing left running) if it cannot. */
@@ -87,6 +93,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     },
     warn: (line) => options.logger.warn(line),
     metrics: options.metrics,
+    delivery: options.broker,
     reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
   });
   const { notifications } = services;
@@ -100,7 +107,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
       notifications.routing = next;
     },
     setPeerSecrets: (secrets) => services.setPeerSecrets(secrets),
-    subscribers: () => notifications.hub.size,
+    subscribers: () => notifications.subscribers,
     healthWatches: () => options.health.watches,
     workers: () => 1,
     workerMetrics: () => Promise.resolve([]),

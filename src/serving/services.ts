@@ -16,6 +16,8 @@ import {
   startGrpcServer,
 } from "../transport/server.ts";
 import type { Routing } from "../notification/routing.ts";
+import type { Delivery } from "../notification/delivery.ts";
+import type { BrokerHooks } from "../broker/broker_delivery.ts";
 import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter } from "../metrics/mod.ts";
 import { StreamTracker } from "../transport/streams.ts";
@@ -75,6 +77,7 @@ export function buildServices(options: ServicesOptions): Services {
       metrics?.notificationsSent.inc();
       metrics?.notificationsDelivered.inc(delivered);
     },
+    onUnavailable: () => metrics?.sendsUnavailable.inc(),
     subscriberQueue: { messages: options.server.subscriberQueue, bytes: options.server.subscriberQueueBytes },
     callers: new CallerPolicy({
       auth: options.server.auth,
@@ -168,6 +171,8 @@ export async function serveThread(options: {
   reached: (revision: bigint) => Promise<boolean>;
   instanceId?: string;
   routing?: Routing;
+  /** Delivery through the broker instead of the mesh (config `broker`). */
+  delivery?: Delivery;
   port?: number;
   reusePort?: boolean;
 }): Promise<{ services: Services; bound: BoundServer }> {
@@ -184,6 +189,7 @@ export async function serveThread(options: {
   });
   if (options.instanceId !== undefined) services.notifications.instanceId = options.instanceId;
   if (options.routing) services.notifications.routing = options.routing;
+  if (options.delivery) services.notifications.delivery = options.delivery;
   const bound = await startGrpcServer({
     addr: { host: server.addr.host, port: options.port ?? server.addr.port },
     services: services.handlers,
@@ -192,4 +198,16 @@ export async function serveThread(options: {
     reusePort: options.reusePort,
   });
   return { services, bound };
+}
+
+/** What one thread's broker connection reports: metrics, and WARN lines through `warn`. */
+export function brokerHooks(metrics: Metrics | undefined, warn: (line: string) => void): BrokerHooks {
+  metrics?.brokerConnected.set(1);
+  return {
+    onConnection: (connected) => metrics?.brokerConnected.set(connected ? 1 : 0),
+    onStored: (ms) => metrics?.brokerStoreSeconds.observe(ms / 1000),
+    onReplay: (recovered) => metrics?.brokerReplays.inc({ recovered: String(recovered) }),
+    onLost: (count) => metrics?.brokerPositionsLost.inc(count),
+    warn,
+  };
 }

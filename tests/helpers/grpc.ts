@@ -20,6 +20,10 @@ export interface SendResult {
   createdAtMs: number;
   delivered: number;
   instanceId: string;
+  /** With a broker: where it is stored. */
+  position: number;
+  epoch: string;
+  stored: boolean;
   peer: string;
 }
 
@@ -97,7 +101,7 @@ const POLL_MS = 100;
 export async function eventually<T>(
   condition: () => Promise<T | undefined | false> | T | undefined | false,
   timeoutMs: number,
-  what: string,
+  what: string | (() => string),
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -118,7 +122,8 @@ export async function eventually<T>(
       waiting.add(done);
     });
   }
-  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+  const described = typeof what === "string" ? what : what();
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${described}${last ? `: ${last}` : ""}`);
 }
 
 /** A Subscribe stream that records titles and resolves `ready` on the response headers. */
@@ -129,4 +134,44 @@ export function subscriber(client: NotificationClient, recipient: string) {
   stream.on("data", (n: { title: string }) => (titles.push(n.title), changed()));
   stream.on("error", () => {});
   return { titles, ready, stream, cancel: () => stream.cancel() };
+}
+
+/** A notification as a test reads it off a stream. */
+export interface Received {
+  id: string;
+  title: string;
+  position: number;
+  epoch: string;
+}
+
+/**
+ * A Subscribe stream with `recover` (from `position`, 0: everything held): its notifications, and
+ * its response headers' `recovered` once they come.
+ */
+export function recoverer(
+  client: NotificationClient,
+  recipient: string,
+  from: { position?: number; epoch?: string; recover?: boolean } = {},
+) {
+  const items: Received[] = [];
+  const request = {
+    recipient,
+    recover: from.recover ?? true,
+    position: from.position ?? 0,
+    epoch: from.epoch ?? "",
+  };
+  const stream = client.subscribe(request) as grpc.ClientReadableStream<Received>;
+  const state: { recovered?: string; epoch?: string; status?: grpc.StatusObject } = {};
+  const ready = new Promise<void>((resolve) =>
+    stream.on("metadata", (headers: grpc.Metadata) => {
+      state.recovered = headers.get("notification-recovered")[0] as string | undefined;
+      state.epoch = headers.get("notification-epoch")[0] as string | undefined;
+      resolve();
+      changed();
+    })
+  );
+  stream.on("data", (n: Received) => (items.push(n), changed()));
+  stream.on("status", (status: grpc.StatusObject) => ((state.status = status), changed()));
+  stream.on("error", () => {});
+  return { items, ready, stream, state, cancel: () => stream.cancel() };
 }

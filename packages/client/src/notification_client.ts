@@ -25,6 +25,13 @@ export interface Notification {
   data: Record<string, string>;
   /** When the Send was accepted, in epoch milliseconds. */
   createdAtMs: number;
+  /**
+   * With a broker: where it is stored (0 without one); a subscriber resumes after the last it got
+   * (SubscribeRequest.recover). Received notifications always have it.
+   */
+  position?: number;
+  /** The epoch `position` belongs to ("" without a broker). */
+  epoch?: string;
 }
 
 /** gRPC call metadata: grpc-js's `Metadata`, which every grpc-js call takes. */

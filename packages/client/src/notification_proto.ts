@@ -14,7 +14,9 @@ service NotificationService {
   // Validates and delivers one notification to the recipient's live subscribers, cluster-wide.
   rpc Send(SendRequest) returns (SendResponse);
   // Streams notifications for one recipient until the client cancels or the server shuts down.
-  // The response headers come once every instance can route to this stream.
+  // The response headers come once every instance can route to this stream. With "recover", they
+  // say whether the stream starts with nothing missing: "notification-recovered: true|false", and
+  // the epoch its positions belong to ("notification-epoch").
   rpc Subscribe(SubscribeRequest) returns (stream Notification);
 }
 
@@ -34,10 +36,26 @@ message SendResponse {
   uint32 delivered = 3;
   // The instance that handled the call.
   string instance_id = 4;
+  // With a broker (notification-server.broker): where the notification is stored. Positions grow
+  // with every notification stored (across recipients); they restart, with a new epoch, only when
+  // the stream is recreated. 0 and "" without a broker.
+  uint64 position = 5;
+  string epoch = 6;
+  // True once the broker acknowledged it as stored (replicated, where it keeps replicas); a
+  // Subscribe with "recover" gets it until the broker's history drops it.
+  bool stored = 7;
 }
 
 message SubscribeRequest {
   string recipient = 1;
+  // Starts with what was stored after "position" (in "epoch"), in order, then live ones with no gap
+  // and no duplicate at the switch. "position" 0 asks for everything the broker still holds. When
+  // the position is older than the history, or the epoch is not the current one, the stream starts
+  // from the oldest held and its headers say "notification-recovered: false". Needs a broker: the
+  // mesh refuses it with FAILED_PRECONDITION.
+  bool recover = 2;
+  uint64 position = 3;
+  string epoch = 4;
 }
 
 message Notification {
@@ -47,5 +65,9 @@ message Notification {
   string body = 4;
   map<string, string> data = 5;
   int64 created_at_ms = 6;
+  // With a broker: where it is stored (see SendResponse). A subscriber keeps the last one it got to
+  // resume from it.
+  uint64 position = 7;
+  string epoch = 8;
 }
 `;

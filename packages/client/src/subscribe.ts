@@ -11,8 +11,12 @@
  * instance just before still arrives on it. Notifications that reach both streams meanwhile are
  * passed on once (by id). A planned restart then costs no gap.
  *
- * Delivery is live and at most once: what is sent while no stream is open (the gap) is not
- * replayed. Each gap is reported through `onGap` when it starts and `onResumed` when it ends.
+ * Without a broker, delivery is live and at most once: what is sent while no stream is open (the
+ * gap) is not replayed. With a broker (notification-server.broker) every notification has a
+ * position: the helper keeps the last one and resumes from it on every re-subscription (handover,
+ * crash, network fault, broker failover), so nothing is missed and nothing passed on twice; a gap
+ * the broker's history could not fill is reported (`onResumed` with `recovered: false`). Each gap
+ * is reported through `onGap` when it starts and `onResumed` when it ends.
  *
  * @example
  * ```ts
@@ -29,6 +33,9 @@ import {
   dialNotifications,
   type Notification,
 } from "./notification_client.ts";
+
+/** A recovering stream's response header (notification.proto, SubscribeRequest). */
+const RECOVERED_HEADER = "notification-recovered";
 import { createEtcdClient, type EtcdClientOptions } from "@notification-server/registry";
 import { EtcdDiscovery } from "@notification-server/registry";
 import { registerEtcdResolver } from "@notification-server/registry";
@@ -53,12 +60,20 @@ export interface SubscribeOptions {
   token?: string | (() => string);
   /** A stream ended with no other ready: why, and how long until the next try. */
   onGap?: (gap: { reason: string; retryInMs: number }) => void;
-  /** A stream is open again after a gap of `gapMs`. */
-  onResumed?: (resumed: { gapMs: number }) => void;
+  /**
+   * A stream is open again after a gap of `gapMs`. With a broker, `recovered` says whether it
+   * started with nothing missed; without one it is absent (what was sent meanwhile is lost).
+   */
+  onResumed?: (resumed: { gapMs: number; recovered?: boolean }) => void;
   /** A stream is routed: a Send to any instance from now on reaches it (each (re)subscription). */
   onReady?: () => void;
   /** The stream moved to another instance because its instance left the registry (no gap). */
   onHandover?: (handover: { from: string; to: string }) => void;
+  /**
+   * Start from the broker's history instead of live: after this position (of `epoch`, when given),
+   * or `"all"` for everything it holds (an inbox after being offline). Needs a broker.
+   */
+  since?: number | "all" | { position: number; epoch?: string };
   /** How to dial the instances. @default plaintext */
   credentials?: ChannelCredentials;
   /** More channel options (with TLS: `grpc.ssl_target_name_override` when dialing by IP). */
@@ -85,6 +100,10 @@ interface Live {
   listed: boolean;
   /** Why it ended, once it has. */
   ended?: string;
+  /** Whether it started with nothing missed (a recovering stream's headers), when it said. */
+  recovered?: boolean;
+  /** It asked to recover and the service has no broker (FAILED_PRECONDITION). */
+  noBroker?: boolean;
 }
 
 /** Resolver schemes of the subscribe() calls running now: each has its own (grpc_resolver.ts). */
@@ -110,17 +129,34 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
   const backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
   const queue: Notification[] = [];
   const seen = new RecentIds(REMEMBERED_IDS);
+  // With a broker: the last position passed on (and its epoch); every (re-)subscription resumes
+  // after it, and what overlapping streams both carry is passed on once.
+  const since = options.since;
+  let resume: { position: number; epoch: string } | undefined = since === undefined
+    ? undefined
+    : since === "all"
+    ? { position: 0, epoch: "" }
+    : typeof since === "number"
+    ? { position: since, epoch: "" }
+    : { position: since.position, epoch: since.epoch ?? "" };
+  let brokerless = false;
   let wake = () => {};
   const changed = () => wake();
   let members: Set<string> | undefined;
 
   const open = (): Live => {
     const token = typeof options.token === "function" ? options.token() : options.token;
-    const stream = client.subscribe({ recipient: options.recipient }, bearer(token), {
+    const from = brokerless ? undefined : resume;
+    const request = from
+      ? { recipient: options.recipient, recover: true, position: from.position, epoch: from.epoch }
+      : { recipient: options.recipient };
+    const stream = client.subscribe(request, bearer(token), {
       waitForReady: true,
     }) as grpc.ClientReadableStream<Notification>;
     const live: Live = { stream, ready: false, listed: false };
-    stream.on("metadata", () => {
+    stream.on("metadata", (headers: grpc.Metadata) => {
+      const recovered = headers.get(RECOVERED_HEADER)[0];
+      if (recovered !== undefined) live.recovered = recovered === "true";
       live.ready = true;
       live.peer = stream.getPeer();
       live.listed = members?.has(live.peer) ?? false;
@@ -129,10 +165,23 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
     });
     stream.on("data", (n: Notification) => {
       if (!seen.add(n.id)) return;
+      if (n.position) {
+        // Streams are each in order; of two that overlap, the one behind repeats what was passed on.
+        const epoch = n.epoch ?? "";
+        if (resume && (epoch === resume.epoch || resume.epoch === "") && n.position <= resume.position) {
+          return;
+        }
+        resume = { position: n.position, epoch };
+      }
       queue.push(n);
       changed();
     });
     stream.on("status", (status: grpc.StatusObject) => {
+      if (status.code === grpc.status.FAILED_PRECONDITION && from && options.since === undefined) {
+        // Resuming needs a broker; this service has none: live from here on, as before.
+        brokerless = true;
+        live.noBroker = true;
+      }
       live.ended = `${grpc.status[status.code]}${status.details ? `: ${status.details}` : ""}`;
       changed();
     });
@@ -194,10 +243,14 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
         options.onHandover?.({ from, to: current.peer ?? "" });
       }
       if (current?.ready && gapSince) {
-        options.onResumed?.({ gapMs: Date.now() - gapSince });
+        options.onResumed?.({ gapMs: Date.now() - gapSince, recovered: current.recovered });
         gapSince = 0;
       }
       if (current?.ready && !current.ended) backoff.reset();
+      if (current?.ended !== undefined && current.noBroker && !next) {
+        current = undefined; // at once, live only
+        continue;
+      }
       if (current?.ended !== undefined) {
         const reason = current.ended;
         // A successor already on its way: wait for it rather than back off and open a third.

@@ -8,11 +8,15 @@ import { SharedLimit } from "../../_util/limits.ts";
 import { IdentityTable } from "../../auth/identity_table.ts";
 import { Metrics } from "../../metrics/mod.ts";
 import { BindError, stopGrpcServer } from "../../transport/server.ts";
-import { serveThread } from "../services.ts";
+import { brokerHooks, serveThread } from "../services.ts";
+import { BrokerDelivery } from "../../broker/broker_delivery.ts";
 import { Outbox } from "../../_util/outbox.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import { WorkerThreadRouting } from "./worker_thread_routing.ts";
 import type { FromWorker, ToWorker, WorkerRequest, WorkerStart } from "./protocol.ts";
+
+/** How long a starting worker tries to reach the broker (the main thread reached it already). */
+const WORKER_BROKER_CONNECT_MS = 10_000;
 
 interface WorkerScope {
   onmessage: ((event: MessageEvent<ToWorker[]>) => void) | null;
@@ -92,6 +96,15 @@ async function start(
   const metrics = init.metrics
     ? new Metrics({ process: false, worker: { id: init.index + 1, connections: () => connections() } })
     : undefined;
+  const warn = (message: string) => post({ type: "warn", message });
+  // With a broker each worker has its own connection; the main thread reached it just before.
+  const delivery = server.broker
+    ? await BrokerDelivery.connect(server.broker.nats, {
+      name: `${server.name} worker ${init.index + 1}`,
+      deadline: Date.now() + WORKER_BROKER_CONNECT_MS,
+      hooks: brokerHooks(metrics, warn),
+    })
+    : undefined;
   const { services, bound } = await serveThread({
     server,
     health,
@@ -101,8 +114,9 @@ async function start(
       connections: new SharedLimit(init.limits.connections, server.maxConnections, init.index),
       identities: new IdentityTable(init.tables.identities, init.index),
     },
-    warn: (message) => post({ type: "warn", message }),
+    warn,
     metrics,
+    delivery,
     reached: (revision) => request<boolean>({ call: "reached", revision }),
     instanceId: init.instanceId,
     // The main thread knows the other workers and, through the cluster, the other instances.
@@ -141,9 +155,10 @@ async function start(
           );
           break;
         case "stop":
-          void stopGrpcServer(bound, message.timeoutMs, services.endStreams).then((outcome) =>
-            post({ type: "stopped", outcome })
-          );
+          void stopGrpcServer(bound, message.timeoutMs, services.endStreams).then(async (outcome) => {
+            await delivery?.close();
+            post({ type: "stopped", outcome });
+          });
           break;
       }
     },

@@ -1,0 +1,333 @@
+/**
+ * Delivery through NATS JetStream (delivery.ts's broker implementation), one per serving thread.
+ *
+ * Send stores the notification in the stream under its recipient's subject, stating the
+ * recipient's previous position (JetStream refuses the store if it is not the last: another Send
+ * got in first, and this one is tried again after it). So every stored notification names its
+ * predecessor, and a feed can tell a gap from a recipient's quiet spell. The stream republishes each
+ * stored notification, with its position, to the recipient's live subject; a thread listens there
+ * for each recipient it has streams of, while it has them. Each stream's {@link PositionedFeed}
+ * writes them in order, filling gaps from the stream's history (direct gets: no consumer per
+ * subscriber), and replays a recovering stream's missed notifications before live ones.
+ */
+import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { Delivery, Sent, Sink, StartAt } from "../notification/delivery.ts";
+import { connectBroker, ensureStream, type NatsConfig, streamManager } from "./connection.ts";
+import { type Positioned, PositionedFeed } from "./positioned_feed.ts";
+import { liveSubject, storedSubject } from "./subjects.ts";
+
+/** Set on every stored notification by Send, checked by JetStream: the recipient's previous position. */
+const PREV_HEADER = "Nats-Expected-Last-Subject-Sequence";
+/** Set by the stream on each republished copy. */
+const POSITION_HEADER = "Nats-Sequence";
+const LIVE_PREV_HEADER = "Nats-Last-Sequence";
+/** JetStream's "wrong last sequence: N" (another Send to the recipient was stored first). */
+const WRONG_LAST_SEQUENCE = 10071;
+/**
+ * Tries of one Send stating the recipient's previous position while other Sends to it keep getting
+ * in first (threads and instances sending to one recipient at once); past them it is stored without
+ * (see #store).
+ */
+const SEND_TRIES = 5;
+/** Recipients whose last position this thread remembers, to state it on the next Send. */
+const REMEMBERED_RECIPIENTS = 100_000;
+
+/** What a thread's broker reports (metrics, health). */
+export interface BrokerHooks {
+  /** The connection went down (false) or came back (true). */
+  onConnection?: (connected: boolean) => void;
+  /** A notification was stored, `ms` after the Send asked. */
+  onStored?: (ms: number) => void;
+  /** A recovering stream started; `recovered` false when something before it was lost. */
+  onReplay?: (recovered: boolean) => void;
+  /** A stream had to skip `count` positions the history no longer held. */
+  onLost?: (count: number) => void;
+  /** Where the thread's log lines go. */
+  warn?: (line: string) => void;
+}
+
+/** A recipient this thread has streams of: its live subscription and their feeds. */
+interface Held {
+  subscription: Subscription;
+  /** Resolves once the server has the subscription: republished copies reach it from then on. */
+  ready: Promise<void>;
+  feeds: Set<PositionedFeed>;
+}
+
+export class BrokerDelivery implements Delivery {
+  readonly positions = true;
+  readonly #nc: NatsConnection;
+  readonly #jsm: JetStreamManager;
+  readonly #js: JetStreamClient;
+  readonly #nats: NatsConfig;
+  readonly #hooks: BrokerHooks;
+  #epoch: string;
+  #epochBytes: Uint8Array;
+  #connected = true;
+  readonly #held = new Map<string, Held>();
+  /** Per recipient: the last position this thread knows of, stated on its next Send. */
+  readonly #last = new Map<string, number>();
+  /** Per recipient: this thread's Sends, one at a time (each states the previous one's position). */
+  readonly #sending = new Map<string, Promise<unknown>>();
+  readonly #watching: Promise<void>;
+
+  private constructor(
+    nc: NatsConnection,
+    jsm: JetStreamManager,
+    nats: NatsConfig,
+    epoch: string,
+    hooks: BrokerHooks,
+  ) {
+    this.#nc = nc;
+    this.#jsm = jsm;
+    this.#js = jetstream(nc, { timeout: nats.publishTimeoutMs });
+    this.#nats = nats;
+    this.#hooks = hooks;
+    this.#epoch = epoch;
+    this.#epochBytes = new TextEncoder().encode(epoch);
+    this.#watching = this.#watch();
+  }
+
+  /**
+   * Connects (trying until `deadline`), makes the stream match the config, and delivers through it.
+   * Throws {@link BrokerUnavailableError} when it cannot.
+   */
+  static async connect(
+    nats: NatsConfig,
+    options: { name: string; deadline?: number; signal?: AbortSignal; hooks?: BrokerHooks },
+  ): Promise<BrokerDelivery> {
+    const nc = await connectBroker(nats, options);
+    try {
+      const jsm = await streamManager(nc, nats.publishTimeoutMs);
+      const epoch = await ensureStream(jsm, nats);
+      return new BrokerDelivery(nc, jsm, nats, epoch, options.hooks ?? {});
+    } catch (error) {
+      await nc.close();
+      throw error;
+    }
+  }
+
+  /** The epoch positions belong to: when the stream was created. */
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  send(recipient: string, bytes: Uint8Array): Promise<Sent> {
+    const before = this.#sending.get(recipient) ?? Promise.resolve();
+    const sent = before.then(() => this.#store(recipient, bytes));
+    this.#sending.set(recipient, sent);
+    void sent.finally(() => {
+      if (this.#sending.get(recipient) === sent) this.#sending.delete(recipient);
+    });
+    return sent;
+  }
+
+  async #store(recipient: string, bytes: Uint8Array): Promise<Sent> {
+    if (!this.#connected) return { unavailable: "the broker (NATS) is unreachable: nothing was stored" };
+    const subject = storedSubject(this.#nats.subjectPrefix, recipient);
+    const started = performance.now();
+    let prev: number | undefined = this.#last.get(recipient) ?? 0;
+    for (let attempt = 0;; attempt++) {
+      // Under heavy contention for one recipient, the last try states nothing: it cannot be refused
+      // for it, and is stored without its predecessor (a stream reads around it; recovery over it
+      // checks the position it starts from instead).
+      if (attempt === SEND_TRIES) prev = undefined;
+      try {
+        const ack = await this.#js.publish(subject, bytes, {
+          expect: prev === undefined
+            ? { streamName: this.#nats.stream }
+            : { lastSubjectSequence: prev, streamName: this.#nats.stream },
+          timeout: this.#nats.publishTimeoutMs,
+        });
+        this.#hooks.onStored?.(performance.now() - started);
+        this.#remember(recipient, ack.seq);
+        // This thread's streams get it now; the republished copy that follows is then a duplicate.
+        const positioned = { position: ack.seq, prev, bytes: this.#withPosition(bytes, ack.seq) };
+        let delivered = 0;
+        for (const feed of this.#held.get(recipient)?.feeds ?? []) if (feed.offer(positioned)) delivered++;
+        return { delivered, position: ack.seq, epoch: this.#epoch, stored: true };
+      } catch (error) {
+        const { code, message } = error as { code?: number; message: string };
+        const last = code === WRONG_LAST_SEQUENCE ? /(\d+)\s*$/.exec(message) : null;
+        if (!last || prev === undefined) return { unavailable: `the broker did not store it: ${message}` };
+        prev = Number(last[1]);
+      }
+    }
+  }
+
+  open(recipient: string, sink: Sink, from?: StartAt): () => void {
+    const feed = new PositionedFeed({
+      readAfter: (position) => this.#readAfter(recipient, position),
+      write: sink.write,
+      fail: sink.fail,
+      onLost: (after, before) => this.#hooks.onLost?.(before - after - 1),
+    });
+    const held = this.#hold(recipient);
+    held.feeds.add(feed);
+    const start = async () => {
+      await held.ready;
+      if (!from) {
+        // Live from now: after the recipient's last stored notification.
+        const last = await this.#jsm.direct.getMessage(this.#nats.stream, {
+          last_by_subj: storedSubject(this.#nats.subjectPrefix, recipient),
+        });
+        if (feed.closed) return;
+        sink.ready({ epoch: this.#epoch });
+        feed.start(last?.seq ?? 0, false);
+        return;
+      }
+      // Another epoch's positions mean nothing here: everything held, and not recovered.
+      const sameEpoch = from.epoch === "" || from.epoch === this.#epoch;
+      const after = sameEpoch ? from.position : 0;
+      const first = await this.#readAfter(recipient, after);
+      if (feed.closed) return;
+      // `first` names its predecessor: one after `after` means some were dropped from history.
+      const recovered = sameEpoch &&
+        (!first || (first.prev === undefined ? await this.#holds(recipient, after) : first.prev <= after));
+      if (feed.closed) return;
+      this.#hooks.onReplay?.(recovered);
+      sink.ready({ recovered, epoch: this.#epoch });
+      if (first) feed.offer(first);
+      feed.start(first?.prev === undefined ? after : Math.min(first.prev, after), true);
+    };
+    start().catch((error: Error) => {
+      if (feed.closed) return;
+      feed.close();
+      sink.fail(`the broker could not start this stream: ${error.message}`);
+    });
+    return () => {
+      feed.close();
+      if (held.feeds.delete(feed) && held.feeds.size === 0 && this.#held.get(recipient) === held) {
+        this.#held.delete(recipient);
+        held.subscription.unsubscribe();
+      }
+    };
+  }
+
+  /** Stops listening and closes the connection. */
+  async close(): Promise<void> {
+    for (const held of this.#held.values()) for (const feed of held.feeds) feed.close();
+    this.#held.clear();
+    await this.#nc.close();
+    await this.#watching;
+  }
+
+  #hold(recipient: string): Held {
+    const existing = this.#held.get(recipient);
+    if (existing) return existing;
+    const feeds = new Set<PositionedFeed>();
+    const subscription = this.#nc.subscribe(liveSubject(this.#nats.subjectPrefix, recipient), {
+      callback: (error, msg) => {
+        if (error || !msg.headers) return;
+        const position = Number(msg.headers.get(POSITION_HEADER));
+        if (!Number.isSafeInteger(position) || position <= 0) return;
+        this.#remember(recipient, position);
+        const positioned = {
+          position,
+          prev: Number(msg.headers.get(LIVE_PREV_HEADER) || 0),
+          bytes: this.#withPosition(msg.data, position),
+        };
+        for (const feed of feeds) feed.offer(positioned);
+      },
+    });
+    const held = { subscription, feeds, ready: this.#nc.flush() };
+    this.#held.set(recipient, held);
+    return held;
+  }
+
+  async #readAfter(recipient: string, position: number): Promise<Positioned | undefined> {
+    const stored = await this.#jsm.direct.getMessage(this.#nats.stream, {
+      seq: position + 1,
+      next_by_subj: storedSubject(this.#nats.subjectPrefix, recipient),
+    });
+    if (!stored) return undefined;
+    return {
+      position: stored.seq,
+      prev: prevOf(stored.header),
+      bytes: this.#withPosition(stored.data, stored.seq),
+    };
+  }
+
+  /**
+   * Whether `position` is the recipient's and still stored (0: its first is): then nothing after it
+   * was dropped, since history drops the oldest first.
+   */
+  async #holds(recipient: string, position: number): Promise<boolean> {
+    if (position === 0) return false; // its first cannot be told from one that followed a dropped one
+    const stored = await this.#jsm.direct.getMessage(this.#nats.stream, { seq: position });
+    return stored?.subject === storedSubject(this.#nats.subjectPrefix, recipient);
+  }
+
+  #remember(recipient: string, position: number): void {
+    const known = this.#last.get(recipient);
+    if (known !== undefined && known >= position) return;
+    this.#last.delete(recipient);
+    this.#last.set(recipient, position);
+    if (this.#last.size > REMEMBERED_RECIPIENTS) this.#last.delete(this.#last.keys().next().value!);
+  }
+
+  /** The stored Notification with its position and epoch appended (fields 7 and 8: protobuf merges). */
+  #withPosition(bytes: Uint8Array, position: number): Uint8Array {
+    const epoch = this.#epochBytes;
+    const out = new Uint8Array(bytes.length + 1 + 10 + 1 + 5 + epoch.length);
+    out.set(bytes);
+    let at = bytes.length;
+    out[at++] = (7 << 3) | 0;
+    at = writeVarint(out, at, position);
+    out[at++] = (8 << 3) | 2;
+    at = writeVarint(out, at, epoch.length);
+    out.set(epoch, at);
+    return out.subarray(0, at + epoch.length);
+  }
+
+  /** Follows the connection: Sends are refused while it is down; feeds catch up when it is back. */
+  async #watch(): Promise<void> {
+    for await (const status of this.#nc.status()) {
+      if (status.type === "disconnect") {
+        this.#connected = false;
+        this.#hooks.onConnection?.(false);
+      } else if (status.type === "reconnect") {
+        this.#connected = true;
+        this.#hooks.onConnection?.(true);
+        try {
+          const epoch = await ensureStream(this.#jsm, this.#nats);
+          if (epoch !== this.#epoch) {
+            this.#hooks.warn?.(
+              `The JetStream stream ${this.#nats.stream} was recreated (epoch ${this.#epoch} -> ${epoch}): positions start again`,
+            );
+            this.#epoch = epoch;
+            this.#epochBytes = new TextEncoder().encode(epoch);
+            this.#last.clear();
+          }
+        } catch (error) {
+          this.#hooks.warn?.(
+            `The JetStream stream could not be checked after a reconnect: ${(error as Error).message}`,
+          );
+        }
+        // What was stored while the connection was down (through other servers) is read now.
+        for (const held of this.#held.values()) for (const feed of held.feeds) feed.catchUp();
+      }
+    }
+  }
+}
+
+/** The predecessor a Send stated, or undefined when it stated none. */
+function prevOf(header: MsgHdrs | undefined): number | undefined {
+  const text = header?.get(PREV_HEADER);
+  const prev = text ? Number(text) : NaN;
+  return Number.isSafeInteger(prev) && prev >= 0 ? prev : undefined;
+}
+
+function writeVarint(out: Uint8Array, at: number, value: number): number {
+  while (value >= 0x80) {
+    out[at++] = (value % 0x80) | 0x80;
+    value = Math.floor(value / 0x80);
+  }
+  out[at++] = value;
+  return at;
+}

@@ -1,0 +1,65 @@
+/**
+ * The one seam between a serving thread and the rest of the cluster: where a Send goes, and where a
+ * Subscribe stream's notifications come from. Two implementations, chosen by the config
+ * (`notification-server.broker`): the mesh (mesh_delivery.ts: this thread's hub, then the worker
+ * pool and the peers found through the etcd directory) and the broker (broker/broker_delivery.ts:
+ * NATS JetStream stores each notification with a position and hands it to the instances holding
+ * its recipient). The Notification service and its subscriber streams see only this.
+ */
+
+/** What became of one Send. */
+export type Sent =
+  | {
+    /** Streams that took it: the whole cluster's (mesh), or this thread's (broker; see README). */
+    delivered: number;
+    /** Where it is stored, and whether it is: 0, "" and false in the mesh. */
+    position: number;
+    epoch: string;
+    stored: boolean;
+  }
+  | {
+    /** Why it was not taken: the client may try again (UNAVAILABLE). */
+    unavailable: string;
+  };
+
+/** Where a recovering stream resumes: after `position` of `epoch` (0: everything held). */
+export interface StartAt {
+  position: number;
+  /** "" takes the current epoch's positions as they are. */
+  epoch: string;
+}
+
+/** How a stream starts, told once it is routed (its response headers). */
+export interface FeedStart {
+  /** With a StartAt: whether nothing between it and the first notification was lost. */
+  recovered?: boolean;
+  /** The epoch the stream's positions belong to (broker). */
+  epoch?: string;
+}
+
+/**
+ * Where a feed puts one stream's notifications. `ready` comes once, before any `write` of a
+ * recovering stream; `fail` ends the stream (UNAVAILABLE) when its feed cannot go on.
+ */
+export interface Sink {
+  /** A Send to any instance reaches this stream from now on. */
+  ready(start: FeedStart): void;
+  /**
+   * Writes one encoded Notification; false when the stream cannot take it (gone, or cut off as too
+   * slow): the feed stops.
+   */
+  write(bytes: Uint8Array): boolean;
+  fail(reason: string): void;
+}
+
+export interface Delivery {
+  /** Whether streams can start from a position (SubscribeRequest.recover). */
+  readonly positions: boolean;
+  /** Delivers (and, with a broker, first stores) one notification made by `encodeNotification`. */
+  send(recipient: string, bytes: Uint8Array): Promise<Sent>;
+  /**
+   * Feeds `recipient`'s notifications into `sink`, from `from` when given (positions only); returns
+   * what stops it (idempotent).
+   */
+  open(recipient: string, sink: Sink, from?: StartAt): () => void;
+}

@@ -1,0 +1,208 @@
+/**
+ * One Subscribe stream, from admission to its end: its place in the instance's limits, its queue
+ * bounds and cut-off, its token's expiry, and its feed (delivery.ts), which may replay stored
+ * notifications before live ones. Answers with gRPC status codes; never throws.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Limit } from "../_util/limits.ts";
+import type { CallerPolicy } from "../auth/callers.ts";
+import { resetStream, type StreamTracker } from "../transport/streams.ts";
+import { invalidUtf8 } from "./codec.ts";
+import type { Delivery, FeedStart, StartAt } from "./delivery.ts";
+import { recipientProblem } from "./validate.ts";
+
+/**
+ * A cut-off stream ends with trailers after the data it has queued; a client that still does not
+ * read gets its stream reset this long after (ENHANCE_YOUR_CALM, which clients report as
+ * RESOURCE_EXHAUSTED), and what it held is freed.
+ */
+const CUT_GRACE_MS = 1_000;
+/** Timers longer than 2^31-1 ms fire at once: long waits are taken in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** HTTP/2 ENHANCE_YOUR_CALM. */
+const ENHANCE_YOUR_CALM = 0xb;
+
+/** Response headers of a recovering stream (see SubscribeRequest in notification.proto). */
+export const RECOVERED_HEADER = "notification-recovered";
+export const EPOCH_HEADER = "notification-epoch";
+
+/** The request as grpc-js decodes it (proto-loader defaults fill absent fields). */
+export interface SubscribeInput {
+  recipient: string;
+  recover?: boolean;
+  position?: number;
+  epoch?: string;
+}
+
+/** What every stream of one thread shares. */
+export interface SubscriberPlaces {
+  delivery: Delivery;
+  streams: StreamTracker;
+  /** Concurrent streams across the instance (`max-subscribers`). */
+  subscribers: Limit;
+  /** Bytes queued across the instance's streams (`subscriber-queue-total-bytes`). */
+  queuedBytes: Limit;
+  /** Per stream: notifications and bytes written but not yet taken by the client. */
+  queue: { messages: number; bytes: number };
+  callers?: CallerPolicy;
+  /** Told when a stream is cut off as too slow (for metrics). */
+  onDropped: () => void;
+  /** Streams open and fed now, up or down by one. */
+  onCount: (delta: 1 | -1) => void;
+}
+
+/** Serves one Subscribe call until it ends. */
+export async function serveSubscriber(
+  call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>,
+  places: SubscriberPlaces,
+): Promise<void> {
+  // Who is asking comes first: a caller without a valid token learns nothing about its input.
+  const admitted = places.callers ? await places.callers.subscribe(call, call.request.recipient) : undefined;
+  if (admitted && "code" in admitted) {
+    call.emit("error", { code: admitted.code, details: admitted.details });
+    return;
+  }
+  const problem = invalidUtf8(call.request) ?? recipientProblem(call.request.recipient);
+  if (problem) {
+    admitted?.release();
+    call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: problem });
+    return;
+  }
+  const from = startAt(call.request);
+  if (from && !places.delivery.positions) {
+    admitted?.release();
+    call.emit("error", {
+      code: grpc.status.FAILED_PRECONDITION,
+      details:
+        "recover needs a broker that keeps history: this instance runs without one (set notification-server.broker.nats)",
+    });
+    return;
+  }
+  if (call.cancelled) {
+    admitted?.release(); // the client left while its token was being checked
+    return;
+  }
+  const limit = places.subscribers;
+  if (!limit.tryAcquire()) {
+    admitted?.release();
+    call.emit("error", {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: `This instance already serves ${limit.max} subscribers (max-subscribers)`,
+    });
+    return;
+  }
+  places.onCount(1);
+  let removed = false;
+  let stopFeed = () => {};
+  // Written but not yet taken by the client (a write completes when HTTP/2 flow control lets it
+  // out): bounded per stream, and across streams by the instance's budget, which a stream gives
+  // back as its writes complete or, at the latest, when it closes. Replayed notifications count
+  // the same as live ones.
+  let queued = 0;
+  let queuedBytes = 0;
+  let budgeted = 0;
+  const budget = places.queuedBytes;
+  let cut = false;
+  const leave = () => {
+    stopFeed();
+    if (removed) return;
+    removed = true;
+    limit.release();
+    places.onCount(-1);
+  };
+  let expiry: ReturnType<typeof setTimeout> | undefined;
+  const closed = () => {
+    leave();
+    admitted?.release();
+    clearTimeout(expiry);
+    budget.release(budgeted);
+    budgeted = 0;
+  };
+  if (!places.streams.add(call as never, closed)) {
+    closed();
+    call.emit("error", { code: grpc.status.UNAVAILABLE, details: "Server is shutting down" });
+    return;
+  }
+  if (admitted?.expiresAtMs !== undefined) {
+    // The stream lives as long as its token: the client subscribes again with a fresh one.
+    // `closed` releases whatever the stream holds by then (feed, limits).
+    const endWithToken = () => {
+      const left = admitted.expiresAtMs! - Date.now();
+      if (left > 0) {
+        expiry = setTimeout(endWithToken, Math.min(left, MAX_TIMER_MS));
+        return false;
+      }
+      closed();
+      call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: "token expired: subscribe again" });
+      return true;
+    };
+    // A token accepted within the clock skew but already past its exp: nothing more is taken.
+    if (endWithToken()) return;
+  }
+  const cutOff = (why: string) => {
+    cut = true;
+    leave();
+    places.onDropped();
+    call.emit("error", {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: `subscriber too slow: ${queued} notifications (${queuedBytes} bytes) not yet read${why}`,
+    });
+    // The trailers wait behind the queued data; a client that does not read gets a reset.
+    setTimeout(() => {
+      if (!call.writableFinished && !call.destroyed) resetStream(call, ENHANCE_YOUR_CALM);
+    }, CUT_GRACE_MS);
+  };
+  // Response headers are the "ready" signal: sent once a Send to any instance reaches this stream,
+  // so a client can send right after them; a recovering stream's say whether it lost nothing.
+  let headersSent = false;
+  const sendHeaders = (start: FeedStart) => {
+    if (headersSent || call.cancelled || call.destroyed) return;
+    headersSent = true;
+    const headers = new grpc.Metadata();
+    if (start.recovered !== undefined) headers.set(RECOVERED_HEADER, String(start.recovered));
+    if (start.epoch) headers.set(EPOCH_HEADER, start.epoch);
+    call.sendMetadata(headers);
+  };
+  const stop = places.delivery.open(call.request.recipient, {
+    ready: sendHeaders,
+    write: (bytes) => {
+      if (cut || call.cancelled || call.destroyed) return false;
+      if (queued + 1 > places.queue.messages || queuedBytes + bytes.length > places.queue.bytes) {
+        cutOff("");
+        return false;
+      }
+      const taken = budget.tryAcquire(bytes.length);
+      if (!taken && queued > 0) {
+        cutOff(" (the instance's subscriber-queue-total-bytes is spent)");
+        return false;
+      }
+      queued++;
+      queuedBytes += bytes.length;
+      if (taken) budgeted += bytes.length;
+      // The mesh may write before its stream is routed everywhere: the headers go first then.
+      sendHeaders({});
+      call.write(bytes, () => {
+        queued--;
+        queuedBytes -= bytes.length;
+        if (taken && budgeted >= bytes.length) {
+          budgeted -= bytes.length;
+          budget.release(bytes.length);
+        }
+      });
+      return true;
+    },
+    fail: (reason) => {
+      if (removed) return;
+      closed();
+      call.emit("error", { code: grpc.status.UNAVAILABLE, details: reason });
+    },
+  }, from);
+  if (removed) stop();
+  else stopFeed = stop;
+}
+
+/** Where a recovering stream starts; undefined for live only. */
+function startAt(request: SubscribeInput): StartAt | undefined {
+  if (!request.recover) return undefined;
+  return { position: Number(request.position ?? 0), epoch: request.epoch ?? "" };
+}

@@ -1,0 +1,290 @@
+/**
+ * The broker mode (notification-server.broker.nats) against real nats-server and etcd processes
+ * and real service processes: positions, history, recovery with no gap and no duplicate, and the
+ * faults (an instance killed, the broker restarted). The mesh's refusal to recover is here too.
+ */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
+import {
+  eventually,
+  healthCheck,
+  notificationClient,
+  type Received,
+  recoverer,
+  send,
+  type SendResult,
+} from "./helpers/grpc.ts";
+import { brokerYaml, startNats } from "./helpers/nats.ts";
+import { ServiceProcess } from "./helpers/service.ts";
+
+const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
+
+/** Positions strictly increasing, titles as expected. */
+function assertInOrder(items: Received[], titles: string[], what: string): void {
+  assert.deepEqual(items.map((n) => n.title), titles, what);
+  for (let i = 1; i < items.length; i++) {
+    assert.ok(items[i].position > items[i - 1].position, `${what}: positions increase`);
+  }
+}
+
+Deno.test(
+  "an offline recipient gets all 50 in order; with history-size 20 the last 20, recovered false",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    for (const [size, stream] of [[100, "FULL"], [20, "SHORT"]] as const) {
+      await using svc = await ServiceProcess.start({
+        endpoints: etcd.endpoints,
+        name: `offline-${stream.toLowerCase()}`,
+        serverExtra: brokerYaml(nats.servers, {
+          stream,
+          "subject-prefix": stream.toLowerCase(),
+          "history-size": size,
+        }),
+      });
+      const client = notificationClient(svc.addr);
+      try {
+        const titles = Array.from({ length: 50 }, (_, i) => `n${i}`);
+        const sent: SendResult[] = [];
+        for (const title of titles) sent.push(await send(client, { recipient: "offline", title }));
+        // Stored, each with its position; nobody was listening.
+        assert.ok(
+          sent.every((s) => s.stored && s.delivered === 0 && s.epoch !== ""),
+          JSON.stringify(sent[0]),
+        );
+        const everything = recoverer(client, "offline");
+        await everything.ready;
+        const expected = size === 100 ? titles : titles.slice(-20);
+        await eventually(
+          () => everything.items.length >= expected.length,
+          5_000,
+          `${expected.length} replayed`,
+        );
+        assertInOrder(everything.items, expected, `history-size ${size}`);
+        assert.deepEqual(
+          everything.items.map((n) => n.position),
+          sent.slice(-expected.length).map((s) => s.position),
+        );
+        assert.equal(everything.state.recovered, size === 100 ? "true" : "false");
+        assert.equal(everything.state.epoch, sent[0].epoch);
+        // Live after the replay, on the same stream, with the next position.
+        const next = await send(client, { recipient: "offline", title: "live" });
+        assert.equal(next.delivered, 1, JSON.stringify(next));
+        await eventually(() => everything.items.length === expected.length + 1, 5_000, "the live one");
+        assert.equal(everything.items.at(-1)!.position, next.position);
+        everything.cancel();
+
+        // From a position: only what came after it; from another epoch: everything held, not recovered.
+        const from = sent[45].position;
+        const after = recoverer(client, "offline", { position: from, epoch: sent[0].epoch });
+        await after.ready;
+        await eventually(() => after.items.length === 5, 5_000, "the 5 after position 45");
+        assertInOrder(after.items, ["n46", "n47", "n48", "n49", "live"], "after a position");
+        assert.equal(after.state.recovered, "true");
+        after.cancel();
+        const stale = recoverer(client, "offline", { position: from, epoch: "another-epoch" });
+        await stale.ready;
+        assert.equal(stale.state.recovered, "false");
+        const held = [...titles, "live"].slice(-size);
+        await eventually(() => stale.items.length === held.length, 5_000, "everything held");
+        assertInOrder(stale.items, held, "from another epoch");
+        stale.cancel();
+      } finally {
+        client.close();
+      }
+    }
+  },
+);
+
+Deno.test(
+  "without a broker, a Subscribe that asks to recover is refused with FAILED_PRECONDITION",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.start({ endpoints: etcd.endpoints, name: "mesh-refuses" });
+    const client = notificationClient(svc.addr);
+    try {
+      const asking = recoverer(client, "r", { position: 3 });
+      await eventually(() => asking.state.status !== undefined, 5_000, "the refusal");
+      assert.equal(asking.state.status!.code, grpc.status.FAILED_PRECONDITION);
+      assert.match(asking.state.status!.details, /notification-server\.broker\.nats/);
+      assert.equal(asking.items.length, 0);
+      // Live streams work as before, and Sends carry no position.
+      const live = recoverer(client, "r", { recover: false });
+      await live.ready;
+      const res = await send(client, { recipient: "r", title: "t" });
+      assert.deepEqual([res.delivered, res.position, res.stored, res.epoch], [1, 0, false, ""]);
+      await eventually(() => live.items.length === 1, 5_000, "live delivery");
+      assert.equal(live.items[0].position, 0);
+      live.cancel();
+    } finally {
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "Sends through any of two instances reach a subscriber once each, in position order",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    const options = { endpoints: etcd.endpoints, name: "two", serverExtra: brokerYaml(nats.servers) };
+    await using a = await ServiceProcess.start(options);
+    await using b = await ServiceProcess.start(options);
+    const ca = notificationClient(a.addr);
+    const cb = notificationClient(b.addr);
+    try {
+      const onA = recoverer(ca, "r", { recover: false });
+      const onB = recoverer(cb, "r", { recover: false });
+      await Promise.all([onA.ready, onB.ready]);
+      // Concurrent Sends to one recipient through both instances: each states the recipient's
+      // previous position, so the store orders them and none is refused for it.
+      const titles = Array.from({ length: 200 }, (_, i) => `n${i}`);
+      const results = await Promise.all(
+        titles.map((title, i) => send(i % 2 ? cb : ca, { recipient: "r", title })),
+      );
+      const positions = results.map((r) => r.position).sort((x, y) => x - y);
+      await eventually(() => onA.items.length === 200 && onB.items.length === 200, 10_000, "200 on each");
+      for (const stream of [onA, onB]) {
+        assert.deepEqual(stream.items.map((n) => n.position), positions, "every position once, in order");
+        assert.equal(new Set(stream.items.map((n) => n.title)).size, 200);
+      }
+    } finally {
+      ca.close();
+      cb.close();
+    }
+  },
+);
+
+Deno.test(
+  "a subscriber whose instance is killed resumes elsewhere from its position: no gap",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    const options = { endpoints: etcd.endpoints, name: "killed", serverExtra: brokerYaml(nats.servers) };
+    await using doomed = await ServiceProcess.start(options);
+    await using other = await ServiceProcess.start(options);
+    const onDoomed = notificationClient(doomed.addr);
+    const sender = notificationClient(other.addr);
+    try {
+      const first = recoverer(onDoomed, "k", { recover: false });
+      await first.ready;
+      let sending = true;
+      const acked: SendResult[] = [];
+      const load = (async () => {
+        for (let i = 0; sending; i++) {
+          acked.push(await send(sender, { recipient: "k", title: `n${i}` }));
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      await eventually(() => first.items.length >= 20, 5_000, "20 live before the kill");
+      doomed.signal("SIGKILL");
+      await eventually(() => first.state.status !== undefined, 5_000, "the stream ends with its instance");
+      await new Promise((r) => setTimeout(r, 200)); // Sends go on meanwhile: the subscriber misses them live
+      const last = first.items.at(-1)!;
+      const second = recoverer(sender, "k", { position: last.position, epoch: last.epoch });
+      await second.ready;
+      assert.equal(second.state.recovered, "true");
+      await new Promise((r) => setTimeout(r, 200));
+      sending = false;
+      await load;
+      const all = [...first.items, ...second.items];
+      await eventually(
+        () => [...first.items, ...second.items].length === acked.length,
+        5_000,
+        `all ${acked.length} acknowledged`,
+      );
+      assert.deepEqual(
+        [...first.items, ...second.items].map((n) => n.position),
+        acked.map((s) => s.position),
+        `no gap, no duplicate (${all.length} across the kill)`,
+      );
+      second.cancel();
+    } finally {
+      onDoomed.close();
+      sender.close();
+    }
+  },
+);
+
+Deno.test(
+  "a broker restart: Sends answer UNAVAILABLE meanwhile, never a false OK; subscribers stay and resume",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "restart",
+      serverExtra: brokerYaml(nats.servers),
+    });
+    const client = notificationClient(svc.addr);
+    try {
+      const stream = recoverer(client, "b", { recover: false });
+      await stream.ready;
+      const acked: SendResult[] = [];
+      let refused = 0;
+      let sending = true;
+      const load = (async () => {
+        for (let i = 0; sending; i++) {
+          try {
+            acked.push(await send(client, { recipient: "b", title: `n${i}` }));
+          } catch (error) {
+            assert.equal((error as grpc.ServiceError).code, grpc.status.UNAVAILABLE, String(error));
+            refused++;
+          }
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      await eventually(() => stream.items.length >= 10, 5_000, "10 before the restart");
+      await nats.stop(0, "SIGTERM");
+      await eventually(
+        async () => (await healthCheck(svc.addr, NOTIFICATION_SERVICE)) === "NOT_SERVING",
+        5_000,
+        "NOT_SERVING",
+      );
+      await eventually(() => refused > 0, 5_000, "a refused Send");
+      await nats.start(0);
+      await eventually(
+        async () => (await healthCheck(svc.addr, NOTIFICATION_SERVICE)) === "SERVING",
+        10_000,
+        "SERVING again",
+      );
+      const before = acked.length;
+      await eventually(() => acked.length >= before + 10, 5_000, "10 after the restart");
+      sending = false;
+      await load;
+      await eventually(() => stream.items.length === acked.length, 5_000, `all ${acked.length} acknowledged`);
+      assert.equal(stream.state.status, undefined, "the stream stayed open");
+      assert.deepEqual(stream.items.map((n) => n.position), acked.map((s) => s.position));
+      assert.ok(svc.lines.some((l) => l.includes("Broker unreachable")), svc.lines.join("\n"));
+      stream.cancel();
+    } finally {
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "a service that cannot reach the broker at start exits 1 with one line and registers nothing",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using svc = await ServiceProcess.spawn({
+      endpoints: etcd.endpoints,
+      name: "no-broker",
+      startupTimeout: "1s",
+      serverExtra: brokerYaml(["127.0.0.1:1"]),
+    });
+    const status = await svc.status;
+    assert.equal(status.code, 1, svc.lines.join("\n"));
+    const errors = svc.lines.filter((l) => l.includes("ERROR"));
+    assert.equal(errors.length, 1, svc.lines.join("\n"));
+    assert.match(errors[0], /cannot reach the NATS broker at 127\.0\.0\.1:1: .*broker\.nats\.servers/);
+    assert.ok(!svc.lines.some((l) => l.includes("Service registered")), svc.lines.join("\n"));
+  },
+);
