@@ -13,7 +13,8 @@
  * --only workers (that section alone), --only http2 (the HTTP/2 guard and limits: soak, cost, header
  * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N,
  * --parts cost,soak,attacks,auth), --only routing (a Send's cost and latency by where its subscriber
- * is: same worker, other worker, other instance; --root DIR as for http2, --sends N per path and round).
+ * is: same worker, other worker, other instance; --root DIR as for http2, --sends N per path and round),
+ * --only broker (the mesh beside the NATS JetStream broker: Sends, fan-out, replay, memory).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -23,6 +24,7 @@ import { fanOutStall, subscriberConnections } from "./fanout.ts";
 import { http2Bench } from "./http2.ts";
 import { directoryBench } from "./directory.ts";
 import { routingBench } from "./routing.ts";
+import { brokerBench } from "./broker.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
@@ -395,6 +397,10 @@ async function main(): Promise<void> {
     );
     return;
   }
+  if (args.values.only === "broker") {
+    printTable(await brokerBench({ endpoints: etcd.endpoints, rounds: ROUNDS, seconds: SECONDS, note }));
+    return;
+  }
   if (args.values.only === "directory") {
     const tables = await directoryBench({
       sizes: args.values.sizes.split(",").map(Number),
@@ -539,6 +545,8 @@ async function main(): Promise<void> {
   if (workerRows) printTable(workerRows);
   note("HTTP/2 guard and limits: cost, soak, header attacks");
   for (const table of await http2Section(etcd.endpoints)) printTable(table);
+  note("the mesh beside the broker (NATS JetStream)");
+  printTable(await brokerBench({ endpoints: etcd.endpoints, rounds: ROUNDS, seconds: SECONDS, note }));
 }
 
 /** The HTTP/2 guard and inbound limits: soak, cost, header attacks (bench/http2.ts). */

@@ -33,9 +33,10 @@ fi
 # etcd for the service and the tests; Go with etcd's and gRPC's Go packages for the interop tests
 # (a real grpc-go client through etcd's naming resolver, GOPATH mode, no module downloads);
 # prometheus (and its promtool) for the metrics tests: a real scrape and an exposition check.
+# nats-server (JetStream included) for the broker mode and its tests.
 # Debian's python3 with grpcio and protobuf (C++ backend) is a foreign client (reflection), and
 # python3-h2/hpack build the HTTP/2 attacks.
-packages=(etcd-server etcd-client golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev
+packages=(etcd-server etcd-client nats-server golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev
   prometheus python3-grpcio python3-protobuf python3-h2 python3-hpack)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
@@ -57,9 +58,13 @@ if [ ! -f "$node_grpc/node_modules/@grpc/grpc-js/package.json" ]; then
     npm install --no-audit --no-fund --silent @grpc/grpc-js@1.14.7 >/dev/null)
 fi
 
-# Debian's package starts a system etcd on :2379; we start our own where we need one.
+# Debian's packages start a system etcd on :2379 and nats-server on :4222; we start our own where
+# we need one (the tests on free ports).
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   echo "setup: note: a system etcd service is running on this machine (systemctl status etcd)"
 fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nats-server 2>/dev/null; then
+  echo "setup: note: a system nats-server is running on this machine (without JetStream unless configured)"
+fi
 
-echo "setup: $(deno --version | head -1), $(etcd --version | head -1), $(go version)"
+echo "setup: $(deno --version | head -1), $(etcd --version | head -1), nats-server $(nats-server --version | sed 's/.*v//'), $(go version)"

@@ -27,6 +27,7 @@ const LAYERS = [
   "auth",
   "notification",
   "cluster",
+  "broker",
   "serving",
   "client",
   "cli",

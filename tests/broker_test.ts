@@ -17,7 +17,9 @@ import {
 } from "./helpers/grpc.ts";
 import { brokerYaml, startNats } from "./helpers/nats.ts";
 import { ServiceProcess } from "./helpers/service.ts";
+import { goClient, python } from "./helpers/foreign.ts";
 
+const PYTHON_RESUME = new URL("./interop/python_resume.py", import.meta.url).pathname;
 const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
 
 /** Positions strictly increasing, titles as expected. */
@@ -286,5 +288,59 @@ Deno.test(
     assert.equal(errors.length, 1, svc.lines.join("\n"));
     assert.match(errors[0], /cannot reach the NATS broker at 127\.0\.0\.1:1: .*broker\.nats\.servers/);
     assert.ok(!svc.lines.some((l) => l.includes("Service registered")), svc.lines.join("\n"));
+  },
+);
+
+Deno.test(
+  "a Go client and a Python client (raw protobuf, deadlines, request ids) resume from a position",
+  NETWORK_TEST,
+  async () => {
+    const go = await goClient();
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "foreign-resume",
+      serverExtra: brokerYaml(nats.servers),
+    });
+    const client = notificationClient(svc.addr);
+    try {
+      const sent: SendResult[] = [];
+      for (let i = 0; i < 10; i++) sent.push(await send(client, { recipient: "f", title: `n${i}` }));
+      const from = sent[3];
+      const expected = sent.slice(4).map((s, i) => ({
+        title: `n${i + 4}`,
+        position: s.position,
+        epoch: s.epoch,
+      }));
+      const lines = (text: string) => text.trim().split("\n").map((l) => JSON.parse(l));
+      const goOut = lines(
+        await new Response(
+          new Deno.Command(go, {
+            args: [
+              "resume",
+              "-addr",
+              svc.addr,
+              "-recipient",
+              "f",
+              "-position",
+              String(from.position),
+              "-epoch",
+              from.epoch,
+              "-count",
+              "6",
+            ],
+            stdout: "piped",
+          }).spawn().stdout,
+        ).text(),
+      );
+      assert.deepEqual(goOut[0], { recovered: ["true"] });
+      assert.deepEqual(goOut.slice(1), expected, "Go: the six after the position");
+      const pyOut = lines(await python(PYTHON_RESUME, svc.addr, "f", String(from.position), from.epoch, "6"));
+      assert.deepEqual(pyOut[0], { recovered: "true" });
+      assert.deepEqual(pyOut.slice(1), expected, "Python: the six after the position");
+    } finally {
+      client.close();
+    }
   },
 );

@@ -104,7 +104,15 @@ Deno.test(
     const text = await python(PYTHON_REFLECT, svc.addr);
     const result = JSON.parse(text);
     assert.deepEqual(result.services, LISTED_SERVICES);
-    assert.deepEqual(result.send_fields, ["id", "created_at_ms", "delivered", "instance_id"]);
+    assert.deepEqual(result.send_fields, [
+      "id",
+      "created_at_ms",
+      "delivered",
+      "instance_id",
+      "position",
+      "epoch",
+      "stored",
+    ]);
     assert.equal(result.delivered, 0);
   },
 );

@@ -147,5 +147,7 @@ export async function streamManager(nc: NatsConnection, timeoutMs: number): Prom
 
 /** For log lines. */
 export function describeTtl(nats: NatsConfig): string {
-  return nats.historyTtlMs === 0 ? "no age limit" : formatDuration(nats.historyTtlMs);
+  const ms = nats.historyTtlMs;
+  if (ms === 0) return "no age limit";
+  return ms % 3_600_000 === 0 ? `kept ${ms / 3_600_000}h` : `kept ${formatDuration(ms)}`;
 }

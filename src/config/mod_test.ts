@@ -46,6 +46,34 @@ Deno.test("parseConfig() reads the original design's file with defaults for the 
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.etcd.endpoints));
 });
 
+Deno.test("parseConfig() reads a broker section with defaults for what it leaves out", () => {
+  const none = parseConfig(BASE, FILE, { env: noEnv });
+  assert.equal(none.server.broker, undefined);
+  const config = parseConfig(
+    BASE.replace(
+      'name: "notification-server"',
+      'name: "x"\n  broker: { nats: { servers: ["n1:4222", "nats://n2:4222"], history-ttl: 168h } }',
+    ),
+    FILE,
+    { env: noEnv },
+  );
+  assert.deepEqual(config.server.broker?.nats, {
+    servers: ["n1:4222", "nats://n2:4222"],
+    user: undefined,
+    password: undefined,
+    token: undefined,
+    nkeySeedFile: undefined,
+    credsFile: undefined,
+    tls: undefined,
+    stream: "NOTIFICATIONS",
+    subjectPrefix: "notifications",
+    historySize: 100,
+    historyTtlMs: 168 * 3_600_000,
+    replicas: 1,
+    publishTimeoutMs: 2_000,
+  });
+});
+
 Deno.test("parseConfig() reads the shipped config/platform/config.yaml", async () => {
   const text = await Deno.readTextFile(new URL("../../config/platform/config.yaml", import.meta.url));
   const config = parseConfig(text, FILE, { env: noEnv });
@@ -158,6 +186,56 @@ const CASES: [string, string, string][] = [
     'name: "notification-server"',
     'name: "x"\n  auth: { jwt: { secret: "x" } }',
     "notification-server.auth.jwt.secret: unknown key (expected one of",
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: [] } }',
+    'notification-server.broker.nats.servers: expected at least one server like "localhost:4222"',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["a b"] } }',
+    'notification-server.broker.nats.servers: "a b" is not a server like localhost:4222',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], replicas: 2 } }',
+    "notification-server.broker.nats.replicas: 2 is not 1, 3 or 5",
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], stream: "a.b" } }',
+    'notification-server.broker.nats.stream: "a.b" is not a stream name',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], subject-prefix: "a.>" } }',
+    'notification-server.broker.nats.subject-prefix: "a.>" is not a subject prefix',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], user: "u" } }',
+    "notification-server.broker.nats.password: missing (user and password go together)",
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], user: "u", password: "p", token: "t" } }',
+    "notification-server.broker.nats: more than one of user/password, token, nkey-seed-file, creds-file",
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], history-ttl: "soon" } }',
+    'notification-server.broker.nats.history-ttl: "soon" is not a duration like 5s',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { nats: { servers: ["n:4222"], creds-file: "/nonexistent/u.creds" } }',
+    'notification-server.broker.nats.creds-file: "/nonexistent/u.creds" cannot be read',
+  ],
+  [
+    'name: "notification-server"',
+    'name: "x"\n  broker: { kafka: {} }',
+    "notification-server.broker.kafka: unknown key (expected one of: nats)",
   ],
 ];
 

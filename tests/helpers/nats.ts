@@ -26,6 +26,8 @@ export interface NatsHandle extends AsyncDisposable {
   leaderOf(stream: string): Promise<number | undefined>;
   /** What each node logged, for failure messages. */
   logs(): string;
+  /** PIDs of the nodes running now (for CPU and memory readings). */
+  pids(): number[];
 }
 
 /** Starts `nodes` servers (1, or 3 forming one JetStream cluster) and waits until they answer. */
@@ -129,6 +131,7 @@ export async function startNats(options: { nodes?: 1 | 3 } = {}): Promise<NatsHa
       }
       return undefined;
     },
+    pids: () => nodes.flatMap((n) => n.child ? [n.child.pid] : []),
     logs: () => nodes.map((n) => `--- ${n.name}\n${n.log.slice(-30).join("\n")}`).join("\n"),
     async [Symbol.asyncDispose]() {
       await Promise.all(nodes.map((n) => stop(n, "SIGTERM")));

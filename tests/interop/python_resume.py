@@ -1,0 +1,80 @@
+"""A Python grpcio client (Debian's packages) resuming a Subscribe from a position, as a real client
+keeps it: with a deadline and a request id. Messages are encoded and decoded by hand (raw protobuf).
+
+usage:
+  python_resume.py ADDR RECIPIENT POSITION EPOCH COUNT
+prints one JSON line with the stream's recovered header, then one per notification:
+{"title", "position", "epoch"}
+"""
+import json
+import sys
+
+import grpc
+
+
+def varint(value):
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(number, data):
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def read_varint(message, i):
+    value = shift = 0
+    while True:
+        byte = message[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+
+
+def fields(message):
+    """Field number -> last value (int for varints, bytes for length-delimited)."""
+    out = {}
+    i = 0
+    while i < len(message):
+        key, i = read_varint(message, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out[number], i = read_varint(message, i)
+        elif wire == 2:
+            length, i = read_varint(message, i)
+            out[number] = message[i:i + length]
+            i += length
+        else:
+            raise ValueError("unexpected wire type %d" % wire)
+    return out
+
+
+def main():
+    addr, recipient, position, epoch, count = sys.argv[1:6]
+    request = (length_delimited(1, recipient.encode()) + varint(2 << 3) + varint(1) + varint(3 << 3) +
+               varint(int(position)) + length_delimited(4, epoch.encode()))
+    ident = lambda b: b
+    with grpc.insecure_channel(addr) as channel:
+        subscribe = channel.unary_stream(
+            "/notification.v1.NotificationService/Subscribe", request_serializer=ident, response_deserializer=ident
+        )
+        stream = subscribe(request, timeout=10, metadata=(("x-request-id", "py-resume-1"),))
+        headers = dict(stream.initial_metadata())
+        print(json.dumps({"recovered": headers.get("notification-recovered")}), flush=True)
+        for _ in range(int(count)):
+            f = fields(next(stream))
+            print(json.dumps({
+                "title": f.get(3, b"").decode(),
+                "position": f.get(7, 0),
+                "epoch": f.get(8, b"").decode(),
+            }), flush=True)
+        stream.cancel()
+
+
+if __name__ == "__main__":
+    main()
