@@ -5,14 +5,15 @@
  *   start                                         stop (the first SIGINT/SIGTERM/SIGHUP, or an
  *                                                 unexpected error, which then exits 1)
  *   1. signal handlers                            remove them
- *   2. etcd client, etcd answers                  close etcd
+ *   2. etcd client, etcd answers; with a broker:  close the broker connection (after the drain),
+ *      NATS connected, the stream as configured   close etcd
  *   3. gRPC port bound (never advertise a port    (a failed start stops it at once)
  *      we could not bind)
  *   4. /metrics bound, when configured            close /metrics
- *   5. the peers' secret, the cluster             revoke the lease (the directory keys go with
- *      (routed before served)                     it), stop following the secret, close the cluster
- *   6. calls served with delivery to peers        refuse new calls, end streams, finish in-flight
- *                                                 calls within `shutdown-timeout` (the cluster
+ *   5. mesh only (cluster/join.ts): the peers'    revoke the lease (the directory keys go with
+ *      secret, the cluster, routed before served  it), stop following the secret, close the cluster
+ *   6. calls served, delivered through the mesh   refuse new calls, end streams, finish in-flight
+ *      or the broker (notification/delivery.ts)   calls within `shutdown-timeout` (the cluster
  *                                                 still forwards meanwhile)
  *   7. lease granted, record written, kept alive  health NOT_SERVING, deregister (delete our record;
  *                                                 the lease stays, so peers still route to our
@@ -22,7 +23,7 @@
  * nothing stays registered. A second signal exits at once.
  */
 import { advertisedAddress } from "./serving/advertise.ts";
-import { formatDuration, sleep, untilAborted } from "@notification-server/timing";
+import { formatDuration, sleep } from "@notification-server/timing";
 import type { Config } from "./config/mod.ts";
 import { http2Guard } from "@notification-server/http2-guard";
 import type { Logger } from "./_util/logger.ts";
@@ -30,27 +31,19 @@ import {
   createEtcdClient,
   deadlineAfter,
   type DeregisterOutcome,
-  describeEtcdError,
   EtcdRegistrar,
-  EtcdUnavailableError,
   formatHostPort,
   type ServiceInstance,
   waitForEtcd,
 } from "@notification-server/registry";
-import { peerCredentials } from "./transport/tls.ts";
 import { brokerHooks, NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
-import { type Serving, startServing } from "./serving/mod.ts";
+import { startServing } from "./serving/mod.ts";
 import { mergedRegistry, Metrics, serveMetrics } from "./metrics/mod.ts";
-import { Cluster } from "./cluster/cluster.ts";
-import { PEER_SECRET_PREFIX, PeerSecret } from "./cluster/peer_secret.ts";
+import { joinMesh } from "./cluster/join.ts";
 import { BrokerDelivery } from "./broker/broker_delivery.ts";
 import { describeTtl } from "./broker/connection.ts";
-import type { Etcd3 } from "etcd3";
 
 export { NOTIFICATION_SERVICE, REGISTRATION_HEALTH };
-
-/** How long stopping waits for the cluster's etcd watches to be cancelled before closing etcd anyway. */
-const CLUSTER_CLOSE_GRACE_MS = 200;
 
 /** Signals that stop the service gracefully (SIGHUP: an SSH hang-up must not leave us registered). */
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
@@ -176,7 +169,7 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
     });
     metrics?.registrationState.set(0);
     // With a broker, delivery between instances goes through it: no directory, no peer links.
-    const cluster = broker ? undefined : await joinCluster(steps, {
+    const cluster = broker ? undefined : await joinMesh(steps, {
       config,
       etcd,
       instance,
@@ -288,104 +281,6 @@ function describeInstance(config: Config, port: number, log: Logger): ServiceIns
     addr: advertised.addr,
     metadata: config.server.metadata,
   };
-}
-
-/**
- * Step 5: reads (or creates) the peers' secret in etcd, starts the cluster and hands it to the
- * serving threads; both undone on `steps`. Without a secret (TLS without a peer CA, or an etcd user
- * that may not read it) forwarding stays off and each instance delivers to its own subscribers.
- */
-async function joinCluster(steps: AsyncDisposableStack, parts: {
-  config: Config;
-  etcd: Etcd3;
-  instance: ServiceInstance;
-  serving: Serving;
-  registrar: EtcdRegistrar;
-  metrics?: Metrics;
-  log: Logger;
-  /** The start-up budget (etcd.startup-timeout) the wait for the views counts against. */
-  deadline?: number;
-  signal: AbortSignal;
-}): Promise<Cluster | undefined> {
-  const { config, etcd, serving, metrics, log } = parts;
-  const peers = peerCredentials(config.server.tls);
-  // Forward is refused to anyone who cannot prove membership; the secret lives in etcd.
-  // The cluster proves membership again with a new signing secret as soon as it is seen.
-  const rotation: { cluster?: Cluster } = {};
-  const secret = "off" in peers ? peers.off : await PeerSecret.load(
-    etcd,
-    config.server.name,
-    (secrets) => {
-      serving.setPeerSecrets(secrets);
-      rotation.cluster?.reprove();
-    },
-  ).catch((error: Error) =>
-    `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
-      describeEtcdError(error)
-    }): give the instances' etcd user readwrite on that key`
-  );
-  if (typeof secret === "string" || "off" in peers) {
-    log.warn(`Cluster forwarding is off (each instance delivers to its own subscribers only): ${secret}`);
-    return undefined;
-  }
-  steps.defer(() => secret.close());
-  const cluster = rotation.cluster = new Cluster(etcd, {
-    prover: secret,
-    name: config.server.name,
-    instanceId: parts.instance.id,
-    registryPrefix: config.etcd.prefix,
-    directoryPrefix: config.etcd.directoryPrefix,
-    peerTimeoutMs: config.server.peerTimeoutMs,
-    credentials: peers.credentials,
-    serverName: peers.serverName,
-    logger: log,
-    registration: parts.registrar,
-    onForwarded: (n) => metrics?.notificationsForwarded.inc(n),
-    onResync: (watch, event) => {
-      if (event.attempts !== undefined) return;
-      metrics?.etcdWatchResyncs.inc({ watch, reason: event.reason });
-      // A dropped stream resumes where it was; these two cost a full read of the range.
-      if (event.reason === "cancelled" || event.reason === "too_large") {
-        log.warn(
-          `The ${watch} watch re-reads etcd: ${
-            event.reason === "cancelled"
-              ? "etcd cancelled it (compacted past it)"
-              : "a response was too large to receive"
-          }`,
-          { watch, reason: event.reason },
-        );
-      }
-    },
-  });
-  // etcd is closed right after, so its watch cancels need no confirmation: a frozen etcd would hold
-  // the exit up to a second per watch.
-  steps.defer(() => Promise.race([cluster.close(), sleep(CLUSTER_CLOSE_GRACE_MS)]));
-  metrics?.setDirectory(() => cluster.view.size.recipients);
-  // Route before serving: the instance registers, and answers SERVING, only once it knows who
-  // holds which recipient and who the peers are; until then a Send through it would miss them.
-  await untilRouted(cluster, parts.deadline, parts.signal, config.etcd.startupTimeoutMs);
-  serving.setCluster(cluster);
-  return cluster;
-}
-
-/** Waits for the cluster's views, within the start-up budget; returns at once when stopped. */
-async function untilRouted(
-  cluster: Cluster,
-  deadline: number | undefined,
-  signal: AbortSignal,
-  budgetMs: number,
-): Promise<void> {
-  const budget = deadline === undefined ? undefined : AbortSignal.timeout(Math.max(0, deadline - Date.now()));
-  try {
-    await untilAborted(cluster.ready, budget ? AbortSignal.any([signal, budget]) : signal);
-  } catch {
-    if (signal.aborted) return; // stopped: the stack undoes the start
-    throw new EtcdUnavailableError(
-      `The recipient directory and membership were not loaded within etcd.startup-timeout (${
-        formatDuration(budgetMs)
-      }, ${cluster.view.size.recipients} recipients read so far): check etcd, or raise etcd.startup-timeout`,
-    );
-  }
 }
 
 function logWithdrawn(log: Logger, outcome: DeregisterOutcome, key: string, ttlSeconds: number): void {

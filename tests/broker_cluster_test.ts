@@ -4,9 +4,8 @@
  * three-node NATS cluster (replicas 3) losing the node that leads the stream.
  */
 import assert from "node:assert/strict";
-import * as grpc from "@grpc/grpc-js";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
-import { eventually, notificationClient, recoverer, send, type SendResult } from "./helpers/grpc.ts";
+import { eventually, notificationClient, recoverer, send, steadySends } from "./helpers/grpc.ts";
 import { brokerYaml, startNats } from "./helpers/nats.ts";
 import { ServiceProcess, subscribeProcess, writeConfig } from "./helpers/service.ts";
 
@@ -124,29 +123,17 @@ Deno.test(
     try {
       const stream = recoverer(client, "x", { recover: false });
       await stream.ready;
-      const acked: SendResult[] = [];
-      let refused = 0;
-      let sending = true;
-      const load = (async () => {
-        for (let i = 0; sending; i++) {
-          try {
-            acked.push(await send(client, { recipient: "x", title: `n${i}` }));
-          } catch (error) {
-            // During the election: refused, never a false OK.
-            assert.equal((error as grpc.ServiceError).code, grpc.status.UNAVAILABLE, String(error));
-            refused++;
-          }
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      })();
+      // During the election Sends are refused, never falsely acknowledged.
+      const load = steadySends(client, "x");
+      const acked = load.acked;
       await eventually(() => acked.length >= 50, 10_000, "50 before the kill");
       const leader = await nats.leaderOf("NOTIFICATIONS");
       assert.ok(leader !== undefined, nats.logs());
       await nats.stop(leader, "SIGKILL");
       const atKill = acked.length;
       await eventually(() => acked.length >= atKill + 50, 20_000, `50 after the kill\n${nats.logs()}`);
-      sending = false;
-      await load;
+      await load.stop();
+      assert.deepEqual(load.unexpected, []);
       // Every acknowledged one is in the history, in order, on the new leader...
       const all = recoverer(client, "x");
       await all.ready;
@@ -160,7 +147,9 @@ Deno.test(
       // ...and the live stream, which stayed open, got each once, in order.
       await eventually(() => stream.items.length >= acked.length, 10_000, "the live stream has all");
       assert.deepEqual(stream.items.map((n) => n.position), acked.map((s) => s.position));
-      console.log(`R3 leader loss: ${acked.length} acknowledged, ${refused} refused during the election`);
+      console.log(
+        `R3 leader loss: ${acked.length} acknowledged, ${load.refused()} refused during the election`,
+      );
       all.cancel();
       stream.cancel();
     } finally {

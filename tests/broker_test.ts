@@ -14,10 +14,12 @@ import {
   recoverer,
   send,
   type SendResult,
+  steadySends,
 } from "./helpers/grpc.ts";
 import { brokerYaml, startNats } from "./helpers/nats.ts";
-import { ServiceProcess } from "./helpers/service.ts";
+import { runMain, ServiceProcess, writeConfig } from "./helpers/service.ts";
 import { goClient, python } from "./helpers/foreign.ts";
+import { scrape } from "./helpers/metrics.ts";
 
 const PYTHON_RESUME = new URL("./interop/python_resume.py", import.meta.url).pathname;
 const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -121,6 +123,16 @@ Deno.test(
       await eventually(() => live.items.length === 1, 5_000, "live delivery");
       assert.equal(live.items[0].position, 0);
       live.cancel();
+      // The CLI asked for history says so in one line and exits 1, rather than retrying for ever.
+      const config = await writeConfig({ endpoints: etcd.endpoints, name: "mesh-refuses" });
+      const cli = await runMain(["subscribe", "--to", "r", "--since", "all", "--config", config]);
+      assert.equal(cli.code, 1, cli.stderr);
+      const lines = cli.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, cli.stderr);
+      assert.match(
+        lines[0],
+        /mesh-refuses keeps no history to start from .*notification-server\.broker\.nats/,
+      );
     } finally {
       client.close();
     }
@@ -175,14 +187,8 @@ Deno.test(
     try {
       const first = recoverer(onDoomed, "k", { recover: false });
       await first.ready;
-      let sending = true;
-      const acked: SendResult[] = [];
-      const load = (async () => {
-        for (let i = 0; sending; i++) {
-          acked.push(await send(sender, { recipient: "k", title: `n${i}` }));
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      })();
+      const load = steadySends(sender, "k");
+      const acked = load.acked;
       await eventually(() => first.items.length >= 20, 5_000, "20 live before the kill");
       doomed.signal("SIGKILL");
       await eventually(() => first.state.status !== undefined, 5_000, "the stream ends with its instance");
@@ -192,8 +198,12 @@ Deno.test(
       await second.ready;
       assert.equal(second.state.recovered, "true");
       await new Promise((r) => setTimeout(r, 200));
-      sending = false;
-      await load;
+      await load.stop();
+      assert.deepEqual(
+        [load.refused(), load.unexpected],
+        [0, []],
+        "every Send through the other instance taken",
+      );
       const all = [...first.items, ...second.items];
       await eventually(
         () => [...first.items, ...second.items].length === acked.length,
@@ -223,25 +233,14 @@ Deno.test(
       endpoints: etcd.endpoints,
       name: "restart",
       serverExtra: brokerYaml(nats.servers),
+      metricsAddr: "127.0.0.1:0",
     });
     const client = notificationClient(svc.addr);
     try {
       const stream = recoverer(client, "b", { recover: false });
       await stream.ready;
-      const acked: SendResult[] = [];
-      let refused = 0;
-      let sending = true;
-      const load = (async () => {
-        for (let i = 0; sending; i++) {
-          try {
-            acked.push(await send(client, { recipient: "b", title: `n${i}` }));
-          } catch (error) {
-            assert.equal((error as grpc.ServiceError).code, grpc.status.UNAVAILABLE, String(error));
-            refused++;
-          }
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      })();
+      const load = steadySends(client, "b");
+      const acked = load.acked;
       await eventually(() => stream.items.length >= 10, 5_000, "10 before the restart");
       await nats.stop(0, "SIGTERM");
       await eventually(
@@ -249,7 +248,7 @@ Deno.test(
         5_000,
         "NOT_SERVING",
       );
-      await eventually(() => refused > 0, 5_000, "a refused Send");
+      await eventually(() => load.refused() > 0, 5_000, "a refused Send");
       await nats.start(0);
       await eventually(
         async () => (await healthCheck(svc.addr, NOTIFICATION_SERVICE)) === "SERVING",
@@ -258,12 +257,17 @@ Deno.test(
       );
       const before = acked.length;
       await eventually(() => acked.length >= before + 10, 5_000, "10 after the restart");
-      sending = false;
-      await load;
+      await load.stop();
+      assert.deepEqual(load.unexpected, [], "refused only with UNAVAILABLE");
       await eventually(() => stream.items.length === acked.length, 5_000, `all ${acked.length} acknowledged`);
       assert.equal(stream.state.status, undefined, "the stream stayed open");
       assert.deepEqual(stream.items.map((n) => n.position), acked.map((s) => s.position));
       assert.ok(svc.lines.some((l) => l.includes("Broker unreachable")), svc.lines.join("\n"));
+      // What the metrics say: every refused Send, every stream write, the connection back up.
+      const metrics = await scrape(svc.metricsPort);
+      assert.equal(metrics.value("notification_server_sends_unavailable_total"), load.refused());
+      assert.equal(metrics.value("notification_server_notifications_delivered_total"), acked.length);
+      assert.ok((metrics.value("notification_server_broker_connected") ?? 0) >= 1, metrics.text);
       stream.cancel();
     } finally {
       client.close();

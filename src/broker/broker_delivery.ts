@@ -43,6 +43,8 @@ export interface BrokerHooks {
   onReplay?: (recovered: boolean) => void;
   /** A stream had to skip `count` positions the history no longer held. */
   onLost?: (count: number) => void;
+  /** A notification was written to one stream (live or replayed). */
+  onWritten?: () => void;
   /** Where the thread's log lines go. */
   warn?: (line: string) => void;
 }
@@ -163,7 +165,11 @@ export class BrokerDelivery implements Delivery {
   open(recipient: string, sink: Sink, from?: StartAt): () => void {
     const feed = new PositionedFeed({
       readAfter: (position) => this.#readAfter(recipient, position),
-      write: sink.write,
+      write: (bytes) => {
+        const written = sink.write(bytes);
+        if (written) this.#hooks.onWritten?.();
+        return written;
+      },
       fail: sink.fail,
       onLost: (after, before) => this.#hooks.onLost?.(before - after - 1),
     });

@@ -75,7 +75,9 @@ export function buildServices(options: ServicesOptions): Services {
     queuedBytes: options.queuedBytes,
     onSent: (delivered) => {
       metrics?.notificationsSent.inc();
-      metrics?.notificationsDelivered.inc(delivered);
+      // With a broker, `delivered` is this thread's share only: each stream's write is counted
+      // where it happens instead (brokerHooks).
+      if (!options.server.broker) metrics?.notificationsDelivered.inc(delivered);
     },
     onUnavailable: () => metrics?.sendsUnavailable.inc(),
     subscriberQueue: { messages: options.server.subscriberQueue, bytes: options.server.subscriberQueueBytes },
@@ -208,6 +210,7 @@ export function brokerHooks(metrics: Metrics | undefined, warn: (line: string) =
     onStored: (ms) => metrics?.brokerStoreSeconds.observe(ms / 1000),
     onReplay: (recovered) => metrics?.brokerReplays.inc({ recovered: String(recovered) }),
     onLost: (count) => metrics?.brokerPositionsLost.inc(count),
+    onWritten: () => metrics?.notificationsDelivered.inc(),
     warn,
   };
 }

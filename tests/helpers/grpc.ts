@@ -175,3 +175,35 @@ export function recoverer(
   stream.on("error", () => {});
   return { items, ready, stream, state, cancel: () => stream.cancel() };
 }
+
+/**
+ * Sends to `recipient` one after another (titles n0, n1, ...) until `stop()`: what was acknowledged,
+ * in order, how many were refused with UNAVAILABLE, and any other failure (none is expected: a test
+ * asserts `unexpected` is empty).
+ */
+export function steadySends(client: NotificationClient, recipient: string, pauseMs = 5) {
+  const acked: SendResult[] = [];
+  const unexpected: string[] = [];
+  const counts = { refused: 0 };
+  let sending = true;
+  const load = (async () => {
+    for (let i = 0; sending; i++) {
+      try {
+        acked.push(await send(client, { recipient, title: `n${i}` }));
+      } catch (error) {
+        if ((error as grpc.ServiceError).code === grpc.status.UNAVAILABLE) counts.refused++;
+        else unexpected.push(String(error));
+      }
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  })();
+  return {
+    acked,
+    unexpected,
+    refused: () => counts.refused,
+    async stop() {
+      sending = false;
+      await load;
+    },
+  };
+}

@@ -71,7 +71,8 @@ export interface SubscribeOptions {
   onHandover?: (handover: { from: string; to: string }) => void;
   /**
    * Start from the broker's history instead of live: after this position (of `epoch`, when given),
-   * or `"all"` for everything it holds (an inbox after being offline). Needs a broker.
+   * or `"all"` for everything it holds (an inbox after being offline). Needs a broker: against a
+   * service without one, the generator throws (FAILED_PRECONDITION is not retried).
    */
   since?: number | "all" | { position: number; epoch?: string };
   /** How to dial the instances. @default plaintext */
@@ -140,6 +141,8 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
     ? { position: since, epoch: "" }
     : { position: since.position, epoch: since.epoch ?? "" };
   let brokerless = false;
+  /** Set when the service refuses what was asked for good (`since` without a broker). */
+  let refusal: string | undefined;
   let wake = () => {};
   const changed = () => wake();
   let members: Set<string> | undefined;
@@ -177,10 +180,15 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
       changed();
     });
     stream.on("status", (status: grpc.StatusObject) => {
-      if (status.code === grpc.status.FAILED_PRECONDITION && from && options.since === undefined) {
-        // Resuming needs a broker; this service has none: live from here on, as before.
-        brokerless = true;
-        live.noBroker = true;
+      if (status.code === grpc.status.FAILED_PRECONDITION && from) {
+        if (options.since === undefined) {
+          // Resuming needs a broker; this service has none: live from here on, as before.
+          brokerless = true;
+          live.noBroker = true;
+        } else {
+          // Asked for history the service does not keep: no retry will give it.
+          refusal = `${options.name} keeps no history to start from (${status.details})`;
+        }
       }
       live.ended = `${grpc.status[status.code]}${status.details ? `: ${status.details}` : ""}`;
       changed();
@@ -247,6 +255,7 @@ export async function* subscribe(options: SubscribeOptions): AsyncGenerator<Noti
         gapSince = 0;
       }
       if (current?.ready && !current.ended) backoff.reset();
+      if (refusal) throw new Error(refusal);
       if (current?.ended !== undefined && current.noBroker && !next) {
         current = undefined; // at once, live only
         continue;
