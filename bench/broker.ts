@@ -54,6 +54,7 @@ async function startCluster(
 ): Promise<Cluster> {
   const name = `bench-${mode}-${crypto.randomUUID().slice(0, 6)}`;
   const serverExtra = `  max-subscribers-per-connection: ${STREAMS_PER_CONNECTION}\n` +
+    `  max-concurrent-streams: ${STREAMS_PER_CONNECTION}\n` +
     (mode === "broker"
       ? brokerYaml(nats.servers, { stream, "subject-prefix": stream.toLowerCase(), "history-size": 1_000 })
       : "");
