@@ -20,6 +20,8 @@ import { brokerYaml, startNats } from "./helpers/nats.ts";
 import { runMain, ServiceProcess, writeConfig } from "./helpers/service.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { scrape } from "./helpers/metrics.ts";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 
 const PYTHON_RESUME = new URL("./interop/python_resume.py", import.meta.url).pathname;
 const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -345,6 +347,50 @@ Deno.test(
       assert.deepEqual(pyOut.slice(1), expected, "Python: the six after the position");
     } finally {
       client.close();
+    }
+  },
+);
+
+Deno.test(
+  "a stream deleted under the service is made again: its streams end, positions start a new epoch, recovery says not recovered",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "recreated",
+      workers: 1,
+      serverExtra: brokerYaml(nats.servers),
+    });
+    const client = notificationClient(svc.addr);
+    const nc = await connect({ servers: nats.servers });
+    try {
+      const before = await send(client, { recipient: "d", title: "old" });
+      const live = recoverer(client, "d", { recover: false });
+      await live.ready;
+      await (await jetstreamManager(nc)).streams.delete("NOTIFICATIONS");
+      // The first Send finds no stream (UNAVAILABLE, never OK); the service makes it again.
+      const next = await eventually(
+        async () => await send(client, { recipient: "d", title: "new" }),
+        10_000,
+        "a Send stored again",
+      );
+      assert.notEqual(next.epoch, before.epoch);
+      assert.equal(next.position, 1);
+      await eventually(() => live.state.status !== undefined, 5_000, "the old stream ends");
+      assert.equal(live.state.status!.code, grpc.status.UNAVAILABLE);
+      assert.match(live.state.status!.details, /recreated/);
+      const again = recoverer(client, "d", { position: before.position, epoch: before.epoch });
+      await again.ready;
+      assert.equal(again.state.recovered, "false");
+      await eventually(() => again.items.length === 1, 5_000, "the new epoch's one");
+      assert.deepEqual([again.items[0].title, again.items[0].epoch], ["new", next.epoch]);
+      again.cancel();
+      assert.ok(svc.lines.some((l) => l.includes("was recreated")), svc.lines.join("\n"));
+    } finally {
+      client.close();
+      await nc.close();
     }
   },
 );

@@ -30,6 +30,8 @@ const WRONG_LAST_SEQUENCE = 10071;
  * (see #store).
  */
 const SEND_TRIES = 5;
+/** Failed Sends have the stream checked at most this often (a NATS cluster electing a leader fails many). */
+const RECHECK_MS = 1_000;
 /** Recipients whose last position this thread remembers, to state it on the next Send. */
 const REMEMBERED_RECIPIENTS = 100_000;
 
@@ -73,6 +75,10 @@ export class BrokerDelivery implements Delivery {
   /** Per recipient: this thread's Sends, one at a time (each states the previous one's position). */
   readonly #sending = new Map<string, Promise<unknown>>();
   readonly #watching: Promise<void>;
+  /** A check of the stream under way (one at a time). */
+  #rechecking: Promise<void> | undefined;
+  /** When a failed Send last had the stream checked. */
+  #checkedAt = 0;
 
   private constructor(
     nc: NatsConnection,
@@ -156,7 +162,14 @@ export class BrokerDelivery implements Delivery {
       } catch (error) {
         const { code, message } = error as { code?: number; message: string };
         const last = code === WRONG_LAST_SEQUENCE ? /(\d+)\s*$/.exec(message) : null;
-        if (!last || prev === undefined) return { unavailable: `the broker did not store it: ${message}` };
+        if (!last || prev === undefined) {
+          // No stream takes the subject (deleted meanwhile): made again for the next Send.
+          if (/no responders|stream not found|jetstream is not enabled/i.test(message) && Date.now() - this.#checkedAt > RECHECK_MS) {
+            this.#checkedAt = Date.now();
+            void this.#recheckStream("after a Send found none");
+          }
+          return { unavailable: `the broker did not store it: ${message}` };
+        }
         prev = Number(last[1]);
       }
     }
@@ -300,25 +313,40 @@ export class BrokerDelivery implements Delivery {
       } else if (status.type === "reconnect") {
         this.#connected = true;
         this.#hooks.onConnection?.(true);
-        try {
-          const epoch = await ensureStream(this.#jsm, this.#nats);
-          if (epoch !== this.#epoch) {
-            this.#hooks.warn?.(
-              `The JetStream stream ${this.#nats.stream} was recreated (epoch ${this.#epoch} -> ${epoch}): positions start again`,
-            );
-            this.#epoch = epoch;
-            this.#epochBytes = new TextEncoder().encode(epoch);
-            this.#last.clear();
-          }
-        } catch (error) {
-          this.#hooks.warn?.(
-            `The JetStream stream could not be checked after a reconnect: ${(error as Error).message}`,
-          );
-        }
+        await this.#recheckStream("after a reconnect");
         // What was stored while the connection was down (through other servers) is read now.
         for (const held of this.#held.values()) for (const feed of held.feeds) feed.catchUp();
       }
     }
+  }
+
+  /**
+   * Makes the stream match the config again (a reconnect; a Send that found no stream: someone
+   * deleted it). When it was recreated, positions start again in a new epoch: every stream of this
+   * thread ends (UNAVAILABLE), so that its client comes back with its position and is told it
+   * could not be recovered, rather than wait on positions that will not come.
+   */
+  #recheckStream(when: string): Promise<void> {
+    this.#rechecking ??= (async () => {
+      try {
+        const epoch = await ensureStream(this.#jsm, this.#nats);
+        if (epoch === this.#epoch) return;
+        this.#hooks.warn?.(
+          `The JetStream stream ${this.#nats.stream} was recreated (epoch ${this.#epoch} -> ${epoch}): positions start again`,
+        );
+        this.#epoch = epoch;
+        this.#epochBytes = new TextEncoder().encode(epoch);
+        this.#last.clear();
+        for (const held of [...this.#held.values()]) {
+          for (const feed of [...held.feeds]) feed.end("the broker's stream was recreated: subscribe again");
+        }
+      } catch (error) {
+        this.#hooks.warn?.(`The JetStream stream could not be checked ${when}: ${(error as Error).message}`);
+      } finally {
+        this.#rechecking = undefined;
+      }
+    })();
+    return this.#rechecking;
   }
 }
 

@@ -92,6 +92,13 @@ export class PositionedFeed {
     this.#waiting.clear();
   }
 
+  /** Closes the feed and ends its stream with `reason`. */
+  end(reason: string): void {
+    if (this.#closed) return;
+    this.close();
+    this.#options.fail(reason);
+  }
+
   #write(n: Positioned): void {
     this.#position = n.position;
     if (!this.#options.write(n.bytes)) this.close();

@@ -31,8 +31,9 @@ message SendResponse {
   string id = 1;
   // Milliseconds since the Unix epoch, assigned by the server.
   int64 created_at_ms = 2;
-  // How many live Subscribe streams received it, on this instance and its peers together (a peer
-  // that does not answer within the server's peer-timeout counts 0).
+  // How many live Subscribe streams received it. Without a broker: on this instance and its peers
+  // together (a peer that does not answer within the server's peer-timeout counts 0). With one: the
+  // streams on the serving thread that took the call; every other stream gets it from the broker.
   uint32 delivered = 3;
   // The instance that handled the call.
   string instance_id = 4;
