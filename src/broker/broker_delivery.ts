@@ -164,7 +164,10 @@ export class BrokerDelivery implements Delivery {
         const last = code === WRONG_LAST_SEQUENCE ? /(\d+)\s*$/.exec(message) : null;
         if (!last || prev === undefined) {
           // No stream takes the subject (deleted meanwhile): made again for the next Send.
-          if (/no responders|stream not found|jetstream is not enabled/i.test(message) && Date.now() - this.#checkedAt > RECHECK_MS) {
+          if (
+            /no responders|stream not found|jetstream is not enabled/i.test(message) &&
+            Date.now() - this.#checkedAt > RECHECK_MS
+          ) {
             this.#checkedAt = Date.now();
             void this.#recheckStream("after a Send found none");
           }
