@@ -12,7 +12,10 @@ import { EtcdRegistrar } from "@notification-server/registry";
 import { type Notification, notificationClient } from "./notification_client.ts";
 import { subscribe } from "./subscribe.ts";
 
-type SubscribeCall = grpc.ServerWritableStream<{ recipient: string }, Notification>;
+type SubscribeCall = grpc.ServerWritableStream<
+  { recipient: string; recover?: boolean; position?: number; epoch?: string },
+  Notification
+>;
 
 /** A fake instance: its Subscribe streams, held open until the test ends or pushes to them. */
 interface FakeInstance extends AsyncDisposable {
@@ -180,6 +183,35 @@ Deno.test(
           "each id passed on once",
         );
         assert.deepEqual(sub.events.length, 3, "the old stream's end is no gap");
+      } finally {
+        await sub.stop();
+      }
+    }),
+);
+
+Deno.test(
+  "subscribe() with positions resumes after the last one it passed on, and passes a repeated one on once",
+  NETWORK_TEST,
+  () =>
+    withEtcd(async ({ endpoints, client, name }) => {
+      await using a = await fakeInstance(client, name, "a");
+      const sub = follow(endpoints, name);
+      try {
+        await waitFor("a stream", () => a.calls.size === 1);
+        const [first] = a.calls;
+        assert.equal(first.request.recover, false, "live at first");
+        for (const p of [1, 2, 3]) a.push({ id: `id${p}`, title: `n${p}`, position: p, epoch: "e1" });
+        await waitFor("three", () => sub.titles.length === 3);
+        a.endAll(); // the stream ends without warning (a crash, say)
+        await waitFor("a second stream", () => a.calls.size === 1 && a.opened === 2);
+        const [second] = a.calls;
+        const request = second.request;
+        assert.deepEqual([request.recover, request.position, request.epoch], [true, 3, "e1"]);
+        // A stream that overlaps (the handover's old one, or a replay that starts before): by position.
+        a.push({ id: "id3-again", title: "n3", position: 3, epoch: "e1" });
+        a.push({ id: "id4", title: "n4", position: 4, epoch: "e1" });
+        await waitFor("the fourth", () => sub.titles.includes("n4"));
+        assert.deepEqual(sub.titles, ["n1", "n2", "n3", "n4"]);
       } finally {
         await sub.stop();
       }
