@@ -20,6 +20,7 @@ import { brokerYaml, startNats } from "./helpers/nats.ts";
 import { runMain, ServiceProcess, writeConfig } from "./helpers/service.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { scrape } from "./helpers/metrics.ts";
+import { makeCertificates } from "./helpers/certs.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 
@@ -392,5 +393,96 @@ Deno.test(
       client.close();
       await nc.close();
     }
+  },
+);
+
+Deno.test(
+  "the broker's credentials: a token or user and password are sent; a wrong one ends the start in one line",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using withToken = await startNats({ args: ["--auth", "s3cret-token"] });
+    await using withUser = await startNats({ args: ["--user", "notif", "--pass", "pw"] });
+    for (
+      const [nats, good] of [[withToken, { token: "s3cret-token" }], [withUser, {
+        user: "notif",
+        password: "pw",
+      }]] as const
+    ) {
+      await using svc = await ServiceProcess.start({
+        endpoints: etcd.endpoints,
+        name: "creds",
+        workers: 1,
+        serverExtra: brokerYaml(nats.servers, good),
+      });
+      const client = notificationClient(svc.addr);
+      try {
+        assert.equal((await send(client, { recipient: "c", title: "t" })).stored, true);
+      } finally {
+        client.close();
+      }
+    }
+    await using refused = await ServiceProcess.spawn({
+      endpoints: etcd.endpoints,
+      name: "creds-wrong",
+      startupTimeout: "5s",
+      serverExtra: brokerYaml(withToken.servers, { token: "wrong" }),
+    });
+    assert.equal((await refused.status).code, 1, refused.lines.join("\n"));
+    const errors = refused.lines.filter((l) => l.includes("ERROR"));
+    assert.equal(errors.length, 1, refused.lines.join("\n"));
+    assert.match(
+      errors[0],
+      /the NATS broker at .* refused our credentials: Authorization Violation .*broker\.nats/i,
+    );
+    // Refused credentials are not retried until the start-up budget is spent.
+    assert.ok(Date.now() - refused.startedAt < 5_000, `${Date.now() - refused.startedAt} ms`);
+  },
+);
+
+Deno.test(
+  "the broker over TLS with a client certificate (tls.ca-file, cert-file, key-file)",
+  NETWORK_TEST,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "nats-tls-" });
+    await makeCertificates(dir);
+    await using etcd = await useEtcd();
+    await using nats = await startNats({
+      args: [
+        "--tlsverify",
+        "--tlscert",
+        `${dir}/server.pem`,
+        "--tlskey",
+        `${dir}/server.key`,
+        "--tlscacert",
+        `${dir}/ca.pem`,
+      ],
+    });
+    const tls = (withClientCert: boolean) =>
+      `${brokerYaml(nats.servers)}      tls: { ca-file: "${dir}/ca.pem"${
+        withClientCert ? `, cert-file: "${dir}/client.pem", key-file: "${dir}/client.key"` : ""
+      } }\n`;
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "tls",
+      workers: 1,
+      serverExtra: tls(true),
+    });
+    const client = notificationClient(svc.addr);
+    try {
+      assert.equal((await send(client, { recipient: "t", title: "over TLS" })).stored, true);
+    } finally {
+      client.close();
+    }
+    // Without its certificate the server refuses it: one line, exit 1.
+    await using refused = await ServiceProcess.spawn({
+      endpoints: etcd.endpoints,
+      name: "tls-refused",
+      startupTimeout: "3s",
+      serverExtra: tls(false),
+    });
+    assert.equal((await refused.status).code, 1, refused.lines.join("\n"));
+    assert.equal(refused.lines.filter((l) => l.includes("ERROR")).length, 1, refused.lines.join("\n"));
+    await Deno.remove(dir, { recursive: true });
   },
 );

@@ -34,6 +34,7 @@ export async function connectBroker(
   options: { name: string; deadline?: number; signal?: AbortSignal },
 ): Promise<NatsConnection> {
   const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+  const at = nats.servers.join(",");
   let last = "";
   for (;;) {
     try {
@@ -41,7 +42,16 @@ export async function connectBroker(
     } catch (error) {
       last = (error as Error).message;
       // A refused login or certificate will not get better by waiting.
-      if (/authoriz|authentic|certificate|tls/i.test(last)) break;
+      if (/authoriz|authentic/i.test(last)) {
+        throw new BrokerUnavailableError(
+          `the NATS broker at ${at} refused our credentials: ${last} (notification-server.broker.nats: user and password, token, nkey-seed-file or creds-file)`,
+        );
+      }
+      if (/certificate|tls/i.test(last)) {
+        throw new BrokerUnavailableError(
+          `cannot talk TLS with the NATS broker at ${at}: ${last} (notification-server.broker.nats.tls)`,
+        );
+      }
     }
     const wait = backoff.next();
     if (options.signal?.aborted || (options.deadline !== undefined && Date.now() + wait > options.deadline)) {
@@ -50,9 +60,7 @@ export async function connectBroker(
     await sleep(wait, options.signal);
   }
   throw new BrokerUnavailableError(
-    `cannot reach the NATS broker at ${
-      nats.servers.join(",")
-    }: ${last} (notification-server.broker.nats.servers)`,
+    `cannot reach the NATS broker at ${at}: ${last} (notification-server.broker.nats.servers)`,
   );
 }
 

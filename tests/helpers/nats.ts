@@ -30,8 +30,11 @@ export interface NatsHandle extends AsyncDisposable {
   pids(): number[];
 }
 
-/** Starts `nodes` servers (1, or 3 forming one JetStream cluster) and waits until they answer. */
-export async function startNats(options: { nodes?: 1 | 3 } = {}): Promise<NatsHandle> {
+/**
+ * Starts `nodes` servers (1, or 3 forming one JetStream cluster), each with `args` too (`--user`,
+ * `--auth`...), and waits until they answer.
+ */
+export async function startNats(options: { nodes?: 1 | 3; args?: string[] } = {}): Promise<NatsHandle> {
   const count = options.nodes ?? 1;
   const dir = await Deno.makeTempDir({ prefix: "nats-test-" });
   const clusterPorts = Array.from({ length: count }, () => freePort());
@@ -50,7 +53,7 @@ export async function startNats(options: { nodes?: 1 | 3 } = {}): Promise<NatsHa
       "-sd",
       `${dir}/${name}`,
     ];
-    args.push("--server_name", name);
+    args.push("--server_name", name, ...options.args ?? []);
     if (count > 1) {
       const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`).join(",");
       args.push(
