@@ -23,6 +23,7 @@ import { scrape } from "./helpers/metrics.ts";
 import { makeCertificates } from "./helpers/certs.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { createUser } from "@nats-io/nkeys";
 
 const PYTHON_RESUME = new URL("./interop/python_resume.py", import.meta.url).pathname;
 const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -486,3 +487,28 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test("the broker with an NKey user (nkey-seed-file)", NETWORK_TEST, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nats-nkey-" });
+  const user = createUser();
+  await Deno.writeTextFile(`${dir}/user.nk`, new TextDecoder().decode(user.getSeed()) + "\n");
+  await Deno.writeTextFile(
+    `${dir}/nats.conf`,
+    `authorization { users = [ { nkey: "${user.getPublicKey()}" } ] }\n`,
+  );
+  await using etcd = await useEtcd();
+  await using nats = await startNats({ args: ["-c", `${dir}/nats.conf`] });
+  await using svc = await ServiceProcess.start({
+    endpoints: etcd.endpoints,
+    name: "nkey",
+    workers: 1,
+    serverExtra: brokerYaml(nats.servers, { "nkey-seed-file": `${dir}/user.nk` }),
+  });
+  const client = notificationClient(svc.addr);
+  try {
+    assert.equal((await send(client, { recipient: "k", title: "signed in" })).stored, true);
+  } finally {
+    client.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
