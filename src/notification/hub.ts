@@ -1,7 +1,8 @@
 /**
- * Live subscribers on this thread, by recipient: the fan-out behind Send. There is one hub per
- * serving thread (the main thread's, or each worker's); the workers' router joins them into the
- * instance, and the cluster joins the instances.
+ * Live subscribers on this thread, by recipient: the mesh's fan-out behind Send (mesh_delivery.ts).
+ * There is one hub per serving thread (the main thread's, or each worker's); the workers' router
+ * joins them into the instance, and the cluster joins the instances. The broker mode keeps its own
+ * streams per recipient (broker/broker_delivery.ts).
  */
 import { setImmediate } from "node:timers";
 import type { Notification } from "@notification-server/client";

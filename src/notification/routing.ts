@@ -1,6 +1,7 @@
 /**
- * The one routing contract. A notification is delivered on the thread that has it, then handed one
- * hop outward with how far it must still go:
+ * The mesh's routing contract (the broker mode routes through NATS instead: delivery.ts). A
+ * notification is delivered on the thread that has it, then handed one hop outward with how far it
+ * must still go:
  *
  *   Send (any client)        → this thread's subscribers, then reach "cluster"
  *   Forward (from a peer)    → this thread's subscribers, then reach "instance" (the peer already
