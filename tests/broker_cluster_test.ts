@@ -96,13 +96,7 @@ Deno.test(
       }
     } finally {
       for (const c of senders) c.close();
-      for (const c of clients) {
-        try {
-          c.child.kill("SIGINT");
-        } catch { /* exited */ }
-        await c.child.status;
-        await c.reading.catch(() => {});
-      }
+      for (const c of clients) await c.stop();
       for (const i of instances) await i[Symbol.asyncDispose]();
     }
   },

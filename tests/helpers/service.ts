@@ -250,7 +250,15 @@ export function subscribeProcess(config: string, recipient: string) {
   ]);
   const state = { exit: "running" };
   void child.status.then((st) => (state.exit = `exited ${st.code} ${st.signal ?? ""}`));
-  return { child, titles, log, reading, state };
+  /** Ctrl+C, as a user stops it; resolves once it exited and its output is read. */
+  const stop = async () => {
+    try {
+      child.kill("SIGINT");
+    } catch { /* exited */ }
+    await child.status;
+    await reading.catch(() => {});
+  };
+  return { child, titles, log, reading, state, stop };
 }
 
 /** Calls `onLine` with each non-empty line of `stream` (a line split across chunks is one line). */
