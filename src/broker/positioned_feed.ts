@@ -32,6 +32,13 @@ export interface PositionedFeedOptions {
   onLost?: (after: number, before: number) => void;
 }
 
+/**
+ * Live notifications held while the feed reads history. Past this many they are not kept: the
+ * feed reads on from the store until it has caught up instead (they are stored), so a long replay
+ * under heavy live traffic holds a bounded amount of memory.
+ */
+export const MAX_WAITING = 1_000;
+
 export class PositionedFeed {
   readonly #options: PositionedFeedOptions;
   /** The last position written; undefined until the feed starts. */
@@ -44,6 +51,11 @@ export class PositionedFeed {
 
   constructor(options: PositionedFeedOptions) {
     this.#options = options;
+  }
+
+  /** Live notifications held until their turn. */
+  get waiting(): number {
+    return this.#waiting.size;
   }
 
   /** The last position written (0 before any). */
@@ -82,7 +94,8 @@ export class PositionedFeed {
       this.#write(n);
       return !this.#closed;
     }
-    this.#waiting.set(n.position, n);
+    if (this.#waiting.size < MAX_WAITING) this.#waiting.set(n.position, n);
+    else this.#catchUp = true; // read from the store in its turn
     if (this.#position !== undefined) void this.#fill();
     return true;
   }

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { type Positioned, PositionedFeed } from "./positioned_feed.ts";
+import { MAX_WAITING, type Positioned, PositionedFeed } from "./positioned_feed.ts";
 
 /** A recipient's stored notifications (what JetStream would hold), read as the feed reads them. */
 function history(positions: number[], options: { dropped?: number[]; unknownPrev?: number[] } = {}) {
   const stored = new Map<number, Positioned>();
   positions.forEach((position, i) => {
     const prev = options.unknownPrev?.includes(position) ? undefined : i === 0 ? 0 : positions[i - 1];
-    stored.set(position, { position, prev, bytes: new Uint8Array([position]) });
+    stored.set(position, { position, prev, bytes: new Uint8Array([position >> 8, position & 0xff]) });
   });
   for (const d of options.dropped ?? []) stored.delete(d);
   let reads = 0;
@@ -28,7 +28,7 @@ function feedOver(h: ReturnType<typeof history>) {
   const lost: [number, number][] = [];
   const feed = new PositionedFeed({
     readAfter: h.readAfter,
-    write: (bytes) => (written.push(bytes[0]), true),
+    write: (bytes) => (written.push(bytes[0] * 256 + bytes[1]), true),
     fail: (reason) => assert.fail(reason),
     onLost: (after, before) => lost.push([after, before]),
   });
@@ -96,7 +96,7 @@ Deno.test("a stream that cannot take more stops the feed", async () => {
   const written: number[] = [];
   const feed = new PositionedFeed({
     readAfter: h.readAfter,
-    write: (bytes) => (written.push(bytes[0]), false),
+    write: (bytes) => (written.push(bytes[0] * 256 + bytes[1]), false),
     fail: () => {},
   });
   feed.start(0, true);
@@ -117,4 +117,20 @@ Deno.test("a store that cannot be read ends the stream with the reason", async (
   await settle();
   assert.match(failed, /history could not be read: timeout/);
   assert.equal(feed.closed, true);
+});
+
+Deno.test("live ones arriving during a long replay are held up to a bound, then read from the store", async () => {
+  const positions = Array.from({ length: 3_000 }, (_, i) => i + 1);
+  const h = history(positions);
+  const { feed, written } = feedOver(h);
+  feed.start(0, true); // a replay of 3 000, one read at a time
+  let most = 0;
+  for (const p of positions.slice(500)) {
+    feed.offer(h.get(p)); // their live copies, all at once
+    most = Math.max(most, feed.waiting);
+  }
+  assert.ok(most <= MAX_WAITING, `${most} held`);
+  const deadline = Date.now() + 20_000;
+  while (written.length < positions.length && Date.now() < deadline) await settle();
+  assert.deepEqual(written, positions, "each once, in order");
 });
