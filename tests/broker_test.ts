@@ -92,6 +92,16 @@ Deno.test(
         assertInOrder(after.items, ["n46", "n47", "n48", "n49", "live"], "after a position");
         assert.equal(after.state.recovered, "true");
         after.cancel();
+        // A position the stream has not reached is no better than another epoch's.
+        const ahead = recoverer(client, "offline", { position: 1_000_000, epoch: sent[0].epoch });
+        await ahead.ready;
+        assert.equal(ahead.state.recovered, "false");
+        await eventually(
+          () => ahead.items.length === Math.min(size, 51),
+          5_000,
+          "everything held, from ahead",
+        );
+        ahead.cancel();
         const stale = recoverer(client, "offline", { position: from, epoch: "another-epoch" });
         await stale.ready;
         assert.equal(stale.state.recovered, "false");

@@ -203,10 +203,17 @@ export class BrokerDelivery implements Delivery {
         feed.start(last?.seq ?? 0, false);
         return;
       }
-      // Another epoch's positions mean nothing here: everything held, and not recovered.
-      const sameEpoch = from.epoch === "" || from.epoch === this.#epoch;
-      const after = sameEpoch ? from.position : 0;
-      const first = await this.#readAfter(recipient, after);
+      // Another epoch's positions mean nothing here: everything held, and not recovered. Nor does
+      // one the stream has not reached (made up, or from a stream since recreated under the same
+      // name): waiting for positions past it would hold back the ones that come.
+      let sameEpoch = from.epoch === "" || from.epoch === this.#epoch;
+      let after = sameEpoch ? from.position : 0;
+      let first = await this.#readAfter(recipient, after);
+      if (!first && after > 0 && after > await this.#lastPosition()) {
+        sameEpoch = false;
+        after = 0;
+        first = await this.#readAfter(recipient, 0);
+      }
       if (feed.closed) return;
       // `first` names its predecessor: one after `after` means some were dropped from history.
       const recovered = sameEpoch &&
@@ -273,6 +280,11 @@ export class BrokerDelivery implements Delivery {
       prev: prevOf(stored.header),
       bytes: this.#withPosition(stored.data, stored.seq),
     };
+  }
+
+  /** The stream's last position now. */
+  async #lastPosition(): Promise<number> {
+    return (await this.#jsm.streams.info(this.#nats.stream)).state.last_seq;
   }
 
   /**
