@@ -18,6 +18,7 @@ import { brokerYaml, type NatsHandle, startNats } from "../tests/helpers/nats.ts
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { fmt, median } from "./load.ts";
+import { subscriberConnections } from "./fanout.ts";
 
 export interface BrokerBenchOptions {
   endpoints: string[];
@@ -31,7 +32,6 @@ const MODES: Mode[] = ["mesh", "broker"];
 const CALLERS = 32;
 const RECIPIENTS = 1_000;
 const FAN_OUT_STREAMS = 10_000;
-const STREAMS_PER_CONNECTION = 1_000;
 const REPLAYED = 1_000;
 const HELD = 10_000;
 /** One connection per client: grpc-js shares connections between channels unless told not to. */
@@ -53,11 +53,9 @@ async function startCluster(
   stream: string,
 ): Promise<Cluster> {
   const name = `bench-${mode}-${crypto.randomUUID().slice(0, 6)}`;
-  const serverExtra = `  max-subscribers-per-connection: ${STREAMS_PER_CONNECTION}\n` +
-    `  max-concurrent-streams: ${STREAMS_PER_CONNECTION}\n` +
-    (mode === "broker"
-      ? brokerYaml(nats.servers, { stream, "subject-prefix": stream.toLowerCase(), "history-size": 1_000 })
-      : "");
+  const serverExtra = mode === "broker"
+    ? brokerYaml(nats.servers, { stream, "subject-prefix": stream.toLowerCase(), "history-size": 1_000 })
+    : "";
   const instances: ServiceProcess[] = [];
   for (let i = 0; i < count; i++) {
     instances.push(
@@ -123,15 +121,16 @@ async function sendLoad(cluster: Cluster, nats: NatsHandle, seconds: number) {
   };
 }
 
-/** Opens `count` streams of `recipient(i)` on `addr`, 1 000 per connection; resolves once all are routed. */
+/** Opens `count` streams of `recipient(i)` on `addr`, spread as the fan-out bench spreads them; resolves once all are routed. */
 async function openStreams(addr: string, count: number, recipient: (i: number) => string) {
-  const clients: NotificationClient[] = [];
+  const clients = subscriberConnections(addr, count);
   const streams: grpc.ClientReadableStream<unknown>[] = [];
   let received = 0;
   const ready: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
-    if (i % STREAMS_PER_CONNECTION === 0) clients.push(notificationClient(addr, OWN_CONNECTION));
-    const stream = clients.at(-1)!.subscribe({ recipient: recipient(i) }) as grpc.ClientReadableStream<
+    const stream = clients[i % clients.length].subscribe({
+      recipient: recipient(i),
+    }) as grpc.ClientReadableStream<
       unknown
     >;
     stream.on("data", () => void received++);

@@ -20,13 +20,18 @@ async function answers(port: number): Promise<boolean> {
   }
 }
 
-async function waitHealthy(port: number, timeoutMs: number): Promise<boolean> {
+/** Whether `check` comes true within `timeoutMs`, asked every 200 ms. */
+async function within(timeoutMs: number, check: () => Promise<boolean>): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (await answers(port)) return true;
+    if (await check()) return true;
     await new Promise((r) => setTimeout(r, 200));
   }
   return false;
+}
+
+function waitHealthy(port: number, timeoutMs: number): Promise<boolean> {
+  return within(timeoutMs, () => answers(port));
 }
 
 async function succeeds(cmd: string, args: string[]): Promise<boolean> {
@@ -141,11 +146,7 @@ async function startNats(port: number): Promise<Deno.ChildProcess | undefined> {
     stderr: "piped",
   }).spawn();
   void child.stderr.pipeTo(log.writable).catch(() => {});
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    if (await natsAnswers(port)) return child;
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  if (await within(15_000, () => natsAnswers(port))) return child;
   child.kill("SIGTERM");
   throw new Error("nats-server did not answer within 15 s; see .nats/nats.log");
 }

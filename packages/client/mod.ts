@@ -28,9 +28,11 @@ export {
   type ChannelOptions,
   dialNotifications,
   type DialOptions,
+  EPOCH_HEADER,
   type Notification,
   notificationClient,
   type NotificationClientConstructor,
   type NotificationServiceClient,
+  RECOVERED_HEADER,
 } from "./src/notification_client.ts";
 export { NOTIFICATION_PROTO } from "./src/notification_proto.ts";

@@ -16,6 +16,7 @@ import type { Delivery, Sent, Sink, StartAt } from "../notification/delivery.ts"
 import { connectBroker, ensureStream, type NatsConfig, streamManager } from "./connection.ts";
 import { type Positioned, PositionedFeed } from "./positioned_feed.ts";
 import { liveSubject, storedSubject } from "./subjects.ts";
+import { encodeNotification } from "../notification/codec.ts";
 
 /** Set on every stored notification by Send, checked by JetStream: the recipient's previous position. */
 const PREV_HEADER = "Nats-Expected-Last-Subject-Sequence";
@@ -43,8 +44,11 @@ export interface BrokerHooks {
   onStored?: (ms: number) => void;
   /** A recovering stream started; `recovered` false when something before it was lost. */
   onReplay?: (recovered: boolean) => void;
-  /** A stream had to skip `count` positions the history no longer held. */
-  onLost?: (count: number) => void;
+  /**
+   * A stream had to write past notifications the history no longer held (how many is not known:
+   * positions are shared by every recipient).
+   */
+  onGap?: () => void;
   /** A notification was written to one stream (live or replayed). */
   onWritten?: () => void;
   /** Where the thread's log lines go. */
@@ -67,7 +71,6 @@ export class BrokerDelivery implements Delivery {
   readonly #nats: NatsConfig;
   readonly #hooks: BrokerHooks;
   #epoch: string;
-  #epochBytes: Uint8Array;
   #connected = true;
   readonly #held = new Map<string, Held>();
   /** Per recipient: the last position this thread knows of, stated on its next Send. */
@@ -93,7 +96,6 @@ export class BrokerDelivery implements Delivery {
     this.#nats = nats;
     this.#hooks = hooks;
     this.#epoch = epoch;
-    this.#epochBytes = new TextEncoder().encode(epoch);
     this.#watching = this.#watch();
   }
 
@@ -155,9 +157,12 @@ export class BrokerDelivery implements Delivery {
         this.#hooks.onStored?.(performance.now() - started);
         this.#remember(recipient, ack.seq);
         // This thread's streams get it now; the republished copy that follows is then a duplicate.
-        const positioned = { position: ack.seq, prev, bytes: this.#withPosition(bytes, ack.seq) };
         let delivered = 0;
-        for (const feed of this.#held.get(recipient)?.feeds ?? []) if (feed.offer(positioned)) delivered++;
+        const feeds = this.#held.get(recipient)?.feeds;
+        if (feeds?.size) {
+          const positioned = { position: ack.seq, prev, bytes: this.#withPosition(bytes, ack.seq) };
+          for (const feed of feeds) if (feed.offer(positioned)) delivered++;
+        }
         return { delivered, position: ack.seq, epoch: this.#epoch, stored: true };
       } catch (error) {
         const { code, message } = error as { code?: number; message: string };
@@ -187,7 +192,7 @@ export class BrokerDelivery implements Delivery {
         return written;
       },
       fail: sink.fail,
-      onLost: (after, before) => this.#hooks.onLost?.(before - after - 1),
+      onLost: () => this.#hooks.onGap?.(),
     });
     const held = this.#hold(recipient);
     held.feeds.add(feed);
@@ -305,18 +310,16 @@ export class BrokerDelivery implements Delivery {
     if (this.#last.size > REMEMBERED_RECIPIENTS) this.#last.delete(this.#last.keys().next().value!);
   }
 
-  /** The stored Notification with its position and epoch appended (fields 7 and 8: protobuf merges). */
+  /**
+   * The stored Notification with its position and epoch: protobuf merges concatenated messages, so
+   * a Notification of only those two fields is appended.
+   */
   #withPosition(bytes: Uint8Array, position: number): Uint8Array {
-    const epoch = this.#epochBytes;
-    const out = new Uint8Array(bytes.length + 1 + 10 + 1 + 5 + epoch.length);
+    const suffix = encodeNotification({ position, epoch: this.#epoch });
+    const out = new Uint8Array(bytes.length + suffix.length);
     out.set(bytes);
-    let at = bytes.length;
-    out[at++] = (7 << 3) | 0;
-    at = writeVarint(out, at, position);
-    out[at++] = (8 << 3) | 2;
-    at = writeVarint(out, at, epoch.length);
-    out.set(epoch, at);
-    return out.subarray(0, at + epoch.length);
+    out.set(suffix, bytes.length);
+    return out;
   }
 
   /** Follows the connection: Sends are refused while it is down; feeds catch up when it is back. */
@@ -350,7 +353,6 @@ export class BrokerDelivery implements Delivery {
           `The JetStream stream ${this.#nats.stream} was recreated (epoch ${this.#epoch} -> ${epoch}): positions start again`,
         );
         this.#epoch = epoch;
-        this.#epochBytes = new TextEncoder().encode(epoch);
         this.#last.clear();
         for (const held of [...this.#held.values()]) {
           for (const feed of [...held.feeds]) feed.end("the broker's stream was recreated: subscribe again");
@@ -370,13 +372,4 @@ function prevOf(header: MsgHdrs | undefined): number | undefined {
   const text = header?.get(PREV_HEADER);
   const prev = text ? Number(text) : NaN;
   return Number.isSafeInteger(prev) && prev >= 0 ? prev : undefined;
-}
-
-function writeVarint(out: Uint8Array, at: number, value: number): number {
-  while (value >= 0x80) {
-    out[at++] = (value % 0x80) | 0x80;
-    value = Math.floor(value / 0x80);
-  }
-  out[at++] = value;
-  return at;
 }

@@ -133,7 +133,7 @@ export interface BrokerConfig {
     tls?: { caFile?: string; certFile?: string; keyFile?: string };
     /** JetStream stream name. @default "NOTIFICATIONS" */
     stream: string;
-    /** Subjects are `<prefix>.in.<recipient>` (stored) and `<prefix>.live.<recipient>`. @default "notifications" */
+    /** Subjects are `<prefix>.in.<token>` (stored) and `<prefix>.live.<token>` (broker/subjects.ts). @default "notifications" */
     subjectPrefix: string;
     /** Notifications kept per recipient. @default 100 */
     historySize: number;

@@ -69,7 +69,7 @@ export class Metrics {
   readonly brokerConnected: client.Gauge;
   readonly brokerStoreSeconds: client.Histogram;
   readonly brokerReplays: client.Counter<"recovered">;
-  readonly brokerPositionsLost: client.Counter;
+  readonly brokerHistoryGaps: client.Counter;
   readonly sendsUnavailable: client.Counter;
   readonly connectionsAccepted: client.Counter;
   readonly connectionsCut: client.Counter<"reason">;
@@ -150,9 +150,9 @@ export class Metrics {
       labelNames: ["recovered"],
       registers,
     });
-    this.brokerPositionsLost = counter(
-      "broker_positions_lost_total",
-      "Positions a stream had to skip because the history (history-size, history-ttl) no longer held them.",
+    this.brokerHistoryGaps = counter(
+      "broker_history_gaps_total",
+      "Times a stream had to write past notifications the history (history-size, history-ttl) no longer held.",
     );
     this.sendsUnavailable = counter(
       "sends_unavailable_total",

@@ -4,6 +4,7 @@
  * notifications before live ones. Answers with gRPC status codes; never throws.
  */
 import * as grpc from "@grpc/grpc-js";
+import { EPOCH_HEADER, RECOVERED_HEADER } from "@notification-server/client";
 import type { Limit } from "../_util/limits.ts";
 import type { CallerPolicy } from "../auth/callers.ts";
 import { resetStream, type StreamTracker } from "../transport/streams.ts";
@@ -21,10 +22,6 @@ const CUT_GRACE_MS = 1_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** HTTP/2 ENHANCE_YOUR_CALM. */
 const ENHANCE_YOUR_CALM = 0xb;
-
-/** Response headers of a recovering stream (see SubscribeRequest in notification.proto). */
-export const RECOVERED_HEADER = "notification-recovered";
-export const EPOCH_HEADER = "notification-epoch";
 
 /** The request as grpc-js decodes it (proto-loader defaults fill absent fields). */
 export interface SubscribeInput {

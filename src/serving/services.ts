@@ -209,7 +209,7 @@ export function brokerHooks(metrics: Metrics | undefined, warn: (line: string) =
     onConnection: (connected) => metrics?.brokerConnected.set(connected ? 1 : 0),
     onStored: (ms) => metrics?.brokerStoreSeconds.observe(ms / 1000),
     onReplay: (recovered) => metrics?.brokerReplays.inc({ recovered: String(recovered) }),
-    onLost: (count) => metrics?.brokerPositionsLost.inc(count),
+    onGap: () => metrics?.brokerHistoryGaps.inc(),
     onWritten: () => metrics?.notificationsDelivered.inc(),
     warn,
   };

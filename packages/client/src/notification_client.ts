@@ -111,3 +111,11 @@ export function dialNotifications(
     "grpc.service_config": ROUND_ROBIN_SERVICE_CONFIG,
   }) as unknown as grpc.Client & Record<string, CallableFunction>;
 }
+
+/**
+ * Response header of a Subscribe with `recover` (notification.proto, SubscribeRequest): whether the
+ * stream starts with nothing missed, "true" or "false".
+ */
+export const RECOVERED_HEADER = "notification-recovered";
+/** Response header of a Subscribe with a broker: the epoch the stream's positions belong to. */
+export const EPOCH_HEADER = "notification-epoch";

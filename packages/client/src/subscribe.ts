@@ -32,10 +32,8 @@ import {
   type ChannelOptions,
   dialNotifications,
   type Notification,
+  RECOVERED_HEADER,
 } from "./notification_client.ts";
-
-/** A recovering stream's response header (notification.proto, SubscribeRequest). */
-const RECOVERED_HEADER = "notification-recovered";
 import { createEtcdClient, type EtcdClientOptions } from "@notification-server/registry";
 import { EtcdDiscovery } from "@notification-server/registry";
 import { registerEtcdResolver } from "@notification-server/registry";
