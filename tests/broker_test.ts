@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
+import { freePort, NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import {
   eventually,
   healthCheck,
@@ -20,6 +20,7 @@ import { brokerYaml, startNats } from "./helpers/nats.ts";
 import { runMain, ServiceProcess, writeConfig } from "./helpers/service.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { scrape } from "./helpers/metrics.ts";
+import { scopedClient } from "./helpers/kv.ts";
 import { makeCertificates } from "./helpers/certs.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -51,6 +52,7 @@ Deno.test(
           "subject-prefix": stream.toLowerCase(),
           "history-size": size,
         }),
+        metricsAddr: "127.0.0.1:0",
       });
       const client = notificationClient(svc.addr);
       try {
@@ -109,6 +111,12 @@ Deno.test(
         await eventually(() => stale.items.length === held.length, 5_000, "everything held");
         assertInOrder(stale.items, held, "from another epoch");
         stale.cancel();
+        // Each recovery counted by how it started: everything (true only when nothing was trimmed), after
+        // position 45 (true), ahead of the stream (false), another epoch (false).
+        const metrics = await scrape(svc.metricsPort);
+        const replays = (recovered: boolean) =>
+          metrics.value(`notification_server_broker_replays_total{recovered="${recovered}"}`) ?? 0;
+        assert.deepEqual([replays(true), replays(false)], size === 100 ? [2, 2] : [1, 3], metrics.text);
       } finally {
         client.close();
       }
@@ -139,7 +147,9 @@ Deno.test(
       live.cancel();
       // The CLI asked for history says so in one line and exits 1, rather than retrying for ever.
       const config = await writeConfig({ endpoints: etcd.endpoints, name: "mesh-refuses" });
-      const cli = await runMain(["subscribe", "--to", "r", "--since", "all", "--config", config]);
+      const cli = await runMain(["subscribe", "--to", "r", "--since", "all", "--config", config], {
+        timeoutMs: 15_000,
+      });
       assert.equal(cli.code, 1, cli.stderr);
       const lines = cli.stderr.trim().split("\n");
       assert.equal(lines.length, 1, cli.stderr);
@@ -310,7 +320,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a Go client and a Python client (raw protobuf, deadlines, request ids) resume from a position",
+  "a Go client and a Python client (raw protobuf, deadlines, request ids, 3 concurrent streams each) resume from a position",
   NETWORK_TEST,
   async () => {
     const go = await goClient();
@@ -332,31 +342,39 @@ Deno.test(
         epoch: s.epoch,
       }));
       const lines = (text: string) => text.trim().split("\n").map((l) => JSON.parse(l));
-      const goOut = lines(
-        await new Response(
-          new Deno.Command(go, {
-            args: [
-              "resume",
-              "-addr",
-              svc.addr,
-              "-recipient",
-              "f",
-              "-position",
-              String(from.position),
-              "-epoch",
-              from.epoch,
-              "-count",
-              "6",
-            ],
-            stdout: "piped",
-          }).spawn().stdout,
-        ).text(),
+      // Three concurrent streams from each client, on one connection, each with its own request id.
+      const goOut = await new Deno.Command(go, {
+        args: [
+          "resume",
+          "-addr",
+          svc.addr,
+          "-recipient",
+          "f",
+          "-position",
+          String(from.position),
+          "-epoch",
+          from.epoch,
+          "-count",
+          "6",
+          "-streams",
+          "3",
+        ],
+      }).output();
+      const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+      assert.equal(goOut.code, 0, decode(goOut.stderr));
+      assert.deepEqual(
+        lines(decode(goOut.stdout)),
+        [0, 1, 2].map((stream) => ({ stream, recovered: ["true"], items: expected })),
+        "Go: the six after the position, on each stream",
       );
-      assert.deepEqual(goOut[0], { recovered: ["true"] });
-      assert.deepEqual(goOut.slice(1), expected, "Go: the six after the position");
-      const pyOut = lines(await python(PYTHON_RESUME, svc.addr, "f", String(from.position), from.epoch, "6"));
-      assert.deepEqual(pyOut[0], { recovered: "true" });
-      assert.deepEqual(pyOut.slice(1), expected, "Python: the six after the position");
+      const pyOut = lines(
+        await python(PYTHON_RESUME, svc.addr, "f", String(from.position), from.epoch, "6", "3"),
+      );
+      assert.deepEqual(
+        pyOut,
+        [0, 1, 2].map((stream) => ({ stream, recovered: "true", items: expected })),
+        "Python: the six after the position, on each stream",
+      );
     } finally {
       client.close();
     }
@@ -522,3 +540,32 @@ Deno.test("the broker with an NKey user (nkey-seed-file)", NETWORK_TEST, async (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test(
+  "a service started before its broker waits for it, registers only once connected, then stores",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const port = freePort();
+    await using svc = await ServiceProcess.spawn({
+      endpoints: etcd.endpoints,
+      name: "late-broker",
+      startupTimeout: "30s",
+      serverExtra: brokerYaml([`127.0.0.1:${port}`]),
+    });
+    using kv = scopedClient(etcd.endpoints);
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal(svc.exited, false, svc.lines.join("\n"));
+    assert.equal(await kv.getAll().prefix("/services/late-broker").count(), 0, "not registered meanwhile");
+    await using nats = await startNats({ ports: [port] });
+    await svc.waitForLine(/gRPC server listening on/, 20_000);
+    assert.ok(svc.lines.some((l) => l.includes("Service registered to etcd: /services/late-broker/")));
+    const client = notificationClient(svc.addr);
+    try {
+      assert.equal((await send(client, { recipient: "l", title: "after all" })).stored, true);
+    } finally {
+      client.close();
+    }
+    assert.equal(nats.servers[0], `127.0.0.1:${port}`);
+  },
+);

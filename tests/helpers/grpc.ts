@@ -1,6 +1,7 @@
 /** Real grpc-js clients for the tests, with promise wrappers. */
 import * as grpc from "@grpc/grpc-js";
 import { services } from "../../src/transport/protos.ts";
+import { EPOCH_HEADER, RECOVERED_HEADER } from "@notification-server/client";
 
 /** A NotificationService client. */
 export type NotificationClient = grpc.Client & Record<string, CallableFunction>;
@@ -164,8 +165,8 @@ export function recoverer(
   const state: { recovered?: string; epoch?: string; status?: grpc.StatusObject } = {};
   const ready = new Promise<void>((resolve) =>
     stream.on("metadata", (headers: grpc.Metadata) => {
-      state.recovered = headers.get("notification-recovered")[0] as string | undefined;
-      state.epoch = headers.get("notification-epoch")[0] as string | undefined;
+      state.recovered = headers.get(RECOVERED_HEADER)[0] as string | undefined;
+      state.epoch = headers.get(EPOCH_HEADER)[0] as string | undefined;
       resolve();
       changed();
     })

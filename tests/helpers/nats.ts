@@ -32,14 +32,16 @@ export interface NatsHandle extends AsyncDisposable {
 
 /**
  * Starts `nodes` servers (1, or 3 forming one JetStream cluster), each with `args` too (`--user`,
- * `--auth`...), and waits until they answer.
+ * `--auth`...), on `ports` when given, and waits until they answer.
  */
-export async function startNats(options: { nodes?: 1 | 3; args?: string[] } = {}): Promise<NatsHandle> {
+export async function startNats(
+  options: { nodes?: 1 | 3; args?: string[]; ports?: number[] } = {},
+): Promise<NatsHandle> {
   const count = options.nodes ?? 1;
   const dir = await Deno.makeTempDir({ prefix: "nats-test-" });
   const clusterPorts = Array.from({ length: count }, () => freePort());
   const nodes: Node[] = Array.from({ length: count }, (_, i) => {
-    const port = freePort();
+    const port = options.ports?.[i] ?? freePort();
     const monitorPort = freePort();
     const name = `n${i + 1}`;
     const args = [
@@ -114,7 +116,7 @@ export async function startNats(options: { nodes?: 1 | 3; args?: string[] } = {}
       await healthy(nodes[i], Date.now() + 30_000);
     },
     async leaderOf(stream) {
-      for (const [i, node] of nodes.entries()) {
+      for (const node of nodes) {
         if (!node.child) continue;
         try {
           const res = await fetch(`http://127.0.0.1:${node.monitorPort}/jsz?streams=true`, {
@@ -130,7 +132,6 @@ export async function startNats(options: { nodes?: 1 | 3; args?: string[] } = {}
             }
           }
         } catch { /* that node is down */ }
-        void i;
       }
       return undefined;
     },

@@ -273,8 +273,18 @@ async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
 }
 
 /** `main.ts ARGS` as a user runs it (a command, with `deno task start`'s flags): exit code and output. */
-export async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), { args: [...startTaskArgs(), ...args], cwd: ROOT })
+export async function runMain(
+  args: string[],
+  options: { timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  // A command that should end by itself is killed past `timeoutMs`, so a regression fails the test
+  // (exit code of a signal) instead of hanging it.
+  const signal = options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...startTaskArgs(), ...args],
+    cwd: ROOT,
+    signal,
+  })
     .output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };

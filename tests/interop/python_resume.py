@@ -1,13 +1,14 @@
-"""A Python grpcio client (Debian's packages) resuming a Subscribe from a position, as a real client
-keeps it: with a deadline and a request id. Messages are encoded and decoded by hand (raw protobuf).
+"""A Python grpcio client (Debian's packages) resuming Subscribes from a position, as a real client
+keeps it: STREAMS concurrent streams on one channel (threads), each with a deadline and its own request
+id. Messages are encoded and decoded by hand (raw protobuf).
 
 usage:
-  python_resume.py ADDR RECIPIENT POSITION EPOCH COUNT
-prints one JSON line with the stream's recovered header, then one per notification:
-{"title", "position", "epoch"}
+  python_resume.py ADDR RECIPIENT POSITION EPOCH COUNT STREAMS
+prints one JSON line per stream: {"stream", "recovered", "items": [{"title", "position", "epoch"}]}
 """
 import json
 import sys
+import threading
 
 import grpc
 
@@ -55,25 +56,39 @@ def fields(message):
 
 
 def main():
-    addr, recipient, position, epoch, count = sys.argv[1:6]
+    addr, recipient, position, epoch, count, streams = sys.argv[1:7]
     request = (length_delimited(1, recipient.encode()) + varint(2 << 3) + varint(1) + varint(3 << 3) +
                varint(int(position)) + length_delimited(4, epoch.encode()))
     ident = lambda b: b
+    results = [None] * int(streams)
     with grpc.insecure_channel(addr) as channel:
         subscribe = channel.unary_stream(
             "/notification.v1.NotificationService/Subscribe", request_serializer=ident, response_deserializer=ident
         )
-        stream = subscribe(request, timeout=10, metadata=(("x-request-id", "py-resume-1"),))
-        headers = dict(stream.initial_metadata())
-        print(json.dumps({"recovered": headers.get("notification-recovered")}), flush=True)
-        for _ in range(int(count)):
-            f = fields(next(stream))
-            print(json.dumps({
-                "title": f.get(3, b"").decode(),
-                "position": f.get(7, 0),
-                "epoch": f.get(8, b"").decode(),
-            }), flush=True)
-        stream.cancel()
+
+        def follow(index):
+            stream = subscribe(request, timeout=10, metadata=(("x-request-id", "py-resume-%d" % index),))
+            headers = dict(stream.initial_metadata())
+            items = []
+            for _ in range(int(count)):
+                f = fields(next(stream))
+                items.append({
+                    "title": f.get(3, b"").decode(),
+                    "position": f.get(7, 0),
+                    "epoch": f.get(8, b"").decode(),
+                })
+            stream.cancel()
+            results[index] = {"stream": index, "recovered": headers.get("notification-recovered"), "items": items}
+
+        threads = [threading.Thread(target=follow, args=(i,)) for i in range(int(streams))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for result in results:
+        if result is None:
+            sys.exit("a stream failed")
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

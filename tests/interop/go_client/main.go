@@ -413,10 +413,11 @@ func varintField(b []byte, field protowire.Number) uint64 {
 	return 0
 }
 
-// resume subscribes with recover from a position (as a real client keeps it) under a deadline
-// and a request id, reads `count` notifications, and prints the stream's recovered header and one
-// JSON line per notification: {"title", "position", "epoch"}.
-func resume(addr, recipient string, position uint64, epoch string, count int) {
+// resume opens `streams` concurrent Subscribes on one connection, each with recover from a position
+// (as a real client keeps it), a deadline and its own request id, and reads `count` notifications on
+// each; then prints one JSON line per stream: {"stream", "recovered", "items": [{"title", "position",
+// "epoch"}]}.
+func resume(addr, recipient string, position uint64, epoch string, count, streams int) {
 	conn, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		fail("dial: %v", err)
@@ -431,34 +432,49 @@ func resume(addr, recipient string, position uint64, epoch string, count int) {
 	req = protowire.AppendVarint(req, position)
 	req = protowire.AppendTag(req, 4, protowire.BytesType)
 	req = protowire.AppendString(req, epoch)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", "go-resume-1")
-	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true},
-		"/notification.v1.NotificationService/Subscribe")
-	if err != nil {
-		fail("subscribe: %v", err)
+	results := make([][]byte, streams)
+	var wg sync.WaitGroup
+	for s := 0; s < streams; s++ {
+		wg.Add(1)
+		go func(s int) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", fmt.Sprintf("go-resume-%d", s))
+			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true},
+				"/notification.v1.NotificationService/Subscribe")
+			if err != nil {
+				fail("subscribe: %v", err)
+			}
+			if err := stream.SendMsg(&req); err != nil {
+				fail("send request: %v", err)
+			}
+			stream.CloseSend()
+			header, err := stream.Header()
+			if err != nil {
+				fail("header: %v", err)
+			}
+			items := []map[string]interface{}{}
+			for i := 0; i < count; i++ {
+				var msg []byte
+				if err := stream.RecvMsg(&msg); err != nil {
+					fail("stream %d, receive %d: %v", s, i, err)
+				}
+				items = append(items, map[string]interface{}{
+					"title":    stringField(msg, 3),
+					"position": varintField(msg, 7),
+					"epoch":    stringField(msg, 8),
+				})
+			}
+			results[s], _ = json.Marshal(map[string]interface{}{
+				"stream":    s,
+				"recovered": header.Get("notification-recovered"),
+				"items":     items,
+			})
+		}(s)
 	}
-	if err := stream.SendMsg(&req); err != nil {
-		fail("send request: %v", err)
-	}
-	stream.CloseSend()
-	header, err := stream.Header()
-	if err != nil {
-		fail("header: %v", err)
-	}
-	line, _ := json.Marshal(map[string]interface{}{"recovered": header.Get("notification-recovered")})
-	fmt.Println(string(line))
-	for i := 0; i < count; i++ {
-		var msg []byte
-		if err := stream.RecvMsg(&msg); err != nil {
-			fail("receive %d: %v", i, err)
-		}
-		line, _ := json.Marshal(map[string]interface{}{
-			"title":    stringField(msg, 3),
-			"position": varintField(msg, 7),
-			"epoch":    stringField(msg, 8),
-		})
+	wg.Wait()
+	for _, line := range results {
 		fmt.Println(string(line))
 	}
 }
@@ -478,6 +494,7 @@ func main() {
 	position := fs.Uint64("position", 0, "resume: the last position seen (0: everything held)")
 	epoch := fs.String("epoch", "", "resume: the epoch of -position")
 	count := fs.Int("count", 1, "resume: notifications to read")
+	streams := fs.Int("streams", 1, "resume: concurrent streams on the one connection")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "calls":
@@ -489,7 +506,7 @@ func main() {
 	case "matrix":
 		matrix(*addr, fs.Args())
 	case "resume":
-		resume(*addr, *recipient, *position, *epoch, *count)
+		resume(*addr, *recipient, *position, *epoch, *count, *streams)
 	default:
 		fail("unknown mode %q", os.Args[1])
 	}
