@@ -88,21 +88,19 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
     /** Once stopping, the broker coming back must not turn health to SERVING again. */
     let leaving = false;
     const brokerConfig = config.server.broker?.nats;
+    const threadHooks = brokerConfig ? brokerHooks(metrics, (line) => log.warn(line)) : {};
     const broker = brokerConfig
       ? await BrokerDelivery.connect(brokerConfig, {
         name: config.server.name,
         deadline,
         signal: stop.signal,
         hooks: {
-          ...brokerHooks(metrics, (line) => log.warn(line)),
+          ...threadHooks,
           onConnection: (connected) => {
-            metrics?.brokerConnected.set(connected ? 1 : 0);
-            if (connected) log.info(`Broker reconnected: ${brokerConfig.servers.join(",")}`);
-            else {log.warn(
-                `Broker unreachable: Sends answer UNAVAILABLE until it is back (${
-                  brokerConfig.servers.join(",")
-                })`,
-              );}
+            threadHooks.onConnection?.(connected);
+            const servers = brokerConfig.servers.join(",");
+            if (connected) log.info(`Broker reconnected: ${servers}`);
+            else log.warn(`Broker unreachable: Sends answer UNAVAILABLE until it is back (${servers})`);
             if (!leaving) health.set(NOTIFICATION_SERVICE, connected ? "SERVING" : "NOT_SERVING");
           },
         },

@@ -202,7 +202,10 @@ export async function serveThread(options: {
   return { services, bound };
 }
 
-/** What one thread's broker connection reports: metrics, and WARN lines through `warn`. */
+/**
+ * What one thread's broker connection reports: metrics, and WARN lines through `warn`. Made just
+ * before the thread connects, which either succeeds or ends the start: connected from then on.
+ */
 export function brokerHooks(metrics: Metrics | undefined, warn: (line: string) => void): BrokerHooks {
   metrics?.brokerConnected.set(1);
   return {
