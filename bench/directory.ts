@@ -10,7 +10,7 @@
  * the watch resynced or a keep-alive failed meanwhile. `--root` runs another checkout's main.ts
  * (before/after); the second table needs the metrics of this one.
  */
-import { directoryRoot } from "../src/cluster/directory.ts";
+import { directoryRoot } from "../src/mesh/directory.ts";
 import { fillDirectory } from "../tests/helpers/directory.ts";
 import { startEtcd } from "@notification-server/registry/testing";
 import { scrape } from "../tests/helpers/metrics.ts";

@@ -5,15 +5,17 @@
  *   start                                         stop (the first SIGINT/SIGTERM/SIGHUP, or an
  *                                                 unexpected error, which then exits 1)
  *   1. signal handlers                            remove them
- *   2. etcd client, etcd answers; with a broker:  close the broker connection (after the drain),
- *      NATS connected, the stream as configured   close etcd
+ *   2. etcd answers; the delivery mode connects   close etcd; the broker's connection closes
+ *      what it needs first (the broker: NATS and  after the drain
+ *      its stream; src/mode.ts chooses the mode)
  *   3. gRPC port bound (never advertise a port    (a failed start stops it at once)
  *      we could not bind)
  *   4. /metrics bound, when configured            close /metrics
- *   5. mesh only (cluster/join.ts): the peers'    revoke the lease (the directory keys go with
- *      secret, the cluster, routed before served  it), stop following the secret, close the cluster
- *   6. calls served, delivered through the mesh   refuse new calls, end streams, finish in-flight
- *      or the broker (notification/delivery.ts)   calls within `shutdown-timeout` (the cluster
+ *   5. the mode joins (the mesh: the peers'       the mesh: stop following the secret, close the
+ *      secret, the cluster, linked to the peers   cluster; revoke the lease (the directory keys
+ *      holding recipients, routed before served)  go with it)
+ *   6. calls served                               refuse new calls, end streams, finish in-flight
+ *                                                 calls within `shutdown-timeout` (the cluster
  *                                                 still forwards meanwhile)
  *   7. lease granted, record written, kept alive  health NOT_SERVING, deregister (delete our record;
  *                                                 the lease stays, so peers still route to our
@@ -27,6 +29,7 @@ import { formatDuration, sleep } from "@notification-server/timing";
 import type { Config } from "./config/mod.ts";
 import { http2Guard } from "@notification-server/http2-guard";
 import type { Logger } from "./_util/logger.ts";
+import { oneLine, onUncaught } from "./_util/errors.ts";
 import {
   createEtcdClient,
   deadlineAfter,
@@ -36,18 +39,19 @@ import {
   type ServiceInstance,
   waitForEtcd,
 } from "@notification-server/registry";
-import { brokerHooks, NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
-import { startServing } from "./serving/mod.ts";
+import type { Etcd3 } from "etcd3";
+import { NOTIFICATION_SERVICE, REGISTRATION_HEALTH, serviceHealth } from "./serving/services.ts";
+import type { HealthService } from "./serving/health.ts";
+import { type Serving, startServing } from "./serving/mod.ts";
+import type { ModeStart } from "./serving/mode.ts";
 import { mergedRegistry, Metrics, serveMetrics } from "./metrics/mod.ts";
-import { joinMesh } from "./cluster/join.ts";
-import { BrokerDelivery } from "./broker/broker_delivery.ts";
-import { describeTtl } from "./broker/connection.ts";
-
-export { NOTIFICATION_SERVICE, REGISTRATION_HEALTH };
+import { deliveryMode } from "./mode.ts";
 
 /** Signals that stop the service gracefully (SIGHUP: an SSH hang-up must not leave us registered). */
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 const SIGNAL_EXIT: Record<(typeof STOP_SIGNALS)[number], number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+/** The serving workers' module (with `workers` > 1). */
+const WORKER_MODULE = new URL("./worker.ts", import.meta.url);
 
 /** Options for {@link runServer} beyond the config (tests use them). */
 export interface RunOptions {
@@ -55,197 +59,180 @@ export interface RunOptions {
   workerModule?: URL;
 }
 
+/** How the run went, as the stop steps learn it. */
+interface Run {
+  /** Set once registered: until then stopping is undoing a start (no drain delay, no drain). */
+  running: boolean;
+  exitCode: number;
+  withdrawn?: DeregisterOutcome;
+  drained?: { outcome: "graceful" | "forced"; ms: number };
+}
+
 /** Runs the service until a signal stops it; resolves with the exit code. Startup errors throw. */
 export async function runServer(config: Config, log: Logger, options: RunOptions = {}): Promise<number> {
   log.info(`Using config file: ${config.path}`);
   warnIfUnguarded(log);
   const steps = new AsyncDisposableStack();
-  /** Set once registered: until then stopping is undoing a start (no drain delay, no drain). */
-  let running = false;
-  let exitCode = 0;
-  let withdrawn: DeregisterOutcome | undefined;
-  let drained: { outcome: "graceful" | "forced"; ms: number } | undefined;
+  const run: Run = { running: false, exitCode: 0 };
   // 1. Signals. A bug or a library fault (etcd3 throwing inside its stream handlers) must not end
   // the process registered: it is logged, and the service stops the normal way, then exits 1.
   const stop = steps.use(listenForStopSignals(log));
-  steps.use(stop.guard((reason) => {
-    exitCode = 1;
-    log.error(`Unexpected error: ${describeUnexpected(reason)}; deregistering and exiting`, {
-      error: describeUnexpected(reason),
-    });
+  steps.use(onUncaught((reason) => {
+    run.exitCode = 1;
+    log.error(`Unexpected error: ${oneLine(reason)}; deregistering and exiting`, { error: oneLine(reason) });
+    stop.request();
   }));
   try {
-    // 2. etcd. One start-up budget for reaching etcd and registering, not one each.
+    // 2. etcd, then what the delivery mode needs before serving: one start-up budget for all.
     const metrics = config.server.metricsAddr ? new Metrics({ live: true }) : undefined;
     const etcd = createEtcdClient({ ...config.etcd, observe: metrics?.observeEtcd });
     steps.defer(() => etcd.close());
     const deadline = deadlineAfter(config.etcd.startupTimeoutMs);
     await waitForEtcd(etcd, { endpoints: config.etcd.endpoints, deadline, signal: stop.signal });
-
-    // 2b. The broker, when configured: every Send is stored there first, so nothing is served,
-    // and nothing registered, before it answers (within the same start-up budget).
     const health = serviceHealth(config.server);
-    /** Once stopping, the broker coming back must not turn health to SERVING again. */
-    let leaving = false;
-    const brokerConfig = config.server.broker?.nats;
-    const threadHooks = brokerConfig ? brokerHooks(metrics, (line) => log.warn(line)) : {};
-    const broker = brokerConfig
-      ? await BrokerDelivery.connect(brokerConfig, {
-        name: config.server.name,
-        deadline,
-        signal: stop.signal,
-        hooks: {
-          ...threadHooks,
-          onConnection: (connected) => {
-            threadHooks.onConnection?.(connected);
-            const servers = brokerConfig.servers.join(",");
-            if (connected) log.info(`Broker reconnected: ${servers}`);
-            else log.warn(`Broker unreachable: Sends answer UNAVAILABLE until it is back (${servers})`);
-            if (!leaving) health.set(NOTIFICATION_SERVICE, connected ? "SERVING" : "NOT_SERVING");
-          },
-        },
-      })
-      : undefined;
-    if (broker && brokerConfig) {
-      steps.defer(() => broker.close());
-      log.info(
-        `Broker: NATS JetStream stream ${brokerConfig.stream} on ${
-          brokerConfig.servers.join(",")
-        } (epoch ${broker.epoch}, history ${brokerConfig.historySize} per recipient, ${
-          describeTtl(brokerConfig)
-        }, replicas ${brokerConfig.replicas})`,
-        { stream: brokerConfig.stream, epoch: broker.epoch },
-      );
-    }
+    const mode = deliveryMode(config.server);
+    const start: ModeStart = { config, etcd, health, metrics, log, deadline, signal: stop.signal };
+    await mode.connect(steps, start);
 
     // 3. The gRPC port, on the main thread or in workers.
-    const serving = await startServing(config, {
-      health,
-      metrics,
-      logger: log,
-      workerModule: options.workerModule,
-      broker,
-    });
-    steps.defer(() => void (running || serving.abort()));
-    metrics?.setLive(serving);
+    const workerModule = options.workerModule ?? WORKER_MODULE;
+    const serving = await startServing(config, { health, mode, metrics, logger: log, workerModule });
+    steps.defer(() => void (run.running || serving.abort()));
     if (serving.workers() > 1) {
       log.info(`Serving gRPC from ${serving.workers()} workers on one port`, { workers: serving.workers() });
     }
 
     // 4. /metrics.
-    if (metrics && config.server.metricsAddr) {
-      const own = metrics.registry;
-      const server = await serveMetrics(
-        config.server.metricsAddr,
-        async () => mergedRegistry(own, await serving.workerMetrics()),
-      );
-      steps.defer(() => server.close());
-      const addr = formatHostPort({ host: config.server.metricsAddr.host || "0.0.0.0", port: server.port });
-      log.info(`Metrics on http://${addr}/metrics`, { addr });
-    }
+    if (metrics) await serveMetricsOf(steps, config, metrics, serving, log);
 
-    // 5. Who we are, and the cluster (forwarding to the instances holding a recipient).
+    // 5. Who we are, and the mode joins: a Send here reaches subscribers anywhere from now on.
     const instance = describeInstance(config, serving.port, log);
     serving.setInstanceId(instance.id);
-    const registrar = new EtcdRegistrar(etcd, {
-      prefix: config.etcd.prefix,
-      layout: config.etcd.layout,
-      leaseTtlSeconds: config.etcd.leaseTtlSeconds,
-      callTimeoutMs: config.etcd.dialTimeoutMs,
-      logger: log,
-      onStateChange: (state) => {
-        health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING");
-        metrics?.registrationState.set(state === "registered" ? 1 : 0);
-      },
-      onEvent: (event) => {
-        if (!metrics) return;
-        if (event === "lost") metrics.registrationsLost.inc();
-        else if (event === "restored") metrics.registrationsRestored.inc();
-        else if (event === "keepaliveFailed") metrics.keepaliveFailures.inc();
-        else metrics.etcdWatchDisconnects.inc();
-      },
-    });
-    metrics?.registrationState.set(0);
-    // With a broker, delivery between instances goes through it: no directory, no peer links.
-    const cluster = broker ? undefined : await joinMesh(steps, {
-      config,
-      etcd,
-      instance,
-      serving,
-      registrar,
-      metrics,
-      log,
-      deadline,
-      signal: stop.signal,
-    });
-    // Routed: Sends here reach subscribers anywhere (the registration follows).
-    health.set(NOTIFICATION_SERVICE, !broker || broker.connected ? "SERVING" : "NOT_SERVING");
-
+    const registrar = registrarFor(etcd, config, health, metrics, log);
+    await mode.join(steps, start, instance, registrar);
+    health.set(NOTIFICATION_SERVICE, mode.available ? "SERVING" : "NOT_SERVING");
     // After the drain, the registration's lease goes (step 7 deleted the record but kept it), and
     // with it this instance's recipient directory: peers route by it, so until now a Send through
     // a peer still reached the subscribers that were moving away from here.
     steps.defer(() => registrar.releaseLease());
 
-    // 6. From here calls are served with delivery to peers. Stopping drains them while the
-    // cluster still forwards (it closes after this step).
+    // 6. Calls are served. Stopping drains them while the mesh still forwards (it closes after).
     steps.defer(async () => {
-      if (!running) return;
+      if (!run.running) return;
       const started = Date.now();
       const outcome = await serving.drain(config.server.shutdownTimeoutMs);
-      drained = { outcome, ms: Date.now() - started };
+      run.drained = { outcome, ms: Date.now() - started };
     });
 
     // 7. Registration. Undone before anything else, whether the start got this far or not.
     steps.defer(async () => {
-      leaving = true;
-      if (running) {
+      mode.leave();
+      if (run.running) {
         log.info("Shutting down server...");
         health.setAllNotServing();
       }
-      // Sends that still reach us while we leave go to every peer (see Cluster.leave).
-      cluster?.leave();
-      serving.leave();
-      withdrawn = await registrar.deregister({ keepLease: running });
-      if (!running) return;
-      logWithdrawn(log, withdrawn, registrar.key, config.etcd.leaseTtlSeconds);
+      run.withdrawn = await registrar.deregister({ keepLease: run.running });
+      if (!run.running) return;
+      logWithdrawn(log, run.withdrawn, registrar.key, config.etcd.leaseTtlSeconds);
       await sleep(config.server.drainDelayMs);
     });
     await registrar.register(instance, { signal: stop.signal, deadline });
-    running = true;
+    run.running = true;
     if (!stop.signal.aborted) {
-      log.info(
-        `Service registered to etcd: ${registrar.key} -> ${instance.addr} (lease ${registrar.leaseId}, ttl ${config.etcd.leaseTtlSeconds}s)`,
-        {
-          key: registrar.key,
-          addr: instance.addr,
-          lease: registrar.leaseId,
-          ttl_s: config.etcd.leaseTtlSeconds,
-        },
-      );
-      const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: serving.port });
-      log.info(`gRPC server listening on ${listening}`, { addr: listening, workers: serving.workers() });
-      if (!config.server.auth) {
-        log.warn(
-          `No auth configured: anyone who can reach ${listening} can send to and subscribe on any recipient (set notification-server.auth)`,
-        );
-      } else if (!config.server.tls) {
-        log.warn(
-          `Auth without TLS: bearer tokens travel in clear on ${listening}, and anyone who sees one can use it until it expires (set notification-server.tls)`,
-        );
-      }
+      logServing(log, config, registrar, instance, serving);
       await stop.stopped;
     }
   } catch (error) {
     await steps.disposeAsync();
     if (!stop.signal.aborted) throw error;
     log.info(
-      withdrawn === "unreachable"
+      run.withdrawn === "unreachable"
         ? `Stopped during start-up; etcd unreachable, a record written meanwhile expires within ${config.etcd.leaseTtlSeconds}s`
         : "Stopped during start-up; nothing is registered",
     );
-    return exitCode;
+    return run.exitCode;
   }
   await steps.disposeAsync();
+  logStopped(log, config, run.drained);
+  return run.exitCode;
+}
+
+/** Step 4: /metrics, with the workers' metrics merged into each scrape. */
+async function serveMetricsOf(
+  steps: AsyncDisposableStack,
+  config: Config,
+  metrics: Metrics,
+  serving: Serving,
+  log: Logger,
+): Promise<void> {
+  if (!config.server.metricsAddr) return;
+  metrics.setLive(serving);
+  const own = metrics.registry;
+  const server = await serveMetrics(
+    config.server.metricsAddr,
+    async () => mergedRegistry(own, await serving.workerMetrics()),
+  );
+  steps.defer(() => server.close());
+  const addr = formatHostPort({ host: config.server.metricsAddr.host || "0.0.0.0", port: server.port });
+  log.info(`Metrics on http://${addr}/metrics`, { addr });
+}
+
+/** The registration, reporting its state to health and metrics. */
+function registrarFor(
+  etcd: Etcd3,
+  config: Config,
+  health: HealthService,
+  metrics: Metrics | undefined,
+  log: Logger,
+): EtcdRegistrar {
+  metrics?.registrationState.set(0);
+  return new EtcdRegistrar(etcd, {
+    prefix: config.etcd.prefix,
+    layout: config.etcd.layout,
+    leaseTtlSeconds: config.etcd.leaseTtlSeconds,
+    callTimeoutMs: config.etcd.dialTimeoutMs,
+    logger: log,
+    onStateChange: (state) => {
+      health.set(REGISTRATION_HEALTH, state === "registered" ? "SERVING" : "NOT_SERVING");
+      metrics?.registrationState.set(state === "registered" ? 1 : 0);
+    },
+    onEvent: (event) => {
+      if (!metrics) return;
+      if (event === "lost") metrics.registrationsLost.inc();
+      else if (event === "restored") metrics.registrationsRestored.inc();
+      else if (event === "keepaliveFailed") metrics.keepaliveFailures.inc();
+      else metrics.etcdWatchDisconnects.inc();
+    },
+  });
+}
+
+/** The lines that say the service is up, and what it is open to. */
+function logServing(
+  log: Logger,
+  config: Config,
+  registrar: EtcdRegistrar,
+  instance: ServiceInstance,
+  serving: Serving,
+): void {
+  const ttl = config.etcd.leaseTtlSeconds;
+  log.info(
+    `Service registered to etcd: ${registrar.key} -> ${instance.addr} (lease ${registrar.leaseId}, ttl ${ttl}s)`,
+    { key: registrar.key, addr: instance.addr, lease: registrar.leaseId, ttl_s: ttl },
+  );
+  const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: serving.port });
+  log.info(`gRPC server listening on ${listening}`, { addr: listening, workers: serving.workers() });
+  if (!config.server.auth) {
+    log.warn(
+      `No auth configured: anyone who can reach ${listening} can send to and subscribe on any recipient (set notification-server.auth)`,
+    );
+  } else if (!config.server.tls) {
+    log.warn(
+      `Auth without TLS: bearer tokens travel in clear on ${listening}, and anyone who sees one can use it until it expires (set notification-server.tls)`,
+    );
+  }
+}
+
+function logStopped(log: Logger, config: Config, drained: Run["drained"]): void {
   if (drained?.outcome === "forced") {
     log.warn(
       `Server stopped: calls still running after ${
@@ -257,7 +244,6 @@ export async function runServer(config: Config, log: Logger, options: RunOptions
       duration_ms: drained.ms,
     });
   }
-  return exitCode;
 }
 
 function warnIfUnguarded(log: Logger): void {
@@ -292,11 +278,6 @@ function logWithdrawn(log: Logger, outcome: DeregisterOutcome, key: string, ttlS
   }
 }
 
-function describeUnexpected(reason: unknown): string {
-  const text = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
-  return text.split("\n")[0];
-}
-
 /**
  * Ctrl+C signals the whole process group, and `deno task` (and scripts/dev.ts) forward it to the
  * service too, so one keypress arrives twice within milliseconds. A repeat inside this window is
@@ -306,7 +287,7 @@ const DUPLICATE_SIGNAL_MS = 300;
 
 /**
  * First SIGINT/SIGTERM/SIGHUP aborts `signal` and resolves `stopped`; a later one exits at once.
- * `guard` turns uncaught errors and unhandled rejections into the same stop.
+ * `request` is the same stop without a signal.
  */
 function listenForStopSignals(log: Logger) {
   const controller = new AbortController();
@@ -334,26 +315,8 @@ function listenForStopSignals(log: Logger) {
   return {
     signal: controller.signal,
     stopped,
-    guard(onUnexpected: (reason: unknown) => void) {
-      const onError = (event: ErrorEvent) => {
-        event.preventDefault();
-        onUnexpected(event.error ?? event.message);
-        requestStop();
-      };
-      const onRejection = (event: PromiseRejectionEvent) => {
-        event.preventDefault();
-        onUnexpected(event.reason);
-        requestStop();
-      };
-      globalThis.addEventListener("error", onError);
-      globalThis.addEventListener("unhandledrejection", onRejection);
-      return {
-        [Symbol.dispose]: () => {
-          globalThis.removeEventListener("error", onError);
-          globalThis.removeEventListener("unhandledrejection", onRejection);
-        },
-      };
-    },
+    /** Stops the service as a signal would (an unexpected error). */
+    request: requestStop,
     [Symbol.dispose]: () => {
       for (const { name, handler } of handlers) Deno.removeSignalListener(name, handler);
     },

@@ -4,7 +4,7 @@
  * exact `delivered`; a killed instance drops out of the count at once and out of routing within
  * the lease TTL.
  */
-import { directoryKey, directoryRoot } from "../src/cluster/directory.ts";
+import { directoryKey, directoryRoot } from "../src/mesh/directory.ts";
 import assert from "node:assert/strict";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";

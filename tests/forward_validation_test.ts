@@ -2,18 +2,13 @@
  * Cluster/Forward on the public port: a client posing as a peer got a forged notification, and then
  * raw bytes (`\xff\xff\xff garbage`), delivered to a subscriber of `victim`, acked as delivered.
  * Now a caller must prove it is an instance (a challenge answered with a secret only etcd's users
- * can read, src/cluster/peer_secret.ts), and even an instance's payloads are checked like a Send.
+ * can read, src/mesh/peer_secret.ts), and even an instance's payloads are checked like a Send.
  * A proof seen on the wire opens nothing, and a retired secret's streams are closed.
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import {
-  CHALLENGE_HEADER,
-  PEER_SECRET_PREFIX,
-  peerProof,
-  REVOKE_GRACE_MS,
-} from "../src/cluster/peer_secret.ts";
+import { CHALLENGE_HEADER, PEER_SECRET_PREFIX, peerProof, REVOKE_GRACE_MS } from "../src/mesh/peer_secret.ts";
 import { services } from "../src/transport/protos.ts";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";

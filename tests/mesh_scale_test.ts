@@ -6,7 +6,7 @@
  * costs one etcd Txn and no Range.
  */
 import assert from "node:assert/strict";
-import { directoryRoot } from "../src/cluster/directory.ts";
+import { directoryRoot } from "../src/mesh/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
 import { NOTIFICATION_SERVICE } from "../src/serving/services.ts";
 import { freePort, NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";

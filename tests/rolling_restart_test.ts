@@ -10,7 +10,7 @@
  * says when and through which instance each missed Send went).
  */
 import assert from "node:assert/strict";
-import { directoryRoot } from "../src/cluster/directory.ts";
+import { directoryRoot } from "../src/mesh/directory.ts";
 import { fillDirectory } from "./helpers/directory.ts";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { readRecord, scopedClient } from "./helpers/kv.ts";

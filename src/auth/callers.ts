@@ -2,10 +2,10 @@
  * Who may make a call, and how much one caller may take: the JWT checks of `auth` (Send needs the
  * send scope, Subscribe a token whose `sub` is the recipient) and the per-caller bounds
  * (subscribers per connection and per identity, a Send rate per identity). An identity is the
- * token's `sub`, or the client's address when auth is off. Answers carry gRPC status codes and
- * say which rule refused the call; they never echo a token or why its signature failed.
+ * token's `sub`, or the client's address when auth is off. Answers carry status codes (status.ts)
+ * and say which rule refused the call; they never echo a token or why its signature failed.
  */
-import * as grpc from "@grpc/grpc-js";
+import { type Failure, Status } from "../_util/status.ts";
 import type { AuthConfig, CallerLimits } from "../config/mod.ts";
 import { IdentityTable } from "./identity_table.ts";
 import { type Claims, TokenVerifier } from "./tokens.ts";
@@ -19,9 +19,7 @@ export type RefusalReason =
   | "send_rate";
 
 /** A refused call: its status and why. */
-export interface Refusal {
-  code: grpc.status;
-  details: string;
+export interface Refusal extends Failure {
   reason: RefusalReason;
 }
 
@@ -48,10 +46,12 @@ export function refusalLine(counts: [RefusalReason, { n: number; last?: string }
   }`;
 }
 
-/** The part of a grpc-js call used here. */
-interface CallLike {
-  metadata: grpc.Metadata;
-  getPeer(): string;
+/** Who is calling, as any transport tells it. */
+export interface Caller {
+  /** The `authorization` header or metadata, as sent. */
+  authorization?: string;
+  /** The caller's connection, `host:port` (grpc-js's `ipv4:`/`ipv6:` prefix allowed). */
+  peer: string;
 }
 
 export class CallerPolicy {
@@ -84,12 +84,12 @@ export class CallerPolicy {
   }
 
   /** Whether a Send may go ahead: undefined, or why not. */
-  async send(call: CallLike): Promise<Refusal | undefined> {
-    const who = await this.#identify(call);
-    if ("code" in who) return this.#refuse(call, who);
+  async send(caller: Caller): Promise<Refusal | undefined> {
+    const who = await this.#identify(caller);
+    if ("code" in who) return this.#refuse(caller, who);
     if (this.#verifier && !who.claims!.scopes.has(this.#sendScope)) {
-      return this.#refuse(call, {
-        code: grpc.status.PERMISSION_DENIED,
+      return this.#refuse(caller, {
+        code: Status.PERMISSION_DENIED,
         details: `the token does not allow Send: its scope lacks ${JSON.stringify(this.#sendScope)}`,
         reason: "permission_denied",
       });
@@ -97,8 +97,8 @@ export class CallerPolicy {
     if (
       this.#limits.sendsPerSecond > 0 && !this.#identities.take(who.identity, this.#limits.sendsPerSecond)
     ) {
-      return this.#refuse(call, {
-        code: grpc.status.RESOURCE_EXHAUSTED,
+      return this.#refuse(caller, {
+        code: Status.RESOURCE_EXHAUSTED,
         details: `too many Sends: send-rate-per-identity is ${this.#limits.sendsPerSecond} per second`,
         reason: "send_rate",
       });
@@ -107,20 +107,20 @@ export class CallerPolicy {
   }
 
   /** Whether a Subscribe to `recipient` may go ahead: its places (release them when it ends), or why not. */
-  async subscribe(call: CallLike, recipient: string): Promise<Admitted | Refusal> {
-    const who = await this.#identify(call);
-    if ("code" in who) return this.#refuse(call, who);
+  async subscribe(caller: Caller, recipient: string): Promise<Admitted | Refusal> {
+    const who = await this.#identify(caller);
+    if ("code" in who) return this.#refuse(caller, who);
     if (this.#verifier && who.identity !== recipient) {
-      return this.#refuse(call, {
-        code: grpc.status.PERMISSION_DENIED,
+      return this.#refuse(caller, {
+        code: Status.PERMISSION_DENIED,
         details: "a token may subscribe to its own recipient (its sub) only",
         reason: "permission_denied",
       });
     }
-    const connection = call.getPeer();
+    const connection = caller.peer;
     if ((this.#byConnection.get(connection) ?? 0) >= this.#limits.subscribersPerConnection) {
-      return this.#refuse(call, {
-        code: grpc.status.RESOURCE_EXHAUSTED,
+      return this.#refuse(caller, {
+        code: Status.RESOURCE_EXHAUSTED,
         details:
           `this connection already holds ${this.#limits.subscribersPerConnection} subscriptions (max-subscribers-per-connection)`,
         reason: "subscribers_per_connection",
@@ -128,8 +128,8 @@ export class CallerPolicy {
     }
     const perIdentity = this.#verifier !== undefined;
     if (perIdentity && !this.#identities.tryAcquire(who.identity, this.#limits.subscribersPerIdentity)) {
-      return this.#refuse(call, {
-        code: grpc.status.RESOURCE_EXHAUSTED,
+      return this.#refuse(caller, {
+        code: Status.RESOURCE_EXHAUSTED,
         details:
           `this caller already holds ${this.#limits.subscribersPerIdentity} subscriptions (max-subscribers-per-identity)`,
         reason: "subscribers_per_identity",
@@ -148,13 +148,13 @@ export class CallerPolicy {
     };
   }
 
-  async #identify(call: CallLike): Promise<{ identity: string; claims?: Claims } | Refusal> {
-    if (!this.#verifier) return { identity: addressOf(call.getPeer()) };
-    const header = call.metadata.get("authorization")[0];
-    const token = typeof header === "string" ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
+  async #identify(caller: Caller): Promise<{ identity: string; claims?: Claims } | Refusal> {
+    if (!this.#verifier) return { identity: addressOf(caller.peer) };
+    const header = caller.authorization;
+    const token = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined;
     if (!token) {
       return {
-        code: grpc.status.UNAUTHENTICATED,
+        code: Status.UNAUTHENTICATED,
         details: "missing token: send `authorization: Bearer <JWT>` metadata",
         reason: "unauthenticated",
       };
@@ -164,15 +164,15 @@ export class CallerPolicy {
       return { identity: claims.sub, claims };
     } catch {
       return {
-        code: grpc.status.UNAUTHENTICATED,
+        code: Status.UNAUTHENTICATED,
         details: "invalid or expired token",
         reason: "unauthenticated",
       };
     }
   }
 
-  #refuse(call: CallLike, refusal: Refusal): Refusal {
-    this.#onRefused(refusal.reason, addressOf(call.getPeer()));
+  #refuse(caller: Caller, refusal: Refusal): Refusal {
+    this.#onRefused(refusal.reason, addressOf(caller.peer));
     return refusal;
   }
 }

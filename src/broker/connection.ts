@@ -1,7 +1,7 @@
 /**
  * The connection to NATS and the JetStream stream every notification is stored in. One connection
- * per serving thread (workers each dial their own), and the stream made to match the config by
- * whichever thread gets there first.
+ * per serving thread, and one more on the main thread with workers (mode.ts); the stream is made to
+ * match the config by whichever gets there first.
  */
 import {
   connect,
@@ -87,7 +87,7 @@ function connectionOptions(nats: NatsConfig, name: string): ConnectionOptions {
   return options;
 }
 
-/** The stream's config as this service needs it (config.ts's history, replicas and subjects). */
+/** The stream's config as this service needs it (its history, replicas and subjects from config/broker.ts). */
 export function streamConfig(nats: NatsConfig): Partial<StreamConfig> & { name: string } {
   return {
     name: nats.stream,

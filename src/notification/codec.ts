@@ -4,9 +4,8 @@
  * notifications are checked for invalid UTF-8 on the wire bytes (protobufjs would decode them to
  * U+FFFD). The field numbers below are notification.proto's (packages/client/proto).
  */
-import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import type { Notification } from "./hub.ts";
+import type { Notification } from "@notification-server/client";
 import { services } from "../transport/protos.ts";
 
 /** Encodes a Notification message once, for writing to many Subscribe streams. */
@@ -107,32 +106,18 @@ function firstInvalidUtf8(bytes: Uint8Array, fields: StringFields): string | und
 }
 
 /**
- * The NotificationService definition for servers: requests are checked for invalid UTF-8 (see
- * {@link invalidUtf8}) and Subscribe writes accept bytes already encoded by {@link encodeNotification}.
+ * A request decoder that also marks the first string field of `request`'s wire bytes that is not
+ * UTF-8 (see {@link invalidUtf8}); `method` is "Send" or "Subscribe".
  */
-export function notificationServerDefinition(): grpc.ServiceDefinition {
-  const service = services().Notification.service;
-  const checked = (
-    method: grpc.MethodDefinition<object, object>,
-    strings: StringFields,
-  ): grpc.MethodDefinition<object, object> => ({
-    ...method,
-    requestDeserialize: (bytes: Buffer) => {
-      const request = method.requestDeserialize(bytes) as Record<symbol, string>;
-      const bad = firstInvalidUtf8(bytes, strings);
-      if (bad) request[INVALID_UTF8] = bad;
-      return request;
-    },
-  });
-  const subscribe = checked(service.Subscribe, SUBSCRIBE_STRINGS);
-  const serialize = subscribe.responseSerialize;
-  return {
-    ...service,
-    Send: checked(service.Send, SEND_STRINGS),
-    Subscribe: {
-      ...subscribe,
-      responseSerialize: (value: object) =>
-        value instanceof Uint8Array ? Buffer.from(value) : serialize(value),
-    },
+export function checkedDecoder(
+  method: "Send" | "Subscribe",
+  decode: (bytes: Buffer) => object,
+): (bytes: Buffer) => object {
+  const strings = method === "Send" ? SEND_STRINGS : SUBSCRIBE_STRINGS;
+  return (bytes) => {
+    const request = decode(bytes) as Record<symbol, string>;
+    const bad = firstInvalidUtf8(bytes, strings);
+    if (bad) request[INVALID_UTF8] = bad;
+    return request;
   };
 }

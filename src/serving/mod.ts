@@ -8,23 +8,15 @@ import type { HealthService } from "./health.ts";
 import { LocalLimit } from "../_util/limits.ts";
 import type { Logger } from "../_util/logger.ts";
 import type { Metrics, MetricsJson } from "../metrics/mod.ts";
-import { stopGrpcServer } from "../transport/server.ts";
-import { serveThread } from "./services.ts";
+import { drainThread, serveThread } from "./services.ts";
 import { WorkerPool } from "./workers/pool.ts";
-import type { PeerRouting } from "../notification/routing.ts";
-import type { BrokerDelivery } from "../broker/broker_delivery.ts";
+import type { DeliveryMode } from "./mode.ts";
 
 /** A bound, serving gRPC port. */
 export interface Serving {
   readonly port: number;
   /** Reported in SendResponse.instance_id (known once the port is bound). */
   setInstanceId(id: string): void;
-  /** Delivery to the other instances from now on. */
-  setCluster(cluster: PeerRouting): void;
-  /** The instance is leaving the cluster: every Send goes to the cluster (no shortcut past it). */
-  leave(): void;
-  /** Turns Cluster/Forward on for callers proving membership with one of `secrets`. */
-  setPeerSecrets(secrets: readonly string[]): void;
   subscribers(): number;
   healthWatches(): number;
   /** Workers serving now (1 on the main thread). */
@@ -40,25 +32,24 @@ export interface Serving {
 /** What {@link startServing} needs besides the config. */
 export interface ServingOptions {
   health: HealthService;
+  /** How Sends are delivered (src/mode.ts chooses it). */
+  mode: DeliveryMode;
   metrics?: Metrics;
   logger: Logger;
-  /** Worker module override (tests inject faults with it). */
+  /** The serving worker's module (src/worker.ts, or a test's with injected faults); workers > 1 only. */
   workerModule?: URL;
-  /**
-   * The main thread's broker connection, when the config has one: it serves the main thread's
-   * calls (workers: 1); each worker dials its own.
-   */
-  broker?: BrokerDelivery;
 }
 
 /** Binds the gRPC port with `config.server.workers` threads; throws (nothing left running) if it cannot. */
 export async function startServing(config: Config, options: ServingOptions): Promise<Serving> {
   const server = config.server;
   if (server.workers > 1) {
+    if (!options.workerModule) throw new Error("workers > 1 needs the serving worker's module");
     const pool = await WorkerPool.start({
       server,
       count: server.workers,
       health: options.health.entries(),
+      mode: options.mode,
       metrics: options.metrics !== undefined,
       logger: options.logger,
       module: options.workerModule,
@@ -69,9 +60,6 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     return {
       port: pool.port,
       setInstanceId: (id) => (pool.instanceId = id),
-      setCluster: (cluster) => (pool.cluster = cluster),
-      leave: () => pool.leave(),
-      setPeerSecrets: (secrets) => pool.setPeerSecrets(secrets),
       subscribers: () => pool.subscribers,
       healthWatches: () => pool.healthWatches,
       workers: () => pool.serving,
@@ -80,11 +68,11 @@ export async function startServing(config: Config, options: ServingOptions): Pro
       abort: () => (unfollow(), pool.terminate()),
     };
   }
-  // A peer's barrier asks the cluster, once there is one (workers ask the pool, which asks it).
-  let cluster: PeerRouting | undefined;
-  const { services, bound } = await serveThread({
+  let instanceId = "";
+  const served = await serveThread({
     server,
     health: options.health,
+    mode: options.mode,
     places: {
       subscribers: new LocalLimit(server.maxSubscribers),
       queuedBytes: new LocalLimit(server.subscriberQueueTotalBytes),
@@ -93,28 +81,20 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     },
     warn: (line) => options.logger.warn(line),
     metrics: options.metrics,
-    delivery: options.broker,
-    reached: (revision) => cluster?.reached(revision) ?? Promise.resolve(false),
+    instanceId: () => instanceId,
   });
-  const { notifications } = services;
   return {
-    port: bound.port,
-    setInstanceId: (id) => (notifications.instanceId = id),
-    // One thread: every Send reaches the cluster already.
-    leave: () => {},
-    setCluster: (next) => {
-      cluster = next;
-      notifications.routing = next;
-    },
-    setPeerSecrets: (secrets) => services.setPeerSecrets(secrets),
-    subscribers: () => notifications.subscribers,
+    port: served.bound.port,
+    setInstanceId: (id) => (instanceId = id),
+    subscribers: () => served.core.subscribers,
     healthWatches: () => options.health.watches,
     workers: () => 1,
     workerMetrics: () => Promise.resolve([]),
-    drain: (timeoutMs) => stopGrpcServer(bound, timeoutMs, services.endStreams),
+    drain: (timeoutMs) => drainThread(served, timeoutMs),
     abort: () => {
-      void bound.stopListening();
-      bound.server.forceShutdown();
+      void served.bound.stopListening();
+      served.bound.server.forceShutdown();
+      void served.thread.close?.();
     },
   };
 }

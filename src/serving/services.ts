@@ -1,29 +1,27 @@
 /**
- * The gRPC services one serving thread hosts (Notification, Health, Cluster), with metrics, built
- * the same way on the main thread (workers: 1) and in every worker.
+ * The gRPC services one serving thread hosts (Notification over the core, Health, and the mode's
+ * Cluster service), with metrics, built the same way on the main thread (workers: 1) and in every
+ * worker.
  */
 import type { ServerConfig } from "../config/mod.ts";
 import { HealthService } from "./health.ts";
 import type { Limit } from "../_util/limits.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import { NotificationService } from "../notification/service.ts";
-import { notificationServerDefinition } from "../notification/codec.ts";
-import { forwardService } from "../cluster/forward_service.ts";
+import { NotificationCore } from "../notification/service.ts";
 import {
   type BoundServer,
   type ServeLimits,
   type ServerServices,
   startGrpcServer,
+  stopGrpcServer,
 } from "../transport/server.ts";
-import type { Routing } from "../notification/routing.ts";
-import type { Delivery } from "../notification/delivery.ts";
-import type { BrokerHooks } from "../broker/broker_delivery.ts";
 import { describePressure } from "../transport/connection_cuts.ts";
 import { cutReporter } from "../metrics/mod.ts";
-import { StreamTracker } from "../transport/streams.ts";
 import { CallerPolicy, refusalLine } from "../auth/callers.ts";
 import { CountedWarning } from "../_util/counted_warning.ts";
 import type { IdentityTable } from "../auth/identity_table.ts";
+import { notificationHandlers, notificationServerDefinition } from "./grpc_notifications.ts";
+import type { DeliveryMode, PoolChannel, ThreadDelivery } from "./mode.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -40,51 +38,38 @@ export function serviceHealth(server: ServerConfig): HealthService {
   }, { maxWatches: server.maxHealthWatches });
 }
 
-/** Options for {@link buildServices}. */
-export interface ServicesOptions {
-  server: ServerConfig;
-  health: HealthService;
-  subscribers: Limit;
-  /** The instance's budget of bytes queued to subscribers (`subscriber-queue-total-bytes`). */
-  queuedBytes: Limit;
-  metrics?: Metrics;
-  /** Where this thread's WARN lines go (refused calls). */
-  warn: (message: string) => void;
-  /** Per-identity subscriptions and Send buckets, shared by the instance's threads. */
-  identities: IdentityTable;
-  /** For a peer's barrier: whether this instance's directory view reached `revision`. */
-  reached: (revision: bigint) => Promise<boolean>;
-}
-
 /** One thread's services, and how to end their streams on shutdown. */
 export interface Services {
-  notifications: NotificationService;
+  core: NotificationCore;
   handlers: ServerServices;
-  /** Turns Forward on: callers must prove membership with one of `secrets` (peer_secret.ts). */
-  setPeerSecrets(secrets: readonly string[]): void;
-  /** Ends Subscribe, Health/Watch and peers' Forward streams (they never end by themselves). */
+  /** Ends Subscribe, Health/Watch and the mode's own streams (they never end by themselves). */
   endStreams(): void;
 }
 
-export function buildServices(options: ServicesOptions): Services {
-  const { metrics, health } = options;
+/** The services of one thread over `thread`'s delivery. */
+function buildServices(options: {
+  server: ServerConfig;
+  health: HealthService;
+  places: ThreadPlaces;
+  thread: ThreadDelivery;
+  instanceId: () => string;
+  metrics?: Metrics;
+  warn: (message: string) => void;
+}): Services {
+  const { server, metrics, health, places, thread } = options;
   const refusals = new CountedWarning(options.warn, refusalLine);
-  const notifications = new NotificationService({
-    instanceId: "",
-    subscribers: options.subscribers,
-    queuedBytes: options.queuedBytes,
-    onSent: (delivered) => {
-      metrics?.notificationsSent.inc();
-      // With a broker, `delivered` is this thread's share only: each stream's write is counted
-      // where it happens instead (brokerHooks).
-      if (!options.server.broker) metrics?.notificationsDelivered.inc(delivered);
-    },
+  const core = new NotificationCore({
+    delivery: thread.delivery,
+    instanceId: options.instanceId,
+    subscribers: places.subscribers,
+    queuedBytes: places.queuedBytes,
+    onSent: () => metrics?.notificationsSent.inc(),
     onUnavailable: () => metrics?.sendsUnavailable.inc(),
-    subscriberQueue: { messages: options.server.subscriberQueue, bytes: options.server.subscriberQueueBytes },
+    subscriberQueue: { messages: server.subscriberQueue, bytes: server.subscriberQueueBytes },
     callers: new CallerPolicy({
-      auth: options.server.auth,
-      limits: options.server.callerLimits,
-      identities: options.identities,
+      auth: server.auth,
+      limits: server.callerLimits,
+      identities: places.identities,
       onRefused: (reason, peer) => {
         metrics?.callsRefused.inc({ reason });
         refusals.add(reason, peer);
@@ -92,36 +77,19 @@ export function buildServices(options: ServicesOptions): Services {
     }),
     onDropped: () => metrics?.notificationsDropped.inc(),
   });
-  const peerStreams = new StreamTracker();
-  // Forwarding is off (Forward answers UNIMPLEMENTED) until the cluster hands over its secrets.
-  let peerSecrets: readonly string[] | undefined;
-  const forward = forwardService({
-    deliver: (recipient, bytes) => {
-      metrics?.notificationsReceived.inc();
-      // The peer sent it to every other instance itself: it goes no further than this one.
-      return notifications.deliver(recipient, bytes, "instance");
-    },
-    reached: options.reached,
-    streams: peerStreams,
-    peers: { name: options.server.name, self: () => notifications.instanceId, secrets: () => peerSecrets },
-  });
+  const notification = notificationHandlers(core);
   return {
-    notifications,
-    setPeerSecrets: (secrets) => {
-      peerSecrets = secrets;
-      forward.recheck();
-    },
+    core,
     handlers: {
-      notification: metrics?.instrument(NOTIFICATION_SERVICE, notifications.handlers()) ??
-        notifications.handlers(),
+      notification: metrics?.instrument(NOTIFICATION_SERVICE, notification) ?? notification,
       notificationDefinition: notificationServerDefinition(),
       health: metrics?.instrument("grpc.health.v1.Health", health.handlers()) ?? health.handlers(),
-      cluster: forward.handlers,
+      cluster: thread.cluster,
     },
     endStreams() {
-      notifications.endSubscriptions();
+      core.endSubscriptions();
       health.endWatches();
-      peerStreams.endAll();
+      thread.endStreams?.();
     },
   };
 }
@@ -159,61 +127,57 @@ export interface ThreadPlaces {
   identities: IdentityTable;
 }
 
+/** One serving thread, bound: its services, its port, and its side of the delivery mode. */
+export interface ServedThread extends Services {
+  bound: BoundServer;
+  thread: ThreadDelivery;
+}
+
 /**
- * One serving thread, wired the same way on the main thread and in each worker: its services over
- * `places`, routed by `routing` from the first call on, served on `port` (the configured one by
- * default; workers share theirs with `reusePort`).
+ * One serving thread, wired the same way on the main thread and in each worker: its side of the
+ * delivery mode, its services over `places`, served on `port` (the configured one by default;
+ * workers share theirs with `reusePort`). Nothing stays open if it cannot bind.
  */
 export async function serveThread(options: {
   server: ServerConfig;
   health: HealthService;
   places: ThreadPlaces;
+  mode: DeliveryMode;
   warn: (message: string) => void;
   metrics?: Metrics;
-  reached: (revision: bigint) => Promise<boolean>;
-  instanceId?: string;
-  routing?: Routing;
-  /** Delivery through the broker instead of the mesh (config `broker`). */
-  delivery?: Delivery;
+  instanceId: () => string;
+  /** In a worker: the mode's way to the main thread. */
+  pool?: PoolChannel;
   port?: number;
   reusePort?: boolean;
-}): Promise<{ services: Services; bound: BoundServer }> {
-  const { server, places, warn, metrics } = options;
-  const services = buildServices({
+}): Promise<ServedThread> {
+  const { server, warn, metrics } = options;
+  const thread = await options.mode.thread({
     server,
-    health: options.health,
-    subscribers: places.subscribers,
-    queuedBytes: places.queuedBytes,
-    identities: places.identities,
-    warn,
     metrics,
-    reached: options.reached,
+    warn,
+    instanceId: options.instanceId,
+    pool: options.pool,
   });
-  if (options.instanceId !== undefined) services.notifications.instanceId = options.instanceId;
-  if (options.routing) services.notifications.routing = options.routing;
-  if (options.delivery) services.notifications.delivery = options.delivery;
-  const bound = await startGrpcServer({
-    addr: { host: server.addr.host, port: options.port ?? server.addr.port },
-    services: services.handlers,
-    tls: server.tls,
-    limits: threadLimits({ server, connections: places.connections, warn, metrics }),
-    reusePort: options.reusePort,
-  });
-  return { services, bound };
+  try {
+    const services = buildServices({ ...options, thread });
+    const bound = await startGrpcServer({
+      addr: { host: server.addr.host, port: options.port ?? server.addr.port },
+      services: services.handlers,
+      tls: server.tls,
+      limits: threadLimits({ server, connections: options.places.connections, warn, metrics }),
+      reusePort: options.reusePort,
+    });
+    return { ...services, bound, thread };
+  } catch (error) {
+    await thread.close?.();
+    throw error;
+  }
 }
 
-/**
- * What one thread's broker connection reports: metrics, and WARN lines through `warn`. Made just
- * before the thread connects, which either succeeds or ends the start: connected from then on.
- */
-export function brokerHooks(metrics: Metrics | undefined, warn: (line: string) => void): BrokerHooks {
-  metrics?.brokerConnected.set(1);
-  return {
-    onConnection: (connected) => metrics?.brokerConnected.set(connected ? 1 : 0),
-    onStored: (ms) => metrics?.brokerStoreSeconds.observe(ms / 1000),
-    onReplay: (recovered) => metrics?.brokerReplays.inc({ recovered: String(recovered) }),
-    onGap: () => metrics?.brokerHistoryGaps.inc(),
-    onWritten: () => metrics?.notificationsDelivered.inc(),
-    warn,
-  };
+/** Drains one thread (see stopGrpcServer), then closes its side of the mode. */
+export async function drainThread(served: ServedThread, timeoutMs: number): Promise<"graceful" | "forced"> {
+  const outcome = await stopGrpcServer(served.bound, timeoutMs, served.endStreams);
+  await served.thread.close?.();
+  return outcome;
 }

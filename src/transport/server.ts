@@ -20,7 +20,7 @@ export interface ServerServices {
   notification: grpc.UntypedServiceImplementation;
   /**
    * The NotificationService definition to serve `notification` with: the one with the codec's checks
-   * (notification/codec.ts). The plain generated one when absent.
+   * (serving/grpc_notifications.ts). The plain generated one when absent.
    */
   notificationDefinition?: grpc.ServiceDefinition;
   health: grpc.UntypedServiceImplementation;

@@ -9,7 +9,7 @@ import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/test
 import { changed, eventually, notificationClient, send } from "../helpers/grpc.ts";
 import { readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
-import { PEER_SECRET_PREFIX } from "../../src/cluster/peer_secret.ts";
+import { PEER_SECRET_PREFIX } from "../../src/mesh/peer_secret.ts";
 
 Deno.test(
   "the directory survives etcd restarts, with its data kept and wiped",

@@ -1,7 +1,7 @@
 /** Filling the cluster's recipient directory the way DirectoryPublisher writes it, for tests and benches. */
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
-import { directoryKey } from "../../src/cluster/directory.ts";
+import { directoryKey } from "../../src/mesh/directory.ts";
 
 /**
  * Writes `count` recipients `<prefix>-<i>` of instance `instance` under `lease` (a lease id as etcd

@@ -9,6 +9,7 @@ import { parseConfig } from "../../src/config/mod.ts";
 import type { HealthService } from "../../src/serving/health.ts";
 import { type Serving, startServing } from "../../src/serving/mod.ts";
 import { serviceHealth } from "../../src/serving/services.ts";
+import { deliveryMode } from "../../src/mode.ts";
 
 export interface InProcessServer extends AsyncDisposable {
   addr: string;
@@ -32,7 +33,11 @@ ${serverYaml}etcd:
 `;
   const config = parseConfig(yaml, "in-process.yaml");
   const health = serviceHealth(config.server);
-  const serving = await startServing(config, { health, logger: silentLogger });
+  const serving = await startServing(config, {
+    health,
+    mode: deliveryMode(config.server),
+    logger: silentLogger,
+  });
   serving.setInstanceId(config.server.instanceId ?? "test-1");
   return {
     addr: `127.0.0.1:${serving.port}`,

@@ -1,13 +1,8 @@
 /**
  * The main thread's side of `workers > 1`: starts the serving workers on one port, restarts one
  * that crashes (backing off with jitter), mirrors health into them, and drains them all on stop.
- * Routing between them is main_thread_router.ts's; the pool only carries its messages (protocol.ts).
- *
- * Why a Send for another worker goes through the main thread: it is the one place that knows
- * which workers hold which recipients and what the cluster directory says, so a worker asks it
- * with one message instead of every worker keeping a copy of both. A Send that nobody else holds
- * never comes here (worker_thread_routing.ts). Per recipient, another worker's stream gets notifications
- * in the order their Sends reached the main thread.
+ * What the delivery mode's sides say to each other (the mesh routes between workers here) the pool
+ * only carries (protocol.ts, serving/mode.ts).
  */
 import { Backoff, sleep } from "@notification-server/timing";
 import type { ServerConfig } from "../../config/mod.ts";
@@ -17,9 +12,10 @@ import type { Logger } from "../../_util/logger.ts";
 import type { MetricsJson } from "../../metrics/mod.ts";
 import { BindError, checkPortFree } from "../../transport/server.ts";
 import { Outbox } from "../../_util/outbox.ts";
-import { MainThreadRouter } from "./main_thread_router.ts";
-import type { PeerRouting } from "../../notification/routing.ts";
-import type { FromWorker, SharedLimits, SharedTables, ToWorker, WorkerRequest } from "./protocol.ts";
+import { Replies } from "../../_util/replies.ts";
+import { oneLine } from "../../_util/errors.ts";
+import type { DeliveryMode, PoolSide } from "../mode.ts";
+import type { FromWorker, SharedLimits, SharedTables, ToWorker } from "./protocol.ts";
 import { identitySlots, identityTableMemory, releaseWorkerIdentities } from "../../auth/identity_table.ts";
 
 /** Options for {@link WorkerPool.start}. */
@@ -27,19 +23,19 @@ export interface WorkerPoolOptions {
   server: ServerConfig;
   count: number;
   health: Record<string, ServingStatus>;
+  mode: DeliveryMode;
   metrics: boolean;
   logger: Logger;
-  /** The worker module (tests substitute one with injected faults). */
-  module?: URL;
+  /** The worker module (src/worker.ts; tests substitute one with injected faults). */
+  module: URL;
   /** Told each time a crashed worker is started again (for metrics). */
   onRestart?: () => void;
 }
 
-const DEFAULT_MODULE = new URL("./worker.ts", import.meta.url);
 /** Restarting a worker that keeps failing backs off up to this. */
 const MAX_RESTART_DELAY_MS = 30_000;
 
-/** One worker slot: the thread now in it and its pending deliveries. */
+/** One worker slot: the thread now in it and what it has not answered yet. */
 interface Slot {
   index: number;
   generation: number;
@@ -47,9 +43,9 @@ interface Slot {
   /** Messages to the worker, sent once per turn of the event loop. */
   outbox?: Outbox<ToWorker>;
   serving: boolean;
-  /** Deliveries this worker has not answered yet (resolved with 0 if it dies). */
-  deliveries: Map<number, (count: number) => void>;
-  metrics: Map<number, (json: MetricsJson) => void>;
+  /** The mode's asks of this worker (answered undefined if it dies). */
+  asks: Replies<unknown>;
+  metrics: Replies<MetricsJson>;
   stopped?: (outcome: "graceful" | "forced") => void;
 }
 
@@ -60,15 +56,11 @@ export class WorkerPool {
   readonly #limits: SharedLimits;
   readonly #tables: SharedTables;
   readonly #slots: Slot[];
-  /** Which workers hold which recipients; the filter workers read to skip this thread. */
-  readonly #router = new MainThreadRouter((index, recipient, bytes) =>
-    this.#deliver(this.#slots[index], recipient, bytes)
-  );
+  /** The mode's side here (the mesh's router between workers); undefined when it needs none. */
+  readonly #side: PoolSide | undefined;
   #health: Record<string, ServingStatus>;
   #instanceId = "";
-  #peerSecrets: string[] | undefined;
   #stopping = false;
-  #nextId = 1;
 
   private constructor(options: WorkerPoolOptions) {
     this.#options = options;
@@ -85,9 +77,13 @@ export class WorkerPool {
       index,
       generation: 0,
       serving: false,
-      deliveries: new Map(),
-      metrics: new Map(),
+      asks: new Replies(),
+      metrics: new Replies(),
     }));
+    this.#side = options.mode.pool({
+      ask: (index, body) => this.#ask(this.#slots[index], body),
+      broadcast: (body) => this.#broadcast({ type: "mode", body }),
+    });
   }
 
   /**
@@ -138,22 +134,6 @@ export class WorkerPool {
     this.#broadcast({ type: "instance", instanceId: id });
   }
 
-  /** Workers take no shortcut past the main thread from now on (the instance is leaving). */
-  leave(): void {
-    this.#router.filter.setLeaving();
-  }
-
-  /** Routes to other instances through `cluster` from now on; recipients already held are published. */
-  set cluster(cluster: PeerRouting) {
-    this.#router.cluster = cluster;
-  }
-
-  /** Turns Forward on in every worker (and in workers started later) for these secrets. */
-  setPeerSecrets(secrets: readonly string[]): void {
-    this.#peerSecrets = [...secrets];
-    this.#broadcast({ type: "peerSecrets", secrets: this.#peerSecrets });
-  }
-
   /** Mirrors one health entry into every worker. */
   setHealth(service: string, status: ServingStatus): void {
     this.#health[service] = status;
@@ -164,11 +144,7 @@ export class WorkerPool {
   collectMetrics(): Promise<MetricsJson[]> {
     return Promise.all(
       this.#slots.filter((s) => s.serving).map((slot) =>
-        new Promise<MetricsJson>((resolve) => {
-          const id = this.#nextId++;
-          slot.metrics.set(id, resolve);
-          this.#post(slot, { type: "metrics", id });
-        })
+        slot.metrics.ask((id) => this.#post(slot, { type: "metrics", id }))
       ),
     );
   }
@@ -197,7 +173,7 @@ export class WorkerPool {
   }
 
   #startWorker(slot: Slot): Promise<void> {
-    const worker = new Worker(this.#options.module ?? DEFAULT_MODULE, {
+    const worker = new Worker(this.#options.module, {
       type: "module",
       name: `worker-${slot.index + 1}`,
     });
@@ -222,9 +198,7 @@ export class WorkerPool {
       worker.onerror = (event: ErrorEvent) => {
         // Handled here, so it does not reach the main thread's guard (which would stop the service).
         event.preventDefault();
-        const reason = event.error instanceof Error
-          ? `${event.error.name}: ${event.error.message}`
-          : event.message;
+        const reason = oneLine(event.error ?? event.message);
         if (!started) {
           started = true;
           reject(new Error(`worker ${slot.index + 1} failed to start: ${reason}`));
@@ -240,11 +214,10 @@ export class WorkerPool {
         server: this.#options.server,
         limits: this.#limits,
         tables: this.#tables,
-        filter: this.#router.filter.buffer,
+        mode: this.#side?.workerStart(),
         health: this.#health,
         metrics: this.#options.metrics,
         instanceId: this.#instanceId,
-        peerSecrets: this.#peerSecrets,
       });
     });
   }
@@ -291,34 +264,31 @@ export class WorkerPool {
     slot.serving = false;
     for (const buffer of Object.values(this.#limits)) releaseWorker(buffer, slot.index);
     releaseWorkerIdentities(this.#tables.identities, slot.index);
-    this.#router.releaseWorker(slot.index);
-    for (const resolve of slot.deliveries.values()) resolve(0);
-    slot.deliveries.clear();
-    for (const resolve of slot.metrics.values()) resolve([]);
-    slot.metrics.clear();
+    this.#side?.retired(slot.index);
+    slot.asks.settleAll(undefined);
+    slot.metrics.settleAll([]);
     slot.stopped?.("forced");
   }
 
   #handle(slot: Slot, message: FromWorker): void {
     switch (message.type) {
-      case "request": {
+      case "ask": {
         // Request ids are per thread: an answer for a worker that was replaced meanwhile is dropped.
         const asker = slot.worker;
-        void this.#answer(slot, message).then((value) => {
+        const answered = this.#side?.answer(slot.index, message.body) ?? Promise.resolve(undefined);
+        void answered.then((value) => {
           if (slot.worker === asker) this.#post(slot, { type: "reply", id: message.id, value });
         });
         break;
       }
-      case "unsubscribed":
-        this.#router.release(slot.index, message.recipient);
+      case "tell":
+        this.#side?.told(slot.index, message.body);
         break;
-      case "delivered":
-        slot.deliveries.get(message.id)?.(message.count);
-        slot.deliveries.delete(message.id);
+      case "answer":
+        slot.asks.settle(message.id, message.value);
         break;
       case "metrics":
-        slot.metrics.get(message.id)?.(message.metrics);
-        slot.metrics.delete(message.id);
+        slot.metrics.settle(message.id, message.metrics);
         break;
       case "stopped":
         slot.stopped?.(message.outcome);
@@ -332,24 +302,9 @@ export class WorkerPool {
     }
   }
 
-  #answer(slot: Slot, request: WorkerRequest): Promise<number | boolean> {
-    switch (request.call) {
-      case "route":
-        return this.#router.route(slot.index, request.recipient, request.bytes, request.reach);
-      case "subscribed":
-        return this.#router.hold(slot.index, request.recipient).then(() => 0);
-      case "reached":
-        return this.#router.reached(request.revision);
-    }
-  }
-
-  #deliver(slot: Slot, recipient: string, bytes: Uint8Array): Promise<number> {
-    if (!slot.serving) return Promise.resolve(0);
-    return new Promise((resolve) => {
-      const id = this.#nextId++;
-      slot.deliveries.set(id, resolve);
-      this.#post(slot, { type: "deliver", id, recipient, bytes });
-    });
+  #ask(slot: Slot, body: unknown): Promise<unknown> {
+    if (!slot.serving) return Promise.resolve(undefined);
+    return slot.asks.ask((id) => this.#post(slot, { type: "mode", id, body }));
   }
 
   #broadcast(message: ToWorker): void {

@@ -1,13 +1,12 @@
 /**
  * Messages between the main thread and its serving workers. The main thread owns etcd, the
- * registration, the cluster and health; workers serve gRPC and ask the main thread for what only
- * it knows (which workers and instances hold a recipient's subscribers).
+ * registration and health; workers serve. What the delivery mode's two sides say to each other
+ * (serving/mode.ts) travels as `mode` bodies that only the mode reads.
  */
 import type { IdentityTableMemory } from "../../auth/identity_table.ts";
 import type { ServerConfig } from "../../config/mod.ts";
 import type { ServingStatus } from "../health.ts";
 import type { MetricsJson } from "../../metrics/mod.ts";
-import type { Reach } from "../../notification/routing.ts";
 
 /** Counters every worker of the instance shares (see limits.ts). */
 export interface SharedLimits {
@@ -36,15 +35,13 @@ export interface WorkerStart {
   server: ServerConfig;
   limits: SharedLimits;
   tables: SharedTables;
-  /** The {@link RecipientFilter}'s buffer. */
-  filter: SharedArrayBuffer;
+  /** What the mode's pool side gives each worker (PoolSide.workerStart). */
+  mode: unknown;
   health: Record<string, ServingStatus>;
   /** Whether `/metrics` is served (workers then record and report). */
   metrics: boolean;
   /** Reported in SendResponse.instance_id; empty until the address is known. */
   instanceId: string;
-  /** Forward is on for callers proving membership with one of these (absent: off for now). */
-  peerSecrets?: string[];
 }
 
 /** Main thread → worker. */
@@ -52,36 +49,24 @@ export type ToWorker =
   | WorkerStart
   | { type: "instance"; instanceId: string }
   | { type: "health"; service: string; status: ServingStatus }
-  /** Cluster/Forward on, for callers proving membership with one of `secrets`. */
-  | { type: "peerSecrets"; secrets: string[] }
-  /** Deliver to this worker's subscribers of `recipient`; answered with `delivered`. */
-  | { type: "deliver"; id: number; recipient: string; bytes: Uint8Array }
-  /** The answer to a worker's `request`. */
-  | { type: "reply"; id: number; value: number | boolean }
+  /** For the mode's thread side; answered with `answer` when it has an id. */
+  | { type: "mode"; id?: number; body: unknown }
+  /** The answer to a worker's `ask`. */
+  | { type: "reply"; id: number; value: unknown }
   | { type: "metrics"; id: number }
   /** Drain: refuse new calls, end streams, finish in-flight calls within `timeoutMs`. */
   | { type: "stop"; timeoutMs: number };
-
-/** What a worker asks the main thread, each answered by a `reply` with the same id. */
-export type WorkerRequest =
-  /**
-   * The worker delivered to its own subscribers; deliver to the other workers' and, when `reach` is
-   * the cluster, to the other instances. The reply is how many streams took it.
-   */
-  | { call: "route"; recipient: string; bytes: Uint8Array; reach: Reach }
-  /** This worker got its first subscriber of `recipient`; replied once every instance routes it. */
-  | { call: "subscribed"; recipient: string }
-  /** Whether the instance's directory view reached `revision` (a peer's barrier); boolean reply. */
-  | { call: "reached"; revision: bigint };
 
 /** Worker → main thread. */
 export type FromWorker =
   | { type: "listening"; port: number }
   /** Start-up failed; `bind` when the port could not be bound. */
   | { type: "failed"; message: string; bind: boolean }
-  | ({ type: "request"; id: number } & WorkerRequest)
-  | { type: "unsubscribed"; recipient: string }
-  | { type: "delivered"; id: number; count: number }
+  /** For the mode's pool side: asked (with an id, answered by `reply`) or told. */
+  | { type: "ask"; id: number; body: unknown }
+  | { type: "tell"; body: unknown }
+  /** The mode's thread side answering a `mode` message with an id. */
+  | { type: "answer"; id: number; value: unknown }
   | { type: "metrics"; id: number; metrics: MetricsJson }
   | { type: "stopped"; outcome: "graceful" | "forced" }
   /** A line for the main thread to log (workers write none of their own). */

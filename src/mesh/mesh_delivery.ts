@@ -1,23 +1,38 @@
 /**
- * The mesh: a Send is written to this thread's subscribers and routed one hop outward (the worker
- * pool, then the peers that hold the recipient in the etcd directory; routing.ts). Live only: no
- * positions, nothing kept.
+ * The mesh's delivery (notification/delivery.ts): a Send is written to this thread's subscribers
+ * (its {@link Hub}) and routed one hop outward (the worker pool, then the peers that hold the
+ * recipient in the etcd directory; routing.ts). Live only: no positions, nothing kept.
  */
-import type { Delivery, Sent, Sink } from "./delivery.ts";
-import type { Hub } from "./hub.ts";
-import type { Holders, Reach } from "./routing.ts";
+import type { Delivery, Sent, Sink } from "../notification/delivery.ts";
+import { Hub } from "./hub.ts";
+import { Holders, type Reach, type Routing } from "./routing.ts";
 
 /** Bytes of notifications written to subscribers before yielding to other calls. */
 const BYTES_PER_TURN = 64 * 1024;
+/** The hub's single holder at its hop: this thread. */
+const HERE = "here";
 
 export class MeshDelivery implements Delivery {
   readonly positions = false;
-  readonly #hub: Hub<Uint8Array>;
-  readonly #holders: Holders<unknown>;
+  readonly #hub = new Hub<Uint8Array>();
+  readonly #holders = new Holders<typeof HERE>();
+  readonly #onSent: (delivered: number) => void;
 
-  constructor(hub: Hub<Uint8Array>, holders: Holders<unknown>) {
-    this.#hub = hub;
-    this.#holders = holders;
+  /** `onSent` is told how many streams in the cluster took each Send (for metrics). */
+  constructor(options: { onSent?: (delivered: number) => void } = {}) {
+    this.#onSent = options.onSent ?? (() => {});
+    this.#hub.onRecipient = (recipient, present) => {
+      if (present) void this.#holders.hold(recipient, HERE);
+      else this.#holders.release(recipient, HERE);
+    };
+  }
+
+  /**
+   * The next hop outward from now on (the worker pool, or the cluster on one thread); recipients
+   * that already have subscribers are announced to it.
+   */
+  set routing(next: Routing) {
+    this.#holders.next = next;
   }
 
   /**
@@ -34,6 +49,7 @@ export class MeshDelivery implements Delivery {
 
   async send(recipient: string, bytes: Uint8Array): Promise<Sent> {
     const delivered = await this.deliver(recipient, bytes, "cluster");
+    this.#onSent(delivered);
     return { delivered, position: 0, epoch: "", stored: false };
   }
 

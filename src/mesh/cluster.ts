@@ -8,7 +8,7 @@ import type { Etcd3 } from "etcd3";
 import { formatDuration } from "@notification-server/timing";
 import type { Logger } from "../_util/logger.ts";
 import { EtcdDiscovery, type ResyncReason, type ServiceInstance } from "@notification-server/registry";
-import type { PeerRouting, Reach } from "../notification/routing.ts";
+import type { PeerRouting, Reach } from "./routing.ts";
 import { DirectoryPublisher, directoryRoot, DirectoryView } from "./directory.ts";
 import { PeerLinks } from "./peer_links.ts";
 import type { PeerProver } from "./peer_secret.ts";

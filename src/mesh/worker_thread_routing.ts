@@ -3,12 +3,12 @@
  * but this worker holds is answered here, without the round trip: most Sends go to recipients who
  * are not connected, or connected to the sender's worker only.
  */
-import type { Reach, Routing } from "../../notification/routing.ts";
+import type { Reach, Routing } from "./routing.ts";
 import type { RecipientFilter } from "./recipient_filter.ts";
-import type { WorkerRequest } from "./protocol.ts";
+import type { MeshAsk } from "./worker_messages.ts";
 
 /** Sends `body` to the main thread; resolves with its reply. */
-export type AskMain = <T extends number | boolean>(body: WorkerRequest) => Promise<T>;
+export type AskMain = <T extends number | boolean>(body: MeshAsk) => Promise<T>;
 
 export class WorkerThreadRouting implements Routing {
   readonly #filter: RecipientFilter;

@@ -1,8 +1,7 @@
 /**
  * Live subscribers on this thread, by recipient: the mesh's fan-out behind Send (mesh_delivery.ts).
  * There is one hub per serving thread (the main thread's, or each worker's); the workers' router
- * joins them into the instance, and the cluster joins the instances. The broker mode keeps its own
- * streams per recipient (broker/broker_delivery.ts).
+ * joins them into the instance, and the cluster joins the instances.
  */
 import { setImmediate } from "node:timers";
 import type { Notification } from "@notification-server/client";
@@ -22,19 +21,8 @@ const SLICE = 64;
 /** Subscribers by recipient. */
 export class Hub<T = Notification> {
   readonly #byRecipient = new Map<string, Set<Deliver<T>>>();
-  #size = 0;
   /** Told when a recipient gets its first subscriber (true) and loses its last (false). */
   onRecipient: (recipient: string, present: boolean) => void = () => {};
-
-  /** Recipients with at least one subscriber, by name. */
-  recipientNames(): IterableIterator<string> {
-    return this.#byRecipient.keys();
-  }
-
-  /** Total subscribers across recipients. */
-  get size(): number {
-    return this.#size;
-  }
 
   /** Adds a subscriber; the returned function removes it (idempotent). */
   subscribe(recipient: string, deliver: Deliver<T>): () => void {
@@ -42,12 +30,10 @@ export class Hub<T = Notification> {
     const first = !set;
     if (!set) this.#byRecipient.set(recipient, set = new Set());
     set.add(deliver);
-    this.#size++;
     if (first) this.onRecipient(recipient, true);
     const subscribers = set;
     return () => {
       if (!subscribers.delete(deliver)) return;
-      this.#size--;
       if (subscribers.size === 0 && this.#byRecipient.get(recipient) === subscribers) {
         this.#byRecipient.delete(recipient);
         this.onRecipient(recipient, false);

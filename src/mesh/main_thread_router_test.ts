@@ -4,11 +4,11 @@
  * plain function calls in place of messages.
  */
 import assert from "node:assert/strict";
-import type { PeerRouting, Reach } from "../../notification/routing.ts";
+import type { PeerRouting, Reach } from "./routing.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import { MainThreadRouter } from "./main_thread_router.ts";
 import { WorkerThreadRouting } from "./worker_thread_routing.ts";
-import type { WorkerRequest } from "./protocol.ts";
+import type { MeshAsk } from "./worker_messages.ts";
 
 const BYTES = new Uint8Array([1, 2, 3]);
 
@@ -41,10 +41,10 @@ function workers(count: number) {
     return Promise.resolve(1);
   });
   const sides = Array.from({ length: count }, (_, index) => {
-    const asked: WorkerRequest["call"][] = [];
+    const asked: MeshAsk["call"][] = [];
     // Each worker reads the same shared buffer through its own view, as a real worker does.
     const filter = new RecipientFilter(router.filter.buffer);
-    const ask = <T extends number | boolean>(body: WorkerRequest): Promise<T> => {
+    const ask = <T extends number | boolean>(body: MeshAsk): Promise<T> => {
       asked.push(body.call);
       if (body.call === "route") {
         return router.route(index, body.recipient, body.bytes, body.reach) as Promise<T>;
@@ -90,7 +90,7 @@ Deno.test("a worker counts its hold as its own only once the main thread has ans
   let arrive!: () => void;
   const inFlight = new Promise<void>((resolve) => (arrive = resolve));
   const filter = new RecipientFilter(router.filter.buffer);
-  const slow = new WorkerThreadRouting(filter, async <T>(body: WorkerRequest): Promise<T> => {
+  const slow = new WorkerThreadRouting(filter, async <T>(body: MeshAsk): Promise<T> => {
     if (body.call === "subscribed") {
       await inFlight;
       await router.hold(0, body.recipient);
@@ -109,7 +109,7 @@ Deno.test("an answer to an earlier hold does not count a later one as the worker
   const { router } = workers(2);
   const filter = new RecipientFilter(router.filter.buffer);
   const answers: (() => void)[] = [];
-  const routing = new WorkerThreadRouting(filter, <T>(body: WorkerRequest): Promise<T> => {
+  const routing = new WorkerThreadRouting(filter, <T>(body: MeshAsk): Promise<T> => {
     if (body.call !== "subscribed") return Promise.resolve(0 as T);
     return new Promise<T>((resolve) => answers.push(() => resolve(0 as T)));
   }, () => {});

@@ -7,7 +7,7 @@
  * the cluster's directory. A worker subtracts what it knows it holds itself and takes the short
  * way when nothing is left: a Send whose recipient only its own worker holds never leaves it.
  */
-import { Holders, type PeerRouting, type Reach, type Routing } from "../../notification/routing.ts";
+import { Holders, type PeerRouting, type Reach, type Routing } from "./routing.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 
 /** Delivers to worker `index`'s own subscribers; resolves with how many took it (0 if it is gone). */

@@ -1,0 +1,155 @@
+/**
+ * The mesh as a delivery mode (serving/mode.ts): each serving thread delivers to its own
+ * subscribers and routes outward, through the main thread's router between workers, then through
+ * the cluster to the peers holding the recipient. Each thread also serves the peers' Forward.
+ */
+import type { EtcdRegistrar, ServiceInstance } from "@notification-server/registry";
+import type { ServerConfig } from "../config/mod.ts";
+import { StreamTracker } from "../transport/streams.ts";
+import type {
+  DeliveryMode,
+  ModeStart,
+  PoolSide,
+  ThreadDelivery,
+  ThreadSetup,
+  Workers,
+} from "../serving/mode.ts";
+import type { Cluster } from "./cluster.ts";
+import { forwardService } from "./forward_service.ts";
+import { joinMesh } from "./join.ts";
+import { MainThreadRouter } from "./main_thread_router.ts";
+import { MeshDelivery } from "./mesh_delivery.ts";
+import { RecipientFilter } from "./recipient_filter.ts";
+import { WorkerThreadRouting } from "./worker_thread_routing.ts";
+import type { MeshAsk, MeshTell, MeshWorkerStart, ToMeshWorker } from "./worker_messages.ts";
+
+/** Where the cluster plugs in on this process's main thread: its lone serving thread, or the workers' router. */
+interface MainSide {
+  setCluster(cluster: Cluster): void;
+  setPeerSecrets(secrets: readonly string[]): void;
+  leave(): void;
+}
+
+export class MeshMode implements DeliveryMode {
+  readonly #server: ServerConfig;
+  #main?: MainSide;
+  #cluster?: Cluster;
+
+  constructor(server: ServerConfig) {
+    this.#server = server;
+  }
+
+  readonly available = true;
+
+  connect(): Promise<void> {
+    return Promise.resolve(); // nothing to reach before serving: the mesh joins after (join)
+  }
+
+  thread(setup: ThreadSetup): Promise<ThreadDelivery> {
+    const { metrics, pool } = setup;
+    const delivery = new MeshDelivery({ onSent: (n) => metrics?.notificationsDelivered.inc(n) });
+    const start = pool?.start as MeshWorkerStart | undefined;
+    // Forwarding is off (Forward answers UNIMPLEMENTED) until the cluster hands over its secrets.
+    let peerSecrets = start?.peerSecrets;
+    const peerStreams = new StreamTracker();
+    const forward = forwardService({
+      deliver: (recipient, bytes) => {
+        metrics?.notificationsReceived.inc();
+        // The peer sent it to every other instance itself: it goes no further than this one.
+        return delivery.deliver(recipient, bytes, "instance");
+      },
+      reached: (revision) =>
+        pool
+          ? pool.ask({ call: "reached", revision } satisfies MeshAsk)
+          : this.#cluster?.reached(revision) ?? Promise.resolve(false),
+      streams: peerStreams,
+      peers: { name: this.#server.name, self: setup.instanceId, secrets: () => peerSecrets },
+    });
+    const setPeerSecrets = (secrets: readonly string[]) => {
+      peerSecrets = [...secrets];
+      forward.recheck();
+    };
+    if (pool && start) {
+      // The main thread knows the other workers and, through the cluster, the other instances.
+      delivery.routing = new WorkerThreadRouting(
+        new RecipientFilter(start.filter),
+        <T>(body: MeshAsk) => pool.ask(body) as Promise<T>,
+        (recipient) => pool.tell({ unsubscribed: recipient } satisfies MeshTell),
+      );
+    } else {
+      this.#main = {
+        setCluster: (cluster) => (delivery.routing = cluster),
+        setPeerSecrets,
+        leave: () => {}, // one thread: every Send reaches the cluster already
+      };
+    }
+    return Promise.resolve({
+      delivery,
+      cluster: forward.handlers,
+      receive: (body) => {
+        const message = body as ToMeshWorker;
+        if ("deliver" in message) return delivery.deliver(message.deliver.recipient, message.deliver.bytes);
+        setPeerSecrets(message.peerSecrets);
+        return Promise.resolve(undefined);
+      },
+      endStreams: () => peerStreams.endAll(),
+    });
+  }
+
+  pool(workers: Workers): PoolSide {
+    const router = new MainThreadRouter(async (index, recipient, bytes) =>
+      Number(await workers.ask(index, { deliver: { recipient, bytes } } satisfies ToMeshWorker) ?? 0)
+    );
+    let peerSecrets: string[] | undefined;
+    this.#main = {
+      setCluster: (cluster) => (router.cluster = cluster),
+      setPeerSecrets: (secrets) => {
+        peerSecrets = [...secrets];
+        workers.broadcast({ peerSecrets } satisfies ToMeshWorker);
+      },
+      // Workers take no shortcut past the main thread from now on.
+      leave: () => router.filter.setLeaving(),
+    };
+    return {
+      workerStart: (): MeshWorkerStart => ({ filter: router.filter.buffer, peerSecrets }),
+      answer: (index, body) => {
+        const ask = body as MeshAsk;
+        switch (ask.call) {
+          case "route":
+            return router.route(index, ask.recipient, ask.bytes, ask.reach);
+          case "subscribed":
+            return router.hold(index, ask.recipient).then(() => 0);
+          case "reached":
+            return router.reached(ask.revision);
+        }
+      },
+      told: (index, body) => router.release(index, (body as MeshTell).unsubscribed),
+      retired: (index) => router.releaseWorker(index),
+    };
+  }
+
+  async join(
+    steps: AsyncDisposableStack,
+    start: ModeStart,
+    instance: ServiceInstance,
+    registrar: EtcdRegistrar,
+  ): Promise<void> {
+    const main = this.#main;
+    if (!main) throw new Error("the mesh joins after its serving threads started");
+    this.#cluster = await joinMesh(steps, {
+      ...start,
+      instance,
+      registrar,
+      serving: {
+        setPeerSecrets: (secrets) => main.setPeerSecrets(secrets),
+        setCluster: (cluster) => main.setCluster(cluster),
+      },
+    });
+  }
+
+  /** Sends that still reach us while we leave go to every peer (see Cluster.leave). */
+  leave(): void {
+    this.#cluster?.leave();
+    this.#main?.leave();
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * What the mesh's two sides say through the worker pool (serving/mode.ts carries them unread): a
+ * worker asks the main thread to route beyond it, and the main thread hands a worker what other
+ * workers, or peers through the main thread, deliver to its subscribers.
+ */
+import type { Reach } from "./routing.ts";
+
+/** A worker asks the main thread; answered with a number (route), nothing (subscribed) or a boolean. */
+export type MeshAsk =
+  /**
+   * The worker delivered to its own subscribers; deliver to the other workers' and, when `reach` is
+   * the cluster, to the other instances. The answer is how many streams took it.
+   */
+  | { call: "route"; recipient: string; bytes: Uint8Array; reach: Reach }
+  /** This worker got its first subscriber of `recipient`; answered once every instance routes it. */
+  | { call: "subscribed"; recipient: string }
+  /** Whether the instance's directory view reached `revision` (a peer's barrier). */
+  | { call: "reached"; revision: bigint };
+
+/** A worker tells the main thread: it no longer holds `unsubscribed`. */
+export interface MeshTell {
+  unsubscribed: string;
+}
+
+/** The main thread to a worker: deliver to its own subscribers (answered with the count), or new peer secrets. */
+export type ToMeshWorker =
+  | { deliver: { recipient: string; bytes: Uint8Array } }
+  | { peerSecrets: string[] };
+
+/** What each worker starts with. */
+export interface MeshWorkerStart {
+  /** The {@link RecipientFilter}'s buffer. */
+  filter: SharedArrayBuffer;
+  /** Forward is on for callers proving membership with one of these (absent: off for now). */
+  peerSecrets?: string[];
+}

@@ -1,0 +1,90 @@
+/**
+ * NotificationService over grpc-js: a thin adapter of the core (notification/service.ts). It reads
+ * the caller off the call, hands the request over, and writes the answer; Subscribe streams are
+ * written through a {@link SubscriberOutput} made of the call.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { checkedDecoder } from "../notification/codec.ts";
+import { services } from "../transport/protos.ts";
+import type { Caller, NotificationCore, SubscribeInput, SubscriberOutput } from "../notification/service.ts";
+import type { SendInput } from "../notification/validate.ts";
+import { resetStream } from "../transport/streams.ts";
+
+/** HTTP/2 ENHANCE_YOUR_CALM: clients report a stream reset with it as RESOURCE_EXHAUSTED. */
+const ENHANCE_YOUR_CALM = 0xb;
+
+/** The part of a grpc-js call that tells who calls. */
+interface CallFrom {
+  metadata: grpc.Metadata;
+  getPeer(): string;
+}
+
+function callerOf(call: CallFrom): Caller {
+  const authorization = call.metadata.get("authorization")[0];
+  return {
+    authorization: typeof authorization === "string" ? authorization : undefined,
+    peer: call.getPeer(),
+  };
+}
+
+/** The Notification service's handlers over `core`. */
+export function notificationHandlers(core: NotificationCore): grpc.UntypedServiceImplementation {
+  return {
+    send: async (call: grpc.ServerUnaryCall<SendInput, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const answer = await core.send(callerOf(call), call.request);
+      if ("code" in answer) callback(answer);
+      else callback(null, answer);
+    },
+    // Written with bytes that encodeNotification made; the server's serializer passes them through.
+    subscribe: (call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>) =>
+      core.subscribe(callerOf(call), call.request, subscriberOutput(call)),
+  };
+}
+
+function subscriberOutput(call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>): SubscriberOutput {
+  return {
+    get gone() {
+      return call.cancelled || call.destroyed;
+    },
+    onEnd(listener) {
+      let ended = false;
+      const once = () => {
+        if (ended) return;
+        ended = true;
+        listener();
+      };
+      for (const event of ["cancelled", "close", "finish", "error"]) call.on(event, once);
+    },
+    start(headers) {
+      const metadata = new grpc.Metadata();
+      for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+      call.sendMetadata(metadata);
+    },
+    write: (bytes, taken) => void call.write(bytes, taken),
+    fail: (failure) => void call.emit("error", failure),
+    end: () => void call.end(),
+    reset() {
+      if (!call.writableFinished && !call.destroyed) resetStream(call, ENHANCE_YOUR_CALM);
+    },
+  };
+}
+
+/**
+ * The NotificationService definition for servers: requests are checked for invalid UTF-8 (codec.ts's
+ * invalidUtf8) and Subscribe writes accept bytes already encoded by encodeNotification.
+ */
+export function notificationServerDefinition(): grpc.ServiceDefinition {
+  const service = services().Notification.service;
+  const serialize = service.Subscribe.responseSerialize;
+  return {
+    ...service,
+    Send: { ...service.Send, requestDeserialize: checkedDecoder("Send", service.Send.requestDeserialize) },
+    Subscribe: {
+      ...service.Subscribe,
+      requestDeserialize: checkedDecoder("Subscribe", service.Subscribe.requestDeserialize),
+      responseSerialize: (value: object) =>
+        value instanceof Uint8Array ? Buffer.from(value) : serialize(value),
+    },
+  };
+}
