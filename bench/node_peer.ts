@@ -10,7 +10,10 @@ import { MeshDelivery } from "../src/mesh/mesh_delivery.ts";
 import { startGrpcServer } from "../src/transport/server.ts";
 import process from "node:process";
 
-const notifications = new NotificationCore({ delivery: new MeshDelivery(), instanceId: () => "node-peer" });
+const notifications = new NotificationCore({
+  delivery: new MeshDelivery({ alone: true }),
+  instanceId: () => "node-peer",
+});
 const health = new HealthService({ "": "SERVING", "notification.v1.NotificationService": "SERVING" });
 const { server, port } = await startGrpcServer({
   addr: { host: "127.0.0.1", port: Number(process.argv[2] ?? 0) },

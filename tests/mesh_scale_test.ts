@@ -2,8 +2,8 @@
  * The mesh with a large recipient directory (real etcd, real instances; the directory filled the
  * way DirectoryPublisher writes it, for instances that hold 100 000 recipients each): when such an
  * instance stops or dies, every view drops exactly its entries, taking the one large revision whole;
- * an instance that starts registers and answers SERVING only once it can route; and a Subscribe
- * costs one etcd Txn and no Range.
+ * an instance that starts registers and answers SERVING only once it can route, and answers no Send
+ * OK that missed its recipient; and a Subscribe costs one etcd Txn and no Range.
  */
 import assert from "node:assert/strict";
 import { directoryRoot } from "../src/mesh/directory.ts";
@@ -107,8 +107,39 @@ Deno.test(
   },
 );
 
+/**
+ * Sends to `recipient` through `addr` every 20 ms, one at a time, until stopped: what answered OK
+ * (title and delivered), and how many were refused (UNAVAILABLE, or the port not answering yet).
+ */
+function sendsThrough(addr: string, recipient: string) {
+  const client = notificationClient(addr);
+  const ok: { title: string; delivered: number; at: string }[] = [];
+  let refused = 0;
+  let stopped = false;
+  const loop = (async () => {
+    for (let i = 0; !stopped; i++) {
+      const title = `through-${i}`;
+      try {
+        const answer = await send(client, { recipient, title }, { deadline: Date.now() + 2_000 });
+        ok.push({ title, delivered: answer.delivered, at: new Date().toISOString() });
+      } catch {
+        refused++;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      client.close();
+      return { ok, refused };
+    },
+  };
+}
+
 Deno.test(
-  "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route, within its start-up budget",
+  "an instance started while the directory holds 100 000 recipients registers and answers SERVING only once it can route, and no Send through it answers OK without reaching its recipient",
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
@@ -131,6 +162,10 @@ Deno.test(
         instanceId: "b",
         addr: `127.0.0.1:${port}`,
       });
+      // Sends to alice go through b from the moment its port answers (a client that knew its
+      // address, as after a restart in place) until a second after it registered: none may answer
+      // OK without reaching her.
+      const sending = sendsThrough(`127.0.0.1:${port}`, "alice");
       // While it loads, its notification service is not SERVING (once its port answers at all).
       const health = healthClient(`127.0.0.1:${port}`);
       const seen: string[] = [];
@@ -142,9 +177,26 @@ Deno.test(
           if (b.exited) assert.fail(`b exited:\n${b.lines.join("\n")}`);
           await new Promise((r) => setTimeout(r, 20));
         }
+        await new Promise((r) => setTimeout(r, 1_000));
       } finally {
         health.close();
       }
+      const sent = await sending.stop();
+      const missed = sent.ok.filter((r) => r.delivered !== 1);
+      assert.deepEqual(
+        missed,
+        [],
+        `OK without reaching alice (${sent.ok.length} OK, ${sent.refused} refused):\n${b.lines.join("\n")}`,
+      );
+      assert.ok(sent.ok.length > 0, "some Sends went through b once it was registered");
+      await eventually(
+        () => sent.ok.every((r) => alice.titles.includes(r.title)),
+        5_000,
+        "alice got every Send that b answered OK",
+      );
+      console.log(
+        `through the starting b: ${sent.ok.length} OK (all reached alice), ${sent.refused} refused`,
+      );
       assert.ok(!seen.includes("loading:SERVING"), `SERVING before the directory was loaded: ${seen}`);
       const loadedAt = b.lines.findIndex((l) => l.includes("Recipient directory loaded: 100001 recipients"));
       const registeredAt = b.lines.findIndex((l) => l.includes("Service registered"));

@@ -54,10 +54,13 @@ export class Cluster implements PeerRouting {
   readonly #unfollowLease: () => void;
 
   /**
-   * Resolves once this instance can route: the directory view and the membership are loaded. Until
-   * then a Send here would miss every subscriber on other instances.
+   * Resolves once this instance can route: the directory view and the membership are loaded, and
+   * every member holding recipients is linked (its stream open and our membership proven, or it
+   * failed within the peer timeout). Until then a Send here could miss their subscribers.
    */
   readonly ready: Promise<void>;
+  /** The live members (id -> address), as the membership watch last said. */
+  #members = new Map<string, string>();
   #leaving = false;
 
   constructor(client: Etcd3, options: ClusterOptions) {
@@ -103,11 +106,12 @@ export class Cluster implements PeerRouting {
     });
     let membershipLoaded!: () => void;
     const membership = new Promise<void>((resolve) => (membershipLoaded = resolve));
-    this.ready = Promise.all([this.view.ready, membership]).then(() => {});
+    this.ready = Promise.all([this.view.ready, membership]).then(() => this.#linkHolders());
     this.#membership = (async () => {
       try {
         for await (const instances of discovery.watch(options.name, { signal: this.#abort.signal })) {
-          links.setMembers(peersOf(instances, self), (id) => this.view.holds(id));
+          this.#members = peersOf(instances, self);
+          links.setMembers(this.#members, (id) => this.view.holds(id));
           membershipLoaded();
         }
       } catch (error) {
@@ -137,6 +141,16 @@ export class Cluster implements PeerRouting {
       return; // etcd unreachable: ready as far as this instance can tell
     }
     await this.#links.barrier(revision, members);
+  }
+
+  /**
+   * Opens the link to every member that holds recipients and proves membership on it, so that the
+   * first Sends do not wait for either: a barrier at etcd's first revision is answered as soon as
+   * the peer has checked the proof (on the wire, revision 0 means "not a barrier").
+   */
+  async #linkHolders(): Promise<void> {
+    const holders = new Map([...this.#members].filter(([id]) => this.view.holds(id)));
+    await this.#links.barrier(1n, holders);
   }
 
   /** The registered peers (id -> address), read from etcd now. */

@@ -9,6 +9,8 @@ import { Holders, type Reach, type Routing } from "./routing.ts";
 
 /** Bytes of notifications written to subscribers before yielding to other calls. */
 const BYTES_PER_TURN = 64 * 1024;
+const NOT_JOINED =
+  "this instance is still joining the cluster and could miss subscribers on other instances: try again";
 /** The hub's single holder at its hop: this thread. */
 const HERE = "here";
 
@@ -17,10 +19,16 @@ export class MeshDelivery implements Delivery {
   readonly #hub = new Hub<Uint8Array>();
   readonly #holders = new Holders<typeof HERE>();
   readonly #onSent: (delivered: number) => void;
+  /** Until the instance has joined the mesh, a Send here could miss other instances' subscribers. */
+  #joined = false;
 
-  /** `onSent` is told how many streams in the cluster took each Send (for metrics). */
-  constructor(options: { onSent?: (delivered: number) => void } = {}) {
+  /**
+   * `onSent` is told how many streams in the cluster took each Send (for metrics); `alone` serves
+   * without ever joining a cluster (a test's server, the bench's peer): Sends are taken at once.
+   */
+  constructor(options: { onSent?: (delivered: number) => void; alone?: boolean } = {}) {
     this.#onSent = options.onSent ?? (() => {});
+    this.#joined = options.alone ?? false;
     this.#hub.onRecipient = (recipient, present) => {
       if (present) void this.#holders.hold(recipient, HERE);
       else this.#holders.release(recipient, HERE);
@@ -33,6 +41,11 @@ export class MeshDelivery implements Delivery {
    */
   set routing(next: Routing) {
     this.#holders.next = next;
+  }
+
+  /** Sends are taken from now on: the instance routes to every peer that holds recipients. */
+  joined(): void {
+    this.#joined = true;
   }
 
   /**
@@ -48,6 +61,7 @@ export class MeshDelivery implements Delivery {
   }
 
   async send(recipient: string, bytes: Uint8Array): Promise<Sent> {
+    if (!this.#joined) return { unavailable: NOT_JOINED };
     const delivered = await this.deliver(recipient, bytes, "cluster");
     this.#onSent(delivered);
     return { delivered, position: 0, epoch: "", stored: false };

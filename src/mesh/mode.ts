@@ -27,16 +27,21 @@ import type { MeshAsk, MeshTell, MeshWorkerStart, ToMeshWorker } from "./worker_
 interface MainSide {
   setCluster(cluster: Cluster): void;
   setPeerSecrets(secrets: readonly string[]): void;
+  /** Sends are taken from now on. */
+  joined(): void;
   leave(): void;
 }
 
 export class MeshMode implements DeliveryMode {
   readonly #server: ServerConfig;
+  readonly #alone: boolean;
   #main?: MainSide;
   #cluster?: Cluster;
 
-  constructor(server: ServerConfig) {
+  /** `alone`: never joins a cluster (a test's in-process server); Sends are taken at once. */
+  constructor(server: ServerConfig, options: { alone?: boolean } = {}) {
     this.#server = server;
+    this.#alone = options.alone ?? false;
   }
 
   readonly available = true;
@@ -47,7 +52,10 @@ export class MeshMode implements DeliveryMode {
 
   thread(setup: ThreadSetup): Promise<ThreadDelivery> {
     const { metrics, pool } = setup;
-    const delivery = new MeshDelivery({ onSent: (n) => metrics?.notificationsDelivered.inc(n) });
+    const delivery = new MeshDelivery({
+      onSent: (n) => metrics?.notificationsDelivered.inc(n),
+      alone: this.#alone,
+    });
     const start = pool?.start as MeshWorkerStart | undefined;
     // Forwarding is off (Forward answers UNIMPLEMENTED) until the cluster hands over its secrets.
     let peerSecrets = start?.peerSecrets;
@@ -69,6 +77,7 @@ export class MeshMode implements DeliveryMode {
       peerSecrets = [...secrets];
       forward.recheck();
     };
+    if (start?.joined) delivery.joined();
     if (pool && start) {
       // The main thread knows the other workers and, through the cluster, the other instances.
       delivery.routing = new WorkerThreadRouting(
@@ -80,6 +89,7 @@ export class MeshMode implements DeliveryMode {
       this.#main = {
         setCluster: (cluster) => (delivery.routing = cluster),
         setPeerSecrets,
+        joined: () => delivery.joined(),
         leave: () => {}, // one thread: every Send reaches the cluster already
       };
     }
@@ -89,7 +99,8 @@ export class MeshMode implements DeliveryMode {
       receive: (body) => {
         const message = body as ToMeshWorker;
         if ("deliver" in message) return delivery.deliver(message.deliver.recipient, message.deliver.bytes);
-        setPeerSecrets(message.peerSecrets);
+        if ("joined" in message) delivery.joined();
+        else setPeerSecrets(message.peerSecrets);
         return Promise.resolve(undefined);
       },
       endStreams: () => peerStreams.endAll(),
@@ -101,17 +112,22 @@ export class MeshMode implements DeliveryMode {
       Number(await workers.ask(index, { deliver: { recipient, bytes } } satisfies ToMeshWorker) ?? 0)
     );
     let peerSecrets: string[] | undefined;
+    let joined = false;
     this.#main = {
       setCluster: (cluster) => (router.cluster = cluster),
       setPeerSecrets: (secrets) => {
         peerSecrets = [...secrets];
         workers.broadcast({ peerSecrets } satisfies ToMeshWorker);
       },
+      joined: () => {
+        joined = true;
+        workers.broadcast({ joined: true } satisfies ToMeshWorker);
+      },
       // Workers take no shortcut past the main thread from now on.
       leave: () => router.filter.setLeaving(),
     };
     return {
-      workerStart: (): MeshWorkerStart => ({ filter: router.filter.buffer, peerSecrets }),
+      workerStart: (): MeshWorkerStart => ({ filter: router.filter.buffer, peerSecrets, joined }),
       answer: (index, body) => {
         const ask = body as MeshAsk;
         switch (ask.call) {
@@ -145,6 +161,8 @@ export class MeshMode implements DeliveryMode {
         setCluster: (cluster) => main.setCluster(cluster),
       },
     });
+    // Without a cluster (forwarding off) this instance's own subscribers are all it reaches.
+    if (!start.signal.aborted) main.joined();
   }
 
   /** Sends that still reach us while we leave go to every peer (see Cluster.leave). */

@@ -22,10 +22,12 @@ export interface MeshTell {
   unsubscribed: string;
 }
 
-/** The main thread to a worker: deliver to its own subscribers (answered with the count), or new peer secrets. */
+/** The main thread to a worker: deliver to its own subscribers (answered with the count), and news. */
 export type ToMeshWorker =
   | { deliver: { recipient: string; bytes: Uint8Array } }
-  | { peerSecrets: string[] };
+  | { peerSecrets: string[] }
+  /** The instance joined the mesh: Sends are taken from now on. */
+  | { joined: true };
 
 /** What each worker starts with. */
 export interface MeshWorkerStart {
@@ -33,4 +35,6 @@ export interface MeshWorkerStart {
   filter: SharedArrayBuffer;
   /** Forward is on for callers proving membership with one of these (absent: off for now). */
   peerSecrets?: string[];
+  /** Whether the instance joined the mesh already (a worker restarted later). */
+  joined: boolean;
 }

@@ -1,15 +1,15 @@
 /**
  * The service's serving side in this process, wired as the service wires it: YAML as a user writes
  * it → parseConfig → the app's health entries → startServing on one thread. No etcd: nothing is
- * registered and there is no cluster. For tests of the gRPC surface that look inside (subscriber
- * counts, health entries) where a child process would hide them.
+ * registered and there is no cluster (the mesh alone). For tests of the gRPC surface that look
+ * inside (subscriber counts, health entries) where a child process would hide them.
  */
 import { silentLogger } from "../../packages/registry/src/logger.ts";
 import { parseConfig } from "../../src/config/mod.ts";
 import type { HealthService } from "../../src/serving/health.ts";
 import { type Serving, startServing } from "../../src/serving/mod.ts";
 import { serviceHealth } from "../../src/serving/services.ts";
-import { deliveryMode } from "../../src/mode.ts";
+import { MeshMode } from "../../src/mesh/mode.ts";
 
 export interface InProcessServer extends AsyncDisposable {
   addr: string;
@@ -35,7 +35,7 @@ ${serverYaml}etcd:
   const health = serviceHealth(config.server);
   const serving = await startServing(config, {
     health,
-    mode: deliveryMode(config.server),
+    mode: new MeshMode(config.server, { alone: true }),
     logger: silentLogger,
   });
   serving.setInstanceId(config.server.instanceId ?? "test-1");
