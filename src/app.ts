@@ -11,9 +11,9 @@
  *   3. gRPC port bound (never advertise a port    (a failed start stops it at once)
  *      we could not bind)
  *   4. /metrics bound, when configured            close /metrics
- *   5. the mode joins (the mesh: the peers'       the mesh: stop following the secret, close the
- *      secret, the cluster, linked to the peers   cluster; revoke the lease (the directory keys
- *      holding recipients, routed before served)  go with it)
+ *   5. the mode joins (the mesh: the peers'       revoke the lease (the directory keys go with
+ *      secret, the cluster, linked to the peers   it); the mesh: close the cluster, stop
+ *      holding recipients, routed before served)  following the secret
  *   6. calls served                               refuse new calls, end streams, finish in-flight
  *                                                 calls within `shutdown-timeout` (the cluster
  *                                                 still forwards meanwhile)

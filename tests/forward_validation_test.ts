@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { CHALLENGE_HEADER, PEER_SECRET_PREFIX, peerProof, REVOKE_GRACE_MS } from "../src/mesh/peer_secret.ts";
+import { CHALLENGE_HEADER, peerProof, peerSecretKey, REVOKE_GRACE_MS } from "../src/mesh/peer_secret.ts";
 import { services } from "../src/transport/protos.ts";
 import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually, notificationClient, send, subscriber } from "./helpers/grpc.ts";
@@ -94,7 +94,7 @@ Deno.test(
       // Not an instance: no proof, another secret's, another service's, one made for another
       // instance, and one seen on an earlier stream (replayed: that stream's nonce, not this one's).
       using kv = scopedClient(etcd.endpoints);
-      const secret = (await kv.get(`${PEER_SECRET_PREFIX}/notification-server`).string())!.split(" ")[0];
+      const secret = (await kv.get(peerSecretKey("notification-server")).string())!.split(" ")[0];
       assert.ok(secret, "the service created its peer secret in etcd");
       const real = proofBy(secret, "notification-server", self);
       const earlier = await forward(peer, encode({ id: "e", recipient: "victim", title: "earlier" }), real);
@@ -184,7 +184,7 @@ Deno.test(
       & grpc.Client
       & Record<string, CallableFunction>;
     using kv = scopedClient(etcd.endpoints);
-    const key = `${PEER_SECRET_PREFIX}/${name}`;
+    const key = peerSecretKey(name);
     const old = (await kv.get(key).string())!;
     const fresh = crypto.randomUUID().replaceAll("-", "");
     const third = crypto.randomUUID().replaceAll("-", "");

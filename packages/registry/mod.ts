@@ -31,7 +31,7 @@ export type {
   RegistrationState,
   ServiceInstance,
 } from "./src/types.ts";
-export { decodeRecord, encodeInstance, instanceKey, serviceKey } from "./src/codec.ts";
+export { decodeRecord, DEFAULT_PREFIX, encodeInstance, instanceKey, serviceKey } from "./src/codec.ts";
 export { formatHostPort, type HostPort, isWildcard, parseHostPort } from "./src/host_port.ts";
 export {
   createEtcdClient,

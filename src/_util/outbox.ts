@@ -1,6 +1,5 @@
 /**
- * Messages batched per turn, the one way this is done here: what is pushed before the turn ends
- * leaves as one batch, in order.
+ * Messages batched per turn: what is pushed before the turn ends leaves as one batch, in order.
  *
  * - Between threads (the default, `setImmediate`): each `postMessage` costs a structured clone and
  *   a wake-up of the other thread, and under load a worker answers dozens of Sends per turn.

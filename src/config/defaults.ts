@@ -1,8 +1,9 @@
 /**
- * Every default of the configuration, once. The config reader fills an absent field from here, and
- * a part built without a config (a test's server, a NotificationService on its own) takes the same
- * value from here: nothing else writes these numbers.
+ * Every default of the configuration, once: the config reader fills an absent field from here, and
+ * a part built without a config (a test's server) takes the same value from here.
  */
+import { DEFAULT_PREFIX } from "@notification-server/registry";
+
 const MIB = 1024 * 1024;
 
 export const DEFAULTS = {
@@ -26,6 +27,10 @@ export const DEFAULTS = {
   subscriberQueueTotalBytes: 256 * MIB,
   maxSubscribersPerConnection: 100,
   maxSubscribersPerIdentity: 100,
+  logFormat: "text",
+  logLevel: "info",
+  /** notification-server.auth: the scope a token needs to Send. */
+  sendScope: "notifications:send",
   // notification-server.broker.nats
   brokerStream: "NOTIFICATIONS",
   brokerSubjectPrefix: "notifications",
@@ -37,6 +42,10 @@ export const DEFAULTS = {
   /** A Send whose store is not acknowledged by then answers UNAVAILABLE. */
   brokerPublishTimeoutMs: 2_000,
   // etcd
+  etcdPrefix: DEFAULT_PREFIX,
+  /** Apart from the registrations: the mesh's recipient directory. */
+  directoryPrefix: "/notification-directory",
+  layout: "instance",
   leaseTtlMs: 10_000,
   dialTimeoutMs: 5_000,
   startupTimeoutMs: 30_000,

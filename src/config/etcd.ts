@@ -54,11 +54,11 @@ export function readEtcd(
   if (ttlMs < 1000 || ttlMs % 1000 !== 0) {
     r.fail(`${s}.lease-ttl`, `${quote(String(raw["lease-ttl"]))} is not a whole number of seconds >= 1s`);
   }
-  const prefix = r.string(raw, s, "prefix") ?? "/services";
+  const prefix = r.string(raw, s, "prefix") ?? DEFAULTS.etcdPrefix;
   if (!prefix.startsWith("/") || (prefix.length > 1 && prefix.endsWith("/"))) {
     r.fail(`${s}.prefix`, `${quote(prefix)} must start with '/' and not end with '/'`);
   }
-  const directoryPrefix = r.string(raw, s, "directory-prefix") ?? "/notification-directory";
+  const directoryPrefix = r.string(raw, s, "directory-prefix") ?? DEFAULTS.directoryPrefix;
   if (!directoryPrefix.startsWith("/") || directoryPrefix.endsWith("/")) {
     r.fail(`${s}.directory-prefix`, `${quote(directoryPrefix)} must start with '/' and not end with '/'`);
   }
@@ -68,7 +68,7 @@ export function readEtcd(
       `${quote(directoryPrefix)} must not be inside etcd.prefix ${quote(prefix)}`,
     );
   }
-  const layout = r.string(raw, s, "layout") ?? "instance";
+  const layout = r.string(raw, s, "layout") ?? DEFAULTS.layout;
   if (layout !== "instance" && layout !== "service") {
     r.fail(`${s}.layout`, `${quote(layout)} is not one of "instance", "service"`);
   }

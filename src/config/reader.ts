@@ -175,7 +175,7 @@ export class Reader {
     return out;
   }
 
-  /** A duration ("250ms", "5s", "1m30s", or 0) in ms; `positive` refuses 0. */
+  /** A duration ("250ms", "5s", "1.5m", or 0) in ms; `positive` refuses 0. */
   duration(
     raw: Record<string, unknown>,
     section: string,

@@ -122,8 +122,8 @@ export function readServer(
     peerTimeoutMs: r.duration(raw, s, "peer-timeout", DEFAULTS.peerTimeoutMs, { positive: true }),
     workers: workers(r, raw, s),
     metricsAddr: metricsAddr(r, raw, s, addr),
-    logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, "text"),
-    logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, "info"),
+    logFormat: r.oneOf(raw, s, "log-format", LOG_FORMATS, DEFAULTS.logFormat),
+    logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, DEFAULTS.logLevel),
     tls,
     auth: auth(r, raw, s),
     broker: readBroker(r, raw, s),
@@ -179,7 +179,7 @@ function auth(r: Reader, raw: Record<string, unknown>, s: string): AuthConfig | 
   } catch (error) {
     r.fail(`${section}.${source}`, `${quote(path)} ${(error as Error).message}`);
   }
-  return { jwt, sendScope: r.string(a, `${s}.auth`, "send-scope") ?? "notifications:send" };
+  return { jwt, sendScope: r.string(a, `${s}.auth`, "send-scope") ?? DEFAULTS.sendScope };
 }
 
 /** More threads than this only add memory: every one holds its own copy of the gRPC stack. */

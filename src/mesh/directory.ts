@@ -48,6 +48,21 @@ export function directoryKey(root: string, recipient: string, instanceId: string
   return `${root}${encodeURIComponent(recipient)}/${instanceId}`;
 }
 
+/** What a key under `root` says ({@link directoryKey} read back); undefined for a key not of ours. */
+export function parseDirectoryKey(
+  root: string,
+  key: string,
+): { recipient: string; instance: string } | undefined {
+  const rest = key.slice(root.length);
+  const cut = rest.lastIndexOf("/");
+  if (cut <= 0) return undefined;
+  try {
+    return { recipient: decodeURIComponent(rest.slice(0, cut)), instance: rest.slice(cut + 1) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Writes this instance's directory keys under its current lease. */
 export class DirectoryPublisher {
   readonly #client: Etcd3;
@@ -300,16 +315,9 @@ export class DirectoryView {
   }
 
   #set(key: string, present: boolean): void {
-    const rest = key.slice(this.#root.length);
-    const cut = rest.lastIndexOf("/");
-    if (cut <= 0) return;
-    let recipient: string;
-    try {
-      recipient = decodeURIComponent(rest.slice(0, cut));
-    } catch {
-      return; // not a key of ours
-    }
-    const instance = rest.slice(cut + 1);
+    const entry = parseDirectoryKey(this.#root, key);
+    if (!entry) return;
+    const { recipient, instance } = entry;
     let set = this.#byRecipient.get(recipient);
     if (present) {
       if (!set) this.#byRecipient.set(recipient, set = new Set());

@@ -16,7 +16,7 @@ import type { Logger } from "../_util/logger.ts";
 import type { Metrics } from "../metrics/mod.ts";
 import { peerCredentials } from "../transport/tls.ts";
 import { Cluster } from "./cluster.ts";
-import { PEER_SECRET_PREFIX, PeerSecret } from "./peer_secret.ts";
+import { PeerSecret, peerSecretKey } from "./peer_secret.ts";
 
 /** How long stopping waits for the cluster's etcd watches to be cancelled before closing etcd anyway. */
 const CLUSTER_CLOSE_GRACE_MS = 200;
@@ -59,7 +59,7 @@ export async function joinMesh(steps: AsyncDisposableStack, parts: {
       rotation.cluster?.reprove();
     },
   ).catch((error: Error) =>
-    `cannot read or create the peers' secret at ${PEER_SECRET_PREFIX}/${config.server.name} (${
+    `cannot read or create the peers' secret at ${peerSecretKey(config.server.name)} (${
       describeEtcdError(error)
     }): give the instances' etcd user readwrite on that key`
   );

@@ -160,5 +160,5 @@ Deno.test("another instance's subscriber makes a worker route; a dead worker's r
   await sides[1].routing.subscribed("hal");
   router.releaseWorker(1);
   assert.deepEqual(peers.published, ["+gina", "+hal", "-hal"]);
-  assert.equal(router.filter.mayHold("hal"), false);
+  assert.equal(router.filter.heldElsewhere("hal"), false);
 });

@@ -30,6 +30,11 @@ import { watchRanges } from "@notification-server/registry";
 
 /** Where the secrets live: apart from `/services` and the directory, so no lister ever sees them. */
 export const PEER_SECRET_PREFIX = "/notification-peer-secrets";
+
+/** The etcd key of service `name`'s peer secrets. */
+export function peerSecretKey(name: string): string {
+  return `${PEER_SECRET_PREFIX}/${name}`;
+}
 /** The response header carrying a Forward stream's nonce. */
 export const CHALLENGE_HEADER = "x-notification-peer-challenge";
 /**
@@ -68,7 +73,7 @@ export class PeerSecret implements PeerProver {
   ) {
     this.#etcd = etcd;
     this.#name = name;
-    this.#key = `${PEER_SECRET_PREFIX}/${name}`;
+    this.#key = peerSecretKey(name);
     this.#stored = secrets;
     this.#onChange = onChange;
     this.#graceMs = graceMs;
@@ -85,7 +90,7 @@ export class PeerSecret implements PeerProver {
     onChange: (secrets: string[]) => void,
     options: { graceMs?: number } = {},
   ): Promise<PeerSecret> {
-    const key = `${PEER_SECRET_PREFIX}/${name}`;
+    const key = peerSecretKey(name);
     await createIfAbsent(etcd, key, [randomBytes(32).toString("hex")]);
     const secrets = parse(await etcd.get(key).string());
     if (!secrets) throw new Error(`${key} is empty`);

@@ -52,11 +52,6 @@ export class RecipientFilter {
     return Atomics.load(this.#counts, BUCKETS) === 1;
   }
 
-  /** False only when no worker and no instance holds subscribers of `recipient`. */
-  mayHold(recipient: string): boolean {
-    return this.#leaving() || Atomics.load(this.#counts, this.#bucket(recipient)) > 0;
-  }
-
   /** This worker's own hold of `recipient` (counted in the shared buffer by the main thread): +1 or -1. */
   countOwn(recipient: string, delta: 1 | -1): void {
     const bucket = this.#bucket(recipient);

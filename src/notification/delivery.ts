@@ -1,10 +1,9 @@
 /**
- * The one seam between a serving thread and the rest of the cluster: where a Send goes, and where a
- * Subscribe stream's notifications come from. Two implementations, chosen by the config
- * (`notification-server.broker`): the mesh (mesh_delivery.ts: this thread's hub, then the worker
- * pool and the peers found through the etcd directory) and the broker (broker/broker_delivery.ts:
- * NATS JetStream stores each notification with a position and hands it to the instances holding
- * its recipient). The Notification service and its subscriber streams see only this.
+ * The one seam below the notification core (service.ts): where a Send goes, and where a Subscribe
+ * stream's notifications come from. Two implementations, one chosen per process (src/mode.ts): the
+ * mesh (mesh/mesh_delivery.ts: this thread's hub, then the worker pool and the peers found through
+ * the etcd directory) and the broker (broker/broker_delivery.ts: NATS JetStream stores each
+ * notification with a position and hands it to the instances holding its recipient).
  */
 
 /** What became of one Send. */

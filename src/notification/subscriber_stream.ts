@@ -51,11 +51,17 @@ export class OpenStreams {
   readonly #open = new Set<SubscriberOutput>();
   #closed = false;
 
-  /** Tracks `output` until it ends; false (and left alone) once {@link endAll} has run. */
-  add(output: SubscriberOutput): boolean {
+  /**
+   * Tracks `output` until it ends, then runs `onEnd`; false (and left alone) once {@link endAll} has
+   * run.
+   */
+  add(output: SubscriberOutput, onEnd: () => void): boolean {
     if (this.#closed) return false;
     this.#open.add(output);
-    output.onEnd(() => this.#open.delete(output));
+    output.onEnd(() => {
+      this.#open.delete(output);
+      onEnd();
+    });
     return true;
   }
 
@@ -93,81 +99,160 @@ export async function serveSubscriber(
   out: SubscriberOutput,
   places: SubscriberPlaces,
 ): Promise<void> {
+  const admitted = await admit(caller, request, out, places);
+  if (admitted) follow(request.recipient, out, places, admitted);
+}
+
+/** A stream let in: where it starts, when its token expires, and what gives its places back. */
+interface Admission {
+  from?: StartAt;
+  expiresAtMs?: number;
+  /** Gives back the caller's places and the instance's (once). */
+  release(): void;
+}
+
+/**
+ * The checks before a stream opens, in order (service.ts lists them): each refusal ends `out` with its
+ * status and gives back what was taken before it.
+ */
+async function admit(
+  caller: Caller,
+  request: SubscribeInput,
+  out: SubscriberOutput,
+  places: SubscriberPlaces,
+): Promise<Admission | undefined> {
   // Who is asking comes first: a caller without a valid token learns nothing about its input.
   const admitted = places.callers ? await places.callers.subscribe(caller, request.recipient) : undefined;
   if (admitted && "code" in admitted) {
     out.fail({ code: admitted.code, details: admitted.details });
-    return;
+    return undefined;
   }
-  const problem = invalidUtf8(request) ?? recipientProblem(request.recipient);
-  if (problem) {
+  const refuse = (failure?: Failure) => {
     admitted?.release();
-    out.fail({ code: Status.INVALID_ARGUMENT, details: problem });
-    return;
-  }
+    if (failure) out.fail(failure);
+    return undefined;
+  };
+  const problem = invalidUtf8(request) ?? recipientProblem(request.recipient);
+  if (problem) return refuse({ code: Status.INVALID_ARGUMENT, details: problem });
   const from = startAt(request);
   if (from && !places.delivery.positions) {
-    admitted?.release();
-    out.fail({
+    return refuse({
       code: Status.FAILED_PRECONDITION,
       details:
         "recover needs a broker that keeps history: this instance runs without one (set notification-server.broker.nats)",
     });
-    return;
   }
-  if (out.gone) {
-    admitted?.release(); // the client left while its token was being checked
-    return;
-  }
+  if (out.gone) return refuse(); // the client left while its token was being checked
   const limit = places.subscribers;
   if (!limit.tryAcquire()) {
-    admitted?.release();
-    out.fail({
+    return refuse({
       code: Status.RESOURCE_EXHAUSTED,
       details: `This instance already serves ${limit.max} subscribers (max-subscribers)`,
     });
-    return;
   }
   places.onCount(1);
-  let removed = false;
-  let stopFeed = () => {};
-  // Written but not yet taken by the client (a write completes when HTTP/2 flow control lets it
-  // out): bounded per stream, and across streams by the instance's budget, which a stream gives
-  // back as its writes complete or, at the latest, when it closes. Replayed notifications count
-  // the same as live ones.
-  let queued = 0;
-  let queuedBytes = 0;
-  let budgeted = 0;
-  const budget = places.queuedBytes;
+  let released = false;
+  return {
+    from,
+    expiresAtMs: admitted?.expiresAtMs,
+    release: () => {
+      if (released) return;
+      released = true;
+      limit.release();
+      places.onCount(-1);
+      admitted?.release();
+    },
+  };
+}
+
+/**
+ * What one stream has written that its client has not taken yet (a write completes when HTTP/2
+ * flow control lets it out): bounded per stream, and across streams by the instance's budget, which
+ * a stream gives back as its writes complete or, at the latest, when it closes. Replayed
+ * notifications count the same as live ones.
+ */
+class StreamQueue {
+  messages = 0;
+  bytes = 0;
+  /** Bytes of ours the instance's budget holds now. */
+  #budgeted = 0;
+  readonly #bounds: { messages: number; bytes: number };
+  readonly #budget: Limit;
+
+  constructor(bounds: { messages: number; bytes: number }, budget: Limit) {
+    this.#bounds = bounds;
+    this.#budget = budget;
+  }
+
+  /**
+   * Takes `size` bytes more, or says why not: the stream's own bound, or the instance's budget
+   * spent while this stream is behind. `taken` runs once the client has the bytes.
+   */
+  take(size: number): { taken: () => void } | { over: string } {
+    if (this.messages + 1 > this.#bounds.messages || this.bytes + size > this.#bounds.bytes) {
+      return { over: "" };
+    }
+    const budgeted = this.#budget.tryAcquire(size);
+    if (!budgeted && this.messages > 0) {
+      return { over: " (the instance's subscriber-queue-total-bytes is spent)" };
+    }
+    this.messages++;
+    this.bytes += size;
+    if (budgeted) this.#budgeted += size;
+    return {
+      taken: () => {
+        this.messages--;
+        this.bytes -= size;
+        if (budgeted && this.#budgeted >= size) {
+          this.#budgeted -= size;
+          this.#budget.release(size);
+        }
+      },
+    };
+  }
+
+  /** The stream closed: whatever the budget still holds of it goes back. */
+  releaseAll(): void {
+    this.#budget.release(this.#budgeted);
+    this.#budgeted = 0;
+  }
+}
+
+/** Feeds an admitted stream from the delivery until it ends: cut-off, token expiry, shutdown. */
+function follow(
+  recipient: string,
+  out: SubscriberOutput,
+  places: SubscriberPlaces,
+  admitted: Admission,
+): void {
+  const queue = new StreamQueue(places.queue, places.queuedBytes);
+  let left = false;
   let cut = false;
+  let stopFeed = () => {};
+  let expiry: ReturnType<typeof setTimeout> | undefined;
   const leave = () => {
     stopFeed();
-    if (removed) return;
-    removed = true;
-    limit.release();
-    places.onCount(-1);
+    left = true;
+    admitted.release();
   };
-  let expiry: ReturnType<typeof setTimeout> | undefined;
   const closed = () => {
     leave();
-    admitted?.release();
     clearTimeout(expiry);
-    budget.release(budgeted);
-    budgeted = 0;
+    queue.releaseAll();
   };
-  if (!places.streams.add(out)) {
+  if (!places.streams.add(out, closed)) {
     closed();
     out.fail({ code: Status.UNAVAILABLE, details: "Server is shutting down" });
     return;
   }
-  out.onEnd(closed);
-  if (admitted?.expiresAtMs !== undefined) {
+  const { expiresAtMs } = admitted;
+  if (expiresAtMs !== undefined) {
     // The stream lives as long as its token: the client subscribes again with a fresh one.
     // `closed` releases whatever the stream holds by then (feed, limits).
     const endWithToken = () => {
-      const left = admitted.expiresAtMs! - Date.now();
-      if (left > 0) {
-        expiry = setTimeout(endWithToken, Math.min(left, MAX_TIMER_MS));
+      const remaining = expiresAtMs - Date.now();
+      if (remaining > 0) {
+        expiry = setTimeout(endWithToken, Math.min(remaining, MAX_TIMER_MS));
         return false;
       }
       closed();
@@ -183,7 +268,8 @@ export async function serveSubscriber(
     places.onDropped();
     out.fail({
       code: Status.RESOURCE_EXHAUSTED,
-      details: `subscriber too slow: ${queued} notifications (${queuedBytes} bytes) not yet read${why}`,
+      details:
+        `subscriber too slow: ${queue.messages} notifications (${queue.bytes} bytes) not yet read${why}`,
     });
     // The status waits behind the queued data; a client that does not read gets a reset.
     setTimeout(() => out.reset(), CUT_GRACE_MS);
@@ -199,41 +285,27 @@ export async function serveSubscriber(
     if (start.epoch) headers[EPOCH_HEADER] = start.epoch;
     out.start(headers);
   };
-  const stop = places.delivery.open(request.recipient, {
+  const stop = places.delivery.open(recipient, {
     ready: sendHeaders,
     write: (bytes) => {
       if (cut || out.gone) return false;
-      if (queued + 1 > places.queue.messages || queuedBytes + bytes.length > places.queue.bytes) {
-        cutOff("");
+      const place = queue.take(bytes.length);
+      if ("over" in place) {
+        cutOff(place.over);
         return false;
       }
-      const taken = budget.tryAcquire(bytes.length);
-      if (!taken && queued > 0) {
-        cutOff(" (the instance's subscriber-queue-total-bytes is spent)");
-        return false;
-      }
-      queued++;
-      queuedBytes += bytes.length;
-      if (taken) budgeted += bytes.length;
       // The mesh may write before its stream is routed everywhere: the headers go first then.
       sendHeaders({});
-      out.write(bytes, () => {
-        queued--;
-        queuedBytes -= bytes.length;
-        if (taken && budgeted >= bytes.length) {
-          budgeted -= bytes.length;
-          budget.release(bytes.length);
-        }
-      });
+      out.write(bytes, place.taken);
       return true;
     },
     fail: (reason) => {
-      if (removed) return;
+      if (left) return;
       closed();
       out.fail({ code: Status.UNAVAILABLE, details: reason });
     },
-  }, from);
-  if (removed) stop();
+  }, admitted.from);
+  if (left) stop();
   else stopFeed = stop;
 }
 

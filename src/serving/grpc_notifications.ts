@@ -1,18 +1,26 @@
 /**
  * NotificationService over grpc-js: a thin adapter of the core (notification/service.ts). It reads
  * the caller off the call, hands the request over, and writes the answer; Subscribe streams are
- * written through a {@link SubscriberOutput} made of the call.
+ * written through a {@link GrpcSubscriberOutput}.
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { checkedDecoder } from "../notification/codec.ts";
 import { services } from "../transport/protos.ts";
-import type { Caller, NotificationCore, SubscribeInput, SubscriberOutput } from "../notification/service.ts";
+import type {
+  Caller,
+  Failure,
+  NotificationCore,
+  SubscribeInput,
+  SubscriberOutput,
+} from "../notification/service.ts";
 import type { SendInput } from "../notification/validate.ts";
 import { resetStream } from "../transport/streams.ts";
 
 /** HTTP/2 ENHANCE_YOUR_CALM: clients report a stream reset with it as RESOURCE_EXHAUSTED. */
 const ENHANCE_YOUR_CALM = 0xb;
+/** However a server stream ends, one of these comes. */
+const END_EVENTS = ["cancelled", "close", "finish", "error"] as const;
 
 /** The part of a grpc-js call that tells who calls. */
 interface CallFrom {
@@ -38,36 +46,53 @@ export function notificationHandlers(core: NotificationCore): grpc.UntypedServic
     },
     // Written with bytes that encodeNotification made; the server's serializer passes them through.
     subscribe: (call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>) =>
-      core.subscribe(callerOf(call), call.request, subscriberOutput(call)),
+      core.subscribe(callerOf(call), call.request, new GrpcSubscriberOutput(call)),
   };
 }
 
-function subscriberOutput(call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>): SubscriberOutput {
-  return {
-    get gone() {
-      return call.cancelled || call.destroyed;
-    },
-    onEnd(listener) {
-      let ended = false;
-      const once = () => {
-        if (ended) return;
-        ended = true;
-        listener();
-      };
-      for (const event of ["cancelled", "close", "finish", "error"]) call.on(event, once);
-    },
-    start(headers) {
-      const metadata = new grpc.Metadata();
-      for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
-      call.sendMetadata(metadata);
-    },
-    write: (bytes, taken) => void call.write(bytes, taken),
-    fail: (failure) => void call.emit("error", failure),
-    end: () => void call.end(),
-    reset() {
-      if (!call.writableFinished && !call.destroyed) resetStream(call, ENHANCE_YOUR_CALM);
-    },
-  };
+/** A Subscribe call as the core writes to it (a class: one small object per stream). */
+class GrpcSubscriberOutput implements SubscriberOutput {
+  readonly #call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>;
+
+  constructor(call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>) {
+    this.#call = call;
+  }
+
+  get gone(): boolean {
+    return this.#call.cancelled || this.#call.destroyed;
+  }
+
+  onEnd(listener: () => void): void {
+    let ended = false;
+    const once = () => {
+      if (ended) return;
+      ended = true;
+      listener();
+    };
+    for (const event of END_EVENTS) this.#call.on(event, once);
+  }
+
+  start(headers: Record<string, string>): void {
+    const metadata = new grpc.Metadata();
+    for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+    this.#call.sendMetadata(metadata);
+  }
+
+  write(bytes: Uint8Array, taken: () => void): void {
+    this.#call.write(bytes, taken);
+  }
+
+  fail(failure: Failure): void {
+    this.#call.emit("error", failure);
+  }
+
+  end(): void {
+    this.#call.end();
+  }
+
+  reset(): void {
+    if (!this.#call.writableFinished && !this.#call.destroyed) resetStream(this.#call, ENHANCE_YOUR_CALM);
+  }
 }
 
 /**

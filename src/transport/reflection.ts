@@ -69,6 +69,8 @@ export function addReflection(server: grpc.Server, served: readonly string[]): v
 function correctedDefinition(): PackageDefinition {
   const loaded = {
     ...loadSync(PROTO_FILES, { includeDirs: [PROTO_DIR], keepCase: true }),
+    // Parsed here a second time, on purpose: the client package's parse has camelCase field names
+    // (what grpc-js objects use), and descriptors must carry the .proto's own.
     ...fromJSON(protobuf.parse(NOTIFICATION_PROTO, { keepCase: true }).root.toJSON(), { keepCase: true }),
   };
   const fileType = (descriptor as unknown as { FileDescriptorProto: FileProtoType }).FileDescriptorProto;

@@ -9,7 +9,7 @@ import { PRIVATE_ETCD_ONLY, startEtcd } from "@notification-server/registry/test
 import { changed, eventually, notificationClient, send } from "../helpers/grpc.ts";
 import { readRecord, scopedClient } from "../helpers/kv.ts";
 import { ServiceProcess } from "../helpers/service.ts";
-import { PEER_SECRET_PREFIX } from "../../src/mesh/peer_secret.ts";
+import { peerSecretKey } from "../../src/mesh/peer_secret.ts";
 
 Deno.test(
   "the directory survives etcd restarts, with its data kept and wiped",
@@ -37,7 +37,7 @@ Deno.test(
       assert.equal(await version(), "1", "the directory key is not rewritten");
       const secretBefore = await (async () => {
         using kv = scopedClient(etcd.endpoints);
-        return await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string();
+        return await kv.get(peerSecretKey(name)).string();
       })();
       assert.ok(secretBefore, "the peer secret is in etcd");
       for (const wipe of [false, true]) {
@@ -69,7 +69,7 @@ Deno.test(
       // an instance started now proves membership with the same secret and reaches b's subscriber.
       using kv = scopedClient(etcd.endpoints);
       const stored = await eventually(
-        async () => (await kv.get(`${PEER_SECRET_PREFIX}/${name}`).string()) ?? undefined,
+        async () => (await kv.get(peerSecretKey(name)).string()) ?? undefined,
         15_000,
         "the peer secret written back after the wipe",
       );

@@ -13,6 +13,9 @@
 import { parseHostPort } from "./host_port.ts";
 import type { Layout, ServiceInstance } from "./types.ts";
 
+/** Where every service's records are kept unless configured otherwise (etcd.prefix). */
+export const DEFAULT_PREFIX = "/services";
+
 /** The key this instance is stored under. */
 export function instanceKey(prefix: string, layout: Layout, instance: ServiceInstance): string {
   return layout === "service"

@@ -12,7 +12,7 @@
  */
 import type { Etcd3 } from "etcd3";
 import { type Logger, silentLogger } from "./logger.ts";
-import { decodeRecord, MalformedRecordError, serviceKey } from "./codec.ts";
+import { decodeRecord, DEFAULT_PREFIX, MalformedRecordError, serviceKey } from "./codec.ts";
 import { type KeyRange, readRanges, type ResyncReason, watchRanges } from "./range_watch.ts";
 import type { Discovery, ServiceInstance } from "./types.ts";
 
@@ -59,7 +59,7 @@ export class EtcdDiscovery implements Discovery {
   /** Reads through `client` (not closed by discovery). */
   constructor(client: Etcd3, options: EtcdDiscoveryOptions = {}) {
     this.#client = client;
-    this.#prefix = options.prefix ?? "/services";
+    this.#prefix = options.prefix ?? DEFAULT_PREFIX;
     this.#log = options.logger ?? silentLogger;
     this.#pageSize = options.pageSize ?? 500;
     this.#onResync = options.onResync;

@@ -27,7 +27,7 @@ import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue } from "etcd3";
 import { Backoff, sleep, untilAborted } from "@notification-server/timing";
 import { formatDuration } from "@notification-server/timing";
 import { type Logger, silentLogger } from "./logger.ts";
-import { encodeInstance, instanceKey } from "./codec.ts";
+import { DEFAULT_PREFIX, encodeInstance, instanceKey } from "./codec.ts";
 import { watchRanges } from "./range_watch.ts";
 import {
   deadlineAfter,
@@ -136,7 +136,7 @@ export class EtcdRegistrar implements Registrar {
   /** Registers through `client` (not closed by the registrar). */
   constructor(client: Etcd3, options: EtcdRegistrarOptions = {}) {
     this.#client = client;
-    this.#prefix = options.prefix ?? "/services";
+    this.#prefix = options.prefix ?? DEFAULT_PREFIX;
     this.#layout = options.layout ?? "instance";
     this.#ttl = options.leaseTtlSeconds ?? 10;
     this.#log = options.logger ?? silentLogger;

@@ -1,6 +1,7 @@
 /**
- * The seams between the service and any registry backend. The etcd implementation lives in
- * `etcd_registrar.ts` and `etcd_discovery.ts`; the stored format in `codec.ts`.
+ * The registry's interfaces, for clients and for other backends; the etcd implementation lives in
+ * `etcd_registrar.ts` and `etcd_discovery.ts`, the stored format in `codec.ts`. The service itself
+ * uses the etcd classes directly: the mesh keeps its directory under the registration's lease.
  */
 
 /**
