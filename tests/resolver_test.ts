@@ -35,7 +35,12 @@ function steadyLoad(client: NotificationClient, callers: number) {
         stats.byPeer.set(res.peer, (stats.byPeer.get(res.peer) ?? 0) + 1);
       } catch (error) {
         stats.failed++;
-        stats.errors.push(`${(error as grpc.ServiceError).code} ${(error as Error).message}`);
+        if (stats.errors.length < 100) {
+          stats.errors.push(`${(error as grpc.ServiceError).code} ${(error as Error).message}`);
+        }
+        // A call that fails at once (no address to try) must not spin: the loop would starve the
+        // event loop, which then never sees the instances it waits for exit.
+        await new Promise((r) => setTimeout(r, 10));
       }
     }
   });

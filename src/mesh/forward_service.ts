@@ -10,7 +10,7 @@ import { sleep } from "@notification-server/timing";
 import { forwardedProblem } from "../notification/validate.ts";
 import type { StreamTracker } from "../transport/streams.ts";
 import { CHALLENGE_HEADER, peerNonce, verifyProof } from "./peer_secret.ts";
-import { type Ack, fromWire, type WireItem } from "./peer_wire.ts";
+import { type Ack, fromWire, type PeerItem, type WireItem } from "./peer_wire.ts";
 
 /** Who may call Forward here: instances of `name`, proven with one of `secrets()` (undefined: forwarding is off). */
 export interface PeerAuth {
@@ -96,29 +96,9 @@ export function forwardService(options: {
       chain = chain.then(async () => {
         if (refused) return;
         const items = wire.map((w) => ({ seq: Number(w.seq), item: fromWire(w) }));
-        // Checked as a Send would be, before any of the batch reaches a subscriber.
-        for (const { seq, item } of items) {
-          const problem = item.kind === "notification"
-            ? forwardedProblem(item.recipient, item.notification)
-            : undefined;
-          if (problem) {
-            refuse(`Forwarded notification ${seq} refused: ${problem}`, grpc.status.INVALID_ARGUMENT);
-            return;
-          }
-        }
-        const acks: Ack[] = [];
-        for (const { seq, item } of items) {
-          if (item.kind === "barrier") {
-            // Bounded: the sender counts the barrier as failed after its timeout anyway, and a
-            // wait here holds every item behind it.
-            const waited = new AbortController();
-            await Promise.race([reached(item.revision), sleep(BARRIER_WAIT_MS, waited.signal)]);
-            waited.abort();
-            acks.push({ seq, delivered: 0 });
-          } else {
-            acks.push({ seq, delivered: await deliver(item.recipient, item.notification) });
-          }
-        }
+        const problem = batchProblem(items);
+        if (problem) return refuse(problem, grpc.status.INVALID_ARGUMENT);
+        const acks = await deliverBatch(items, deliver, reached);
         if (!call.cancelled && !call.destroyed) call.write({ acks });
       });
     });
@@ -130,4 +110,36 @@ export function forwardService(options: {
       for (const check of [...open]) check();
     },
   };
+}
+
+/** Checked as a Send would be, before any of the batch reaches a subscriber: the first problem, or undefined. */
+function batchProblem(items: { seq: number; item: PeerItem }[]): string | undefined {
+  for (const { seq, item } of items) {
+    if (item.kind !== "notification") continue;
+    const problem = forwardedProblem(item.recipient, item.notification);
+    if (problem) return `Forwarded notification ${seq} refused: ${problem}`;
+  }
+  return undefined;
+}
+
+/** Delivers a batch in order; one ack per item (a barrier's once the view reached its revision). */
+async function deliverBatch(
+  items: { seq: number; item: PeerItem }[],
+  deliver: (recipient: string, notification: Uint8Array) => Promise<number>,
+  reached: (revision: bigint) => Promise<unknown>,
+): Promise<Ack[]> {
+  const acks: Ack[] = [];
+  for (const { seq, item } of items) {
+    if (item.kind === "barrier") {
+      // Bounded: the sender counts the barrier as failed after its timeout anyway, and a wait
+      // here holds every item behind it.
+      const waited = new AbortController();
+      await Promise.race([reached(item.revision), sleep(BARRIER_WAIT_MS, waited.signal)]);
+      waited.abort();
+      acks.push({ seq, delivered: 0 });
+    } else {
+      acks.push({ seq, delivered: await deliver(item.recipient, item.notification) });
+    }
+  }
+  return acks;
 }

@@ -12,12 +12,8 @@ import { DEFAULTS } from "../config/defaults.ts";
 import type { Caller, CallerPolicy } from "../auth/callers.ts";
 import { encodeNotification, invalidUtf8 } from "./codec.ts";
 import type { Delivery } from "./delivery.ts";
-import {
-  OpenStreams,
-  serveSubscriber,
-  type SubscribeInput,
-  type SubscriberOutput,
-} from "./subscriber_stream.ts";
+import { OpenStreams } from "../_util/open_streams.ts";
+import { serveSubscriber, type SubscribeInput, type SubscriberOutput } from "./subscriber_stream.ts";
 import { type SendInput, sendProblem } from "./validate.ts";
 
 export type { Caller, Failure, SubscribeInput, SubscriberOutput };

@@ -6,6 +6,7 @@
  */
 import { EPOCH_HEADER, RECOVERED_HEADER } from "@notification-server/client";
 import type { Limit } from "../_util/limits.ts";
+import type { Endable, OpenStreams } from "../_util/open_streams.ts";
 import { type Failure, Status } from "../_util/status.ts";
 import type { Caller, CallerPolicy } from "../auth/callers.ts";
 import { invalidUtf8 } from "./codec.ts";
@@ -29,50 +30,17 @@ export interface SubscribeInput {
 }
 
 /** Where one stream is written: what a transport gives the core. */
-export interface SubscriberOutput {
+export interface SubscriberOutput extends Endable {
   /** The client left, or the stream is gone. */
   readonly gone: boolean;
-  /** `listener` runs once when the stream ends, however it ends. */
-  onEnd(listener: () => void): void;
   /** Response headers, once, before any notification: `recovered` and `epoch` when known. */
   start(headers: Record<string, string>): void;
   /** Writes one encoded Notification; `taken` runs once the client has taken it (flow control). */
   write(bytes: Uint8Array, taken: () => void): void;
   /** Ends the stream with `failure`, after what is queued. */
   fail(failure: Failure): void;
-  /** Ends the stream with OK. */
-  end(): void;
   /** Drops what is still queued and resets the stream, unless it has ended already. */
   reset(): void;
-}
-
-/** The streams open on one thread, so shutdown can end them (they never end by themselves). */
-export class OpenStreams {
-  readonly #open = new Set<SubscriberOutput>();
-  #closed = false;
-
-  /**
-   * Tracks `output` until it ends, then runs `onEnd`; false (and left alone) once {@link endAll} has
-   * run.
-   */
-  add(output: SubscriberOutput, onEnd: () => void): boolean {
-    if (this.#closed) return false;
-    this.#open.add(output);
-    output.onEnd(() => {
-      this.#open.delete(output);
-      onEnd();
-    });
-    return true;
-  }
-
-  /** Ends every open stream with OK; later {@link add} calls are refused. */
-  endAll(): void {
-    this.#closed = true;
-    for (const output of [...this.#open]) {
-      this.#open.delete(output);
-      output.end();
-    }
-  }
 }
 
 /** What every stream of one thread shares. */
@@ -229,7 +197,7 @@ function follow(
   let left = false;
   let cut = false;
   let stopFeed = () => {};
-  let expiry: ReturnType<typeof setTimeout> | undefined;
+  let cancelExpiry = () => {};
   const leave = () => {
     stopFeed();
     left = true;
@@ -237,7 +205,7 @@ function follow(
   };
   const closed = () => {
     leave();
-    clearTimeout(expiry);
+    cancelExpiry();
     queue.releaseAll();
   };
   if (!places.streams.add(out, closed)) {
@@ -245,22 +213,15 @@ function follow(
     out.fail({ code: Status.UNAVAILABLE, details: "Server is shutting down" });
     return;
   }
-  const { expiresAtMs } = admitted;
-  if (expiresAtMs !== undefined) {
-    // The stream lives as long as its token: the client subscribes again with a fresh one.
-    // `closed` releases whatever the stream holds by then (feed, limits).
-    const endWithToken = () => {
-      const remaining = expiresAtMs - Date.now();
-      if (remaining > 0) {
-        expiry = setTimeout(endWithToken, Math.min(remaining, MAX_TIMER_MS));
-        return false;
-      }
-      closed();
-      out.fail({ code: Status.UNAUTHENTICATED, details: "token expired: subscribe again" });
-      return true;
-    };
-    // A token accepted within the clock skew but already past its exp: nothing more is taken.
-    if (endWithToken()) return;
+  // The stream lives as long as its token: the client subscribes again with a fresh one. A token
+  // accepted within the clock skew but already past its exp takes nothing more.
+  const expired = () => {
+    closed();
+    out.fail({ code: Status.UNAUTHENTICATED, details: "token expired: subscribe again" });
+  };
+  if (admitted.expiresAtMs !== undefined) {
+    if (admitted.expiresAtMs <= Date.now()) return expired();
+    cancelExpiry = atExpiry(admitted.expiresAtMs, expired);
   }
   const cutOff = (why: string) => {
     cut = true;
@@ -307,6 +268,18 @@ function follow(
   }, admitted.from);
   if (left) stop();
   else stopFeed = stop;
+}
+
+/** Runs `expire` once `atMs` (epoch ms) has passed; returns what cancels it. */
+function atExpiry(atMs: number, expire: () => void): () => void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const check = () => {
+    const remaining = atMs - Date.now();
+    if (remaining > 0) timer = setTimeout(check, Math.min(remaining, MAX_TIMER_MS));
+    else expire();
+  };
+  check();
+  return () => clearTimeout(timer);
 }
 
 /** Where a recovering stream starts; undefined for live only. */

@@ -15,12 +15,10 @@ import type {
   SubscriberOutput,
 } from "../notification/service.ts";
 import type { SendInput } from "../notification/validate.ts";
-import { resetStream } from "../transport/streams.ts";
+import { onCallEnd, resetStream } from "../transport/streams.ts";
 
 /** HTTP/2 ENHANCE_YOUR_CALM: clients report a stream reset with it as RESOURCE_EXHAUSTED. */
 const ENHANCE_YOUR_CALM = 0xb;
-/** However a server stream ends, one of these comes. */
-const END_EVENTS = ["cancelled", "close", "finish", "error"] as const;
 
 /** The part of a grpc-js call that tells who calls. */
 interface CallFrom {
@@ -63,13 +61,7 @@ class GrpcSubscriberOutput implements SubscriberOutput {
   }
 
   onEnd(listener: () => void): void {
-    let ended = false;
-    const once = () => {
-      if (ended) return;
-      ended = true;
-      listener();
-    };
-    for (const event of END_EVENTS) this.#call.on(event, once);
+    onCallEnd(this.#call, listener);
   }
 
   start(headers: Record<string, string>): void {

@@ -1,29 +1,34 @@
 /**
- * Open server streams, so shutdown can end them: grpc-js's `tryShutdown` waits for every open
- * stream, and Subscribe and Health/Watch streams never end on their own.
+ * grpc-js server streams in {@link OpenStreams}, so shutdown can end them: grpc-js's `tryShutdown`
+ * waits for every open stream, and Subscribe and Health/Watch streams never end on their own.
  */
 import type * as grpc from "@grpc/grpc-js";
+import { OpenStreams } from "../_util/open_streams.ts";
 
 /** A server-streaming call as the tracker needs it. */
 export type ServerStream = grpc.ServerWritableStream<unknown, unknown>;
 
+/** However a server stream ends, one of these comes. */
+const END_EVENTS = ["cancelled", "close", "finish", "error"] as const;
+
+/** Runs `listener` once when `call` ends, however it ends. */
+export function onCallEnd(call: ServerStream, listener: () => void): void {
+  let ended = false;
+  const once = () => {
+    if (ended) return;
+    ended = true;
+    listener();
+  };
+  for (const event of END_EVENTS) call.on(event, once);
+}
+
 /** Tracks open server streams and ends them all on demand. */
 export class StreamTracker {
-  readonly #open = new Set<ServerStream>();
-  #closed = false;
+  readonly #open = new OpenStreams();
 
   /** Adds `call`; returns false (and leaves it alone) once `endAll` has run. */
   add(call: ServerStream, onEnd: () => void): boolean {
-    if (this.#closed) return false;
-    this.#open.add(call);
-    const remove = () => {
-      if (this.#open.delete(call)) onEnd();
-    };
-    call.on("cancelled", remove);
-    call.on("close", remove);
-    call.on("finish", remove);
-    call.on("error", remove);
-    return true;
+    return this.#open.add({ onEnd: (listener) => onCallEnd(call, listener), end: () => call.end() }, onEnd);
   }
 
   get size(): number {
@@ -32,11 +37,7 @@ export class StreamTracker {
 
   /** Ends every open stream with status OK; later `add` calls are refused. */
   endAll(): void {
-    this.#closed = true;
-    for (const call of [...this.#open]) {
-      this.#open.delete(call);
-      call.end();
-    }
+    this.#open.endAll();
   }
 }
 
