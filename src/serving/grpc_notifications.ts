@@ -26,25 +26,35 @@ interface CallFrom {
   getPeer(): string;
 }
 
-function callerOf(call: CallFrom): Caller {
-  const authorization = call.metadata.get("authorization")[0];
-  return {
-    authorization: typeof authorization === "string" ? authorization : undefined,
-    peer: call.getPeer(),
-  };
+/** Who calls, read off the call only when the caller policy asks (most Sends run without one). */
+class GrpcCaller implements Caller {
+  readonly #call: CallFrom;
+
+  constructor(call: CallFrom) {
+    this.#call = call;
+  }
+
+  get authorization(): string | undefined {
+    const value = this.#call.metadata.get("authorization")[0];
+    return typeof value === "string" ? value : undefined;
+  }
+
+  get peer(): string {
+    return this.#call.getPeer();
+  }
 }
 
 /** The Notification service's handlers over `core`. */
 export function notificationHandlers(core: NotificationCore): grpc.UntypedServiceImplementation {
   return {
     send: async (call: grpc.ServerUnaryCall<SendInput, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      const answer = await core.send(callerOf(call), call.request);
+      const answer = await core.send(new GrpcCaller(call), call.request);
       if ("code" in answer) callback(answer);
       else callback(null, answer);
     },
     // Written with bytes that encodeNotification made; the server's serializer passes them through.
     subscribe: (call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>) =>
-      core.subscribe(callerOf(call), call.request, new GrpcSubscriberOutput(call)),
+      core.subscribe(new GrpcCaller(call), call.request, new GrpcSubscriberOutput(call)),
   };
 }
 
