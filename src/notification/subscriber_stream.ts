@@ -153,29 +153,23 @@ class StreamQueue {
   }
 
   /**
-   * Takes `size` bytes more, or says why not: the stream's own bound, or the instance's budget
-   * spent while this stream is behind. `taken` runs once the client has the bytes.
+   * Takes `size` bytes more and returns what to run once the client has them, or says why not (a
+   * string): the stream's own bound, or the instance's budget spent while this stream is behind.
    */
-  take(size: number): { taken: () => void } | { over: string } {
-    if (this.messages + 1 > this.#bounds.messages || this.bytes + size > this.#bounds.bytes) {
-      return { over: "" };
-    }
+  take(size: number): (() => void) | string {
+    if (this.messages + 1 > this.#bounds.messages || this.bytes + size > this.#bounds.bytes) return "";
     const budgeted = this.#budget.tryAcquire(size);
-    if (!budgeted && this.messages > 0) {
-      return { over: " (the instance's subscriber-queue-total-bytes is spent)" };
-    }
+    if (!budgeted && this.messages > 0) return " (the instance's subscriber-queue-total-bytes is spent)";
     this.messages++;
     this.bytes += size;
     if (budgeted) this.#budgeted += size;
-    return {
-      taken: () => {
-        this.messages--;
-        this.bytes -= size;
-        if (budgeted && this.#budgeted >= size) {
-          this.#budgeted -= size;
-          this.#budget.release(size);
-        }
-      },
+    return () => {
+      this.messages--;
+      this.bytes -= size;
+      if (budgeted && this.#budgeted >= size) {
+        this.#budgeted -= size;
+        this.#budget.release(size);
+      }
     };
   }
 
@@ -250,14 +244,14 @@ function follow(
     ready: sendHeaders,
     write: (bytes) => {
       if (cut || out.gone) return false;
-      const place = queue.take(bytes.length);
-      if ("over" in place) {
-        cutOff(place.over);
+      const taken = queue.take(bytes.length);
+      if (typeof taken === "string") {
+        cutOff(taken);
         return false;
       }
       // The mesh may write before its stream is routed everywhere: the headers go first then.
       sendHeaders({});
-      out.write(bytes, place.taken);
+      out.write(bytes, taken);
       return true;
     },
     fail: (reason) => {
