@@ -80,8 +80,10 @@ interface Admission {
 }
 
 /**
- * The checks before a stream opens, in order (service.ts lists them): each refusal ends `out` with its
- * status and gives back what was taken before it.
+ * The checks before a stream opens, in order: the caller policy, the request (INVALID_ARGUMENT), a
+ * recovery asked of a delivery without positions (FAILED_PRECONDITION), a client that left meanwhile,
+ * and `max-subscribers` (RESOURCE_EXHAUSTED). Each refusal ends `out` with its status and gives back
+ * what was taken before it.
  */
 async function admit(
   caller: Caller,
@@ -180,7 +182,11 @@ class StreamQueue {
   }
 }
 
-/** Feeds an admitted stream from the delivery until it ends: cut-off, token expiry, shutdown. */
+/**
+ * Feeds an admitted stream from the delivery until it ends: UNAVAILABLE when the server is shutting
+ * down or the feed cannot go on, UNAUTHENTICATED when its token expires, RESOURCE_EXHAUSTED when its
+ * client is too slow (cut off), OK when the server drains.
+ */
 function follow(
   recipient: string,
   out: SubscriberOutput,
