@@ -1,7 +1,7 @@
 /**
- * The mesh's step of the lifecycle (app.ts, step 5): the peers' secret, the cluster (membership,
- * recipient directory, peer links), and the wait until this instance can route, all undone on the
- * lifecycle's stack. The broker mode has no such step: it routes through NATS.
+ * The mesh's step of the lifecycle (app.ts step 5, through mode.ts's `join`): the peers' secret, the
+ * cluster (membership, recipient directory, peer links), and the wait until this instance can route,
+ * all undone on the lifecycle's stack.
  */
 import { formatDuration, sleep, untilAborted } from "@notification-server/timing";
 import {
@@ -21,7 +21,7 @@ import { PeerSecret, peerSecretKey } from "./peer_secret.ts";
 /** How long stopping waits for the cluster's etcd watches to be cancelled before closing etcd anyway. */
 const CLUSTER_CLOSE_GRACE_MS = 200;
 
-/** What the mesh asks of the serving threads (serving/mod.ts's Serving). */
+/** What the join hands its results to: the mesh's side on the main thread (mode.ts). */
 export interface MeshServing {
   /** Turns Cluster/Forward on for callers proving membership with one of `secrets`. */
   setPeerSecrets(secrets: readonly string[]): void;
