@@ -1,7 +1,7 @@
 /**
  * Routing among the workers of one instance, on the main thread: which workers hold which
  * recipients, and the recipient filter workers read to skip the main thread. Apart from the
- * threads (the pool hands it a `deliverTo`), so it is tested without any.
+ * threads (the mesh's pool side, mode.ts, hands it a `deliverTo`), so it is tested without any.
  *
  * The filter counts one per (worker, recipient) held and one per (other instance, recipient) in
  * the cluster's directory. A worker subtracts what it knows it holds itself and takes the short

@@ -6,8 +6,9 @@
  * thread cost more CPU than the Send itself (bench/README.md).
  *
  * A count is one per (worker, recipient) held and one per (other instance, recipient) in the
- * directory (main_thread_router.ts). A worker also remembers what it holds itself ({@link countOwn}) and takes
- * the short way when the shared count is no more than its own: nobody else holds it.
+ * directory (main_thread_router.ts). A worker also remembers what it holds itself
+ * ({@link countOwn}) and takes the short way when the shared count is no more than its own: nobody
+ * else holds it.
  *
  * Counts only err upwards: a bucket shared by two recipients sends some Sends the long way, never
  * one the short way by mistake. The main thread adds before it removes and before a subscriber is

@@ -8,9 +8,9 @@
  *                              sent it to every other instance that holds the recipient: no loops)
  *   deliver (pool → worker)  → this thread's subscribers only
  *
- * The next hop is the worker pool (with workers) or the cluster (on one thread); the pool's own next
- * hop is the cluster. A thread's service and the pool's router keep who holds which recipient
- * with {@link Holders}; the cluster keeps it in its directory view (cluster/directory.ts).
+ * The next hop is the main thread's router (with workers) or the cluster (on one thread); the
+ * router's own next hop is the cluster. A thread's MeshDelivery and the router keep who holds which
+ * recipient with {@link Holders}; the cluster keeps it in its directory view (directory.ts).
  */
 
 /** How far beyond the thread that has it a notification still goes. */

@@ -1,7 +1,8 @@
 /**
- * A worker's next hop: the main thread (main_thread_router.ts), asked by message. A Send whose recipient nobody
- * but this worker holds is answered here, without the round trip: most Sends go to recipients who
- * are not connected, or connected to the sender's worker only.
+ * A worker's next hop: the main thread (main_thread_router.ts), asked by message through the pool
+ * (worker_messages.ts). A Send whose recipient nobody but this worker holds is answered here, without
+ * the round trip: most Sends go to recipients who are not connected, or connected to the sender's
+ * worker only.
  */
 import type { Reach, Routing } from "./routing.ts";
 import type { RecipientFilter } from "./recipient_filter.ts";
