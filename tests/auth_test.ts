@@ -58,8 +58,17 @@ async function cliToken(config: string, ...args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout).trim();
 }
 
-const mint = async (secret: string, sub: string, scope: string, ttl: number) =>
-  (await python(PY, "mint", secret, sub, scope, String(ttl))).trim();
+const mint = async (secret: string, sub: string, scope: string, ttl: number, recipients?: string[]) =>
+  (await python(
+    PY,
+    "mint",
+    secret,
+    sub,
+    scope,
+    String(ttl),
+    ...(recipients ? [JSON.stringify(recipients)] : []),
+  ))
+    .trim();
 const pySend = async (addr: string, token: string, recipient: string) =>
   (await python(PY, "send", addr, token, recipient)).trim();
 
@@ -163,6 +172,77 @@ Deno.test(
     // Health stays open: probes carry no token.
     assert.equal(await healthCheck(svc.addr), "SERVING");
     assert.ok(!svc.lines.some((l) => l.includes("No auth configured")), svc.lines.join("\n"));
+  },
+);
+
+Deno.test(
+  "grants: a token's recipients claim opens exact names and prefixes to its bearer, nothing else; limits count by sub; Send is not widened",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, config, secret } = await authService(etcd.endpoints, "  max-subscribers-per-identity: 3\n");
+    await using _ = svc;
+    const carol = bearer(await cliToken(config, "--sub", "carol", "--recipients", "team-42,news-*"));
+    const sender = bearer(await cliToken(config, "--sub", "backend", "--scope", "notifications:send"));
+    const client = notificationClient(svc.addr);
+    const streams: grpc.ClientReadableStream<{ title: string }>[] = [];
+    /** Opens a stream with `token`; resolves with its status once refused, or "open" once routed. */
+    const open = (recipient: string, token: grpc.Metadata, titles: string[] = []) =>
+      new Promise<string>((resolve) => {
+        const stream = client.subscribe({ recipient }, token) as grpc.ClientReadableStream<{ title: string }>;
+        streams.push(stream);
+        stream.on("metadata", () => resolve("open"));
+        stream.on("data", (n: { title: string }) => (titles.push(n.title), changed()));
+        stream.on("error", (e: grpc.ServiceError) => resolve(grpc.status[e.code]));
+      });
+    try {
+      const team: string[] = [];
+      assert.equal(await open("team-42", carol, team), "open", "an exact grant");
+      assert.equal(await open("news-eu", carol), "open", "a prefix grant");
+      assert.equal(await open("team-43", carol), "PERMISSION_DENIED", "not granted");
+      assert.equal(await open("news", carol), "PERMISSION_DENIED", "the prefix is news-");
+      // Per-identity limits count by sub: carol's own recipient is her third place, a fourth is refused.
+      assert.equal(await open("carol", carol), "open");
+      assert.equal(await open("news-us", carol), "RESOURCE_EXHAUSTED", "max-subscribers-per-identity: 3");
+      assert.equal(
+        (await send(client, { recipient: "team-42", title: "standup" }, undefined, sender)).delivered,
+        1,
+      );
+      await eventually(() => team.includes("standup"), 3_000, "the granted stream gets what is sent");
+      // A grant is not a send scope.
+      const refused = await send(client, { recipient: "team-42", title: "x" }, undefined, carol).catch((e) =>
+        e
+      );
+      assert.equal((refused as grpc.ServiceError).code, grpc.status.PERMISSION_DENIED);
+      // A token made by hand (Python, no JWT library), read by Python grpcio.
+      const handMade = await mint(secret, "dan", "-", 600, ["news-*"]);
+      const subscribed = (recipient: string) =>
+        python(PY, "subscribe", svc.addr, handMade, recipient, "2").then((out) => JSON.parse(out).status);
+      assert.equal(await subscribed("news-fr"), "DEADLINE_EXCEEDED", "open until the client's own deadline");
+      assert.equal(await subscribed("dave"), "PERMISSION_DENIED");
+      // A malformed grant makes the whole token invalid.
+      const malformed = await mint(secret, "dan", "-", 600, ["ne*ws"]);
+      const out = JSON.parse(await python(PY, "subscribe", svc.addr, malformed, "dan", "2"));
+      assert.equal(out.status, "UNAUTHENTICATED");
+    } finally {
+      for (const stream of streams) stream.cancel();
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "a stream opened through a grant ends with UNAUTHENTICATED when its token expires",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    const { svc, config } = await authService(etcd.endpoints);
+    await using _ = svc;
+    const token = await cliToken(config, "--sub", "erin", "--recipients", "ops-*", "--ttl", "2s");
+    const started = Date.now();
+    const out = JSON.parse(await python(PY, "subscribe", svc.addr, token, "ops-alerts", "15"));
+    assert.equal(out.status, "UNAUTHENTICATED", JSON.stringify(out));
+    assert.ok(Date.now() - started < 12_000, "ended at the token's expiry, not the client's deadline");
   },
 );
 

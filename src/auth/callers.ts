@@ -1,6 +1,7 @@
 /**
  * Who may make a call, and how much one caller may take: the JWT checks of `auth` (Send needs the
- * send scope, Subscribe a token whose `sub` is the recipient) and the per-caller bounds
+ * send scope, Subscribe a token whose `sub` is the recipient or whose `recipients` claim grants it;
+ * grants.ts) and the per-caller bounds
  * (subscribers per connection and per identity, a Send rate per identity). An identity is the
  * token's `sub`, or the client's address when auth is off. Answers carry status codes (status.ts)
  * and say which rule refused the call; they never echo a token or why its signature failed.
@@ -110,10 +111,11 @@ export class CallerPolicy {
   async subscribe(caller: Caller, recipient: string): Promise<Admitted | Refusal> {
     const who = await this.#identify(caller);
     if ("code" in who) return this.#refuse(caller, who);
-    if (this.#verifier && who.identity !== recipient) {
+    if (this.#verifier && who.identity !== recipient && !who.claims!.recipients.allows(recipient)) {
       return this.#refuse(caller, {
         code: Status.PERMISSION_DENIED,
-        details: "a token may subscribe to its own recipient (its sub) only",
+        details:
+          "a token may subscribe to its own recipient (its sub) and those its recipients claim grants only",
         reason: "permission_denied",
       });
     }

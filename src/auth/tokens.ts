@@ -18,11 +18,14 @@ import {
 import { readFileSync } from "node:fs";
 import type { AuthConfig } from "../config/mod.ts";
 import { hmacSecret, keyAlgorithms } from "../config/jwt_keys.ts";
+import { RecipientGrants } from "./grants.ts";
 
 /** What a verified token says about its bearer. */
 export interface Claims {
-  /** The identity: a subscriber may read this recipient only. */
+  /** The identity: the recipient its bearer may read, and what per-identity limits count by. */
   sub: string;
+  /** Further recipients its bearer may read (the `recipients` claim). */
+  recipients: RecipientGrants;
   /** Space-separated scopes (`notifications:send` lets it Send). */
   scopes: ReadonlySet<string>;
   /** Expiry, epoch ms. */
@@ -96,7 +99,8 @@ export class TokenVerifier {
 /**
  * The claims we rely on, checked past what jose checks: `sub` is a non-empty string (it names a
  * recipient and keys the limits), `exp` a finite time (1e999 parses to Infinity, and a stream
- * under it would never end), and `iat`, when present, not in the future beyond the skew.
+ * under it would never end), `iat`, when present, not in the future beyond the skew, and
+ * `recipients`, when present, well-formed (grants.ts): a malformed grant makes the token invalid.
  */
 function toClaims(payload: JWTPayload): Claims {
   if (typeof payload.sub !== "string" || payload.sub === "") throw new Error("sub must be a string");
@@ -108,6 +112,7 @@ function toClaims(payload: JWTPayload): Claims {
   return {
     sub: payload.sub!,
     scopes: new Set(scope.split(" ").filter((s) => s !== "")),
+    recipients: RecipientGrants.parse(payload.recipients),
     expiresAtMs: payload.exp! * 1000,
   };
 }
@@ -115,12 +120,15 @@ function toClaims(payload: JWTPayload): Claims {
 /** An HS256 token for development (`main.ts token`): signed with the configured HMAC secret. */
 export function makeToken(
   config: AuthConfig,
-  claims: { sub: string; scope?: string; ttlSeconds: number },
+  claims: { sub: string; scope?: string; recipients?: string[]; ttlSeconds: number },
 ): Promise<string> {
   if (!config.jwt.hmacSecretFile) {
     throw new Error("token needs notification-server.auth.jwt.hmac-secret-file (it signs with HS256)");
   }
-  let jwt = new SignJWT(claims.scope ? { scope: claims.scope } : {})
+  let jwt = new SignJWT({
+    ...(claims.scope ? { scope: claims.scope } : {}),
+    ...(claims.recipients?.length ? { recipients: claims.recipients } : {}),
+  })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setSubject(claims.sub)
     .setIssuedAt()

@@ -2,7 +2,8 @@
 by hand (hmac + base64, no JWT library), for the auth tests. Messages are encoded by hand too.
 
 usage:
-  python_auth.py mint SECRET_FILE SUB SCOPE TTL_SECONDS      prints a token ("-" scope: none)
+  python_auth.py mint SECRET_FILE SUB SCOPE TTL_SECONDS [RECIPIENTS_JSON]
+                                                            prints a token ("-" scope: none)
   python_auth.py send ADDR TOKEN RECIPIENT                  prints the status code name
   python_auth.py subscribe ADDR TOKEN RECIPIENT SECONDS      prints JSON: titles, final status
 ("-" token: none)
@@ -21,13 +22,15 @@ def b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def mint(secret_file, sub, scope, ttl):
+def mint(secret_file, sub, scope, ttl, recipients=None):
     with open(secret_file, "rb") as f:
         secret = f.read().rstrip(b"\n")
     header = {"alg": "HS256", "typ": "JWT"}
     claims = {"sub": sub, "iat": int(time.time()), "exp": int(time.time()) + int(ttl)}
     if scope != "-":
         claims["scope"] = scope
+    if recipients is not None:
+        claims["recipients"] = json.loads(recipients)
     signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
     signature = hmac.new(secret, signing.encode(), hashlib.sha256).digest()
     return signing + "." + b64(signature)
@@ -72,7 +75,7 @@ def metadata(token):
 def main():
     mode = sys.argv[1]
     if mode == "mint":
-        print(mint(*sys.argv[2:6]))
+        print(mint(*sys.argv[2:7]))
         return
     addr, token, recipient = sys.argv[2:5]
     channel = grpc.insecure_channel(addr)
