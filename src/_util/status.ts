@@ -3,12 +3,10 @@
  * numbers), which Connect names the same way and the HTTP edge maps to HTTP statuses.
  */
 export const Status = {
-  OK: 0,
   INVALID_ARGUMENT: 3,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
-  UNIMPLEMENTED: 12,
   UNAVAILABLE: 14,
   UNAUTHENTICATED: 16,
 } as const;

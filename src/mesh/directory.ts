@@ -49,7 +49,7 @@ export function directoryKey(root: string, recipient: string, instanceId: string
 }
 
 /** What a key under `root` says ({@link directoryKey} read back); undefined for a key not of ours. */
-export function parseDirectoryKey(
+function parseDirectoryKey(
   root: string,
   key: string,
 ): { recipient: string; instance: string } | undefined {

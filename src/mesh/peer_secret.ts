@@ -29,7 +29,7 @@ import { Buffer } from "node:buffer";
 import { watchRanges } from "@notification-server/registry";
 
 /** Where the secrets live: apart from `/services` and the directory, so no lister ever sees them. */
-export const PEER_SECRET_PREFIX = "/notification-peer-secrets";
+const PEER_SECRET_PREFIX = "/notification-peer-secrets";
 
 /** The etcd key of service `name`'s peer secrets. */
 export function peerSecretKey(name: string): string {

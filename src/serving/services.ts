@@ -32,7 +32,7 @@ export const REGISTRATION_HEALTH = "registration";
 export function serviceHealth(server: ServerConfig): HealthService {
   return new HealthService({
     "": "SERVING",
-    // SERVING once the instance can route (app.ts): before, a Send would miss other instances.
+    // SERVING once the delivery mode has joined (app.ts): before, a Send could miss other instances.
     [NOTIFICATION_SERVICE]: "NOT_SERVING",
     [REGISTRATION_HEALTH]: "NOT_SERVING",
   }, { maxWatches: server.maxHealthWatches });
@@ -98,7 +98,7 @@ function buildServices(options: {
  * One serving thread's connection bounds from the config: `connections` is the thread's view of
  * `max-connections` (shared by the workers), `warn` where its cut and pressure lines go.
  */
-export function threadLimits(options: {
+function threadLimits(options: {
   server: ServerConfig;
   connections: Limit;
   warn: (message: string) => void;
