@@ -27,6 +27,7 @@ export async function goLoadRun(
   bin: string,
   target: Target,
   load: { callers: number; conns: number; seconds: number },
+  extra: string[] = [],
 ): Promise<LoadResult> {
   const SECONDS = load.seconds;
   let peak = 0;
@@ -49,6 +50,7 @@ export async function goLoadRun(
     `${SECONDS}s`,
     "-w",
     "1s",
+    ...extra,
   ]);
   const cpu = cpuSeconds(target.pid) - cpuBefore;
   sampling = false;

@@ -14,7 +14,9 @@
  * attacks; --root DIR runs another checkout's service there, --soak-clients N, --soak-runs N,
  * --parts cost,soak,attacks,auth), --only routing (a Send's cost and latency by where its subscriber
  * is: same worker, other worker, other instance; --root DIR as for http2, --sends N per path and round),
- * --only broker (the mesh beside the NATS JetStream broker: Sends, fan-out, replay, memory).
+ * --only broker (the mesh beside the NATS JetStream broker: Sends, fan-out, replay, memory),
+ * --only http (the web edge: Send over HTTP JSON and Connect beside gRPC and a Go net/http handler,
+ * SSE fan-out beside gRPC's; --streams N, default 10000).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -25,6 +27,7 @@ import { http2Bench } from "./http2.ts";
 import { directoryBench } from "./directory.ts";
 import { routingBench } from "./routing.ts";
 import { brokerBench } from "./broker.ts";
+import { httpBench } from "./http.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
@@ -53,6 +56,7 @@ const args = parseArgs({
     parts: { type: "string", default: "cost,soak,attacks,auth" },
     sends: { type: "string", default: "1000" },
     sizes: { type: "string", default: "10000,100000" },
+    streams: { type: "string", default: "10000" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -78,6 +82,9 @@ async function run(cmd: string, argv: string[], opts: { cwd?: string; env?: Reco
 
 interface GoTools {
   loadgen?: string;
+  httpload?: string;
+  httpanchor?: string;
+  fanload?: string;
   sendload?: string;
   peer?: string;
   reason?: string;
@@ -102,6 +109,9 @@ async function buildGo(): Promise<GoTools> {
   const sources = [
     ["loadgen", `${SHARED}/tools/loadgen`],
     ["sendload", `${ROOT}bench/sendload`],
+    ["httpload", `${ROOT}bench/httpload`],
+    ["httpanchor", `${ROOT}bench/httpanchor`],
+    ["fanload", `${ROOT}bench/fanload`],
     ["peer", `${SHARED}/peers/go-original`],
   ] as const;
   for (const [key, dir] of sources) {
@@ -416,6 +426,23 @@ async function main(): Promise<void> {
   }
   const go = await buildGo();
   if (go.reason) note(go.reason);
+  if (args.values.only === "http") {
+    const { sendload, httpload, httpanchor, fanload } = go;
+    if (!sendload || !httpload || !httpanchor || !fanload) {
+      throw new Error(`the http section needs Go: ${go.reason}`);
+    }
+    printTable(
+      await httpBench({
+        endpoints: etcd.endpoints,
+        tools: { sendload, httpload, httpanchor, fanload },
+        rounds: ROUNDS,
+        seconds: SECONDS,
+        streams: Number(args.values.streams),
+        note,
+      }),
+    );
+    return;
+  }
   if (args.values.only === "workers") {
     if (!go.loadgen || !go.sendload || !go.peer) {
       throw new Error(`the workers section needs Go: ${go.reason}`);

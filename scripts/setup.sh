@@ -3,7 +3,8 @@
 # from npm), etcd (Debian's etcd-server and etcd-client) and, for the interop tests, Debian's Go
 # toolchain with its gRPC, protobuf and etcd packages, Debian's Python grpcio/protobuf/h2 and Node
 # with its own @grpc/grpc-js (clients we did not write, and HTTP/2 attackers, for the tests). Safe
-# to run again; it changes nothing when all is there.
+# to run again; it changes nothing when all is there. Also Debian's chromium (the web tests' browser)
+# and protoc (the Connect code's generator).
 set -euo pipefail
 
 need_root() {
@@ -35,9 +36,10 @@ fi
 # prometheus (and its promtool) for the metrics tests: a real scrape and an exposition check.
 # nats-server (JetStream included) for the broker mode and its tests.
 # Debian's python3 with grpcio and protobuf (C++ backend) is a foreign client (reflection), and
-# python3-h2/hpack build the HTTP/2 attacks.
+# python3-h2/hpack build the HTTP/2 attacks. chromium is the real browser of the web tests;
+# protobuf-compiler (protoc) feeds `deno task proto` and the generated code's staleness test.
 packages=(etcd-server etcd-client nats-server golang-go golang-google-grpc-dev golang-etcd-server-dev golang-google-protobuf-dev
-  prometheus python3-grpcio python3-protobuf python3-h2 python3-hpack)
+  prometheus python3-grpcio python3-protobuf python3-h2 python3-hpack chromium protobuf-compiler)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

@@ -8,8 +8,9 @@
  *   2. etcd answers; the delivery mode connects   close etcd; the broker's connection closes
  *      what it needs first (the broker: NATS and  after the drain
  *      its stream; src/mode.ts chooses the mode)
- *   3. gRPC port bound (never advertise a port    (a failed start stops it at once)
- *      we could not bind)
+ *   3. gRPC port bound, and the HTTP port when    (a failed start stops them at once)
+ *      configured (never advertise a port we
+ *      could not bind)
  *   4. /metrics bound, when configured            close /metrics
  *   5. the mode joins (the mesh: the peers'       revoke the lease (the directory keys go with
  *      secret, the cluster, linked to the peers   it); the mesh: close the cluster, stop
@@ -221,6 +222,12 @@ function logServing(
   );
   const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: serving.port });
   log.info(`gRPC server listening on ${listening}`, { addr: listening, workers: serving.workers() });
+  const http = config.server.http;
+  if (http && serving.httpPort !== undefined) {
+    const addr = formatHostPort({ host: http.addr.host || "0.0.0.0", port: serving.httpPort });
+    const url = `${config.server.tls ? "https" : "http"}://${addr}`;
+    log.info(`HTTP (Connect, gRPC-Web, SSE${http.page ? ", page" : ""}) listening on ${url}`, { addr, url });
+  }
   if (!config.server.auth) {
     log.warn(
       `No auth configured: anyone who can reach ${listening} can send to and subscribe on any recipient (set notification-server.auth)`,

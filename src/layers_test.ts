@@ -22,6 +22,7 @@ const PACKAGES = [
 /**
  * src/ bottom to top; the names on one line are one level. `app` is the files at the top of src/
  * (app.ts, mode.ts, worker.ts); sub-folders count as their folder (serving/workers → serving). The
+ * web edge (HTTP) is a transport of the core that the serving threads start beside gRPC. The
  * delivery modes sit above the serving threads, which know them only through serving/mode.ts.
  */
 const LAYERS: readonly (readonly string[])[] = [
@@ -31,6 +32,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["metrics"],
   ["auth"],
   ["notification"],
+  ["web"],
   ["serving"],
   ["mesh", "broker"],
   ["client"],

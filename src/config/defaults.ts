@@ -41,6 +41,10 @@ export const DEFAULTS = {
   brokerReplicas: 1,
   /** A Send whose store is not acknowledged by then answers UNAVAILABLE. */
   brokerPublishTimeoutMs: 2_000,
+  // notification-server.http
+  httpMaxBodyBytes: MIB,
+  sseKeepaliveMs: 15_000,
+  sseRetryMs: 2_000,
   // etcd
   etcdPrefix: DEFAULT_PREFIX,
   /** Apart from the registrations: the mesh's recipient directory. */

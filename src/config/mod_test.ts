@@ -448,3 +448,38 @@ Deno.test("auth keys are checked at start: one source, an HMAC secret of 32 byte
   assert.equal(parse('hmac-secret-file: "/k/good"').server.auth?.jwt.hmacSecretFile, "/k/good");
   assert.equal(parse('public-key-file: "/k/pem"').server.auth?.jwt.publicKeyFile, "/k/pem");
 });
+
+Deno.test("parseConfig() reads the http section: off when absent, defaults, and one line for each problem", () => {
+  const withHttp = (http: string) =>
+    BASE.replace('name: "notification-server"', `name: "x"\n  http: ${http}`);
+  assert.equal(parseConfig(BASE, FILE, { env: noEnv }).server.http, undefined);
+  const config = parseConfig(
+    withHttp('{ addr: ":8081", cors: { allowed-origins: ["https://app.example.com"] }, sse-retry: 5s }'),
+    FILE,
+    { env: noEnv },
+  );
+  assert.deepEqual(config.server.http, {
+    addr: { host: "", port: 8081 },
+    allowedOrigins: ["https://app.example.com"],
+    page: true,
+    maxBodyBytes: 1024 * 1024,
+    sseKeepaliveMs: 15_000,
+    sseRetryMs: 5_000,
+  });
+  const cases: [string, RegExp][] = [
+    ["{ cors: {} }", /notification-server\.http\.addr: /],
+    [
+      '{ addr: ":8080" }',
+      /notification-server\.http\.addr: ":8080" is the gRPC port; HTTP needs a port of its own/,
+    ],
+    [
+      '{ addr: ":8081", cors: { allowed-origins: ["app.example.com"] } }',
+      /http\.cors\.allowed-origins: "app\.example\.com" is not an origin/,
+    ],
+    ['{ addr: ":8081", cors: { allowed-origins: ["https://a.com/path"] } }', /is not an origin/],
+    ['{ addr: ":8081", page: "yes" }', /notification-server\.http\.page: expected true or false/],
+    ['{ addr: ":8081", colour: 1 }', /notification-server\.http.*colour/],
+    ['{ addr: ":8081", sse-retry: 0s }', /notification-server\.http\.sse-retry/],
+  ];
+  for (const [http, expected] of cases) assert.match(errorOf(withHttp(http)), expected, http);
+});

@@ -4,6 +4,7 @@ import { DEFAULTS } from "./defaults.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../_util/logger.ts";
 import { type EnvName, quote, type Reader } from "./reader.ts";
 import { readBroker } from "./broker.ts";
+import { readHttp } from "./http.ts";
 import { keyAlgorithms } from "./jwt_keys.ts";
 import type { AuthConfig, ServerConfig, ServerTlsConfig } from "./types.ts";
 
@@ -34,6 +35,7 @@ const SERVER_KEYS = [
   "tls",
   "auth",
   "broker",
+  "http",
   "max-subscribers-per-connection",
   "max-subscribers-per-identity",
   "send-rate-per-identity",
@@ -127,6 +129,7 @@ export function readServer(
     tls,
     auth: auth(r, raw, s),
     broker: readBroker(r, raw, s),
+    http: readHttp(r, raw, s, { grpc: addr, metrics: metricsAddr(r, raw, s, addr), tls }),
     callerLimits: {
       subscribersPerConnection: r.positiveInt(
         raw,

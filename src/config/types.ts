@@ -115,6 +115,26 @@ export interface ServerConfig {
   callerLimits: CallerLimits;
   /** `broker:`; absent: the mesh (etcd directory and peer links), with no positions or history. */
   broker?: BrokerConfig;
+  /** `http:`; absent: no HTTP port (gRPC only). */
+  http?: HttpConfig;
+}
+
+/**
+ * `notification-server.http`: the web edge on a port of its own (src/web/): Connect and gRPC-Web
+ * for the NotificationService, SSE, probes and the built-in page. It uses `tls` when that is set.
+ */
+export interface HttpConfig {
+  addr: HostPort;
+  /** Origins (`https://app.example.com`, or `*`) whose pages may call it from a browser. @default none */
+  allowedOrigins: string[];
+  /** Whether `GET /` serves the built-in page. @default true */
+  page: boolean;
+  /** Largest request body; larger ones get 413. @default 1 MiB */
+  maxBodyBytes: number;
+  /** An idle SSE stream gets a comment this often, so that proxies keep it open. @default 15 s */
+  sseKeepaliveMs: number;
+  /** What an SSE stream tells EventSource to wait before it reconnects (`retry:`). @default 2 s */
+  sseRetryMs: number;
 }
 
 /** `notification-server.broker.nats`: NATS JetStream stores every notification with a position. */

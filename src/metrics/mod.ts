@@ -74,6 +74,8 @@ export class Metrics {
   readonly connectionsAccepted: client.Counter;
   readonly connectionsCut: client.Counter<"reason">;
   readonly callsRefused: client.Counter<"reason">;
+  readonly httpRequests: client.Counter<"route" | "code">;
+  readonly sseStreams: client.Gauge;
   readonly #etcdDuration: client.Histogram<"operation" | "code">;
   readonly #grpcCalls: client.Counter<"service" | "method" | "code">;
   readonly #grpcDuration: client.Histogram<"service" | "method">;
@@ -206,6 +208,18 @@ export class Metrics {
       "Send and Subscribe calls refused (reason: unauthenticated, permission_denied, " +
         "subscribers_per_connection, subscribers_per_identity, send_rate).",
     );
+    this.httpRequests = new client.Counter({
+      name: `${PREFIX}http_requests_total`,
+      help: "Requests on the HTTP port (notification-server.http), by route (send, subscribe, events, " +
+        "healthz, readyz, page, preflight, other) and HTTP status; a stream counts once, when it is answered.",
+      labelNames: ["route", "code"],
+      registers,
+    });
+    this.sseStreams = new client.Gauge({
+      name: `${PREFIX}sse_streams`,
+      help: "Server-Sent Events streams open on the HTTP port.",
+      registers,
+    });
     this.workerRestarts = counter(
       "worker_restarts_total",
       "Serving workers restarted after a crash (workers > 1).",

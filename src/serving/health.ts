@@ -58,6 +58,11 @@ export class HealthService {
     return Object.fromEntries(this.#status);
   }
 
+  /** One entry's status now (NOT_SERVING for an unknown one). */
+  status(service: string): ServingStatus {
+    return this.#status.get(service) ?? "NOT_SERVING";
+  }
+
   /** Open Watch streams. */
   get watches(): number {
     return this.#streams.size;

@@ -15,6 +15,8 @@ import type { DeliveryMode } from "./mode.ts";
 /** A bound, serving gRPC port. */
 export interface Serving {
   readonly port: number;
+  /** The HTTP port (`notification-server.http`), when configured. */
+  readonly httpPort?: number;
   /** Reported in SendResponse.instance_id (known once the port is bound). */
   setInstanceId(id: string): void;
   subscribers(): number;
@@ -59,6 +61,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     const unfollow = options.health.onChange((service, status) => pool.setHealth(service, status));
     return {
       port: pool.port,
+      httpPort: pool.httpPort,
       setInstanceId: (id) => (pool.instanceId = id),
       subscribers: () => pool.subscribers,
       healthWatches: () => pool.healthWatches,
@@ -85,6 +88,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
   });
   return {
     port: served.bound.port,
+    httpPort: served.web?.port,
     setInstanceId: (id) => (instanceId = id),
     subscribers: () => served.core.subscribers,
     healthWatches: () => options.health.watches,
@@ -94,6 +98,7 @@ export async function startServing(config: Config, options: ServingOptions): Pro
     abort: () => {
       void served.bound.stopListening();
       served.bound.server.forceShutdown();
+      served.web?.abort();
       void served.thread.close?.();
     },
   };

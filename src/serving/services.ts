@@ -22,6 +22,7 @@ import { CountedWarning } from "../_util/counted_warning.ts";
 import type { IdentityTable } from "../auth/identity_table.ts";
 import { notificationHandlers, notificationServerDefinition } from "./grpc_notifications.ts";
 import type { DeliveryMode, PoolChannel, ThreadDelivery } from "./mode.ts";
+import { type HttpEdge, startHttp } from "../web/server.ts";
 
 /** The fully qualified name health reports the notification service under. */
 export const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
@@ -127,16 +128,19 @@ export interface ThreadPlaces {
   identities: IdentityTable;
 }
 
-/** One serving thread, bound: its services, its port, and its side of the delivery mode. */
+/** One serving thread, bound: its services, its ports, and its side of the delivery mode. */
 export interface ServedThread extends Services {
   bound: BoundServer;
+  /** The HTTP port (`notification-server.http`), when configured. */
+  web?: HttpEdge;
   thread: ThreadDelivery;
 }
 
 /**
  * One serving thread, wired the same way on the main thread and in each worker: its side of the
  * delivery mode, its services over `places`, served on `port` (the configured one by default;
- * workers share theirs with `reusePort`). Nothing stays open if it cannot bind.
+ * workers share theirs with `reusePort`), and the HTTP edge over the same core on `httpPort`, when
+ * configured. Nothing stays open if it cannot bind.
  */
 export async function serveThread(options: {
   server: ServerConfig;
@@ -149,6 +153,7 @@ export async function serveThread(options: {
   /** In a worker: the mode's way to the main thread. */
   pool?: PoolChannel;
   port?: number;
+  httpPort?: number;
   reusePort?: boolean;
 }): Promise<ServedThread> {
   const { server, warn, metrics } = options;
@@ -168,16 +173,37 @@ export async function serveThread(options: {
       limits: threadLimits({ server, connections: options.places.connections, warn, metrics }),
       reusePort: options.reusePort,
     });
-    return { ...services, bound, thread };
+    let web: HttpEdge | undefined;
+    try {
+      web = server.http && await startHttp({
+        http: server.http,
+        tls: server.tls,
+        core: services.core,
+        ready: () => options.health.status(NOTIFICATION_SERVICE) === "SERVING",
+        maxHeaderListBytes: server.maxHeaderListBytes,
+        metrics,
+        port: options.httpPort,
+        reusePort: options.reusePort,
+      });
+    } catch (error) {
+      bound.server.forceShutdown();
+      throw error;
+    }
+    return { ...services, bound, web, thread };
   } catch (error) {
     await thread.close?.();
     throw error;
   }
 }
 
-/** Drains one thread (see stopGrpcServer), then closes its side of the mode. */
+/**
+ * Drains one thread, both ports at once (see stopGrpcServer; HTTP streams end with the gRPC ones),
+ * then closes its side of the mode.
+ */
 export async function drainThread(served: ServedThread, timeoutMs: number): Promise<"graceful" | "forced"> {
+  const web = served.web?.drain(timeoutMs);
   const outcome = await stopGrpcServer(served.bound, timeoutMs, served.endStreams);
+  const webOutcome = await web;
   await served.thread.close?.();
-  return outcome;
+  return webOutcome === "forced" ? "forced" : outcome;
 }

@@ -49,9 +49,9 @@ export class BindError extends Error {
     this.name = "BindError";
   }
 
-  /** The one line for failing to bind `addr` because of `cause`. */
-  static of(addr: HostPort, cause: Error): BindError {
-    return new BindError(`Cannot bind gRPC server to ${bindTarget(addr)}: ${bindProblem(cause)}`, { cause });
+  /** The one line for failing to bind `what` (the gRPC server, or the HTTP port) to `addr` because of `cause`. */
+  static of(addr: HostPort, cause: Error, what = "gRPC server"): BindError {
+    return new BindError(`Cannot bind ${what} to ${bindTarget(addr)}: ${bindProblem(cause)}`, { cause });
   }
 }
 
@@ -231,11 +231,11 @@ export async function startGrpcServer(options: {
  * fails while anything listens there, even another instance's workers, which the workers' own
  * binds (with SO_REUSEPORT) would silently join.
  */
-export function checkPortFree(addr: HostPort): void {
+export function checkPortFree(addr: HostPort, what?: string): void {
   try {
     Deno.listen({ hostname: addr.host === "" ? "0.0.0.0" : addr.host, port: addr.port }).close();
   } catch (error) {
-    throw BindError.of(addr, error as Error);
+    throw BindError.of(addr, error as Error, what);
   }
 }
 

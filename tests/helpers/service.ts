@@ -165,6 +165,13 @@ export class ServiceProcess implements AsyncDisposable {
     return `127.0.0.1:${this.port}`;
   }
 
+  /** The HTTP port (`notification-server.http`), from its "listening on http://host:port" line. */
+  get httpPort(): number {
+    const match = this.lines.map((l) => /listening on https?:\/\/\S+:(\d+)\s*$/.exec(l)).find((m) => m);
+    if (!match) throw new Error(`No HTTP listening line:\n${this.lines.join("\n")}`);
+    return Number(match[1]);
+  }
+
   /** The key from "Service registered to etcd: <key> -> ...". */
   get key(): string {
     const line = this.lines.find((l) => l.includes("Service registered to etcd:"));

@@ -52,6 +52,8 @@ interface Slot {
 export class WorkerPool {
   /** The shared port; 0 until the first worker has bound one when the config asks for port 0. */
   #port: number;
+  /** The same for the HTTP port (undefined without one). */
+  #httpPort?: number;
   readonly #options: WorkerPoolOptions;
   readonly #limits: SharedLimits;
   readonly #tables: SharedTables;
@@ -65,6 +67,7 @@ export class WorkerPool {
   private constructor(options: WorkerPoolOptions) {
     this.#options = options;
     this.#port = options.server.addr.port;
+    this.#httpPort = options.server.http?.addr.port;
     this.#health = { ...options.health };
     this.#limits = {
       subscribers: sharedLimitBuffer(options.count),
@@ -87,20 +90,22 @@ export class WorkerPool {
   }
 
   /**
-   * Starts every worker on one port and resolves once all serve; throws (all stopped) if one
-   * cannot. A fixed port is checked free first. For port 0 the first worker binds a free port and
-   * the others join it: choosing one and letting it go before they bind would let any other
+   * Starts every worker on one port (and one HTTP port) and resolves once all serve; throws (all
+   * stopped) if one cannot. A fixed port is checked free first. For port 0 the first worker binds a
+   * free port and the others join it: choosing one and letting it go before they bind would let any other
    * bind(0) in the meantime take it.
    */
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
     const pool = new WorkerPool(options);
     try {
       const [first, ...rest] = pool.#slots;
-      if (pool.#port === 0) {
-        await pool.#startWorker(first); // its port becomes the pool's
+      const http = options.server.http;
+      if (pool.#port !== 0) checkPortFree(options.server.addr);
+      if (http && http.addr.port !== 0) checkPortFree(http.addr, "the HTTP port");
+      if (pool.#port === 0 || pool.#httpPort === 0) {
+        await pool.#startWorker(first); // its ports become the pool's
         await Promise.all(rest.map((slot) => pool.#startWorker(slot)));
       } else {
-        checkPortFree(options.server.addr);
         await Promise.all(pool.#slots.map((slot) => pool.#startWorker(slot)));
       }
     } catch (error) {
@@ -112,6 +117,10 @@ export class WorkerPool {
 
   get port(): number {
     return this.#port;
+  }
+
+  get httpPort(): number | undefined {
+    return this.#httpPort;
   }
 
   /** Subscribe streams across the workers. */
@@ -186,6 +195,7 @@ export class WorkerPool {
           if (slot.worker !== worker) return; // retired meanwhile
           if (message.type === "listening") {
             if (this.#port === 0) this.#port = message.port;
+            if (this.#httpPort === 0) this.#httpPort = message.httpPort;
             started = true;
             slot.serving = true;
             resolve();
@@ -211,6 +221,7 @@ export class WorkerPool {
         index: slot.index,
         generation: slot.generation,
         port: this.#port,
+        httpPort: this.#httpPort,
         server: this.#options.server,
         limits: this.#limits,
         tables: this.#tables,

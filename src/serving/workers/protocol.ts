@@ -32,6 +32,8 @@ export interface WorkerStart {
   generation: number;
   /** The port every worker binds with SO_REUSEPORT (resolved by the main thread). */
   port: number;
+  /** The same for the HTTP port, when configured. */
+  httpPort?: number;
   server: ServerConfig;
   limits: SharedLimits;
   tables: SharedTables;
@@ -59,7 +61,7 @@ export type ToWorker =
 
 /** Worker → main thread. */
 export type FromWorker =
-  | { type: "listening"; port: number }
+  | { type: "listening"; port: number; httpPort?: number }
   /** Start-up failed; `bind` when the port could not be bound. */
   | { type: "failed"; message: string; bind: boolean }
   /** For the mode's pool side: asked (with an id, answered by `reply`) or told. */

@@ -54,7 +54,7 @@ export function runWorker(hooks: WorkerHooks): void {
       void start(message, hooks.mode(message.server), replies, post).then((serving) => {
         started = serving;
         for (const m of early.splice(0)) serving.handle(m);
-        post({ type: "listening", port: serving.port });
+        post({ type: "listening", port: serving.port, httpPort: serving.httpPort });
         hooks.onListening?.(message);
       }, (error: Error) => {
         post({ type: "failed", message: error.message, bind: error instanceof BindError });
@@ -100,11 +100,13 @@ async function start(
       tell: (body) => post({ type: "tell", body }),
     },
     port: init.port,
+    httpPort: init.httpPort,
     reusePort: true,
   });
   connections = served.bound.connections;
   return {
     port: served.bound.port,
+    httpPort: served.web?.port,
     handle(message: ToWorker): void {
       switch (message.type) {
         case "instance":

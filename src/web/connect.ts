@@ -1,0 +1,183 @@
+/**
+ * NotificationService over the Connect and gRPC-Web protocols (@connectrpc/connect's router), a
+ * second adapter of the core beside the gRPC one: the caller and request go to the core, its
+ * answers and failures come back as messages and Connect errors (same codes). Native gRPC stays
+ * on grpc-js: Deno.serve cannot send trailers.
+ */
+import { create, fromBinary, fromJsonString, toBinary } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createConnectRouter,
+  createContextKey,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { EPOCH_HEADER, RECOVERED_HEADER } from "@notification-server/client";
+import type { Caller, Failure, NotificationCore } from "../notification/service.ts";
+import {
+  type Notification,
+  NotificationSchema,
+  NotificationService,
+  type SendRequest,
+  SendRequestSchema,
+  SendResponseSchema,
+} from "./gen/notification_pb.ts";
+import { failureResponse } from "./errors.ts";
+import { PulledOutput } from "./pulled_output.ts";
+
+/** The caller's address (`host:port`), handed to the handlers by the server. */
+export const PEER = createContextKey<string>("", { description: "peer" });
+
+/** Headers a browser page may read from a Subscribe response (CORS). */
+export const STREAM_HEADERS = [RECOVERED_HEADER, EPOCH_HEADER];
+
+function callerOf(context: HandlerContext): Caller {
+  return {
+    authorization: context.requestHeader.get("authorization") ?? undefined,
+    peer: context.values.get(PEER),
+  };
+}
+
+function connectError(failure: Failure): ConnectError {
+  return new ConnectError(failure.details, failure.code as number as Code);
+}
+
+/** Each notification decoded once for all the streams it fans out to (the core encodes it once). */
+const decodedOnce = new WeakMap<Uint8Array, Notification>();
+
+function decoded(bytes: Uint8Array): Notification {
+  let message = decodedOnce.get(bytes);
+  if (!message) decodedOnce.set(bytes, message = fromBinary(NotificationSchema, bytes));
+  return message;
+}
+
+/** The handlers of Send and Subscribe over `core`, at their standard paths. */
+export function connectHandlers(
+  core: NotificationCore,
+  options: { maxBodyBytes: number },
+): UniversalHandler[] {
+  const router = createConnectRouter({
+    grpc: false,
+    readMaxBytes: options.maxBodyBytes,
+    // A misspelt field is an error, not a silent default; zeros are written (`"delivered": 0`).
+    jsonOptions: { ignoreUnknownFields: false, alwaysEmitImplicit: true },
+  });
+  router.service(NotificationService, {
+    async send(request, context) {
+      const answer = await core.send(callerOf(context), {
+        recipient: request.recipient,
+        title: request.title,
+        body: request.body,
+        data: request.data,
+      });
+      if ("code" in answer) throw connectError(answer);
+      return {
+        ...answer,
+        createdAtMs: BigInt(answer.createdAtMs),
+        position: BigInt(answer.position),
+      };
+    },
+    async *subscribe(request, context) {
+      const out = new PulledOutput();
+      context.signal.addEventListener("abort", () => out.left(), { once: true });
+      void core.subscribe(callerOf(context), {
+        recipient: request.recipient,
+        recover: request.recover,
+        position: Number(request.position),
+        epoch: request.epoch,
+      }, out);
+      try {
+        const started = await out.started;
+        if ("code" in started) throw connectError(started as Failure);
+        for (const [name, value] of Object.entries(started)) context.responseHeader.set(name, value);
+        for (;;) {
+          const next = await out.next();
+          if ("bytes" in next) yield decoded(next.bytes);
+          else if ("idle" in next) continue;
+          else if (next.end) throw connectError(next.end);
+          else return;
+        }
+      } finally {
+        out.left();
+      }
+    },
+  });
+  return router.handlers;
+}
+
+/** The content types of a plain Connect unary call, JSON or binary. */
+const UNARY_JSON = new Set([
+  "application/json",
+  "application/json; charset=utf-8",
+  "application/json;charset=utf-8",
+]);
+const UNARY_PROTO = "application/proto";
+
+/**
+ * A plain Connect unary Send (the curl request: POST, JSON or binary, a Content-Length, no
+ * compression, timeout or GET form) answered without the router, which costs several times the
+ * Send itself (bench/http.ts). Anything else, and every other call, goes to the router: undefined.
+ * The answer is the router's, byte for byte in the fields' order (tests/web_test.ts checks both).
+ */
+export function plainSend(
+  core: NotificationCore,
+  request: Request,
+  peer: string,
+): Promise<Response> | undefined {
+  const headers = request.headers;
+  const type = headers.get("content-type") ?? "";
+  const json = UNARY_JSON.has(type);
+  if (!json && type !== UNARY_PROTO) return undefined;
+  if (
+    headers.has("content-encoding") || headers.has("connect-timeout-ms") || !headers.has("content-length")
+  ) {
+    return undefined;
+  }
+  const version = headers.get("connect-protocol-version");
+  if (version !== null && version !== "1") return undefined;
+  return answerSend(core, request, peer, json);
+}
+
+async function answerSend(
+  core: NotificationCore,
+  request: Request,
+  peer: string,
+  json: boolean,
+): Promise<Response> {
+  let input: SendRequest;
+  try {
+    input = json
+      ? fromJsonString(SendRequestSchema, await request.text(), { ignoreUnknownFields: false })
+      : fromBinary(SendRequestSchema, new Uint8Array(await request.arrayBuffer()));
+  } catch (error) {
+    const message = (error as Error).message.split("\n")[0];
+    return Response.json({ code: "invalid_argument", message }, { status: 400 });
+  }
+  const answer = await core.send(
+    { authorization: request.headers.get("authorization") ?? undefined, peer },
+    { recipient: input.recipient, title: input.title, body: input.body, data: input.data },
+  );
+  if ("code" in answer) return failureResponse(answer);
+  if (!json) {
+    const message = create(SendResponseSchema, {
+      ...answer,
+      createdAtMs: BigInt(answer.createdAtMs),
+      position: BigInt(answer.position),
+    });
+    return new Response(toBinary(SendResponseSchema, message), { headers: { "content-type": UNARY_PROTO } });
+  }
+  // proto3 JSON of SendResponse with every field written (int64s as strings), in field order.
+  return new Response(
+    JSON.stringify({
+      id: answer.id,
+      createdAtMs: String(answer.createdAtMs),
+      delivered: answer.delivered,
+      instanceId: answer.instanceId,
+      position: String(answer.position),
+      epoch: answer.epoch,
+      stored: answer.stored,
+    }),
+    { headers: { "content-type": "application/json" } },
+  );
+}
