@@ -16,7 +16,8 @@
  * is: same worker, other worker, other instance; --root DIR as for http2, --sends N per path and round),
  * --only broker (the mesh beside the NATS JetStream broker: Sends, fan-out, replay, memory),
  * --only http (the web edge: Send over HTTP JSON and Connect beside gRPC and a Go net/http handler,
- * SSE fan-out beside gRPC's; --streams N, default 10000).
+ * SSE fan-out beside gRPC's; --streams N, default 10000), --only sendmany (one SendMany of 1 000
+ * recipients beside the 1 000 Sends it replaces, mesh and broker).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -28,6 +29,7 @@ import { directoryBench } from "./directory.ts";
 import { routingBench } from "./routing.ts";
 import { brokerBench } from "./broker.ts";
 import { httpBench } from "./http.ts";
+import { sendManyBench } from "./send_many.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { workersBench, workersTable } from "./workers.ts";
 import { fmt, goLoadRun, type LoadResult, median, type Target } from "./load.ts";
@@ -405,6 +407,10 @@ async function main(): Promise<void> {
         note,
       }),
     );
+    return;
+  }
+  if (args.values.only === "sendmany") {
+    printTable(await sendManyBench({ endpoints: etcd.endpoints, rounds: ROUNDS, note }));
     return;
   }
   if (args.values.only === "broker") {

@@ -40,6 +40,26 @@ Deno.test(
     assert.equal(sent.code, 0, sent.stderr);
     assert.match(sent.stdout, /^[0-9a-f-]{36} delivered=0 instance=(a|b)\n$/);
 
+    // Several --to: one SendMany, a line per recipient; --key: a retry answers the same ids.
+    const many = ["send", "--to", "bob", "--to", "x\u0001", "--to", "carol", "--title", "hi", "--key", "k1"];
+    const first = await run([...many, "--config", config]);
+    assert.equal(first.code, 1, "a recipient failed");
+    const lines = first.stdout.trim().split("\n");
+    assert.match(lines[0], /^bob: [0-9a-f-]{36} delivered=0 instance=(a|b)$/);
+    assert.equal(lines[1], "x\u0001: failed: recipient must not contain control characters");
+    assert.match(lines[2], /^carol: [0-9a-f-]{36} /);
+    // In the mesh an instance remembers keys: one instance alone, so that the retry reaches it.
+    await using solo = await ServiceProcess.start({ endpoints: etcd.endpoints, name: `${name}-solo` });
+    const soloConfig = await writeConfig({ endpoints: etcd.endpoints, name: `${name}-solo` });
+    const ids = async () => {
+      const out = await run([...many, "--config", soloConfig]);
+      assert.equal(solo.exited, false);
+      return out.stdout.split("\n").map((l) => /: ([0-9a-f-]{36}) /.exec(l)?.[1]);
+    };
+    const firstIds = await ids();
+    assert.equal(firstIds.filter((id) => id).length, 2);
+    assert.deepEqual(await ids(), firstIds, "a retry with --key answers the same ids");
+
     const bad = await run(["send", "--title", "x", "--config", config]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /send needs --to RECIPIENT/);

@@ -8,6 +8,14 @@ import { NETWORK_TEST, useEtcd } from "@notification-server/registry/testing";
 import { eventually } from "./helpers/grpc.ts";
 import { goClient, python } from "./helpers/foreign.ts";
 import { ServiceProcess } from "./helpers/service.ts";
+import { brokerYaml, startNats } from "./helpers/nats.ts";
+
+/** Runs the Go client; its output, or an error with its stderr. */
+async function runGo(client: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command(client, { args }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
 
 /** What reflection lists: the public services and itself, never the internal Cluster. */
 const LISTED_SERVICES = [
@@ -17,6 +25,7 @@ const LISTED_SERVICES = [
   "notification.v1.NotificationService",
 ];
 const PYTHON_REFLECT = new URL("./interop/python_reflect.py", import.meta.url).pathname;
+const PYTHON_ONCE = new URL("./interop/python_once.py", import.meta.url).pathname;
 
 Deno.test(
   "a Go client through etcd's naming resolver and round_robin reaches all three instances; a stopped one drops out",
@@ -112,7 +121,42 @@ Deno.test(
       "position",
       "epoch",
       "stored",
+      "code",
+      "error",
     ]);
     assert.equal(result.delivered, 0);
+  },
+);
+
+Deno.test(
+  "grpc-go and Python grpcio call SendMany and retry with idempotency keys (raw protobuf), with a broker",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "once-foreign",
+      workers: 1,
+      serverExtra: brokerYaml(nats.servers),
+    });
+    const go = await goClient();
+    const answers = {
+      go: await runGo(go, "once", "-addr", svc.addr, "-key", crypto.randomUUID(), "g1", "g2", "g1"),
+      python: await python(PYTHON_ONCE, svc.addr, crypto.randomUUID(), "p1", "p2", "p1"),
+    };
+    for (const [client, text] of Object.entries(answers)) {
+      const { send, many } = JSON.parse(text) as {
+        send: [string, number][];
+        many: [string, number, number][][];
+      };
+      assert.deepEqual(send[1], send[0], `${client}: the retried Send answers the first's id and position`);
+      assert.ok(send[0][1] > 0, `${client}: stored`);
+      assert.deepEqual(many[1], many[0], `${client}: the retried SendMany answers the first's results`);
+      assert.equal(many[0].length, 3, `${client}: a result per entry`);
+      assert.deepEqual(many[0][2], many[0][0], `${client}: a repeated recipient, one result`);
+      assert.notEqual(many[0][0][0], many[0][1][0], `${client}: an id per recipient`);
+      assert.ok(many[0].every(([, position, code]) => position > 0 && code === 0), `${client}: ${text}`);
+    }
   },
 );

@@ -12,11 +12,11 @@
  */
 import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
-import type { Delivery, Sent, Sink, StartAt } from "../notification/delivery.ts";
+import type { Delivery, Once, Sent, Sink, StartAt } from "../notification/delivery.ts";
 import { connectBroker, ensureStream, type NatsConfig, streamManager } from "./connection.ts";
 import { type Positioned, PositionedFeed } from "./positioned_feed.ts";
 import { liveSubject, storedSubject } from "./subjects.ts";
-import { encodeNotification } from "../notification/codec.ts";
+import { decodeNotification, encodeNotification } from "../notification/codec.ts";
 
 /** Set on every stored notification by Send, checked by JetStream: the recipient's previous position. */
 const PREV_HEADER = "Nats-Expected-Last-Subject-Sequence";
@@ -127,9 +127,9 @@ export class BrokerDelivery implements Delivery {
     return this.#connected;
   }
 
-  send(recipient: string, bytes: Uint8Array): Promise<Sent> {
+  send(recipient: string, bytes: Uint8Array, once?: Once): Promise<Sent> {
     const before = this.#sending.get(recipient) ?? Promise.resolve();
-    const sent = before.then(() => this.#store(recipient, bytes));
+    const sent = before.then(() => this.#store(recipient, bytes, once));
     this.#sending.set(recipient, sent);
     void sent.finally(() => {
       if (this.#sending.get(recipient) === sent) this.#sending.delete(recipient);
@@ -137,7 +137,7 @@ export class BrokerDelivery implements Delivery {
     return sent;
   }
 
-  async #store(recipient: string, bytes: Uint8Array): Promise<Sent> {
+  async #store(recipient: string, bytes: Uint8Array, once?: Once): Promise<Sent> {
     if (!this.#connected) return { unavailable: "the broker (NATS) is unreachable: nothing was stored" };
     const subject = storedSubject(this.#nats.subjectPrefix, recipient);
     const started = performance.now();
@@ -153,7 +153,10 @@ export class BrokerDelivery implements Delivery {
             ? { streamName: this.#nats.stream }
             : { lastSubjectSequence: prev, streamName: this.#nats.stream },
           timeout: this.#nats.publishTimeoutMs,
+          // JetStream stores one message per id within the stream's duplicate window.
+          msgID: once?.key,
         });
+        if (ack.duplicate) return await this.#first(ack.seq);
         this.#hooks.onStored?.(performance.now() - started);
         this.#remember(recipient, ack.seq);
         // This thread's streams get it now; the republished copy that follows is then a duplicate.
@@ -300,6 +303,17 @@ export class BrokerDelivery implements Delivery {
     if (position === 0) return false; // its first cannot be told from one that followed a dropped one
     const stored = await this.#jsm.direct.getMessage(this.#nats.stream, { seq: position });
     return stored?.subject === storedSubject(this.#nats.subjectPrefix, recipient);
+  }
+
+  /** A repeated keyed Send: the stored first one (nothing was stored or delivered now). */
+  async #first(position: number): Promise<Sent> {
+    const stored = await this.#jsm.direct.getMessage(this.#nats.stream, { seq: position });
+    const notification = stored ? decodeNotification(stored.data) : "it is no longer stored";
+    if (typeof notification === "string") {
+      return { unavailable: `the broker holds this key's first Send at ${position}, but ${notification}` };
+    }
+    const first = { id: notification.id, createdAtMs: Number(notification.createdAtMs) };
+    return { delivered: 0, position, epoch: this.#epoch, stored: true, first };
   }
 
   #remember(recipient: string, position: number): void {

@@ -94,6 +94,8 @@ export function streamConfig(nats: NatsConfig): Partial<StreamConfig> & { name: 
     subjects: [storedSubjects(nats.subjectPrefix)],
     max_msgs_per_subject: nats.historySize,
     max_age: nats.historyTtlMs * 1_000_000, // nanoseconds
+    // A Send's idempotency key (Nats-Msg-Id) is remembered this long.
+    duplicate_window: nats.duplicateWindowMs * 1_000_000,
     num_replicas: nats.replicas,
     // Replay reads by subject without a consumer per subscriber.
     allow_direct: true,
@@ -116,6 +118,7 @@ export async function ensureStream(jsm: JetStreamManager, nats: NatsConfig): Pro
       if (
         c.max_msgs_per_subject !== wanted.max_msgs_per_subject || c.max_age !== wanted.max_age ||
         c.num_replicas !== wanted.num_replicas || !c.allow_direct ||
+        c.duplicate_window !== wanted.duplicate_window ||
         c.republish?.src !== wanted.republish?.src || c.republish?.dest !== wanted.republish?.dest
       ) {
         const updated = await jsm.streams.update(nats.stream, { ...c, ...wanted });

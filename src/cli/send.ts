@@ -1,4 +1,7 @@
-/** `send --to R [--title T] [--body B] [--data k=v ...]`: one notification through `etcd:///<name>`. */
+/**
+ * `send --to R [--to R2 ...] [--title T] [--body B] [--data k=v ...] [--key K]`: one notification
+ * through `etcd:///<name>` (SendMany when given several recipients; `--key` is the idempotency key).
+ */
 import * as grpc from "@grpc/grpc-js";
 import type { Config } from "../config/mod.ts";
 import {
@@ -17,7 +20,8 @@ import { bearerToken, type Command, parseFlags, serviceName, UsageError } from "
 import { OutputClosed, printLine } from "./output.ts";
 
 interface SendFlags {
-  to: string;
+  to: string[];
+  key?: string;
   title: string;
   body: string;
   data: string[];
@@ -27,10 +31,12 @@ interface SendFlags {
 
 export const sendCommand: Command = {
   name: "send",
-  usage: "send --to RECIPIENT [--title T] [--body B] [--data k=v ...] [--name NAME] [--token JWT]",
+  usage:
+    "send --to RECIPIENT [--to RECIPIENT ...] [--title T] [--body B] [--data k=v ...] [--key IDEMPOTENCY_KEY] [--name NAME] [--token JWT]",
   parse(args) {
     const { values } = parseFlags("send", args, {
-      to: { type: "string" },
+      to: { type: "string", multiple: true, default: [] },
+      key: { type: "string" },
       title: { type: "string", default: "" },
       body: { type: "string", default: "" },
       data: { type: "string", multiple: true, default: [] },
@@ -38,7 +44,7 @@ export const sendCommand: Command = {
       token: { type: "string" },
     });
     const to = values.to;
-    if (!to) throw new UsageError("send needs --to RECIPIENT");
+    if (to.length === 0) throw new UsageError("send needs --to RECIPIENT");
     if (!values.title && !values.body) throw new UsageError("send needs --title or --body (or both)");
     return {
       configPath: values.config,
@@ -84,10 +90,13 @@ async function send(flags: SendFlags, config: Config): Promise<number> {
         }/); is the service running with the same etcd.prefix?`,
       );
     }
-    const response = await new Promise<SendReply>(
+    const content = { title: flags.title, body: flags.body, data, idempotencyKey: flags.key ?? "" };
+    const many = flags.to.length > 1;
+    const request = many ? { recipients: flags.to, ...content } : { recipient: flags.to[0], ...content };
+    const response = await new Promise<SendReply | { results: SendReply[] }>(
       (resolve, reject) => {
-        const call = client.send(
-          { recipient: flags.to, title: flags.title, body: flags.body, data },
+        const call = client[many ? "sendMany" : "send"](
+          request,
           bearer(bearerToken(flags.token)),
           { deadline: Date.now() + config.etcd.dialTimeoutMs, waitForReady: true },
           (error: grpc.ServiceError | null, value: SendReply) =>
@@ -95,10 +104,16 @@ async function send(flags: SendFlags, config: Config): Promise<number> {
         );
       },
     );
-    // With a broker, where it is stored: a subscriber can start after it (subscribe --since).
-    const stored = response.stored ? ` position=${response.position}` : "";
-    printLine(`${response.id} delivered=${response.delivered} instance=${response.instanceId}${stored}`);
-    return 0;
+    if (!("results" in response)) {
+      printLine(receiptLine(response));
+      return 0;
+    }
+    let failed = 0;
+    for (const [i, result] of response.results.entries()) {
+      if (result.code) failed++;
+      printLine(`${flags.to[i]}: ${result.code ? `failed: ${result.error}` : receiptLine(result)}`);
+    }
+    return failed ? 1 : 0;
   } catch (error) {
     if (error instanceof OutputClosed) return 0;
     throw error;
@@ -127,4 +142,13 @@ interface SendReply {
   instanceId: string;
   position: number;
   stored: boolean;
+  /** SendMany results only: why this recipient's copy failed. */
+  code?: number;
+  error?: string;
+}
+
+/** `<id> delivered=N instance=I`, with a broker ` position=P`: a subscriber can start after it (subscribe --since). */
+function receiptLine(reply: SendReply): string {
+  const stored = reply.stored ? ` position=${reply.position}` : "";
+  return `${reply.id} delivered=${reply.delivered} instance=${reply.instanceId}${stored}`;
 }

@@ -17,6 +17,7 @@ const NATS_KEYS = [
   "history-ttl",
   "replicas",
   "publish-timeout",
+  "duplicate-window",
 ];
 
 /** A year: history is not a timer here (JetStream's max_age), so the 24 h bound of timers does not apply. */
@@ -77,6 +78,18 @@ export function readBroker(
       "missing (cert-file and key-file go together)",
     );
   }
+  const historyTtlMs = r.duration(n, s, "history-ttl", DEFAULTS.brokerHistoryTtlMs, {
+    maxMs: MAX_HISTORY_TTL_MS,
+  });
+  const duplicateWindowMs = r.duration(n, s, "duplicate-window", DEFAULTS.duplicateWindowMs, {
+    positive: true,
+  });
+  if (historyTtlMs > 0 && duplicateWindowMs > historyTtlMs) {
+    r.fail(
+      `${s}.duplicate-window`,
+      "is longer than history-ttl (JetStream keeps no key longer than the message)",
+    );
+  }
   return {
     nats: {
       servers,
@@ -89,9 +102,8 @@ export function readBroker(
       stream,
       subjectPrefix,
       historySize: r.positiveInt(n, s, "history-size", DEFAULTS.brokerHistorySize, { max: 1_000_000 }),
-      historyTtlMs: r.duration(n, s, "history-ttl", DEFAULTS.brokerHistoryTtlMs, {
-        maxMs: MAX_HISTORY_TTL_MS,
-      }),
+      historyTtlMs,
+      duplicateWindowMs,
       replicas: replicas === 1 || replicas === 3 || replicas === 5
         ? replicas
         : r.fail(`${s}.replicas`, `${replicas} is not 1, 3 or 5 (JetStream needs a majority)`),

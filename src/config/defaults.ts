@@ -41,6 +41,9 @@ export const DEFAULTS = {
   brokerReplicas: 1,
   /** A Send whose store is not acknowledged by then answers UNAVAILABLE. */
   brokerPublishTimeoutMs: 2_000,
+  /** How long an idempotency key is remembered (the broker's duplicate window; the mesh's too). */
+  duplicateWindowMs: 2 * 60 * 1000,
+  maxRecipientsPerSend: 1_000,
   // notification-server.http
   httpMaxBodyBytes: MIB,
   sseKeepaliveMs: 15_000,

@@ -39,6 +39,7 @@ const SERVER_KEYS = [
   "max-subscribers-per-connection",
   "max-subscribers-per-identity",
   "send-rate-per-identity",
+  "max-recipients-per-send",
 ];
 
 /** What is wrong with a service name, or undefined when it is one. */
@@ -128,6 +129,9 @@ export function readServer(
     logLevel: r.oneOf(raw, s, "log-level", LOG_LEVELS, DEFAULTS.logLevel),
     tls,
     auth: auth(r, raw, s),
+    maxRecipientsPerSend: r.positiveInt(raw, s, "max-recipients-per-send", DEFAULTS.maxRecipientsPerSend, {
+      max: 100_000,
+    }),
     broker: readBroker(r, raw, s),
     http: readHttp(r, raw, s, { grpc: addr, metrics: metricsAddr(r, raw, s, addr), tls }),
     callerLimits: {

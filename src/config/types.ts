@@ -113,6 +113,8 @@ export interface ServerConfig {
   /** Absent: anyone who can reach the port may Send and Subscribe (the original design). */
   auth?: AuthConfig;
   callerLimits: CallerLimits;
+  /** Recipients one SendMany may name (`max-recipients-per-send`). @default 1000 */
+  maxRecipientsPerSend: number;
   /** `broker:`; absent: the mesh (etcd directory and peer links), with no positions or history. */
   broker?: BrokerConfig;
   /** `http:`; absent: no HTTP port (gRPC only). */
@@ -163,6 +165,8 @@ export interface BrokerConfig {
     replicas: number;
     /** A Send not acknowledged as stored by then answers UNAVAILABLE. @default 2s */
     publishTimeoutMs: number;
+    /** A Send repeated with the same idempotency key within this answers the first one (JetStream's duplicate window). @default 2 min */
+    duplicateWindowMs: number;
   };
 }
 

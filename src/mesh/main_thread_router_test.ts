@@ -50,7 +50,8 @@ function workers(count: number) {
         return router.route(index, body.recipient, body.bytes, body.reach) as Promise<T>;
       }
       if (body.call === "subscribed") return router.hold(index, body.recipient).then(() => 0 as T);
-      return router.reached(body.revision) as Promise<T>;
+      if (body.call === "reached") return router.reached(body.revision) as Promise<T>;
+      throw new Error(`the router is not asked ${body.call}`);
     };
     const routing = new WorkerThreadRouting(filter, ask, (recipient) => router.release(index, recipient));
     return { routing, asked };

@@ -3,7 +3,8 @@
  * (its {@link Hub}) and routed one hop outward (the worker pool, then the peers that hold the
  * recipient in the etcd directory; routing.ts). Live only: no positions, nothing kept.
  */
-import type { Delivery, Sent, Sink } from "../notification/delivery.ts";
+import type { Delivery, Once, Sent, Sink } from "../notification/delivery.ts";
+import { type RecentSends, RecentSendsTable } from "./recent_sends.ts";
 import { Hub } from "./hub.ts";
 import { Holders, type Reach, type Routing } from "./routing.ts";
 
@@ -21,6 +22,8 @@ export class MeshDelivery implements Delivery {
   readonly #onSent: (delivered: number) => void;
   /** Until the instance has joined the mesh, a Send here could miss other instances' subscribers. */
   #joined = false;
+  /** Keyed Sends of the instance (the main thread's with workers). */
+  recent: RecentSends = new RecentSendsTable();
 
   /**
    * `onSent` is told how many streams in the cluster took each Send (for metrics); `alone` serves
@@ -60,9 +63,17 @@ export class MeshDelivery implements Delivery {
     return Promise.all([here, beyond]).then(([a, b]) => a + b);
   }
 
-  async send(recipient: string, bytes: Uint8Array): Promise<Sent> {
+  async send(recipient: string, bytes: Uint8Array, once?: Once): Promise<Sent> {
     if (!this.#joined) return { unavailable: NOT_JOINED };
+    if (!once) return this.#sent(await this.deliver(recipient, bytes, "cluster"));
+    const first = await this.recent.claim(once.key);
+    if (first) return { ...this.#sent(first.delivered), first };
     const delivered = await this.deliver(recipient, bytes, "cluster");
+    this.recent.settle(once.key, { id: once.id, createdAtMs: once.createdAtMs, delivered });
+    return this.#sent(delivered);
+  }
+
+  #sent(delivered: number): Sent {
     this.#onSent(delivered);
     return { delivered, position: 0, epoch: "", stored: false };
   }

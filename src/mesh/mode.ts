@@ -22,6 +22,7 @@ import { MeshDelivery } from "./mesh_delivery.ts";
 import { RecipientFilter } from "./recipient_filter.ts";
 import { WorkerThreadRouting } from "./worker_thread_routing.ts";
 import type { MeshAsk, MeshTell, MeshWorkerStart, ToMeshWorker } from "./worker_messages.ts";
+import { RecentSendsTable, type Remembered } from "./recent_sends.ts";
 
 /** Where the cluster plugs in on this process's main thread: its lone serving thread, or the workers' router. */
 interface MainSide {
@@ -78,6 +79,13 @@ export class MeshMode implements DeliveryMode {
       forward.recheck();
     };
     if (start?.joined) delivery.joined();
+    if (pool) {
+      // One memory of keyed Sends for the instance: a retry on a new connection may land on any worker.
+      delivery.recent = {
+        claim: (key) => pool.ask({ call: "claim", key } satisfies MeshAsk) as Promise<Remembered | undefined>,
+        settle: (key, sent) => pool.tell({ settled: key, sent } satisfies MeshTell),
+      };
+    }
     if (pool && start) {
       // The main thread knows the other workers and, through the cluster, the other instances.
       delivery.routing = new WorkerThreadRouting(
@@ -113,6 +121,7 @@ export class MeshMode implements DeliveryMode {
     );
     let peerSecrets: string[] | undefined;
     let joined = false;
+    const recent = new RecentSendsTable();
     this.#main = {
       setCluster: (cluster) => (router.cluster = cluster),
       setPeerSecrets: (secrets) => {
@@ -137,9 +146,15 @@ export class MeshMode implements DeliveryMode {
             return router.hold(index, ask.recipient).then(() => 0);
           case "reached":
             return router.reached(ask.revision);
+          case "claim":
+            return recent.claim(ask.key);
         }
       },
-      told: (index, body) => router.release(index, (body as MeshTell).unsubscribed),
+      told: (index, body) => {
+        const tell = body as MeshTell;
+        if ("settled" in tell) recent.settle(tell.settled, tell.sent);
+        else router.release(index, tell.unsubscribed);
+      },
       retired: (index) => router.releaseWorker(index),
     };
   }

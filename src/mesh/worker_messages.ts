@@ -4,6 +4,7 @@
  * workers, or peers through the main thread, deliver to its subscribers.
  */
 import type { Reach } from "./routing.ts";
+import type { Remembered } from "./recent_sends.ts";
 
 /** A worker asks the main thread; answered with a number (route), nothing (subscribed) or a boolean. */
 export type MeshAsk =
@@ -15,12 +16,15 @@ export type MeshAsk =
   /** This worker got its first subscriber of `recipient`; answered once every instance routes it. */
   | { call: "subscribed"; recipient: string }
   /** Whether the instance's directory view reached `revision` (a peer's barrier). */
-  | { call: "reached"; revision: bigint };
+  | { call: "reached"; revision: bigint }
+  /** A keyed Send (recent_sends.ts): the first one's answer, or nothing when this is the first. */
+  | { call: "claim"; key: string };
 
-/** A worker tells the main thread: it no longer holds `unsubscribed`. */
-export interface MeshTell {
-  unsubscribed: string;
-}
+/**
+ * A worker tells the main thread: it no longer holds `unsubscribed`; or what the first Send with
+ * `settled` answered (absent when it did not go out).
+ */
+export type MeshTell = { unsubscribed: string } | { settled: string; sent?: Remembered };
 
 /** The main thread to a worker: deliver to its own subscribers (answered with the count), and news. */
 export type ToMeshWorker =

@@ -30,8 +30,11 @@ const SEND_STRINGS: StringFields = {
   2: "title",
   3: "body",
   4: { 1: "data key", 2: "data value" },
+  5: "idempotency_key",
 };
+const SEND_MANY_STRINGS: StringFields = { ...SEND_STRINGS, 1: "recipients" };
 const SUBSCRIBE_STRINGS: StringFields = { 1: "recipient" };
+const REQUEST_STRINGS = { Send: SEND_STRINGS, SendMany: SEND_MANY_STRINGS, Subscribe: SUBSCRIBE_STRINGS };
 const NOTIFICATION_STRINGS: StringFields = {
   1: "id",
   2: "recipient",
@@ -107,13 +110,13 @@ function firstInvalidUtf8(bytes: Uint8Array, fields: StringFields): string | und
 
 /**
  * A request decoder that also marks the first string field of `request`'s wire bytes that is not
- * UTF-8 (see {@link invalidUtf8}); `method` is "Send" or "Subscribe".
+ * UTF-8 (see {@link invalidUtf8}).
  */
 export function checkedDecoder(
-  method: "Send" | "Subscribe",
+  method: keyof typeof REQUEST_STRINGS,
   decode: (bytes: Buffer) => object,
 ): (bytes: Buffer) => object {
-  const strings = method === "Send" ? SEND_STRINGS : SUBSCRIBE_STRINGS;
+  const strings = REQUEST_STRINGS[method];
   return (bytes) => {
     const request = decode(bytes) as Record<symbol, string>;
     const bad = firstInvalidUtf8(bytes, strings);

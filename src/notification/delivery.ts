@@ -6,6 +6,10 @@
  * notification with a position and hands it to the instances holding its recipient).
  */
 
+import type { Once } from "./once.ts";
+
+export type { Once };
+
 /** What became of one Send. */
 export type Sent =
   | {
@@ -15,6 +19,11 @@ export type Sent =
     position: number;
     epoch: string;
     stored: boolean;
+    /**
+     * Set when a Send with the same key went out within the window: nothing went out now, and
+     * this is the first one's notification (its position is the one above).
+     */
+    first?: { id: string; createdAtMs: number };
   }
   | {
     /** Why it was not taken: the client may try again (UNAVAILABLE). */
@@ -54,8 +63,11 @@ export interface Sink {
 export interface Delivery {
   /** Whether streams can start from a position (SubscribeRequest.recover). */
   readonly positions: boolean;
-  /** Delivers (and, with a broker, first stores) one notification made by `encodeNotification`. */
-  send(recipient: string, bytes: Uint8Array): Promise<Sent>;
+  /**
+   * Delivers (and, with a broker, first stores) one notification made by `encodeNotification`;
+   * with `once`, only if no Send with its key went out within the duplicate window.
+   */
+  send(recipient: string, bytes: Uint8Array, once?: Once): Promise<Sent>;
   /**
    * Feeds `recipient`'s notifications into `sink`, from `from` when given (positions only); returns
    * what stops it (idempotent).

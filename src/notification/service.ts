@@ -14,9 +14,17 @@ import { encodeNotification, invalidUtf8 } from "./codec.ts";
 import type { Delivery } from "./delivery.ts";
 import { OpenStreams } from "../_util/open_streams.ts";
 import { serveSubscriber, type SubscribeInput, type SubscriberOutput } from "./subscriber_stream.ts";
-import { type SendInput, sendProblem } from "./validate.ts";
+import {
+  type Content,
+  contentProblem,
+  recipientProblem,
+  type SendInput,
+  type SendManyInput,
+  sendProblem,
+} from "./validate.ts";
+import { onceKey } from "./once.ts";
 
-export type { Caller, Failure, SubscribeInput, SubscriberOutput };
+export type { Caller, Failure, SendInput, SendManyInput, SubscribeInput, SubscriberOutput };
 
 /** What a Send answers (SendResponse). */
 export interface Receipt {
@@ -28,6 +36,24 @@ export interface Receipt {
   position: number;
   epoch: string;
   stored: boolean;
+}
+
+/** One SendMany result as SendResponse carries it: a receipt, or its failure in `code` and `error`. */
+export function sendManyResult(result: Receipt | Failure): Receipt & { code: number; error: string } {
+  if ("code" in result) {
+    return {
+      id: "",
+      createdAtMs: 0,
+      delivered: 0,
+      instanceId: "",
+      position: 0,
+      epoch: "",
+      stored: false,
+      code: result.code,
+      error: result.details,
+    };
+  }
+  return { ...result, code: 0, error: "" };
 }
 
 /** Options for {@link NotificationCore}. */
@@ -56,6 +82,8 @@ export interface NotificationCoreOptions {
   queuedBytes?: Limit;
   /** Who may Send and Subscribe, and how much one caller may take; absent: anyone, unbounded. */
   callers?: CallerPolicy;
+  /** Recipients one SendMany may name (`max-recipients-per-send`). @default 1000 */
+  maxRecipientsPerSend?: number;
   /** Told when a notification is dropped because its subscriber was too slow (for metrics). */
   onDropped?: () => void;
 }
@@ -73,6 +101,7 @@ export class NotificationCore {
   readonly #queuedBytes: Limit;
   readonly #onDropped: () => void;
   readonly #callers?: CallerPolicy;
+  readonly #maxRecipients: number;
 
   constructor(options: NotificationCoreOptions) {
     this.#delivery = options.delivery;
@@ -85,6 +114,7 @@ export class NotificationCore {
     this.#queuedBytes = options.queuedBytes ?? new LocalLimit(DEFAULTS.subscriberQueueTotalBytes);
     this.#onDropped = options.onDropped ?? (() => {});
     this.#callers = options.callers;
+    this.#maxRecipients = options.maxRecipientsPerSend ?? DEFAULTS.maxRecipientsPerSend;
   }
 
   /** Subscribe streams open and fed on this thread. */
@@ -103,20 +133,65 @@ export class NotificationCore {
     if (refused) return { code: refused.code, details: refused.details };
     const problem = invalidUtf8(request) ?? sendProblem(request);
     if (problem) return { code: Status.INVALID_ARGUMENT, details: problem };
+    return await this.#sendTo(request.recipient, request);
+  }
+
+  /**
+   * One notification to each of `request.recipients` (a repeated one once), as one call for the
+   * caller policy: a result per entry, in order; a recipient that is not valid or not stored fails
+   * alone. All copies start in one turn, so the mesh forwards them in one batch per peer and the
+   * broker stores them in parallel.
+   */
+  async sendMany(caller: Caller, request: SendManyInput): Promise<(Receipt | Failure)[] | Failure> {
+    const refused = this.#callers?.checksSends ? await this.#callers.send(caller) : undefined;
+    if (refused) return { code: refused.code, details: refused.details };
+    const count = request.recipients.length;
+    const problem = invalidUtf8(request) ??
+      (count === 0 ? "recipients is required" : undefined) ??
+      (count > this.#maxRecipients
+        ? `${count} recipients; the limit is ${this.#maxRecipients} (max-recipients-per-send)`
+        : undefined) ??
+      contentProblem(request);
+    if (problem) return { code: Status.INVALID_ARGUMENT, details: problem };
+    const results = new Map<string, Promise<Receipt | Failure>>();
+    for (const recipient of request.recipients) {
+      if (results.has(recipient)) continue;
+      const bad = recipientProblem(recipient);
+      results.set(
+        recipient,
+        bad
+          ? Promise.resolve({ code: Status.INVALID_ARGUMENT, details: bad })
+          : this.#sendTo(recipient, request),
+      );
+    }
+    const settled = new Map<string, Receipt | Failure>();
+    await Promise.all([...results].map(async ([recipient, result]) => settled.set(recipient, await result)));
+    return request.recipients.map((recipient) => settled.get(recipient)!);
+  }
+
+  /** One copy, checked already: encoded once for every stream and peer (the serializer passes bytes through). */
+  async #sendTo(recipient: string, content: Content): Promise<Receipt | Failure> {
     const id = crypto.randomUUID();
     const createdAtMs = Date.now();
-    const { recipient, title, body, data } = request;
-    // Encoded once for every stream here and on every peer (the Subscribe serializer passes bytes
-    // through).
+    const { title, body, data, idempotencyKey } = content;
     const bytes = encodeNotification({ id, recipient, title, body, data, createdAtMs });
-    const sent = await this.#delivery.send(recipient, bytes);
+    const once = idempotencyKey ? { key: onceKey(idempotencyKey, recipient), id, createdAtMs } : undefined;
+    const sent = await this.#delivery.send(recipient, bytes, once);
     if ("unavailable" in sent) {
       this.#onUnavailable();
       return { code: Status.UNAVAILABLE, details: sent.unavailable };
     }
-    this.#onSent();
-    const { delivered, position, epoch, stored } = sent;
-    return { id, createdAtMs, delivered, instanceId: this.#instanceId(), position, epoch, stored };
+    if (!sent.first) this.#onSent();
+    const { delivered, position, epoch, stored, first } = sent;
+    return {
+      id: first?.id ?? id,
+      createdAtMs: first?.createdAtMs ?? createdAtMs,
+      delivered,
+      instanceId: this.#instanceId(),
+      position,
+      epoch,
+      stored,
+    };
   }
 
   /** Serves one Subscribe stream into `output` until it ends. */

@@ -133,3 +133,90 @@ Deno.test("a client that does not read is cut off at its queue's bound, then res
   await new Promise((resolve) => setTimeout(resolve, 1_100));
   assert.ok(stalled.state.reset, "a client that still does not read gets its stream reset");
 });
+
+Deno.test("SendMany: a result per entry in order, a repeated recipient once, an invalid one fails alone", async () => {
+  const core = new NotificationCore({
+    delivery: memoryDelivery(),
+    instanceId: () => "i-1",
+    maxRecipientsPerSend: 4,
+  });
+  const outputs = [memoryOutput(), memoryOutput()];
+  await core.subscribe(CALLER, { recipient: "a" }, outputs[0].output);
+  await core.subscribe(CALLER, { recipient: "b" }, outputs[1].output);
+  const results = await core.sendMany(CALLER, {
+    recipients: ["a", "b\u0001", "b", "a"],
+    title: "t",
+    body: "",
+    data: {},
+  });
+  assert.ok(Array.isArray(results), JSON.stringify(results));
+  assert.equal(results.length, 4);
+  const [a, bad, b, again] = results as Receipt[];
+  assert.equal(a.delivered, 1);
+  assert.equal(b.delivered, 1);
+  assert.deepEqual(again, a, "a repeated recipient's entries carry the one result");
+  assert.deepEqual(bad, {
+    code: Status.INVALID_ARGUMENT,
+    details: "recipient must not contain control characters",
+  });
+  assert.deepEqual(outputs.map((o) => o.written.length), [1, 1], "each sent once");
+  const over = await core.sendMany(CALLER, {
+    recipients: ["1", "2", "3", "4", "5"],
+    title: "t",
+    body: "",
+    data: {},
+  });
+  assert.deepEqual(over, {
+    code: Status.INVALID_ARGUMENT,
+    details: "5 recipients; the limit is 4 (max-recipients-per-send)",
+  });
+  const none = await core.sendMany(CALLER, { recipients: [], title: "t", body: "", data: {} });
+  assert.deepEqual(none, { code: Status.INVALID_ARGUMENT, details: "recipients is required" });
+  const key = await core.sendMany(CALLER, {
+    recipients: ["a"],
+    title: "t",
+    body: "",
+    data: {},
+    idempotencyKey: "x\n",
+  });
+  assert.deepEqual(key, {
+    code: Status.INVALID_ARGUMENT,
+    details: "idempotency_key must not contain control characters",
+  });
+});
+
+Deno.test("a keyed Send hands its delivery the key with the recipient, and answers the first one's id", async () => {
+  const keys: (string | undefined)[] = [];
+  const delivery = memoryDelivery();
+  const first = { id: "first-id", createdAtMs: 1234 };
+  const remembering: Delivery = {
+    ...delivery,
+    send(_recipient, _bytes, once) {
+      keys.push(once?.key);
+      return Promise.resolve({ delivered: 0, position: 7, epoch: "e", stored: true, first });
+    },
+  };
+  const core = new NotificationCore({ delivery: remembering, instanceId: () => "i-1" });
+  const answer = await core.send(CALLER, {
+    recipient: "a",
+    title: "t",
+    body: "",
+    data: {},
+    idempotencyKey: "k",
+  });
+  assert.ok(!("code" in answer));
+  assert.equal(answer.id, "first-id");
+  assert.equal(answer.createdAtMs, 1234);
+  assert.equal(answer.position, 7);
+  await core.sendMany(CALLER, {
+    recipients: ["a", "b"],
+    title: "t",
+    body: "",
+    data: {},
+    idempotencyKey: "k",
+  });
+  await core.send(CALLER, { recipient: "a", title: "t", body: "", data: {} });
+  assert.equal(keys[0], keys[1], "the same key and recipient, the same once-key");
+  assert.notEqual(keys[1], keys[2], "another recipient, another");
+  assert.equal(keys[3], undefined, "no key, none");
+});

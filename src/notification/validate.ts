@@ -9,14 +9,26 @@ export const LIMITS = {
   dataEntries: 64,
   dataKeyBytes: 128,
   dataValueBytes: 4096,
+  idempotencyKeyBytes: 128,
 } as const;
 
-/** A Send request as proto-loader hands it over. */
-export interface SendInput {
-  recipient: string;
+/** What one notification says, whoever it goes to. */
+export interface Content {
   title: string;
   body: string;
   data: Record<string, string>;
+  /** SendRequest.idempotency_key ("" or absent: none). */
+  idempotencyKey?: string;
+}
+
+/** A Send request as proto-loader hands it over. */
+export interface SendInput extends Content {
+  recipient: string;
+}
+
+/** A SendMany request. */
+export interface SendManyInput extends Content {
+  recipients: string[];
 }
 
 const encoder = new TextEncoder();
@@ -39,8 +51,16 @@ export function recipientProblem(recipient: string): string | undefined {
 
 /** Returns the first problem with a Send request, or undefined when it is valid. */
 export function sendProblem(req: SendInput): string | undefined {
-  const recipient = recipientProblem(req.recipient);
-  if (recipient) return recipient;
+  return recipientProblem(req.recipient) ?? contentProblem(req);
+}
+
+/** Returns the first problem with what a notification says (and its key), or undefined. */
+export function contentProblem(req: Content): string | undefined {
+  const key = req.idempotencyKey ?? "";
+  if (bytes(key) > LIMITS.idempotencyKeyBytes) {
+    return `idempotency_key is ${bytes(key)} bytes; the limit is ${LIMITS.idempotencyKeyBytes}`;
+  }
+  if (CONTROL.test(key)) return "idempotency_key must not contain control characters";
   if (req.title === "" && req.body === "") return "title or body is required";
   if (bytes(req.title) > LIMITS.titleBytes) {
     return `title is ${bytes(req.title)} bytes; the limit is ${LIMITS.titleBytes}`;

@@ -7,14 +7,16 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { checkedDecoder } from "../notification/codec.ts";
 import { services } from "../transport/protos.ts";
-import type {
-  Caller,
-  Failure,
-  NotificationCore,
-  SubscribeInput,
-  SubscriberOutput,
+import {
+  type Caller,
+  type Failure,
+  type NotificationCore,
+  type SendInput,
+  type SendManyInput,
+  sendManyResult,
+  type SubscribeInput,
+  type SubscriberOutput,
 } from "../notification/service.ts";
-import type { SendInput } from "../notification/validate.ts";
 import { onCallEnd, resetStream } from "../transport/streams.ts";
 
 /** HTTP/2 ENHANCE_YOUR_CALM: clients report a stream reset with it as RESOURCE_EXHAUSTED. */
@@ -51,6 +53,14 @@ export function notificationHandlers(core: NotificationCore): grpc.UntypedServic
       const answer = await core.send(new GrpcCaller(call), call.request);
       if ("code" in answer) callback(answer);
       else callback(null, answer);
+    },
+    sendMany: async (
+      call: grpc.ServerUnaryCall<SendManyInput, unknown>,
+      callback: grpc.sendUnaryData<unknown>,
+    ) => {
+      const answer = await core.sendMany(new GrpcCaller(call), call.request);
+      if ("code" in answer) callback(answer);
+      else callback(null, { results: answer.map(sendManyResult) });
     },
     // Written with bytes that encodeNotification made; the server's serializer passes them through.
     subscribe: (call: grpc.ServerWritableStream<SubscribeInput, Uint8Array>) =>
@@ -107,6 +117,10 @@ export function notificationServerDefinition(): grpc.ServiceDefinition {
   return {
     ...service,
     Send: { ...service.Send, requestDeserialize: checkedDecoder("Send", service.Send.requestDeserialize) },
+    SendMany: {
+      ...service.SendMany,
+      requestDeserialize: checkedDecoder("SendMany", service.SendMany.requestDeserialize),
+    },
     Subscribe: {
       ...service.Subscribe,
       requestDeserialize: checkedDecoder("Subscribe", service.Subscribe.requestDeserialize),

@@ -67,6 +67,7 @@ function buildServices(options: {
     onSent: () => metrics?.notificationsSent.inc(),
     onUnavailable: () => metrics?.sendsUnavailable.inc(),
     subscriberQueue: { messages: server.subscriberQueue, bytes: server.subscriberQueueBytes },
+    maxRecipientsPerSend: server.maxRecipientsPerSend,
     callers: new CallerPolicy({
       auth: server.auth,
       limits: server.callerLimits,

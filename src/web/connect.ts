@@ -14,7 +14,7 @@ import {
 } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { EPOCH_HEADER, RECOVERED_HEADER } from "@notification-server/client";
-import type { Caller, Failure, NotificationCore } from "../notification/service.ts";
+import { type Caller, type Failure, type NotificationCore, sendManyResult } from "../notification/service.ts";
 import {
   type Notification,
   NotificationSchema,
@@ -70,12 +70,29 @@ export function connectHandlers(
         title: request.title,
         body: request.body,
         data: request.data,
+        idempotencyKey: request.idempotencyKey,
       });
       if ("code" in answer) throw connectError(answer);
       return {
         ...answer,
         createdAtMs: BigInt(answer.createdAtMs),
         position: BigInt(answer.position),
+      };
+    },
+    async sendMany(request, context) {
+      const answer = await core.sendMany(callerOf(context), {
+        recipients: request.recipients,
+        title: request.title,
+        body: request.body,
+        data: request.data,
+        idempotencyKey: request.idempotencyKey,
+      });
+      if ("code" in answer) throw connectError(answer);
+      return {
+        results: answer.map((result) => {
+          const answer = sendManyResult(result);
+          return { ...answer, createdAtMs: BigInt(answer.createdAtMs), position: BigInt(answer.position) };
+        }),
       };
     },
     async *subscribe(request, context) {
@@ -156,7 +173,13 @@ async function answerSend(
   }
   const answer = await core.send(
     { authorization: request.headers.get("authorization") ?? undefined, peer },
-    { recipient: input.recipient, title: input.title, body: input.body, data: input.data },
+    {
+      recipient: input.recipient,
+      title: input.title,
+      body: input.body,
+      data: input.data,
+      idempotencyKey: input.idempotencyKey,
+    },
   );
   if ("code" in answer) return failureResponse(answer);
   if (!json) {
@@ -177,6 +200,8 @@ async function answerSend(
       position: String(answer.position),
       epoch: answer.epoch,
       stored: answer.stored,
+      code: 0,
+      error: "",
     }),
     { headers: { "content-type": "application/json" } },
   );

@@ -28,10 +28,41 @@ export interface SendResult {
   peer: string;
 }
 
+/** A SendMany result: a SendResult, or `code` and `error` when this recipient failed. */
+export interface SendManyResult extends Omit<SendResult, "peer"> {
+  code: number;
+  error: string;
+}
+
+/** Calls SendMany; resolves with its results, rejects with the ServiceError. */
+export function sendMany(
+  client: NotificationClient,
+  request: { recipients: string[]; title?: string; body?: string; idempotencyKey?: string },
+  options: grpc.CallOptions = { deadline: Date.now() + 10_000 },
+): Promise<SendManyResult[]> {
+  return new Promise((resolve, reject) => {
+    client.sendMany(
+      { title: "", body: "", data: {}, ...request },
+      new grpc.Metadata(),
+      options,
+      (error: grpc.ServiceError | null, value: { results: SendManyResult[] }) => {
+        if (error) reject(error);
+        else resolve(value.results);
+      },
+    );
+  });
+}
+
 /** Calls Send; resolves with the response and the peer that answered, rejects with the ServiceError. */
 export function send(
   client: NotificationClient,
-  request: { recipient: string; title?: string; body?: string; data?: Record<string, string> },
+  request: {
+    recipient: string;
+    title?: string;
+    body?: string;
+    data?: Record<string, string>;
+    idempotencyKey?: string;
+  },
   options: grpc.CallOptions = { deadline: Date.now() + 5_000 },
   metadata: grpc.Metadata = new grpc.Metadata(),
 ): Promise<SendResult> {

@@ -13,6 +13,10 @@ package notification.v1;
 service NotificationService {
   // Validates and delivers one notification to the recipient's live subscribers, cluster-wide.
   rpc Send(SendRequest) returns (SendResponse);
+  // Sends one notification to each of up to max-recipients-per-send recipients (a repeated one once):
+  // each result is what a Send to that recipient would have answered, in request order. A recipient
+  // that fails (not valid, or not stored) fails alone: its result's "code" says why, the others stand.
+  rpc SendMany(SendManyRequest) returns (SendManyResponse);
   // Streams notifications for one recipient until the client cancels or the server shuts down.
   // The response headers come once every instance can route to this stream. With "recover", they
   // say whether the stream starts with nothing missing: "notification-recovered: true|false", and
@@ -25,6 +29,11 @@ message SendRequest {
   string title = 2;
   string body = 3;
   map<string, string> data = 4;
+  // Makes a retry safe (up to 128 bytes, no control characters): a Send with the same key for the same
+  // recipient within the duplicate window answers what the first one answered (the same id and
+  // position) and is delivered and stored once. With a broker the window is broker.nats.duplicate-window
+  // and covers every instance; without one, 2 minutes, within the instance that took the first.
+  string idempotency_key = 5;
 }
 
 message SendResponse {
@@ -45,6 +54,26 @@ message SendResponse {
   // True once the broker acknowledged it as stored (replicated, where it keeps replicas); a
   // Subscribe with "recover" gets it until the broker's history drops it.
   bool stored = 7;
+  // In SendManyResponse only: 0 when this recipient's copy went out; else the status code of why not
+  // (3 INVALID_ARGUMENT: the recipient is not valid; 14 UNAVAILABLE: it could not be stored) and
+  // "error" says why. A Send answers failures with its call's status instead.
+  uint32 code = 8;
+  string error = 9;
+}
+
+message SendManyRequest {
+  repeated string recipients = 1;
+  string title = 2;
+  string body = 3;
+  map<string, string> data = 4;
+  // As in SendRequest; it covers each recipient's copy.
+  string idempotency_key = 5;
+}
+
+message SendManyResponse {
+  // One per entry of recipients, in request order; a repeated recipient is sent once, and its entries
+  // carry the same result.
+  repeated SendResponse results = 1;
 }
 
 message SubscribeRequest {

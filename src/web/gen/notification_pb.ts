@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file notification.proto.
  */
 export const file_notification: GenFile = /*@__PURE__*/
-  fileDesc("ChJub3RpZmljYXRpb24ucHJvdG8SD25vdGlmaWNhdGlvbi52MSKgAQoLU2VuZFJlcXVlc3QSEQoJcmVjaXBpZW50GAEgASgJEg0KBXRpdGxlGAIgASgJEgwKBGJvZHkYAyABKAkSNAoEZGF0YRgEIAMoCzImLm5vdGlmaWNhdGlvbi52MS5TZW5kUmVxdWVzdC5EYXRhRW50cnkaKwoJRGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiigEKDFNlbmRSZXNwb25zZRIKCgJpZBgBIAEoCRIVCg1jcmVhdGVkX2F0X21zGAIgASgDEhEKCWRlbGl2ZXJlZBgDIAEoDRITCgtpbnN0YW5jZV9pZBgEIAEoCRIQCghwb3NpdGlvbhgFIAEoBBINCgVlcG9jaBgGIAEoCRIOCgZzdG9yZWQYByABKAgiVwoQU3Vic2NyaWJlUmVxdWVzdBIRCglyZWNpcGllbnQYASABKAkSDwoHcmVjb3ZlchgCIAEoCBIQCghwb3NpdGlvbhgDIAEoBBINCgVlcG9jaBgEIAEoCSLmAQoMTm90aWZpY2F0aW9uEgoKAmlkGAEgASgJEhEKCXJlY2lwaWVudBgCIAEoCRINCgV0aXRsZRgDIAEoCRIMCgRib2R5GAQgASgJEjUKBGRhdGEYBSADKAsyJy5ub3RpZmljYXRpb24udjEuTm90aWZpY2F0aW9uLkRhdGFFbnRyeRIVCg1jcmVhdGVkX2F0X21zGAYgASgDEhAKCHBvc2l0aW9uGAcgASgEEg0KBWVwb2NoGAggASgJGisKCURhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBMqsBChNOb3RpZmljYXRpb25TZXJ2aWNlEkMKBFNlbmQSHC5ub3RpZmljYXRpb24udjEuU2VuZFJlcXVlc3QaHS5ub3RpZmljYXRpb24udjEuU2VuZFJlc3BvbnNlEk8KCVN1YnNjcmliZRIhLm5vdGlmaWNhdGlvbi52MS5TdWJzY3JpYmVSZXF1ZXN0Gh0ubm90aWZpY2F0aW9uLnYxLk5vdGlmaWNhdGlvbjABYgZwcm90bzM");
+  fileDesc("ChJub3RpZmljYXRpb24ucHJvdG8SD25vdGlmaWNhdGlvbi52MSK5AQoLU2VuZFJlcXVlc3QSEQoJcmVjaXBpZW50GAEgASgJEg0KBXRpdGxlGAIgASgJEgwKBGJvZHkYAyABKAkSNAoEZGF0YRgEIAMoCzImLm5vdGlmaWNhdGlvbi52MS5TZW5kUmVxdWVzdC5EYXRhRW50cnkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJGisKCURhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcBCgxTZW5kUmVzcG9uc2USCgoCaWQYASABKAkSFQoNY3JlYXRlZF9hdF9tcxgCIAEoAxIRCglkZWxpdmVyZWQYAyABKA0SEwoLaW5zdGFuY2VfaWQYBCABKAkSEAoIcG9zaXRpb24YBSABKAQSDQoFZXBvY2gYBiABKAkSDgoGc3RvcmVkGAcgASgIEgwKBGNvZGUYCCABKA0SDQoFZXJyb3IYCSABKAkiwgEKD1NlbmRNYW55UmVxdWVzdBISCgpyZWNpcGllbnRzGAEgAygJEg0KBXRpdGxlGAIgASgJEgwKBGJvZHkYAyABKAkSOAoEZGF0YRgEIAMoCzIqLm5vdGlmaWNhdGlvbi52MS5TZW5kTWFueVJlcXVlc3QuRGF0YUVudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRorCglEYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCChBTZW5kTWFueVJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5ub3RpZmljYXRpb24udjEuU2VuZFJlc3BvbnNlIlcKEFN1YnNjcmliZVJlcXVlc3QSEQoJcmVjaXBpZW50GAEgASgJEg8KB3JlY292ZXIYAiABKAgSEAoIcG9zaXRpb24YAyABKAQSDQoFZXBvY2gYBCABKAki5gEKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoCRIRCglyZWNpcGllbnQYAiABKAkSDQoFdGl0bGUYAyABKAkSDAoEYm9keRgEIAEoCRI1CgRkYXRhGAUgAygLMicubm90aWZpY2F0aW9uLnYxLk5vdGlmaWNhdGlvbi5EYXRhRW50cnkSFQoNY3JlYXRlZF9hdF9tcxgGIAEoAxIQCghwb3NpdGlvbhgHIAEoBBINCgVlcG9jaBgIIAEoCRorCglEYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATL8AQoTTm90aWZpY2F0aW9uU2VydmljZRJDCgRTZW5kEhwubm90aWZpY2F0aW9uLnYxLlNlbmRSZXF1ZXN0Gh0ubm90aWZpY2F0aW9uLnYxLlNlbmRSZXNwb25zZRJPCghTZW5kTWFueRIgLm5vdGlmaWNhdGlvbi52MS5TZW5kTWFueVJlcXVlc3QaIS5ub3RpZmljYXRpb24udjEuU2VuZE1hbnlSZXNwb25zZRJPCglTdWJzY3JpYmUSIS5ub3RpZmljYXRpb24udjEuU3Vic2NyaWJlUmVxdWVzdBodLm5vdGlmaWNhdGlvbi52MS5Ob3RpZmljYXRpb24wAWIGcHJvdG8z");
 
 /**
  * @generated from message notification.v1.SendRequest
@@ -37,6 +37,16 @@ export type SendRequest = Message<"notification.v1.SendRequest"> & {
    * @generated from field: map<string, string> data = 4;
    */
   data: { [key: string]: string };
+
+  /**
+   * Makes a retry safe (up to 128 bytes, no control characters): a Send with the same key for the same
+   * recipient within the duplicate window answers what the first one answered (the same id and
+   * position) and is delivered and stored once. With a broker the window is broker.nats.duplicate-window
+   * and covers every instance; without one, 2 minutes, within the instance that took the first.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -99,6 +109,20 @@ export type SendResponse = Message<"notification.v1.SendResponse"> & {
    * @generated from field: bool stored = 7;
    */
   stored: boolean;
+
+  /**
+   * In SendManyResponse only: 0 when this recipient's copy went out; else the status code of why not
+   * (3 INVALID_ARGUMENT: the recipient is not valid; 14 UNAVAILABLE: it could not be stored) and
+   * "error" says why. A Send answers failures with its call's status instead.
+   *
+   * @generated from field: uint32 code = 8;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string error = 9;
+   */
+  error: string;
 };
 
 /**
@@ -107,6 +131,65 @@ export type SendResponse = Message<"notification.v1.SendResponse"> & {
  */
 export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
   messageDesc(file_notification, 1);
+
+/**
+ * @generated from message notification.v1.SendManyRequest
+ */
+export type SendManyRequest = Message<"notification.v1.SendManyRequest"> & {
+  /**
+   * @generated from field: repeated string recipients = 1;
+   */
+  recipients: string[];
+
+  /**
+   * @generated from field: string title = 2;
+   */
+  title: string;
+
+  /**
+   * @generated from field: string body = 3;
+   */
+  body: string;
+
+  /**
+   * @generated from field: map<string, string> data = 4;
+   */
+  data: { [key: string]: string };
+
+  /**
+   * As in SendRequest; it covers each recipient's copy.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message notification.v1.SendManyRequest.
+ * Use `create(SendManyRequestSchema)` to create a new message.
+ */
+export const SendManyRequestSchema: GenMessage<SendManyRequest> = /*@__PURE__*/
+  messageDesc(file_notification, 2);
+
+/**
+ * @generated from message notification.v1.SendManyResponse
+ */
+export type SendManyResponse = Message<"notification.v1.SendManyResponse"> & {
+  /**
+   * One per entry of recipients, in request order; a repeated recipient is sent once, and its entries
+   * carry the same result.
+   *
+   * @generated from field: repeated notification.v1.SendResponse results = 1;
+   */
+  results: SendResponse[];
+};
+
+/**
+ * Describes the message notification.v1.SendManyResponse.
+ * Use `create(SendManyResponseSchema)` to create a new message.
+ */
+export const SendManyResponseSchema: GenMessage<SendManyResponse> = /*@__PURE__*/
+  messageDesc(file_notification, 3);
 
 /**
  * @generated from message notification.v1.SubscribeRequest
@@ -144,7 +227,7 @@ export type SubscribeRequest = Message<"notification.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_notification, 2);
+  messageDesc(file_notification, 4);
 
 /**
  * @generated from message notification.v1.Notification
@@ -199,7 +282,7 @@ export type Notification = Message<"notification.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_notification, 3);
+  messageDesc(file_notification, 5);
 
 /**
  * Delivers notifications to the live subscribers of a recipient, on whichever instance of the
@@ -217,6 +300,18 @@ export const NotificationService: GenService<{
     methodKind: "unary";
     input: typeof SendRequestSchema;
     output: typeof SendResponseSchema;
+  },
+  /**
+   * Sends one notification to each of up to max-recipients-per-send recipients (a repeated one once):
+   * each result is what a Send to that recipient would have answered, in request order. A recipient
+   * that fails (not valid, or not stored) fails alone: its result's "code" says why, the others stand.
+   *
+   * @generated from rpc notification.v1.NotificationService.SendMany
+   */
+  sendMany: {
+    methodKind: "unary";
+    input: typeof SendManyRequestSchema;
+    output: typeof SendManyResponseSchema;
   },
   /**
    * Streams notifications for one recipient until the client cancels or the server shuts down.

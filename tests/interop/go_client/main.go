@@ -5,6 +5,7 @@
 //	go_client reflect -addr HOST:PORT
 //	go_client send    -addr HOST:PORT -recipient R [-token JWT]
 //	go_client matrix  -addr HOST:PORT PATTERN...
+//	go_client once    -addr HOST:PORT -key KEY RECIPIENT...
 //
 // calls: dials etcd:///<target> through etcd's own naming resolver (clientv3/naming/resolver)
 // with grpc-go's round_robin, sends notifications in a loop, and prints one JSON line per 250 ms
@@ -13,6 +14,9 @@
 // them with protodesc.NewFiles, which rejects descriptors that are not what protoc would write.
 // send: one Send with `authorization: Bearer <token>` metadata (none without -token); prints the
 // status code (OK, Unauthenticated, PermissionDenied, ...).
+// once: a Send to the first recipient and a SendMany to all of them, each made twice with the
+// idempotency key (as a retry would, with a deadline and a request id of its own per call); prints
+// one JSON line: {"send": [[id, position] x2], "many": [[[id, position, code] per result] x2]}.
 // matrix: calls as Go services call each other, on one ClientConn (one connection) for every
 // pattern in turn; the patterns are those of tests/interop/node_matrix.cjs. One JSON line per pattern.
 package main
@@ -228,6 +232,56 @@ func uuid() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// once makes each call twice with the same idempotency key (see the header).
+func once(addr, key string, recipients []string) {
+	conn, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		fail("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	call := func(method string, req []byte) []byte {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", uuid())
+		var resp []byte
+		if err := conn.Invoke(ctx, "/notification.v1.NotificationService/"+method, &req, &resp); err != nil {
+			fail("%s: %v", method, err)
+		}
+		return resp
+	}
+	result := func(r []byte) []interface{} {
+		return []interface{}{stringField(r, 1), varintField(r, 5), varintField(r, 8)}
+	}
+	send := protowire.AppendString(protowire.AppendTag(sendRequest(recipients[0], "once from go"), 5, protowire.BytesType), key)
+	var many []byte
+	for _, r := range recipients {
+		many = protowire.AppendString(protowire.AppendTag(many, 1, protowire.BytesType), r)
+	}
+	many = protowire.AppendString(protowire.AppendTag(many, 2, protowire.BytesType), "many from go")
+	many = protowire.AppendString(protowire.AppendTag(many, 5, protowire.BytesType), key)
+	out := map[string]interface{}{}
+	var sends, manys []interface{}
+	for i := 0; i < 2; i++ {
+		sends = append(sends, result(call("Send", send))[:2])
+		var results []interface{}
+		b := call("SendMany", many)
+		for len(b) > 0 {
+			num, typ, n := protowire.ConsumeTag(b)
+			b = b[n:]
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if num == 1 && typ == protowire.BytesType {
+				v, _ := protowire.ConsumeBytes(b)
+				results = append(results, result(v))
+			}
+			b = b[m:]
+		}
+		manys = append(manys, results)
+	}
+	out["send"], out["many"] = sends, manys
+	line, _ := json.Marshal(out)
+	fmt.Println(string(line))
 }
 
 type plan struct {
@@ -495,6 +549,7 @@ func main() {
 	epoch := fs.String("epoch", "", "resume: the epoch of -position")
 	count := fs.Int("count", 1, "resume: notifications to read")
 	streams := fs.Int("streams", 1, "resume: concurrent streams on the one connection")
+	key := fs.String("key", "", "once: the idempotency key")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "calls":
@@ -505,6 +560,8 @@ func main() {
 		send(*addr, *token, *recipient)
 	case "matrix":
 		matrix(*addr, fs.Args())
+	case "once":
+		once(*addr, *key, fs.Args())
 	case "resume":
 		resume(*addr, *recipient, *position, *epoch, *count, *streams)
 	default:
