@@ -186,7 +186,42 @@ Deno.test("a plain Send and one through Connect's router (a timeout header) answ
     position: "0",
     epoch: "",
     stored: false,
+    code: 0,
+    error: "",
   });
+});
+
+Deno.test("SendMany and idempotency keys over Connect's JSON, as curl sends them", async () => {
+  await using server = await serveInProcess('  http: { addr: "127.0.0.1:0" }\n');
+  const base = `http://127.0.0.1:${server.serving.httpPort}`;
+  const reader = new EventReader(await fetch(`${base}/v1/recipients/kim/events`));
+  await reader.next(); // retry:
+  const many = await fetch(`${base}/notification.v1.NotificationService/SendMany`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ recipients: ["kim", "", "lee", "kim"], title: "all", idempotencyKey: "k-1" }),
+  });
+  assert.equal(many.status, 200);
+  const { results } = await many.json();
+  assert.deepEqual(results.map((r: { code: number; delivered: number }) => [r.code, r.delivered]), [
+    [0, 1],
+    [3, 0],
+    [0, 0],
+    [0, 1],
+  ]);
+  assert.equal(results[1].error, "recipient is required");
+  assert.equal(results[3].id, results[0].id, "kim once");
+  assert.equal((await reader.message()).title, "all");
+  // The same key again (the plain Send path): the first's id, and nothing new on the stream.
+  const again = await postJson(
+    base,
+    JSON.stringify({ recipient: "kim", title: "all", idempotencyKey: "k-1" }),
+  );
+  assert.equal((await again.json()).id, results[0].id);
+  const next = await postJson(base, JSON.stringify({ recipient: "kim", title: "next" }));
+  await next.body?.cancel();
+  assert.equal((await reader.message()).title, "next", "the repeat was not delivered");
+  await reader.cancel();
 });
 
 Deno.test("each bad input gets its status and one-line reason, and the service goes on", async () => {

@@ -71,7 +71,22 @@ Deno.test("parseConfig() reads a broker section with defaults for what it leaves
     historyTtlMs: 168 * 3_600_000,
     replicas: 1,
     publishTimeoutMs: 2_000,
+    duplicateWindowMs: 120_000,
   });
+  const withBroker = (nats: string) =>
+    BASE.replace(
+      'name: "notification-server"',
+      `name: "x"\n  broker: { nats: { servers: ["n1:4222"], ${nats} } }`,
+    );
+  assert.match(
+    errorOf(withBroker("history-ttl: 1m, duplicate-window: 5m")),
+    /broker\.nats\.duplicate-window: is longer than history-ttl/,
+  );
+  assert.equal(
+    parseConfig(withBroker("duplicate-window: 10s"), FILE, { env: noEnv }).server.broker?.nats
+      .duplicateWindowMs,
+    10_000,
+  );
 });
 
 Deno.test("parseConfig() reads the shipped config/platform/config.yaml", async () => {

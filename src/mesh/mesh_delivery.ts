@@ -1,7 +1,8 @@
 /**
  * The mesh's delivery (notification/delivery.ts): a Send is written to this thread's subscribers
  * (its {@link Hub}) and routed one hop outward (the worker pool, then the peers that hold the
- * recipient in the etcd directory; routing.ts). Live only: no positions, nothing kept.
+ * recipient in the etcd directory; routing.ts). Live only: no positions, nothing kept but the
+ * answers of keyed Sends for their window (recent_sends.ts).
  */
 import type { Delivery, Once, Sent, Sink } from "../notification/delivery.ts";
 import { type RecentSends, RecentSendsTable } from "./recent_sends.ts";

@@ -1,7 +1,8 @@
 /**
  * What the mesh's two sides say through the worker pool (serving/mode.ts carries them unread): a
- * worker asks the main thread to route beyond it, and the main thread hands a worker what other
- * workers, or peers through the main thread, deliver to its subscribers.
+ * worker asks the main thread to route beyond it and about keyed Sends (the instance's one table of
+ * them), and the main thread hands a worker what other workers, or peers through the main thread,
+ * deliver to its subscribers.
  */
 import type { Reach } from "./routing.ts";
 import type { Remembered } from "./recent_sends.ts";

@@ -1,6 +1,7 @@
 /**
- * The notification core: Send and Subscribe as functions of a caller and a request, whatever the
- * transport (serving/grpc_notifications.ts adapts it to grpc-js). It checks, in this order: the caller
+ * The notification core: Send, SendMany and Subscribe as functions of a caller and a request,
+ * whatever the transport (serving/grpc_notifications.ts adapts it to grpc-js, web/ to Connect,
+ * gRPC-Web and SSE). It checks, in this order: the caller
  * policy (auth/callers.ts: UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED for the
  * caller's own limits), then the request (INVALID_ARGUMENT); Subscribe then the rest of
  * subscriber_stream.ts. Delivery is the one seam below it (delivery.ts): the mesh or the broker,

@@ -14,7 +14,13 @@ import {
 } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { EPOCH_HEADER, RECOVERED_HEADER } from "@notification-server/client";
-import { type Caller, type Failure, type NotificationCore, sendManyResult } from "../notification/service.ts";
+import {
+  type Caller,
+  type Failure,
+  type NotificationCore,
+  type Receipt,
+  sendManyResult,
+} from "../notification/service.ts";
 import {
   type Notification,
   NotificationSchema,
@@ -52,6 +58,11 @@ function decoded(bytes: Uint8Array): Notification {
   return message;
 }
 
+/** A receipt with its 64-bit fields as the generated messages hold them. */
+function withInt64s<T extends Receipt>(receipt: T): T & { createdAtMs: bigint; position: bigint } {
+  return { ...receipt, createdAtMs: BigInt(receipt.createdAtMs), position: BigInt(receipt.position) };
+}
+
 /** The handlers of Send and Subscribe over `core`, at their standard paths. */
 export function connectHandlers(
   core: NotificationCore,
@@ -64,36 +75,16 @@ export function connectHandlers(
     jsonOptions: { ignoreUnknownFields: false, alwaysEmitImplicit: true },
   });
   router.service(NotificationService, {
+    // The generated messages have the core's field names.
     async send(request, context) {
-      const answer = await core.send(callerOf(context), {
-        recipient: request.recipient,
-        title: request.title,
-        body: request.body,
-        data: request.data,
-        idempotencyKey: request.idempotencyKey,
-      });
+      const answer = await core.send(callerOf(context), request);
       if ("code" in answer) throw connectError(answer);
-      return {
-        ...answer,
-        createdAtMs: BigInt(answer.createdAtMs),
-        position: BigInt(answer.position),
-      };
+      return withInt64s(answer);
     },
     async sendMany(request, context) {
-      const answer = await core.sendMany(callerOf(context), {
-        recipients: request.recipients,
-        title: request.title,
-        body: request.body,
-        data: request.data,
-        idempotencyKey: request.idempotencyKey,
-      });
+      const answer = await core.sendMany(callerOf(context), request);
       if ("code" in answer) throw connectError(answer);
-      return {
-        results: answer.map((result) => {
-          const answer = sendManyResult(result);
-          return { ...answer, createdAtMs: BigInt(answer.createdAtMs), position: BigInt(answer.position) };
-        }),
-      };
+      return { results: answer.map((result) => withInt64s(sendManyResult(result))) };
     },
     async *subscribe(request, context) {
       const out = new PulledOutput();
@@ -173,21 +164,11 @@ async function answerSend(
   }
   const answer = await core.send(
     { authorization: request.headers.get("authorization") ?? undefined, peer },
-    {
-      recipient: input.recipient,
-      title: input.title,
-      body: input.body,
-      data: input.data,
-      idempotencyKey: input.idempotencyKey,
-    },
+    input,
   );
   if ("code" in answer) return failureResponse(answer);
   if (!json) {
-    const message = create(SendResponseSchema, {
-      ...answer,
-      createdAtMs: BigInt(answer.createdAtMs),
-      position: BigInt(answer.position),
-    });
+    const message = create(SendResponseSchema, withInt64s(answer));
     return new Response(toBinary(SendResponseSchema, message), { headers: { "content-type": UNARY_PROTO } });
   }
   // proto3 JSON of SendResponse with every field written (int64s as strings), in field order.

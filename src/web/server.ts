@@ -2,7 +2,7 @@
  * The web edge (`notification-server.http`): one `Deno.serve` port per serving thread (workers share
  * it with SO_REUSEPORT, like the gRPC port) over the thread's notification core. Routes:
  *
- *   POST /notification.v1.NotificationService/{Send,Subscribe}  Connect and gRPC-Web (connect.ts)
+ *   POST /notification.v1.NotificationService/{Send,SendMany,Subscribe}  Connect, gRPC-Web (connect.ts)
  *   GET  /v1/recipients/{recipient}/events                       Server-Sent Events (sse.ts)
  *   GET  /healthz, /readyz                                       probes
  *   GET  /                                                       the built-in page (page.ts)
