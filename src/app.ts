@@ -223,18 +223,20 @@ function logServing(
   const listening = formatHostPort({ host: config.server.addr.host || "0.0.0.0", port: serving.port });
   log.info(`gRPC server listening on ${listening}`, { addr: listening, workers: serving.workers() });
   const http = config.server.http;
+  let ports = listening;
   if (http && serving.httpPort !== undefined) {
     const addr = formatHostPort({ host: http.addr.host || "0.0.0.0", port: serving.httpPort });
     const url = `${config.server.tls ? "https" : "http"}://${addr}`;
     log.info(`HTTP (Connect, gRPC-Web, SSE${http.page ? ", page" : ""}) listening on ${url}`, { addr, url });
+    ports = `${listening} or ${addr}`;
   }
   if (!config.server.auth) {
     log.warn(
-      `No auth configured: anyone who can reach ${listening} can send to and subscribe on any recipient (set notification-server.auth)`,
+      `No auth configured: anyone who can reach ${ports} can send to and subscribe on any recipient (set notification-server.auth)`,
     );
   } else if (!config.server.tls) {
     log.warn(
-      `Auth without TLS: bearer tokens travel in clear on ${listening}, and anyone who sees one can use it until it expires (set notification-server.tls)`,
+      `Auth without TLS: bearer tokens travel in clear on ${ports}, and anyone who sees one can use it until it expires (set notification-server.tls)`,
     );
   }
 }
