@@ -51,10 +51,15 @@ async function startCluster(
   endpoints: string[],
   nats: NatsHandle,
   stream: string,
+  historySize = 1_000,
 ): Promise<Cluster> {
   const name = `bench-${mode}-${crypto.randomUUID().slice(0, 6)}`;
   const serverExtra = mode === "broker"
-    ? brokerYaml(nats.servers, { stream, "subject-prefix": stream.toLowerCase(), "history-size": 1_000 })
+    ? brokerYaml(nats.servers, {
+      stream,
+      "subject-prefix": stream.toLowerCase(),
+      "history-size": historySize,
+    })
     : "";
   const instances: ServiceProcess[] = [];
   for (let i = 0; i < count; i++) {
@@ -163,23 +168,45 @@ async function fanOut(cluster: Cluster): Promise<number> {
 }
 
 /** 1 000 stored while nobody listened, then everything: ms to the last replayed, and to live. */
-async function replay(cluster: Cluster): Promise<{ lastMs: number; liveMs: number }> {
+async function replay(cluster: Cluster, count = REPLAYED): Promise<{ lastMs: number; liveMs: number }> {
   const recipient = `offline-${crypto.randomUUID().slice(0, 6)}`;
   const client = cluster.clients[0];
   await Promise.all(Array.from({ length: 8 }, async (_, lane) => {
-    for (let i = lane; i < REPLAYED; i += 8) await send(client, { recipient, title: `m${i}` });
+    for (let i = lane; i < count; i += 8) await send(client, { recipient, title: `m${i}` });
   }));
   const started = performance.now();
   const stream = recoverer(client, recipient);
   await stream.ready;
-  while (stream.items.length < REPLAYED) await sleep(1);
+  while (stream.items.length < count) await sleep(1);
   const lastMs = performance.now() - started;
   // Live: the next one sent arrives on the same stream.
   await send(client, { recipient, title: "live" });
-  while (stream.items.length < REPLAYED + 1) await sleep(1);
+  while (stream.items.length < count + 1) await sleep(1);
   const liveMs = performance.now() - started;
   stream.cancel();
   return { lastMs, liveMs };
+}
+
+/**
+ * `--only replay`: `count` stored notifications (history-size large enough to hold them) replayed to
+ * one recovering stream of one instance, in notifications per second; medians of `rounds`.
+ */
+export async function replayBench(
+  options: { endpoints: string[]; rounds: number; count: number; note: (line: string) => void },
+): Promise<string[][]> {
+  await using nats = await startNats();
+  const cluster = await startCluster("broker", 1, options.endpoints, nats, "REPLAY", options.count + 10);
+  const rates: number[] = [];
+  try {
+    for (let round = 0; round < options.rounds; round++) {
+      const { lastMs } = await replay(cluster, options.count);
+      rates.push(options.count / (lastMs / 1000));
+      options.note(`round ${round + 1}: ${options.count} replayed in ${fmt(lastMs, 0)} ms`);
+    }
+  } finally {
+    await cluster.stop();
+  }
+  return [["replayed to one stream", "per second (median)"], [String(options.count), fmt(median(rates), 0)]];
 }
 
 /** RSS over idle with streams of 10 000 distinct recipients on one instance. */

@@ -17,7 +17,8 @@
  * --only broker (the mesh beside the NATS JetStream broker: Sends, fan-out, replay, memory),
  * --only http (the web edge: Send over HTTP JSON and Connect beside gRPC and a Go net/http handler,
  * SSE fan-out beside gRPC's; --streams N, default 10000), --only sendmany (one SendMany of 1 000
- * recipients beside the 1 000 Sends it replaces, mesh and broker).
+ * recipients beside the 1 000 Sends it replaces, mesh and broker), --only replay (--replayed N stored
+ * notifications, default 5000, replayed to one recovering stream).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -27,7 +28,7 @@ import { fanOutStall, subscriberConnections } from "./fanout.ts";
 import { http2Bench } from "./http2.ts";
 import { directoryBench } from "./directory.ts";
 import { routingBench } from "./routing.ts";
-import { brokerBench } from "./broker.ts";
+import { brokerBench, replayBench } from "./broker.ts";
 import { httpBench } from "./http.ts";
 import { sendManyBench } from "./send_many.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
@@ -59,6 +60,7 @@ const args = parseArgs({
     sends: { type: "string", default: "1000" },
     sizes: { type: "string", default: "10000,100000" },
     streams: { type: "string", default: "10000" },
+    replayed: { type: "string", default: "5000" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -404,6 +406,17 @@ async function main(): Promise<void> {
         rounds: ROUNDS,
         seconds: SECONDS,
         sends: Number(args.values.sends),
+        note,
+      }),
+    );
+    return;
+  }
+  if (args.values.only === "replay") {
+    printTable(
+      await replayBench({
+        endpoints: etcd.endpoints,
+        rounds: ROUNDS,
+        count: Number(args.values.replayed),
         note,
       }),
     );

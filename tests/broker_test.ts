@@ -569,3 +569,39 @@ Deno.test(
     assert.equal(nats.servers[0], `127.0.0.1:${port}`);
   },
 );
+
+Deno.test(
+  "a replay goes at its client's pace: a client that pauses mid-replay gets all 3 000, not cut off",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "paced",
+      workers: 1,
+      serverExtra: `  subscriber-queue: 50\n${brokerYaml(nats.servers, { "history-size": 5_000 })}`,
+    });
+    const client = notificationClient(svc.addr);
+    try {
+      await Promise.all(Array.from({ length: 8 }, async (_, lane) => {
+        for (let i = lane; i < 3_000; i += 8) await send(client, { recipient: "paced", title: `m${i}` });
+      }));
+      const stream = recoverer(client, "paced");
+      await eventually(() => stream.items.length >= 100, 10_000, "the replay's start");
+      stream.stream.pause(); // the client stops reading: HTTP/2 flow control fills up
+      await new Promise((r) => setTimeout(r, 1_500));
+      stream.stream.resume();
+      await eventually(
+        () => stream.items.length === 3_000 || stream.state.status,
+        20_000,
+        "the whole replay",
+      );
+      assert.equal(stream.state.status, undefined, `the stream ended: ${stream.state.status?.details}`);
+      assert.equal(new Set(stream.items.map((n) => n.position)).size, 3_000, "each once");
+      stream.cancel();
+    } finally {
+      client.close();
+    }
+  },
+);

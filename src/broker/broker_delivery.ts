@@ -7,11 +7,13 @@
  * predecessor, and a feed can tell a gap from a recipient's quiet spell. The stream republishes each
  * stored notification, with its position, to the recipient's live subject; a thread listens there
  * for each recipient it has streams of, while it has them. Each stream's {@link PositionedFeed}
- * writes them in order, filling gaps from the stream's history (direct gets: no consumer per
- * subscriber), and replays a recovering stream's missed notifications before live ones.
+ * writes them in order, filling gaps from the stream's history (history_reader.ts: direct gets,
+ * and batches through a short-lived consumer for a long replay), and replays a recovering stream's
+ * missed notifications before live ones, at the stream's pace (Sink.room).
  */
 import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { BATCH, type Batch, HistoryReader } from "./history_reader.ts";
 import type { Delivery, Once, Sent, Sink, StartAt } from "../notification/delivery.ts";
 import { connectBroker, ensureStream, type NatsConfig, streamManager } from "./connection.ts";
 import { type Positioned, PositionedFeed } from "./positioned_feed.ts";
@@ -188,13 +190,17 @@ export class BrokerDelivery implements Delivery {
 
   open(recipient: string, sink: Sink, from?: StartAt): () => void {
     const feed = new PositionedFeed({
-      readAfter: (position) => this.#readAfter(recipient, position),
+      readAfter: new HistoryReader({
+        readAfter: (position) => this.#readAfter(recipient, position),
+        readFrom: (position) => this.#readFrom(recipient, position),
+      }).readAfter,
       write: (bytes) => {
         const written = sink.write(bytes);
         if (written) this.#hooks.onWritten?.();
         return written;
       },
       fail: sink.fail,
+      room: () => sink.room(),
       onLost: () => this.#hooks.onGap?.(),
     });
     const held = this.#hold(recipient);
@@ -288,6 +294,34 @@ export class BrokerDelivery implements Delivery {
       prev: prevOf(stored.header),
       bytes: this.#withPosition(stored.data, stored.seq),
     };
+  }
+
+  /** Up to a batch of the recipient's stored notifications from `position` on, in order (history_reader.ts). */
+  async #readFrom(recipient: string, position: number): Promise<Batch> {
+    const consumer = await this.#js.consumers.get(this.#nats.stream, {
+      filter_subjects: storedSubject(this.#nats.subjectPrefix, recipient),
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: position,
+    });
+    const items: Positioned[] = [];
+    let more = false;
+    try {
+      // Ends at the last pending message, so it never waits out `expires` (a batch starts at a
+      // stored position: it has at least one).
+      const messages = await consumer.fetch({ max_messages: BATCH, expires: this.#nats.publishTimeoutMs });
+      for await (const message of messages) {
+        items.push({
+          position: message.seq,
+          prev: prevOf(message.headers),
+          bytes: this.#withPosition(message.data, message.seq),
+        });
+        more = message.info.pending > 0;
+        if (!more || items.length === BATCH) break;
+      }
+    } finally {
+      void consumer.delete().catch(() => {});
+    }
+    return { items, more };
   }
 
   /** The stream's last position now. */

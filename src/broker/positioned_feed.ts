@@ -2,7 +2,8 @@
  * One stream's notifications in position order, with none missed and none twice. Every stored
  * notification carries its recipient's previous position (`prev`): the store enforces it on Send,
  * and the live copies carry it too. A notification whose `prev` is the last one written goes out at
- * once; any other starts a fill from the store, which writes what lies between, in order. Live ones
+ * once; any other starts a fill from the store, which writes what lies between, in order, reading on
+ * only while the stream has room (a replay goes at its client's pace). Live ones
  * that arrive meanwhile wait and are written once their turn comes, or dropped as already written.
  * A gap the store cannot fill (history dropped it) is written past, and reported.
  */
@@ -28,6 +29,8 @@ export interface PositionedFeedOptions {
   write: (bytes: Uint8Array) => boolean;
   /** The store could not be read: the stream ends. */
   fail: (reason: string) => void;
+  /** Resolves once the stream can take more (Sink.room): reads from the store wait for it. */
+  room?: () => Promise<void>;
   /** Notifications between `after` and `before` were dropped from history before they could be written. */
   onLost?: (after: number, before: number) => void;
 }
@@ -141,6 +144,8 @@ export class PositionedFeed {
           continue;
         }
         if (!head && !this.#catchUp) break;
+        await this.#options.room?.();
+        if (this.#closed || this.#position !== position) continue;
         const stored = await this.#options.readAfter(position);
         if (this.#closed || this.#position !== position) continue;
         const waiting = this.#first(); // what arrived meanwhile counts too

@@ -58,6 +58,12 @@ export interface Sink {
    */
   write(bytes: Uint8Array): boolean;
   fail(reason: string): void;
+  /**
+   * Resolves once the stream's client has taken enough of what it was written to take more without
+   * being cut off as too slow: a feed replaying history waits for it, so a replay goes at the
+   * client's pace (live notifications do not wait).
+   */
+  room(): Promise<void>;
 }
 
 export interface Delivery {

@@ -146,6 +146,8 @@ class StreamQueue {
   bytes = 0;
   /** Bytes of ours the instance's budget holds now. */
   #budgeted = 0;
+  /** Waiting for {@link room}. */
+  #roomWaiters: (() => void)[] = [];
   readonly #bounds: { messages: number; bytes: number };
   readonly #budget: Limit;
 
@@ -172,13 +174,29 @@ class StreamQueue {
         this.#budgeted -= size;
         this.#budget.release(size);
       }
+      if (this.#roomWaiters.length > 0 && this.#halfEmpty()) this.#wakeRoomWaiters();
     };
   }
 
-  /** The stream closed: whatever the budget still holds of it goes back. */
+  /** Resolves once at most half of the stream's bounds is taken (at once when it is). */
+  room(): Promise<void> {
+    if (this.#halfEmpty()) return Promise.resolve();
+    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  #halfEmpty(): boolean {
+    return this.messages <= this.#bounds.messages / 2 && this.bytes <= this.#bounds.bytes / 2;
+  }
+
+  #wakeRoomWaiters(): void {
+    for (const wake of this.#roomWaiters.splice(0)) wake();
+  }
+
+  /** The stream closed: whatever the budget still holds of it goes back, and no one waits for room. */
   releaseAll(): void {
     this.#budget.release(this.#budgeted);
     this.#budgeted = 0;
+    this.#wakeRoomWaiters();
   }
 }
 
@@ -265,6 +283,7 @@ function follow(
       closed();
       out.fail({ code: Status.UNAVAILABLE, details: reason });
     },
+    room: () => queue.room(),
   }, admitted.from);
   if (left) stop();
   else stopFeed = stop;
