@@ -437,7 +437,16 @@ Deno.test(
       for (const reader of readers) assert.equal((await reader.message()).title, "from http");
       await eventually(() => grpcSub.titles.length === 2, 5_000, "both on the gRPC stream");
       assert.deepEqual(grpcSub.titles, ["from grpc", "from http"]);
+      const many = await fetch(`${base}/notification.v1.NotificationService/SendMany`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"recipients":["frank","gus"],"title":"to both"}',
+      });
+      assert.equal(many.status, 200);
+      await many.body?.cancel();
+      for (const reader of readers) assert.equal((await reader.message()).title, "to both");
       const metrics = await scrape(svc.metricsPort);
+      assert.equal(metrics.value('notification_server_http_requests_total{route="send_many",code="200"}'), 1);
       assert.equal(metrics.value("notification_server_sse_streams"), 8);
       assert.equal(metrics.value('notification_server_http_requests_total{route="events",code="200"}'), 8);
     } finally {

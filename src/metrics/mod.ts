@@ -210,7 +210,8 @@ export class Metrics {
     );
     this.httpRequests = new client.Counter({
       name: `${PREFIX}http_requests_total`,
-      help: "Requests on the HTTP port (notification-server.http), by route (send, subscribe, events, " +
+      help:
+        "Requests on the HTTP port (notification-server.http), by route (send, send_many, subscribe, events, " +
         "healthz, readyz, page, preflight, other) and HTTP status; a stream counts once, when it is answered.",
       labelNames: ["route", "code"],
       registers,

@@ -165,9 +165,7 @@ export class NotificationCore {
           : this.#sendTo(recipient, request),
       );
     }
-    const settled = new Map<string, Receipt | Failure>();
-    await Promise.all([...results].map(async ([recipient, result]) => settled.set(recipient, await result)));
-    return request.recipients.map((recipient) => settled.get(recipient)!);
+    return await Promise.all(request.recipients.map((recipient) => results.get(recipient)!));
   }
 
   /** One copy, checked already: encoded once for every stream and peer (the serializer passes bytes through). */

@@ -55,7 +55,18 @@ export interface HttpEdgeOptions {
 }
 
 type Info = Deno.ServeHandlerInfo<Deno.NetAddr>;
-type Route = "send" | "subscribe" | "events" | "healthz" | "readyz" | "page" | "preflight" | "other";
+type Route =
+  | "send"
+  | "send_many"
+  | "subscribe"
+  | "events"
+  | "healthz"
+  | "readyz"
+  | "page"
+  | "preflight"
+  | "other";
+/** The metrics' route of each Connect and gRPC-Web method. */
+const RPC_ROUTES: Record<string, Route> = { Send: "send", SendMany: "send_many", Subscribe: "subscribe" };
 
 /** Binds the HTTP port and serves it; throws a {@link BindError} if it cannot. */
 export function startHttp(options: HttpEdgeOptions): Promise<HttpEdge> {
@@ -64,13 +75,12 @@ export function startHttp(options: HttpEdgeOptions): Promise<HttpEdge> {
   const handlers = connectHandlers(core, { maxBodyBytes: http.maxBodyBytes });
   const rpcs = new Map(handlers.map((handler) => [handler.requestPath, handler]));
   let draining = false;
-  const timing = { retryMs: http.sseRetryMs, keepaliveMs: http.sseKeepaliveMs };
-  const keepAlive = new KeepAlive(http.sseKeepaliveMs);
+  const sse = { retryMs: http.sseRetryMs, keepAlive: new KeepAlive(http.sseKeepaliveMs) };
   const onSse = (delta: 1 | -1) => metrics?.sseStreams.inc(delta);
 
   /** Connect and gRPC-Web: a plain Send answered here, everything else by the router. */
   const rpc = async (request: Request, info: Info, handler: UniversalHandler): Promise<[Route, Response]> => {
-    const name = handler.requestPath.endsWith("/Send") ? "send" : "subscribe";
+    const name = RPC_ROUTES[handler.requestPath.slice(handler.requestPath.lastIndexOf("/") + 1)] ?? "other";
     if (request.method !== "POST") return [name, notAllowed(request.method, "POST")];
     const length = Number(request.headers.get("content-length") ?? 0);
     if (length > http.maxBodyBytes) {
@@ -95,7 +105,7 @@ export function startHttp(options: HttpEdgeOptions): Promise<HttpEdge> {
     } catch {
       return refusal(400, "invalid_argument", "the recipient in the path is not valid percent-encoding");
     }
-    return await serveEvents(core, caller, recipient, request, goneSignal(info), timing, keepAlive, onSse);
+    return await serveEvents(core, caller, recipient, request, goneSignal(info), sse, onSse);
   };
 
   const route = async (request: Request, info: Info): Promise<[Route, Response]> => {
@@ -110,7 +120,7 @@ export function startHttp(options: HttpEdgeOptions): Promise<HttpEdge> {
     if (draining) {
       // EventSource gives up on an error status, so a reconnect that reaches us now is told to
       // come back later (elsewhere, behind a load balancer), on a new connection.
-      if (EVENTS_ROUTE.test(path)) return ["events", reconnectLater(timing)];
+      if (EVENTS_ROUTE.test(path)) return ["events", reconnectLater(sse.retryMs)];
       return ["other", refusal(503, "unavailable", "Server is shutting down", { connection: "close" })];
     }
     if (request.method === "OPTIONS") return ["preflight", cors.preflight(request)];

@@ -21,10 +21,10 @@ const EVENT_STREAM_HEADERS = {
   "x-accel-buffering": "no",
 };
 
-/** The stream's timing: `retry:` and the keep-alive comment's period. */
-export interface SseTiming {
+/** What every SSE stream of one HTTP port shares: its `retry:` and its keep-alive timer. */
+export interface SseStreams {
   retryMs: number;
-  keepaliveMs: number;
+  keepAlive: KeepAlive;
 }
 
 /**
@@ -34,11 +34,9 @@ export interface SseTiming {
 export function resumeFrom(lastEventId: string | null): SubscribeInput | string | undefined {
   if (lastEventId === null || lastEventId === "") return undefined;
   const colon = lastEventId.lastIndexOf(":");
-  const position = Number(lastEventId.slice(colon + 1));
-  if (
-    colon < 1 || !Number.isSafeInteger(position) || position < 0 ||
-    !/^\d+$/.test(lastEventId.slice(colon + 1))
-  ) {
+  const digits = lastEventId.slice(colon + 1);
+  const position = Number(digits);
+  if (colon < 1 || !/^\d+$/.test(digits) || !Number.isSafeInteger(position)) {
     return `Last-Event-ID "${
       lastEventId.slice(0, 100)
     }" is not an event id of this service (<epoch>:<position>)`;
@@ -53,8 +51,7 @@ export async function serveEvents(
   recipient: string,
   request: Request,
   gone: AbortSignal,
-  timing: SseTiming,
-  keepAlive: KeepAlive,
+  sse: SseStreams,
   onOpen: (delta: 1 | -1) => void,
 ): Promise<Response> {
   const resume = resumeFrom(request.headers.get("last-event-id"));
@@ -69,15 +66,15 @@ export async function serveEvents(
   }
   onOpen(1);
   out.onEnd(() => onOpen(-1));
-  const head = [`retry: ${timing.retryMs}\n\n`];
+  const head = [`retry: ${sse.retryMs}\n\n`];
   const recovered = started[RECOVERED_HEADER];
   if (recovered !== undefined) {
     head.push(
       event("recovery", JSON.stringify({ recovered: recovered === "true", epoch: started[EPOCH_HEADER] })),
     );
   }
-  keepAlive.add(out);
-  out.onEnd(() => keepAlive.delete(out));
+  sse.keepAlive.add(out);
+  out.onEnd(() => sse.keepAlive.delete(out));
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(encoder.encode(head.join("")));
@@ -99,8 +96,8 @@ export async function serveEvents(
 }
 
 /** A stream that ends at once, telling EventSource to reconnect after `retry:` (a draining server). */
-export function reconnectLater(timing: SseTiming): Response {
-  const text = `retry: ${timing.retryMs}\n\n${endEvent(undefined)}`;
+export function reconnectLater(retryMs: number): Response {
+  const text = `retry: ${retryMs}\n\n${endEvent(undefined)}`;
   return new Response(text, { headers: { ...EVENT_STREAM_HEADERS, connection: "close" } });
 }
 
@@ -146,10 +143,7 @@ export class KeepAlive {
 
   delete(out: PulledOutput): void {
     this.#streams.delete(out);
-    if (this.#streams.size === 0) this.stop();
-  }
-
-  stop(): void {
+    if (this.#streams.size > 0) return;
     clearInterval(this.#timer);
     this.#timer = undefined;
   }

@@ -1,7 +1,7 @@
 """A Python grpcio client (Debian's packages) retrying with idempotency keys, as a real client does
-after a lost answer: a Send to the first recipient and a SendMany to all of them, each made twice with
-the key, with a deadline and a request id of its own per call. Messages are encoded and decoded by hand
-(raw protobuf).
+after a lost answer: a Send to the first recipient and a SendMany to all of them, each made twice at
+once with the key, with a deadline and a request id of its own per call. Messages are encoded and
+decoded by hand (raw protobuf).
 
 usage:
   python_once.py ADDR KEY RECIPIENT...
@@ -54,11 +54,14 @@ def main():
             for name in ("Send", "SendMany")
         }
         metadata = lambda: [("x-request-id", str(uuid.uuid4()))]
-        out = {"send": [], "many": []}
-        for _ in range(2):
-            out["send"].append(result(calls["Send"](send, timeout=10, metadata=metadata()))[:2])
-            answer = calls["SendMany"](many, timeout=10, metadata=metadata())
-            out["many"].append([result(r) for r in repeated(answer, 1)])
+        # Both tries of each call at once (futures on the one channel): a retry that goes out while
+        # the first try is still under way.
+        sends = [calls["Send"].future(send, timeout=10, metadata=metadata()) for _ in range(2)]
+        manys = [calls["SendMany"].future(many, timeout=10, metadata=metadata()) for _ in range(2)]
+        out = {
+            "send": [result(f.result())[:2] for f in sends],
+            "many": [[result(r) for r in repeated(f.result(), 1)] for f in manys],
+        }
     print(json.dumps(out))
 
 

@@ -14,8 +14,8 @@
 // them with protodesc.NewFiles, which rejects descriptors that are not what protoc would write.
 // send: one Send with `authorization: Bearer <token>` metadata (none without -token); prints the
 // status code (OK, Unauthenticated, PermissionDenied, ...).
-// once: a Send to the first recipient and a SendMany to all of them, each made twice with the
-// idempotency key (as a retry would, with a deadline and a request id of its own per call); prints
+// once: a Send to the first recipient and a SendMany to all of them, each made twice at once with
+// the idempotency key (as a retry would, with a deadline and a request id of its own per call); prints
 // one JSON line: {"send": [[id, position] x2], "many": [[[id, position, code] per result] x2]}.
 // matrix: calls as Go services call each other, on one ClientConn (one connection) for every
 // pattern in turn; the patterns are those of tests/interop/node_matrix.cjs. One JSON line per pattern.
@@ -262,23 +262,34 @@ func once(addr, key string, recipients []string) {
 	many = protowire.AppendString(protowire.AppendTag(many, 2, protowire.BytesType), "many from go")
 	many = protowire.AppendString(protowire.AppendTag(many, 5, protowire.BytesType), key)
 	out := map[string]interface{}{}
-	var sends, manys []interface{}
+	sends, manys := make([]interface{}, 2), make([]interface{}, 2)
+	// Both tries of each call at once, on the one connection: a retry that goes out while the
+	// first try is still under way.
+	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ {
-		sends = append(sends, result(call("Send", send))[:2])
-		var results []interface{}
-		b := call("SendMany", many)
-		for len(b) > 0 {
-			num, typ, n := protowire.ConsumeTag(b)
-			b = b[n:]
-			m := protowire.ConsumeFieldValue(num, typ, b)
-			if num == 1 && typ == protowire.BytesType {
-				v, _ := protowire.ConsumeBytes(b)
-				results = append(results, result(v))
+		wg.Add(2)
+		go func(i int) {
+			defer wg.Done()
+			sends[i] = result(call("Send", send))[:2]
+		}(i)
+		go func(i int) {
+			defer wg.Done()
+			var results []interface{}
+			b := call("SendMany", many)
+			for len(b) > 0 {
+				num, typ, n := protowire.ConsumeTag(b)
+				b = b[n:]
+				m := protowire.ConsumeFieldValue(num, typ, b)
+				if num == 1 && typ == protowire.BytesType {
+					v, _ := protowire.ConsumeBytes(b)
+					results = append(results, result(v))
+				}
+				b = b[m:]
 			}
-			b = b[m:]
-		}
-		manys = append(manys, results)
+			manys[i] = results
+		}(i)
 	}
+	wg.Wait()
 	out["send"], out["many"] = sends, manys
 	line, _ := json.Marshal(out)
 	fmt.Println(string(line))
