@@ -4,6 +4,8 @@
  *
  * - Send rps and CPU µs per Send (the service processes, and the NATS server's share) with 32 Sends
  *   in flight over 1 000 recipients, on 1 instance and on 3 (Sends spread over them);
+ * - the same Sends all to one hot recipient, on 1 instance; with Go, also from bench/sendload to an
+ *   instance with `workers: 2` (as issue 37 measured it);
  * - fan-out: deliveries per second from Sends to one recipient with 10 000 open streams;
  * - replay: 1 000 notifications stored while nobody listened, then a Subscribe for everything: the
  *   time until the last is read, and until the stream is live;
@@ -19,9 +21,12 @@ import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
 import { ServiceProcess } from "../tests/helpers/service.ts";
 import { fmt, median } from "./load.ts";
 import { subscriberConnections } from "./fanout.ts";
+import { sendload } from "./cluster.ts";
 
 export interface BrokerBenchOptions {
   endpoints: string[];
+  /** Go sendload (bench/sendload): adds the hot recipient measured as issue 37 measured it. */
+  sendload?: string;
   rounds: number;
   seconds: number;
   note(message: string): void;
@@ -52,6 +57,7 @@ async function startCluster(
   nats: NatsHandle,
   stream: string,
   historySize = 1_000,
+  workers = 1,
 ): Promise<Cluster> {
   const name = `bench-${mode}-${crypto.randomUUID().slice(0, 6)}`;
   const serverExtra = mode === "broker"
@@ -67,7 +73,7 @@ async function startCluster(
       await ServiceProcess.start({
         endpoints,
         name,
-        workers: 1,
+        workers,
         maxSubscribers: FAN_OUT_STREAMS + HELD,
         serverExtra,
       }),
@@ -84,8 +90,11 @@ async function startCluster(
   };
 }
 
-/** 32 Sends in flight for `seconds`: Sends per second, CPU µs per Send (services; NATS). */
-async function sendLoad(cluster: Cluster, nats: NatsHandle, seconds: number) {
+/**
+ * 32 Sends in flight for `seconds` over `recipients` (1: every Send to one hot recipient): Sends per
+ * second, CPU µs per Send (services; NATS).
+ */
+async function sendLoad(cluster: Cluster, nats: NatsHandle, seconds: number, recipients = RECIPIENTS) {
   const pids = cluster.instances.map((i) => i.pid);
   const natsPids = nats.pids();
   const cpu = (list: number[]) => list.reduce((s, pid) => s + cpuSeconds(pid), 0);
@@ -106,7 +115,7 @@ async function sendLoad(cluster: Cluster, nats: NatsHandle, seconds: number) {
       }
       try {
         await send(cluster.clients[i % cluster.clients.length], {
-          recipient: `r${i % RECIPIENTS}`,
+          recipient: recipients === 1 ? "hot" : `r${i % recipients}`,
           title: "t",
         });
         if (measuring) ok++;
@@ -242,6 +251,10 @@ export async function brokerBench(options: BrokerBenchOptions): Promise<string[]
           add(`${mode} ${count} cpu`, load.cpuUs);
           if (mode === "broker") add(`${mode} ${count} nats`, load.natsCpuUs);
           if (count === 1) {
+            note(`round ${round + 1}: ${mode}: Sends to one hot recipient`);
+            const hot = await sendLoad(cluster, nats, seconds, 1);
+            note(`  ${fmt(hot.rps, 0)} Sends/s, ${fmt(hot.cpuUs, 0)} µs CPU each, ${hot.errors} errors`);
+            add(`${mode} hot`, hot.rps);
             note(`round ${round + 1}: ${mode}: fan-out to ${FAN_OUT_STREAMS} streams`);
             add(`${mode} fan`, await fanOut(cluster));
             if (mode === "broker") {
@@ -258,16 +271,42 @@ export async function brokerBench(options: BrokerBenchOptions): Promise<string[]
         }
       }
     }
+    if (options.sendload) {
+      for (const mode of MODES) {
+        note(`round ${round + 1}: ${mode}: Go sendload to one hot recipient, workers: 2`);
+        const cluster = await startCluster(mode, 1, endpoints, nats, `H${round}${mode[0]}`, 1_000, 2);
+        try {
+          await sleep(500);
+          const rps = await sendload(options.sendload, cluster.instances[0].addr, "hot", seconds, CALLERS);
+          note(`  ${fmt(rps, 0)} Sends/s`);
+          add(`${mode} hot go`, rps);
+        } finally {
+          await cluster.stop();
+        }
+      }
+    }
   }
   const m = (key: string) => median(results.get(key) ?? []);
+  // The ratio is the median of each round's (the two modes ran side by side in it): on a shared
+  // machine whose speed drifts between rounds, steadier than the ratio of the medians.
   const both = (label: string, key: (mode: Mode) => string, digits = 0): string[] => {
-    const [mesh, broker] = MODES.map((mode) => m(key(mode)));
-    return [label, fmt(mesh, digits), fmt(broker, digits), fmt(broker / mesh, 2)];
+    const [mesh, broker] = MODES.map((mode) => results.get(key(mode)) ?? []);
+    const ratios = broker.map((b, round) => b / mesh[round]);
+    return [label, fmt(median(mesh), digits), fmt(median(broker), digits), fmt(median(ratios), 2)];
   };
   return [
-    ["broker vs mesh (workers: 1, medians)", "mesh", "broker", "broker/mesh"],
+    ["broker vs mesh (workers: 1, medians)", "mesh", "broker", "broker/mesh (median of rounds)"],
     both(`Send rps, 1 instance (c=${CALLERS}, ${RECIPIENTS} recipients)`, (mode) => `${mode} 1 rps`),
     both("Send CPU µs per Send, 1 instance", (mode) => `${mode} 1 cpu`),
+    both(`Send rps to one hot recipient, 1 instance (c=${CALLERS})`, (mode) => `${mode} hot`),
+    ...(options.sendload
+      ? [
+        both(
+          `the same from Go sendload, workers: 2 (c=${CALLERS}, one connection)`,
+          (mode) => `${mode} hot go`,
+        ),
+      ]
+      : []),
     both("Send rps, 3 instances", (mode) => `${mode} 3 rps`),
     both("Send CPU µs per Send, 3 instances (all)", (mode) => `${mode} 3 cpu`),
     [

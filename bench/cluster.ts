@@ -68,13 +68,20 @@ async function paced(
   await Promise.all(pending);
 }
 
-async function sendload(bin: string, addr: string, recipient: string, seconds: number): Promise<number> {
+/** Go sendload's Sends per second to `recipient` at `addr`, `callers` in flight on one connection. */
+export async function sendload(
+  bin: string,
+  addr: string,
+  recipient: string,
+  seconds: number,
+  callers = 16,
+): Promise<number> {
   const out = await new Deno.Command(bin, {
     args: [
       "-addr",
       addr,
       "-c",
-      "16",
+      String(callers),
       "-conns",
       "1",
       "-d",

@@ -18,7 +18,9 @@
  * --only http (the web edge: Send over HTTP JSON and Connect beside gRPC and a Go net/http handler,
  * SSE fan-out beside gRPC's; --streams N, default 10000), --only sendmany (one SendMany of 1 000
  * recipients beside the 1 000 Sends it replaces, mesh and broker), --only replay (--replayed N stored
- * notifications, default 5000, replayed to one recovering stream).
+ * notifications, default 5000, replayed to one recovering stream), --only broker-scale (the broker
+ * mode holding --recipients N, default 100000, over 3 instances; --subjects M, default 0, adds M
+ * recipients as NATS holds them, without their gRPC streams).
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
@@ -29,6 +31,7 @@ import { http2Bench } from "./http2.ts";
 import { directoryBench } from "./directory.ts";
 import { routingBench } from "./routing.ts";
 import { brokerBench, replayBench } from "./broker.ts";
+import { brokerScaleBench } from "./broker_scale.ts";
 import { httpBench } from "./http.ts";
 import { sendManyBench } from "./send_many.ts";
 import { cpuSeconds, rssMiB } from "../tests/helpers/proc.ts";
@@ -61,6 +64,8 @@ const args = parseArgs({
     sizes: { type: "string", default: "10000,100000" },
     streams: { type: "string", default: "10000" },
     replayed: { type: "string", default: "5000" },
+    recipients: { type: "string", default: "100000" },
+    subjects: { type: "string", default: "0" },
   },
 });
 const ROUNDS = args.values.quick ? 1 : Number(args.values.rounds);
@@ -426,8 +431,16 @@ async function main(): Promise<void> {
     printTable(await sendManyBench({ endpoints: etcd.endpoints, rounds: ROUNDS, note }));
     return;
   }
-  if (args.values.only === "broker") {
-    printTable(await brokerBench({ endpoints: etcd.endpoints, rounds: ROUNDS, seconds: SECONDS, note }));
+  if (args.values.only === "broker-scale") {
+    printTable(
+      await brokerScaleBench({
+        endpoints: etcd.endpoints,
+        recipients: Number(args.values.recipients),
+        subjects: Number(args.values.subjects),
+        seconds: SECONDS,
+        note,
+      }),
+    );
     return;
   }
   if (args.values.only === "directory") {
@@ -445,6 +458,12 @@ async function main(): Promise<void> {
   }
   const go = await buildGo();
   if (go.reason) note(go.reason);
+  const brokerTable = () =>
+    brokerBench({ endpoints: etcd.endpoints, sendload: go.sendload, rounds: ROUNDS, seconds: SECONDS, note });
+  if (args.values.only === "broker") {
+    printTable(await brokerTable());
+    return;
+  }
   if (args.values.only === "http") {
     const { sendload, httpload, httpanchor, fanload } = go;
     if (!sendload || !httpload || !httpanchor || !fanload) {
@@ -592,7 +611,7 @@ async function main(): Promise<void> {
   note("HTTP/2 guard and limits: cost, soak, header attacks");
   for (const table of await http2Section(etcd.endpoints)) printTable(table);
   note("the mesh beside the broker (NATS JetStream)");
-  printTable(await brokerBench({ endpoints: etcd.endpoints, rounds: ROUNDS, seconds: SECONDS, note }));
+  printTable(await brokerTable());
 }
 
 /** The HTTP/2 guard and inbound limits: soak, cost, header attacks (bench/http2.ts). */

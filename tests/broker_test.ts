@@ -9,6 +9,7 @@ import { freePort, NETWORK_TEST, useEtcd } from "@notification-server/registry/t
 import {
   eventually,
   healthCheck,
+  type NotificationClient,
   notificationClient,
   type Received,
   recoverer,
@@ -22,12 +23,15 @@ import { goClient, python } from "./helpers/foreign.ts";
 import { scrape } from "./helpers/metrics.ts";
 import { scopedClient } from "./helpers/kv.ts";
 import { makeCertificates } from "./helpers/certs.ts";
+import { NatsDropProxy } from "./helpers/nats_drop_proxy.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 
 const PYTHON_RESUME = new URL("./interop/python_resume.py", import.meta.url).pathname;
 const NOTIFICATION_SERVICE = "notification.v1.NotificationService";
+/** One connection per client: grpc-js shares connections between channels unless told not to. */
+const OWN_CONNECTION: grpc.ChannelOptions = { "grpc.use_local_subchannel_pool": 1 };
 
 /** Positions strictly increasing, titles as expected. */
 function assertInOrder(items: Received[], titles: string[], what: string): void {
@@ -164,12 +168,14 @@ Deno.test(
 );
 
 Deno.test(
-  "Sends through any of two instances reach a subscriber once each, in position order",
+  "Sends to one recipient through two instances at once reach each subscriber once, in position order; a recovery started mid-way switches to live with no gap",
   NETWORK_TEST,
   async () => {
     await using etcd = await useEtcd();
     await using nats = await startNats();
-    const options = { endpoints: etcd.endpoints, name: "two", serverExtra: brokerYaml(nats.servers) };
+    // History holds all 200: the recovery's position is never dropped under it.
+    const serverExtra = brokerYaml(nats.servers, { "history-size": 1_000 });
+    const options = { endpoints: etcd.endpoints, name: "two", serverExtra };
     await using a = await ServiceProcess.start(options);
     await using b = await ServiceProcess.start(options);
     const ca = notificationClient(a.addr);
@@ -178,21 +184,126 @@ Deno.test(
       const onA = recoverer(ca, "r", { recover: false });
       const onB = recoverer(cb, "r", { recover: false });
       await Promise.all([onA.ready, onB.ready]);
-      // Concurrent Sends to one recipient through both instances: each states the recipient's
-      // previous position, so the store orders them and none is refused for it.
-      const titles = Array.from({ length: 200 }, (_, i) => `n${i}`);
-      const results = await Promise.all(
-        titles.map((title, i) => send(i % 2 ? cb : ca, { recipient: "r", title })),
+      // Concurrent Sends to one recipient through both instances: stored as they come, each live
+      // copy naming the recipient's previous position (set by the stream as it stores).
+      const sendAll = (from: number) =>
+        Promise.all(
+          Array.from({ length: 100 }, (_, i) =>
+            send(i % 2 ? cb : ca, { recipient: "r", title: `n${from + i}` })),
+        );
+      const firstHalf = await sendAll(0);
+      // A stream recovering from the middle of the first hundred while the second hundred go.
+      const mid = firstHalf.map((r) => r.position).sort((x, y) => x - y)[49];
+      const recovering = recoverer(cb, "r", { position: mid, epoch: firstHalf[0].epoch });
+      const secondHalf = await sendAll(100);
+      await recovering.ready;
+      assert.equal(recovering.state.recovered, "true");
+      const positions = [...firstHalf, ...secondHalf].map((r) => r.position).sort((x, y) => x - y);
+      await eventually(
+        () => onA.items.length === 200 && onB.items.length === 200 && recovering.items.length === 150,
+        10_000,
+        "200 on each live stream, 150 on the recovering one",
       );
-      const positions = results.map((r) => r.position).sort((x, y) => x - y);
-      await eventually(() => onA.items.length === 200 && onB.items.length === 200, 10_000, "200 on each");
       for (const stream of [onA, onB]) {
         assert.deepEqual(stream.items.map((n) => n.position), positions, "every position once, in order");
         assert.equal(new Set(stream.items.map((n) => n.title)).size, 200);
       }
+      assert.deepEqual(
+        recovering.items.map((n) => n.position),
+        positions.slice(50),
+        "after the position, once each",
+      );
     } finally {
       ca.close();
       cb.close();
+    }
+  },
+);
+
+Deno.test(
+  "a live copy lost between NATS and an instance is written from history, in its place, when the next one shows the gap",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    using proxy = NatsDropProxy.start(Number(nats.servers[0].split(":")[1]), ".live.");
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "lost-copy",
+      serverExtra: brokerYaml([proxy.addr]),
+      metricsAddr: "127.0.0.1:0",
+    });
+    const client = notificationClient(svc.addr);
+    try {
+      const live = recoverer(client, "gap", { recover: false });
+      await live.ready;
+      const sent = [await send(client, { recipient: "gap", title: "n0" })];
+      await eventually(() => live.items.length === 1, 5_000, "n0");
+      proxy.dropNext("lost-n1");
+      sent.push(await send(client, { recipient: "gap", title: "lost-n1" }));
+      sent.push(await send(client, { recipient: "gap", title: "n2" }));
+      await eventually(() => live.items.length === 3, 5_000, "n0, lost-n1 (from history) and n2");
+      assert.equal(proxy.dropped, 1, "the live copy of lost-n1 was dropped");
+      assertInOrder(live.items, ["n0", "lost-n1", "n2"], "in position order");
+      assert.deepEqual(live.items.map((n) => n.position), sent.map((s) => s.position));
+      // Filled from what the store holds: not a gap in history.
+      const metrics = await scrape(svc.metricsPort);
+      assert.equal(metrics.value("notification_server_broker_history_gaps_total") ?? 0, 0, metrics.text);
+    } finally {
+      client.close();
+    }
+  },
+);
+
+Deno.test(
+  "with workers, a broker Send's delivered counts every stream of the instance, on either worker",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "counted",
+      workers: 2,
+      serverExtra: brokerYaml(nats.servers),
+      metricsAddr: "127.0.0.1:0",
+    });
+    // A connection each: SO_REUSEPORT spreads them over both workers.
+    const clients = Array.from({ length: 8 }, () => notificationClient(svc.addr, OWN_CONNECTION));
+    let sender: NotificationClient | undefined;
+    try {
+      const streams = clients.map((c) => recoverer(c, "many", { recover: false }));
+      await Promise.all(streams.map((s) => s.ready));
+      const metrics = await scrape(svc.metricsPort);
+      const perWorker = [1, 2].map((w) =>
+        metrics.value(`notification_server_worker_connections{worker="${w}"}`) ?? 0
+      );
+      assert.ok(perWorker.every((n) => n > 0), `streams on both workers: ${perWorker}`);
+      sender = notificationClient(svc.addr, OWN_CONNECTION);
+      const probe = sender;
+      // Each worker learns the other's streams a moment after they start.
+      await eventually(
+        async () => (await send(probe, { recipient: "many", title: "probe" })).delivered === 8,
+        5_000,
+        "delivered 8",
+      );
+      for (const s of streams.slice(0, 3)) s.cancel();
+      await eventually(
+        async () => (await send(probe, { recipient: "many", title: "probe" })).delivered === 5,
+        5_000,
+        "delivered 5",
+      );
+      const last = await send(probe, { recipient: "many", title: "last" });
+      assert.equal(last.delivered, 5);
+      // And each of the five got it.
+      await eventually(
+        () => streams.slice(3).every((s) => s.items.at(-1)?.title === "last"),
+        5_000,
+        "the five got it",
+      );
+    } finally {
+      for (const c of clients) c.close();
+      sender?.close();
     }
   },
 );

@@ -73,6 +73,8 @@ function connectionOptions(nats: NatsConfig, name: string): ConnectionOptions {
     // resume from their positions when it is back.
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // Otherwise every request makes two Errors up front for their stack traces: 5 % of a Send's CPU.
+    noAsyncTraces: true,
   };
   if (nats.user !== undefined) Object.assign(options, { user: nats.user, pass: nats.password });
   if (nats.token !== undefined) options.token = nats.token;

@@ -1,15 +1,24 @@
 /**
  * The broker as a delivery mode (serving/mode.ts): every serving thread stores through its own
- * NATS connection and is fed by the stream; threads and instances need nothing of each other. The
+ * NATS connection and is fed by the stream; threads and instances need nothing of each other for
+ * delivery (workers tell each other only their stream counts, for `delivered`). The
  * main thread connects first (app.ts step 2): nothing is served, or registered, before the broker
  * answers, within the start-up budget.
  */
 import type { ServerConfig } from "../config/mod.ts";
 import type { Metrics } from "../metrics/mod.ts";
-import type { DeliveryMode, ModeStart, ThreadDelivery, ThreadSetup } from "../serving/mode.ts";
+import type {
+  DeliveryMode,
+  ModeStart,
+  PoolSide,
+  ThreadDelivery,
+  ThreadSetup,
+  Workers,
+} from "../serving/mode.ts";
 import { NOTIFICATION_SERVICE } from "../serving/services.ts";
 import { BrokerDelivery, type BrokerHooks } from "./broker_delivery.ts";
 import { describeTtl, type NatsConfig } from "./connection.ts";
+import { OtherThreadStreams, PoolStreamCounts, type StreamCounts } from "./instance_streams.ts";
 
 /** How long a starting worker tries to reach the broker (the main thread reached it already). */
 const WORKER_CONNECT_MS = 10_000;
@@ -62,16 +71,35 @@ export class BrokerMode implements DeliveryMode {
   async thread(setup: ThreadSetup): Promise<ThreadDelivery> {
     // The main thread's own connection serves it; its close is the connect step's.
     if (!setup.pool && this.#main) return { delivery: this.#main };
+    const { pool } = setup;
     const delivery = await BrokerDelivery.connect(this.#nats, {
-      name: setup.pool ? `${this.#server.name} worker ${setup.pool.worker}` : this.#server.name,
+      name: pool ? `${this.#server.name} worker ${pool.worker}` : this.#server.name,
       deadline: Date.now() + WORKER_CONNECT_MS,
       hooks: brokerHooks(setup.metrics, setup.warn),
     });
-    return { delivery, close: () => delivery.close() };
+    if (!pool) return { delivery, close: () => delivery.close() };
+    // A Send's `delivered` counts the instance's streams: the other workers' come through the pool.
+    const others = delivery.others = new OtherThreadStreams(
+      pool.worker,
+      (counts) => pool.tell(counts),
+      pool.start as StreamCounts[],
+    );
+    return {
+      delivery,
+      receive: (body) => Promise.resolve(others.receive(body as StreamCounts)),
+      close: () => delivery.close(),
+    };
   }
 
-  pool(): undefined {
-    return undefined;
+  /** The workers' stream counts, passed on between them. */
+  pool(workers: Workers): PoolSide {
+    const counts = new PoolStreamCounts();
+    return {
+      workerStart: () => counts.known(),
+      answer: () => Promise.resolve(undefined),
+      told: (index, body) => workers.broadcast(counts.told(index + 1, body as StreamCounts)),
+      retired: (index) => workers.broadcast(counts.retired(index + 1)),
+    };
   }
 
   /** Nothing to join: the broker routes between instances. */

@@ -1,9 +1,9 @@
 /**
- * One stream's notifications in position order, with none missed and none twice. Every stored
- * notification carries its recipient's previous position (`prev`): the store enforces it on Send,
- * and the live copies carry it too. A notification whose `prev` is the last one written goes out at
- * once; any other starts a fill from the store, which writes what lies between, in order, reading on
- * only while the stream has room (a replay goes at its client's pace). Live ones
+ * One stream's notifications in position order, with none missed and none twice. A live copy
+ * carries its recipient's previous position (`prev`, set by JetStream as it stored it). One whose
+ * `prev` is the last one written goes out at once; any other starts a fill from the store, which
+ * writes what lies between, in order, reading on only while the stream has room (a replay goes at
+ * its client's pace). Live ones
  * that arrive meanwhile wait and are written once their turn comes, or dropped as already written.
  * A gap the store cannot fill (history dropped it) is written past, and reported.
  */
@@ -12,8 +12,8 @@
 export interface Positioned {
   position: number;
   /**
-   * The recipient's previous position, 0 for its first; undefined when not known (a Send stored
-   * without stating it, see broker_delivery.ts): such a one is read in its turn from the store.
+   * The recipient's previous position, 0 for its first; undefined when not known (one read from the
+   * store: written in its turn, as the next one the store holds).
    */
   prev: number | undefined;
   /** The encoded Notification, its position included. */

@@ -80,7 +80,7 @@ Deno.test("what history dropped is written past and reported, once", async () =>
   assert.deepEqual(lost, [[1, 4]]);
 });
 
-Deno.test("one stored without its predecessor (contention) is read in its turn, not reported lost", async () => {
+Deno.test("one without its predecessor (read from the store) is written in its turn, not reported lost", async () => {
   const h = history([1, 2, 3], { unknownPrev: [2] });
   const { feed, written, lost } = feedOver(h);
   feed.start(1, false);

@@ -13,7 +13,10 @@ export type { Once };
 /** What became of one Send. */
 export type Sent =
   | {
-    /** Streams that took it: the whole cluster's (mesh), or this thread's (broker; see README). */
+    /**
+     * Streams that took it: the whole cluster's (mesh); with a broker, this instance's streams of
+     * the recipient, each of which gets it from the stream in its turn (other instances' too).
+     */
     delivered: number;
     /** Where it is stored, and whether it is: 0, "" and false in the mesh. */
     position: number;

@@ -42,7 +42,8 @@ message SendResponse {
   int64 created_at_ms = 2;
   // How many live Subscribe streams received it. Without a broker: on this instance and its peers
   // together (a peer that does not answer within the server's peer-timeout counts 0). With one: the
-  // streams on the serving thread that took the call; every other stream gets it from the broker.
+  // recipient's streams on the instance that took the call (each gets it from the broker in its
+  // turn); streams on other instances get it too, but are not counted.
   uint32 delivered = 3;
   // The instance that handled the call.
   string instance_id = 4;

@@ -75,7 +75,8 @@ export type SendResponse = Message<"notification.v1.SendResponse"> & {
   /**
    * How many live Subscribe streams received it. Without a broker: on this instance and its peers
    * together (a peer that does not answer within the server's peer-timeout counts 0). With one: the
-   * streams on the serving thread that took the call; every other stream gets it from the broker.
+   * recipient's streams on the instance that took the call (each gets it from the broker in its
+   * turn); streams on other instances get it too, but are not counted.
    *
    * @generated from field: uint32 delivered = 3;
    */
