@@ -27,6 +27,7 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Etcd3 } from "etcd3";
 import { Buffer } from "node:buffer";
 import { watchRanges } from "@notification-server/registry";
+import { Backoff, sleep } from "@notification-server/timing";
 
 /** Where the secrets live: apart from `/services` and the directory, so no lister ever sees them. */
 const PEER_SECRET_PREFIX = "/notification-peer-secrets";
@@ -130,11 +131,23 @@ export class PeerSecret implements PeerProver {
           : update.changes.findLast((c) => c.key === this.#key)?.value;
         const stored = parse(value);
         // Gone (deleted, or etcd came back empty): write back ours; the watch then brings it.
-        if (!stored) await createIfAbsent(this.#etcd, this.#key, this.#stored).catch(() => {});
+        if (!stored) await this.#writeBack();
         else this.#adopt(stored);
       }
     } catch {
       // etcd faults are retried by the watch until stopped: nothing else here throws.
+    }
+  }
+
+  /** Writes ours where none is, trying until it is written (nothing else would try again). */
+  async #writeBack(): Promise<void> {
+    const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+    while (!this.#stop.signal.aborted) {
+      try {
+        return await createIfAbsent(this.#etcd, this.#key, this.#stored);
+      } catch {
+        await sleep(backoff.next(), this.#stop.signal);
+      }
     }
   }
 

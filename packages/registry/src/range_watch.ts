@@ -14,8 +14,11 @@
  * - After a dropped stream the watchers resume from the revision after the last one received,
  *   which replays every change. (etcd3 itself moves the resume point to each response's header
  *   revision + 1: after a response it could not receive, the next progress notification made it
- *   skip revisions without a word. We keep the point.) A read once they are back (retried with capped, jittered backoff until it succeeds) checks that etcd
- *   did not go back in time. When it did (restored empty), or etcd cancelled the watchers (their
+ *   skip revisions without a word. We keep the point.) Reads once they are back (retried with
+ *   capped, jittered backoff until they succeed) check that etcd did not go back in time: its
+ *   revision is not below the last one seen, and at that revision the ranges hold as many keys as
+ *   the view does (an etcd wiped or restored while the watch was away may have written past the
+ *   revision already: the count tells it apart). When it did, or etcd cancelled the watchers (their
  *   resume revision was compacted), or a response cannot be received at all (over the receive
  *   limit), the watch resyncs: a fresh read comes out as a `reset`, and watching starts again from
  *   its revision + 1.
@@ -138,6 +141,8 @@ export async function* watchRanges(
   let base = first.revision;
   /** Highest revision seen: the base, then every event since. */
   let seen = base;
+  /** Keys in the view at `seen` (a put of version 1 adds one, a delete takes one). */
+  let count = first.entries.size;
   yield { kind: "reset", ...first };
 
   let wake = () => {};
@@ -159,6 +164,8 @@ export async function* watchRanges(
       const revision = BigInt(kv.mod_revision);
       if (!current() || revision <= base) return;
       if (revision > seen) seen = revision;
+      if (deleted) count--;
+      else if (kv.version === "1") count++;
       pending.push({ revision, key: kv.key.toString(), value: deleted ? undefined : kv.value.toString() });
       poke();
     };
@@ -233,9 +240,9 @@ export async function* watchRanges(
           // Back after a dropped stream: the watchers resumed where they were. Whether etcd is still
           // where we left it (not restored to an older state) one count-only read says; the ranges
           // are read again only if it is not.
-          const now = await untilDone(() => currentRevision(client, ranges), signal);
+          const now = await untilDone(() => inStep(client, ranges, seen, count), signal);
           if (!now) break; // aborted
-          if (now.result >= seen) {
+          if (now.result) {
             onResync({ reason, attempts: now.attempts });
             continue; // the resumed watch holds
           }
@@ -247,6 +254,7 @@ export async function* watchRanges(
         resync = undefined;
         if (!full) await letGo();
         base = seen = fresh.result.revision;
+        count = fresh.result.entries.size;
         pending = [];
         head = 0;
         start(base + 1n);
@@ -291,12 +299,31 @@ async function untilDone<T>(
   return undefined;
 }
 
-/** etcd's revision now, from one count-only read (no keys or values come back). */
-async function currentRevision(client: Etcd3, ranges: readonly KeyRange[]): Promise<bigint> {
-  const first = ranges[0];
-  const key = Buffer.from("key" in first ? first.key : first.prefix);
-  const page = await client.kv.range({ key, count_only: true });
-  return BigInt(page.header.revision);
+/**
+ * Whether etcd still holds what the view was built from: at revision `seen` the ranges hold
+ * `count` keys (count-only reads: no keys or values come back).
+ */
+async function inStep(
+  client: Etcd3,
+  ranges: readonly KeyRange[],
+  seen: bigint,
+  count: number,
+): Promise<boolean> {
+  let held = 0;
+  for (const range of ranges) {
+    const key = Buffer.from("key" in range ? range.key : range.prefix);
+    const end = "prefix" in range ? prefixEnd(range.prefix) : undefined;
+    let page;
+    try {
+      page = await client.kv.range({ key, range_end: end, count_only: true, revision: String(seen) });
+    } catch (error) {
+      // Compacted past it (or a revision etcd has not reached: gone back in time): not in step.
+      if (/compacted|future revision/i.test(String(error))) return false;
+      throw error;
+    }
+    held += Number(page.count);
+  }
+  return held === count;
 }
 
 /** The end of etcd's range for every key starting with `prefix` (prefix + 1 in its last byte). */
