@@ -11,8 +11,8 @@
  *   time until the last is read, and until the stream is live;
  * - memory: the instance's RSS holding streams of 10 000 distinct recipients, over its idle RSS.
  *
- * Every instance runs `workers: 1` so the figures compare the delivery paths, not the threads.
- * Nothing here asserts timings.
+ * Every instance runs `workers: 1` (but the Go hot-recipient row's) so the figures compare the
+ * delivery paths, not the threads. Nothing here asserts timings.
  */
 import * as grpc from "@grpc/grpc-js";
 import { type NotificationClient, notificationClient, recoverer, send } from "../tests/helpers/grpc.ts";
