@@ -98,6 +98,15 @@ Deno.test(
         assertInOrder(after.items, ["n46", "n47", "n48", "n49", "live"], "after a position");
         assert.equal(after.state.recovered, "true");
         after.cancel();
+        // From a position history-size 20 no longer holds: what follows it is written, but whether
+        // something between was dropped cannot be told, so not recovered (with 100: all held, true).
+        const trimmed = recoverer(client, "offline", { position: sent[10].position, epoch: sent[0].epoch });
+        await trimmed.ready;
+        assert.equal(trimmed.state.recovered, size === 100 ? "true" : "false");
+        const sinceTrimmed = [...titles.slice(11), "live"].slice(-Math.min(size, 40));
+        await eventually(() => trimmed.items.length === sinceTrimmed.length, 5_000, "what is held after it");
+        assertInOrder(trimmed.items, sinceTrimmed, "after a trimmed position");
+        trimmed.cancel();
         // A position the stream has not reached is no better than another epoch's.
         const ahead = recoverer(client, "offline", { position: 1_000_000, epoch: sent[0].epoch });
         await ahead.ready;
@@ -115,12 +124,12 @@ Deno.test(
         await eventually(() => stale.items.length === held.length, 5_000, "everything held");
         assertInOrder(stale.items, held, "from another epoch");
         stale.cancel();
-        // Each recovery counted by how it started: everything (true only when nothing was trimmed), after
-        // position 45 (true), ahead of the stream (false), another epoch (false).
+        // Each recovery counted by how it started: everything and after position 10 (true only when
+        // nothing was trimmed), after position 45 (true), ahead of the stream (false), another epoch (false).
         const metrics = await scrape(svc.metricsPort);
         const replays = (recovered: boolean) =>
           metrics.value(`notification_server_broker_replays_total{recovered="${recovered}"}`) ?? 0;
-        assert.deepEqual([replays(true), replays(false)], size === 100 ? [2, 2] : [1, 3], metrics.text);
+        assert.deepEqual([replays(true), replays(false)], size === 100 ? [3, 2] : [1, 4], metrics.text);
       } finally {
         client.close();
       }
@@ -256,6 +265,39 @@ Deno.test(
 );
 
 Deno.test(
+  "a recipient with 200 streams on one thread (offered 64 at a time) gets 30 concurrent Sends on every stream, once each, in order; delivered counts them all",
+  NETWORK_TEST,
+  async () => {
+    await using etcd = await useEtcd();
+    await using nats = await startNats();
+    await using svc = await ServiceProcess.start({
+      endpoints: etcd.endpoints,
+      name: "sliced",
+      workers: 1,
+      maxSubscribers: 300,
+      serverExtra: brokerYaml(nats.servers),
+    });
+    const clients = Array.from({ length: 4 }, () => notificationClient(svc.addr, OWN_CONNECTION));
+    try {
+      const streams = Array.from(
+        { length: 200 },
+        (_, i) => recoverer(clients[i % 4], "crowd", { recover: false }),
+      );
+      await Promise.all(streams.map((s) => s.ready));
+      const sent = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => send(clients[i % 4], { recipient: "crowd", title: `n${i}` })),
+      );
+      assert.ok(sent.every((s) => s.delivered === 200), JSON.stringify(sent[0]));
+      const positions = sent.map((s) => s.position).sort((x, y) => x - y);
+      await eventually(() => streams.every((s) => s.items.length >= 30), 10_000, "30 on every stream");
+      for (const stream of streams) assert.deepEqual(stream.items.map((n) => n.position), positions);
+    } finally {
+      for (const c of clients) c.close();
+    }
+  },
+);
+
+Deno.test(
   "with workers, a broker Send's delivered counts every stream of the instance, on either worker",
   NETWORK_TEST,
   async () => {
@@ -268,38 +310,43 @@ Deno.test(
       serverExtra: brokerYaml(nats.servers),
       metricsAddr: "127.0.0.1:0",
     });
-    // A connection each: SO_REUSEPORT spreads them over both workers.
-    const clients = Array.from({ length: 8 }, () => notificationClient(svc.addr, OWN_CONNECTION));
+    // A connection each, until both workers hold some (SO_REUSEPORT spreads them by chance).
+    const clients: NotificationClient[] = [];
     let sender: NotificationClient | undefined;
     try {
-      const streams = clients.map((c) => recoverer(c, "many", { recover: false }));
-      await Promise.all(streams.map((s) => s.ready));
-      const metrics = await scrape(svc.metricsPort);
-      const perWorker = [1, 2].map((w) =>
-        metrics.value(`notification_server_worker_connections{worker="${w}"}`) ?? 0
-      );
-      assert.ok(perWorker.every((n) => n > 0), `streams on both workers: ${perWorker}`);
+      const streams: ReturnType<typeof recoverer>[] = [];
+      const perWorker = async () => {
+        const metrics = await scrape(svc.metricsPort);
+        return [1, 2].map((w) => metrics.value(`notification_server_worker_connections{worker="${w}"}`) ?? 0);
+      };
+      while (streams.length < 8 || (await perWorker()).some((n) => n === 0)) {
+        assert.ok(streams.length < 40, `40 connections, all on one worker: ${await perWorker()}`);
+        clients.push(notificationClient(svc.addr, OWN_CONNECTION));
+        streams.push(recoverer(clients.at(-1)!, "many", { recover: false }));
+        await streams.at(-1)!.ready;
+      }
+      const n = streams.length;
       sender = notificationClient(svc.addr, OWN_CONNECTION);
       const probe = sender;
       // Each worker learns the other's streams a moment after they start.
       await eventually(
-        async () => (await send(probe, { recipient: "many", title: "probe" })).delivered === 8,
+        async () => (await send(probe, { recipient: "many", title: "probe" })).delivered === n,
         5_000,
-        "delivered 8",
+        `delivered ${n}`,
       );
       for (const s of streams.slice(0, 3)) s.cancel();
       await eventually(
-        async () => (await send(probe, { recipient: "many", title: "probe" })).delivered === 5,
+        async () => (await send(probe, { recipient: "many", title: "probe" })).delivered === n - 3,
         5_000,
-        "delivered 5",
+        `delivered ${n - 3}`,
       );
       const last = await send(probe, { recipient: "many", title: "last" });
-      assert.equal(last.delivered, 5);
-      // And each of the five got it.
+      assert.equal(last.delivered, n - 3);
+      // And each of the others got it.
       await eventually(
         () => streams.slice(3).every((s) => s.items.at(-1)?.title === "last"),
         5_000,
-        "the five got it",
+        "the others got it",
       );
     } finally {
       for (const c of clients) c.close();

@@ -190,7 +190,8 @@ export class BrokerDelivery implements Delivery {
     let counted = false;
     const ready = (start: FeedStart) => {
       counted = true;
-      this.others?.changed(recipient, ++held.started);
+      held.started++;
+      this.others?.changed(recipient, held.started);
       sink.ready(start);
     };
     const start = async () => {
@@ -237,7 +238,8 @@ export class BrokerDelivery implements Delivery {
       feed.close();
       if (counted) {
         counted = false;
-        this.others?.changed(recipient, --held.started);
+        held.started--;
+        this.others?.changed(recipient, held.started);
       }
       if (held.feeds.delete(feed) && held.feeds.size === 0 && this.#held.get(recipient) === held) {
         this.#held.delete(recipient);
